@@ -1,0 +1,221 @@
+//! `ClusterDNSPolicy` (`dnspolicy.dev/v1alpha1`): the API users `kubectl apply`.
+//!
+//! The schema carries what admission can check (sizes, shapes, CEL); the
+//! operator validates every value again before anything reaches a Corefile
+//! (`dnspolicy::policy::validate`), because CRD schemas can be bypassed by an
+//! older CRD version or a hand-installed copy.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, CustomResourceExt, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+pub const GROUP: &str = "dnspolicy.dev";
+pub const VERSION: &str = "v1alpha1";
+pub const DEFAULT_CLUSTER_DOMAIN: &str = "cluster.local";
+pub const MAX_SUFFIXES: usize = 32;
+pub const MAX_FORWARD_TARGETS: usize = 15;
+
+/// A DNS name label by label: lower-case letters, digits, hyphens, underscores
+/// (seen in corporate AD suffixes); no leading or trailing dot. The operator
+/// re-checks label lengths and the 253-byte total.
+pub const DNS_NAME_PATTERN: &str = r"^[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?)*$";
+
+/// Declares the foreign search suffixes that nodes leak into pods, and what
+/// CoreDNS should do with queries that carry them.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "dnspolicy.dev",
+    version = "v1alpha1",
+    kind = "ClusterDNSPolicy",
+    shortname = "cdp",
+    status = "ClusterDNSPolicyStatus",
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Suffixes","type":"string","jsonPath":".spec.foreignSuffixes[*].suffix"}"#,
+    printcolumn = r#"{"name":"Polluted","type":"integer","jsonPath":".status.pods.polluted"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.foreignSuffixes.all(f, f.suffix != self.clusterDomain && !f.suffix.endsWith('.' + self.clusterDomain) && !self.clusterDomain.endsWith('.' + f.suffix))").message("spec.foreignSuffixes: a suffix may not be the cluster domain, a name under it, or a parent of it"))]
+#[x_kube(validation = Rule::new("self.foreignSuffixes.all(f, self.foreignSuffixes.exists_one(g, g.suffix == f.suffix))").message("spec.foreignSuffixes: each suffix may appear once"))]
+pub struct ClusterDNSPolicySpec {
+    /// The cluster's DNS domain (kubelet `--cluster-domain`).
+    #[serde(default = "default_cluster_domain")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = DNS_NAME_PATTERN))]
+    pub cluster_domain: String,
+
+    /// The suffixes nodes add to pods' search lists. 1 to 32 entries.
+    #[schemars(length(min = 1, max = 32))]
+    pub foreign_suffixes: Vec<ForeignSuffix>,
+
+    /// Which CoreDNS to configure. Defaults fit kubeadm, EKS, k3s and AKS.
+    #[serde(default)]
+    pub target: CoreDnsTarget,
+
+    /// How CoreDNS picks up a new Corefile.
+    #[serde(default)]
+    pub rollout: RolloutMode,
+
+    /// Nodes assumed to carry every declared suffix when no node agent
+    /// publishes their search list. Empty: no node is assumed polluted.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+}
+
+fn default_cluster_domain() -> String {
+    DEFAULT_CLUSTER_DOMAIN.to_string()
+}
+
+/// One foreign search suffix and how queries carrying it are answered.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ForeignSuffix {
+    /// The suffix as it appears in search lists, e.g. `tailb45a71.ts.net`.
+    /// Lower-case, no trailing dot, not the root.
+    #[schemars(length(min = 1, max = 253), regex(pattern = DNS_NAME_PATTERN))]
+    pub suffix: String,
+
+    /// Rewrite: answer `Q.<suffix>` as `Q` (mapped back). NXDomain: answer NXDOMAIN.
+    #[serde(default)]
+    pub action: SuffixAction,
+
+    /// Names with at most this many labels before the suffix are real hosts
+    /// in it (`myhost.tailb45a71.ts.net`) and still resolve.
+    #[serde(default = "default_host_labels")]
+    #[schemars(range(min = 0, max = 8))]
+    pub host_labels: u8,
+
+    /// Resolvers for real hosts in the suffix: IP or IP:port (IPv6 as
+    /// `[addr]:port`). Empty: real hosts resolve exactly as before.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 15))]
+    pub forward_to: Vec<String>,
+}
+
+fn default_host_labels() -> u8 {
+    1
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema)]
+pub enum SuffixAction {
+    #[default]
+    Rewrite,
+    NXDomain,
+}
+
+/// The CoreDNS ConfigMap and Deployment to manage.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CoreDnsTarget {
+    #[serde(default = "default_target_namespace")]
+    #[schemars(length(min = 1, max = 63))]
+    pub namespace: String,
+    #[serde(default = "default_target_name")]
+    #[schemars(length(min = 1, max = 253))]
+    pub config_map: String,
+    #[serde(default = "default_target_name")]
+    #[schemars(length(min = 1, max = 253))]
+    pub deployment: String,
+}
+
+impl Default for CoreDnsTarget {
+    fn default() -> Self {
+        Self {
+            namespace: default_target_namespace(),
+            config_map: default_target_name(),
+            deployment: default_target_name(),
+        }
+    }
+}
+
+fn default_target_namespace() -> String {
+    "kube-system".to_string()
+}
+
+fn default_target_name() -> String {
+    "coredns".to_string()
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum RolloutMode {
+    /// Annotate the Deployment's pod template so it rolls, like `kubectl rollout restart`.
+    #[default]
+    Restart,
+    /// Only write the Corefile; CoreDNS's `reload` plugin picks it up.
+    None,
+}
+
+/// What the operator observed and did. Conditions follow kstatus so Flux and
+/// Argo CD read health: `Ready`, `Reconciling`, `Stalled`, plus
+/// `CorefileApplied` and `RolledOut`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterDNSPolicyStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// `sha256:<hex>` of the Corefile the target's CoreDNS runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub corefile_hash: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pods: Option<PodCounts>,
+    /// Namespaces with polluted pods, most polluted first, at most
+    /// `MAX_STATUS_NAMESPACES` entries.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub namespaces: Vec<NamespacePollution>,
+}
+
+pub const MAX_STATUS_NAMESPACES: usize = 20;
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct PodCounts {
+    pub total: u64,
+    pub polluted: u64,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct NamespacePollution {
+    pub name: String,
+    pub pods: u64,
+    pub polluted: u64,
+}
+
+/// The CRD as YAML, exactly as `dnspolicy crd` prints it and
+/// `manifests/crd.yaml` holds it.
+pub fn crd_yaml() -> String {
+    serde_yaml::to_string(&ClusterDNSPolicy::crd()).expect("the CRD serializes")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_fill_a_minimal_spec() {
+        let spec: ClusterDNSPolicySpec =
+            serde_yaml::from_str("foreignSuffixes: [{suffix: tailb45a71.ts.net}]").unwrap();
+        assert_eq!(spec.cluster_domain, "cluster.local");
+        assert_eq!(spec.target, CoreDnsTarget::default());
+        assert_eq!(spec.rollout, RolloutMode::Restart);
+        assert_eq!(spec.foreign_suffixes[0].action, SuffixAction::Rewrite);
+        assert_eq!(spec.foreign_suffixes[0].host_labels, 1);
+    }
+
+    #[test]
+    fn crd_has_short_name_status_and_columns() {
+        let yaml = crd_yaml();
+        for needle in [
+            "shortNames:\n    - cdp",
+            "scope: Cluster",
+            "status: {}",
+            "name: Polluted",
+            "x-kubernetes-validations",
+            "maxItems: 15",
+        ] {
+            assert!(yaml.contains(needle), "CRD lacks {needle:?}:\n{yaml}");
+        }
+    }
+}

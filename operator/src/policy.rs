@@ -1,0 +1,474 @@
+//! Validating `ClusterDNSPolicy` specs and merging the policies that share one
+//! CoreDNS into the rules the renderer turns into Corefile text.
+//!
+//! Everything that reaches a Corefile passes through here first: after
+//! `validate`, a suffix is a lower-case DNS name of `[a-z0-9_-]` labels and a
+//! forward target is a parsed socket address, so no spec value can be read by
+//! CoreDNS as anything but a name or an address.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+
+use dnspolicy_crd::{
+    ClusterDNSPolicySpec, CoreDnsTarget, MAX_FORWARD_TARGETS, MAX_SUFFIXES, SuffixAction,
+};
+
+/// One spec value that cannot be used, named by its path in the object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// e.g. `spec.foreignSuffixes[1].suffix`
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// Every problem found in one spec, in field order.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+pub struct InvalidSpec(pub Vec<FieldError>);
+
+/// A forward target as CoreDNS's `forward` takes it: `ip:port`, IPv6 in brackets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ForwardTarget(pub SocketAddr);
+
+impl fmt::Display for ForwardTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// One validated foreign suffix, remembered with the policy that declared it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SuffixRule {
+    /// Lower-case, no trailing dot, e.g. `tailb45a71.ts.net`.
+    pub suffix: String,
+    pub action: SuffixAction,
+    /// Names with at most this many labels before the suffix are real hosts.
+    pub host_labels: u8,
+    /// Where real hosts in the suffix are resolved; empty: as before.
+    pub forward_to: Vec<ForwardTarget>,
+    /// The `ClusterDNSPolicy` that declared it.
+    pub policy: String,
+}
+
+impl SuffixRule {
+    /// Same behaviour, whichever policy declared it.
+    fn same_behaviour(&self, other: &SuffixRule) -> bool {
+        self.suffix == other.suffix
+            && self.action == other.action
+            && self.host_labels == other.host_labels
+            && self.forward_to == other.forward_to
+    }
+}
+
+/// A spec that passed validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidPolicy {
+    pub name: String,
+    pub cluster_domain: String,
+    pub target: CoreDnsTarget,
+    /// Sorted by suffix.
+    pub rules: Vec<SuffixRule>,
+}
+
+/// Why a policy's rules were left out of the merge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conflict {
+    /// The policy left out.
+    pub policy: String,
+    /// The earlier policy (by name) whose rule wins.
+    pub winner: String,
+    pub message: String,
+}
+
+/// The rules of every policy that targets one CoreDNS, merged by name.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MergedPolicies {
+    pub cluster_domain: String,
+    /// Sorted by suffix; each suffix once.
+    pub rules: Vec<SuffixRule>,
+    /// Policies whose rules are in `rules`, sorted.
+    pub applied: Vec<String>,
+    /// Policies left out whole because they contradict an earlier one.
+    pub conflicts: Vec<Conflict>,
+}
+
+const MAX_NAME_LEN: usize = 253;
+const MAX_LABEL_LEN: usize = 63;
+
+/// Checks a DNS name as dnspolicy accepts it in a spec: lower-case labels of
+/// `[a-z0-9_-]`, 1..=63 bytes, not starting or ending with `-`, at most 253
+/// bytes, no trailing dot, not the root.
+pub fn check_dns_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name == "." {
+        return Err("must be a DNS name, not empty or the root".into());
+    }
+    if name.ends_with('.') {
+        return Err(format!("{name:?} must not end with a dot"));
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(format!("{} bytes long; a DNS name has at most {MAX_NAME_LEN}", name.len()));
+    }
+    for label in name.split('.') {
+        if label.is_empty() {
+            return Err(format!("{name:?} has an empty label"));
+        }
+        if label.len() > MAX_LABEL_LEN {
+            return Err(format!("label {label:?} is longer than {MAX_LABEL_LEN} bytes"));
+        }
+        if let Some(c) = label
+            .chars()
+            .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-' || *c == '_'))
+        {
+            let hint = if c.is_ascii_uppercase() { " (write it in lower case)" } else { "" };
+            return Err(format!("{name:?} contains {c:?}; labels take a-z, 0-9, '-' and '_'{hint}"));
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Err(format!("label {label:?} must not start or end with '-'"));
+        }
+    }
+    Ok(())
+}
+
+/// `a` is `b` or a name below it (label-wise, not string-wise).
+pub fn is_same_or_below(a: &str, b: &str) -> bool {
+    a == b || a.strip_suffix(b).is_some_and(|rest| rest.ends_with('.'))
+}
+
+/// Parses `IP` or `IP:port` (`[v6]:port`); port 53 when absent.
+pub fn parse_forward_target(text: &str) -> Result<ForwardTarget, String> {
+    if let Ok(ip) = text.parse::<IpAddr>() {
+        return Ok(ForwardTarget(SocketAddr::new(ip, 53)));
+    }
+    match text.parse::<SocketAddr>() {
+        Ok(addr) if addr.port() != 0 => Ok(ForwardTarget(addr)),
+        Ok(_) => Err(format!("{text:?} has port 0")),
+        Err(_) => Err(format!(
+            "{text:?} is not an IP address or IP:port (IPv6 with a port as [addr]:port)"
+        )),
+    }
+}
+
+/// Validates one policy. Reports every problem, each naming its field.
+pub fn validate(name: &str, spec: &ClusterDNSPolicySpec) -> Result<ValidPolicy, InvalidSpec> {
+    let mut errors = Vec::new();
+    let mut err = |field: String, message: String| errors.push(FieldError { field, message });
+
+    let domain = spec.cluster_domain.as_str();
+    if let Err(m) = check_dns_name(domain) {
+        err("spec.clusterDomain".into(), m);
+    }
+    if spec.foreign_suffixes.is_empty() {
+        err("spec.foreignSuffixes".into(), "declare at least one suffix".into());
+    }
+    if spec.foreign_suffixes.len() > MAX_SUFFIXES {
+        err(
+            "spec.foreignSuffixes".into(),
+            format!("{} entries; at most {MAX_SUFFIXES}", spec.foreign_suffixes.len()),
+        );
+    }
+    for (field, value) in [
+        ("spec.target.namespace", &spec.target.namespace),
+        ("spec.target.configMap", &spec.target.config_map),
+        ("spec.target.deployment", &spec.target.deployment),
+    ] {
+        if let Err(m) = check_object_name(value) {
+            err(field.into(), m);
+        }
+    }
+
+    let mut rules = Vec::new();
+    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+    for (i, entry) in spec.foreign_suffixes.iter().enumerate() {
+        let field = format!("spec.foreignSuffixes[{i}]");
+        let suffix = entry.suffix.as_str();
+        let mut suffix_ok = true;
+        if let Err(m) = check_dns_name(suffix) {
+            err(format!("{field}.suffix"), m);
+            suffix_ok = false;
+        } else if is_same_or_below(suffix, domain) {
+            err(
+                format!("{field}.suffix"),
+                format!("{suffix:?} is the cluster domain {domain:?} or a name under it; CoreDNS must keep answering it"),
+            );
+            suffix_ok = false;
+        } else if is_same_or_below(domain, suffix) {
+            err(
+                format!("{field}.suffix"),
+                format!("{suffix:?} is a parent of the cluster domain {domain:?}; rewriting it would capture in-cluster names"),
+            );
+            suffix_ok = false;
+        }
+        if let Some(first) = seen.insert(suffix, i) {
+            err(
+                format!("{field}.suffix"),
+                format!("{suffix:?} is already declared at spec.foreignSuffixes[{first}]"),
+            );
+            suffix_ok = false;
+        }
+        if entry.host_labels > 8 {
+            err(format!("{field}.hostLabels"), format!("{} is more than 8", entry.host_labels));
+        }
+        if entry.forward_to.len() > MAX_FORWARD_TARGETS {
+            err(
+                format!("{field}.forwardTo"),
+                format!("{} targets; CoreDNS's forward takes at most {MAX_FORWARD_TARGETS}", entry.forward_to.len()),
+            );
+        }
+        let mut forward_to = Vec::new();
+        for (j, target) in entry.forward_to.iter().enumerate() {
+            match parse_forward_target(target) {
+                Ok(t) if forward_to.contains(&t) => {
+                    err(format!("{field}.forwardTo[{j}]"), format!("{t} is listed twice"))
+                }
+                Ok(t) => forward_to.push(t),
+                Err(m) => err(format!("{field}.forwardTo[{j}]"), m),
+            }
+        }
+        if suffix_ok {
+            rules.push(SuffixRule {
+                suffix: suffix.to_string(),
+                action: entry.action,
+                host_labels: entry.host_labels,
+                forward_to,
+                policy: name.to_string(),
+            });
+        }
+    }
+    if !errors.is_empty() {
+        return Err(InvalidSpec(errors));
+    }
+    rules.sort_by(|a, b| a.suffix.cmp(&b.suffix));
+    Ok(ValidPolicy {
+        name: name.to_string(),
+        cluster_domain: domain.to_string(),
+        target: spec.target.clone(),
+        rules,
+    })
+}
+
+/// Kubernetes object names (RFC 1123 subdomain): the target's namespace,
+/// ConfigMap and Deployment.
+fn check_object_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name.split('.').all(|l| {
+            !l.is_empty()
+                && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{name:?} is not a Kubernetes object name (lower-case a-z, 0-9, '-', '.')"))
+    }
+}
+
+/// Merges the valid policies that target one CoreDNS. Policies are taken in
+/// name order; a policy that contradicts an earlier one (same suffix with
+/// other behaviour, another cluster domain, a suffix nested in an earlier
+/// one's) is left out whole and reported, so its owner sees `Conflict` and
+/// nothing already applied changes.
+pub fn merge(policies: &[ValidPolicy]) -> MergedPolicies {
+    let mut sorted: Vec<&ValidPolicy> = policies.iter().collect();
+    sorted.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut merged = MergedPolicies::default();
+    for policy in sorted {
+        match contradiction(&merged, policy) {
+            Some((winner, message)) => merged.conflicts.push(Conflict {
+                policy: policy.name.clone(),
+                winner,
+                message,
+            }),
+            None => {
+                if merged.applied.is_empty() {
+                    merged.cluster_domain = policy.cluster_domain.clone();
+                }
+                for rule in &policy.rules {
+                    if !merged.rules.iter().any(|r| r.same_behaviour(rule)) {
+                        merged.rules.push(rule.clone());
+                    }
+                }
+                merged.applied.push(policy.name.clone());
+            }
+        }
+    }
+    merged.rules.sort_by(|a, b| a.suffix.cmp(&b.suffix));
+    merged
+}
+
+fn contradiction(merged: &MergedPolicies, policy: &ValidPolicy) -> Option<(String, String)> {
+    if let Some(first) = merged.applied.first() {
+        if merged.cluster_domain != policy.cluster_domain {
+            return Some((
+                first.clone(),
+                format!(
+                    "spec.clusterDomain {:?} differs from {:?} set by policy {first:?} for the same CoreDNS",
+                    policy.cluster_domain, merged.cluster_domain
+                ),
+            ));
+        }
+    }
+    for rule in &policy.rules {
+        for earlier in &merged.rules {
+            if earlier.suffix == rule.suffix && !earlier.same_behaviour(rule) {
+                return Some((
+                    earlier.policy.clone(),
+                    format!(
+                        "suffix {:?} is declared with other settings by policy {:?}",
+                        rule.suffix, earlier.policy
+                    ),
+                ));
+            }
+            if earlier.suffix != rule.suffix
+                && (is_same_or_below(&rule.suffix, &earlier.suffix)
+                    || is_same_or_below(&earlier.suffix, &rule.suffix))
+            {
+                return Some((
+                    earlier.policy.clone(),
+                    format!(
+                        "suffix {:?} overlaps {:?} declared by policy {:?}; declare one of them",
+                        rule.suffix, earlier.suffix, earlier.policy
+                    ),
+                ));
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dnspolicy_crd::ForeignSuffix;
+
+    fn spec(yaml: &str) -> ClusterDNSPolicySpec {
+        serde_yaml::from_str(yaml).unwrap()
+    }
+
+    fn fields(result: Result<ValidPolicy, InvalidSpec>) -> Vec<String> {
+        result.unwrap_err().0.into_iter().map(|e| e.field).collect()
+    }
+
+    #[test]
+    fn the_tailscale_policy_is_valid() {
+        let p = validate(
+            "tailnet",
+            &spec("foreignSuffixes: [{suffix: tailb45a71.ts.net, forwardTo: ['100.100.100.100']}]"),
+        )
+        .unwrap();
+        assert_eq!(p.rules[0].suffix, "tailb45a71.ts.net");
+        assert_eq!(p.rules[0].forward_to[0].to_string(), "100.100.100.100:53");
+    }
+
+    #[test]
+    fn injection_attempts_are_refused_naming_the_field() {
+        for bad in [
+            "x }\nforward . 6.6.6.6",
+            "evil.com #",
+            "a b",
+            "\"quoted\"",
+            "Tailb45a71.ts.net",
+            "tail.ts.net.",
+            ".",
+            "",
+            "a..b",
+            "{$HOME}",
+        ] {
+            let mut s = spec("foreignSuffixes: [{suffix: ok.example}, {suffix: x}]");
+            s.foreign_suffixes[1].suffix = bad.into();
+            assert_eq!(
+                fields(validate("p", &s)),
+                ["spec.foreignSuffixes[1].suffix"],
+                "suffix {bad:?}"
+            );
+        }
+        for bad in ["8.8.8.8; rm", "8.8.8.8 }", "dns.google", "8.8.8.8:0", "1.2.3.4:99999", "fd00::1:"] {
+            let s = spec(&format!(
+                "foreignSuffixes: [{{suffix: ok.example, forwardTo: ['1.1.1.1', {bad:?}]}}]"
+            ));
+            assert_eq!(
+                fields(validate("p", &s)),
+                ["spec.foreignSuffixes[0].forwardTo[1]"],
+                "target {bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_cluster_domain_its_parents_and_children_are_refused() {
+        for bad in ["cluster.local", "svc.cluster.local", "local"] {
+            let s = spec(&format!("foreignSuffixes: [{{suffix: {bad}}}]"));
+            assert_eq!(fields(validate("p", &s)), ["spec.foreignSuffixes[0].suffix"], "{bad}");
+        }
+        // String containment is not label containment.
+        let s = spec("foreignSuffixes: [{suffix: mycluster.local}]");
+        assert!(validate("p", &s).is_ok());
+    }
+
+    #[test]
+    fn duplicates_and_too_many_targets_are_refused() {
+        let s = spec("foreignSuffixes: [{suffix: openstacklocal}, {suffix: openstacklocal}]");
+        assert_eq!(fields(validate("p", &s)), ["spec.foreignSuffixes[1].suffix"]);
+        let mut s = spec("foreignSuffixes: [{suffix: openstacklocal}]");
+        s.foreign_suffixes[0].forward_to = (1..=16).map(|i| format!("10.0.0.{i}")).collect();
+        assert_eq!(fields(validate("p", &s)), ["spec.foreignSuffixes[0].forwardTo"]);
+        let mut s = spec("foreignSuffixes: []");
+        assert_eq!(fields(validate("p", &s)), ["spec.foreignSuffixes"]);
+        s.foreign_suffixes = (0..33)
+            .map(|i| ForeignSuffix {
+                suffix: format!("s{i}.example"),
+                action: SuffixAction::Rewrite,
+                host_labels: 1,
+                forward_to: vec![],
+            })
+            .collect();
+        assert_eq!(fields(validate("p", &s)), ["spec.foreignSuffixes"]);
+    }
+
+    #[test]
+    fn ipv6_forward_targets_are_bracketed() {
+        let s = spec("foreignSuffixes: [{suffix: corp.example, forwardTo: ['fd7a:115c:a1e0::53', '[fd7a:115c:a1e0::54]:5353']}]");
+        let p = validate("p", &s).unwrap();
+        let shown: Vec<String> = p.rules[0].forward_to.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["[fd7a:115c:a1e0::53]:53", "[fd7a:115c:a1e0::54]:5353"]);
+    }
+
+    fn valid(name: &str, yaml: &str) -> ValidPolicy {
+        validate(name, &spec(yaml)).unwrap()
+    }
+
+    #[test]
+    fn policies_merge_by_name_and_the_later_contradiction_is_left_out() {
+        let tailnet = valid("a-tailnet", "foreignSuffixes: [{suffix: tailb45a71.ts.net}]");
+        let openstack = valid("b-openstack", "foreignSuffixes: [{suffix: openstacklocal}, {suffix: tailb45a71.ts.net}]");
+        let rogue = valid("c-rogue", "foreignSuffixes: [{suffix: tailb45a71.ts.net, action: NXDomain}]");
+        let merged = merge(&[rogue.clone(), openstack.clone(), tailnet.clone()]);
+        assert_eq!(merged.applied, ["a-tailnet", "b-openstack"]);
+        let suffixes: Vec<&str> = merged.rules.iter().map(|r| r.suffix.as_str()).collect();
+        assert_eq!(suffixes, ["openstacklocal", "tailb45a71.ts.net"]);
+        assert_eq!(merged.conflicts.len(), 1);
+        assert_eq!(merged.conflicts[0].policy, "c-rogue");
+        assert_eq!(merged.conflicts[0].winner, "a-tailnet");
+        // Order of input never matters.
+        assert_eq!(merge(&[tailnet, openstack, rogue]), merged);
+    }
+
+    #[test]
+    fn nested_suffixes_and_other_cluster_domains_conflict() {
+        let a = valid("a", "foreignSuffixes: [{suffix: ts.net}]");
+        let b = valid("b", "foreignSuffixes: [{suffix: tailb45a71.ts.net}]");
+        let c = valid("c", "clusterDomain: k8s.internal\nforeignSuffixes: [{suffix: openstacklocal}]");
+        let merged = merge(&[a, b, c]);
+        assert_eq!(merged.applied, ["a"]);
+        let losers: Vec<&str> = merged.conflicts.iter().map(|c| c.policy.as_str()).collect();
+        assert_eq!(losers, ["b", "c"]);
+    }
+}

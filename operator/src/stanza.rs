@@ -1,0 +1,1 @@
+//! Rendering merged policies into Corefile text. (Being written.)

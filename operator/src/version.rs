@@ -1,0 +1,1 @@
+//! CoreDNS versions, read from the Deployment's image tag. (Being written.)
