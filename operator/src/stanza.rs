@@ -1,1 +1,583 @@
-//! Rendering merged policies into Corefile text. (Being written.)
+//! Rendering merged policies into the Corefile text CoreDNS runs.
+//!
+//! Facts this rests on, checked in CoreDNS's source (1.8.4 and 1.14.2) and on
+//! the real 1.14.2 binary:
+//! - A query goes to the server block with the longest matching zone before
+//!   any plugin runs, so a block for the suffix would take
+//!   `frigate....svc.cluster.local.<suffix>` away from the `.` block's
+//!   `rewrite`/`kubernetes`. Search artifacts are therefore handled inside
+//!   the `.` block, and a block for the suffix is added only for `forwardTo`.
+//! - Rewrite: `rewrite stop name regex ^(...)[.]S[.]$ {1}. answer auto` strips
+//!   the suffix from names with more than `hostLabels` labels before it; the
+//!   name is then answered by whatever answers it without the suffix
+//!   (`kubernetes`, `forward`), and `answer auto` maps the reply back, the
+//!   question included. All `rewrite` lines of a block form one plugin whose
+//!   rules run in file order; a `stop` rule ends the list when it matches.
+//! - NXDomain: `template ANY ANY S { match ...; rcode NXDOMAIN; fallthrough }`.
+//!   Without `fallthrough`, a name in the zone that no `match` takes gets
+//!   SERVFAIL (1.14) or no reply at all (1.8: NXDOMAIN returned unwritten).
+//! - forwardTo with Rewrite: `S:port { view ... { expr name() matches '...' } }`
+//!   takes only the real hosts; a query no view admits falls back to the
+//!   next shorter zone and finally to `.` (core/dnsserver/server.go). `view`
+//!   exists from 1.10.0, so older releases are refused.
+//! - forwardTo with NXDomain: `S:port { template ... fallthrough; forward . T }`
+//!   answers the artifacts itself and forwards the rest; it needs no `view`.
+//! - Regexes use `[.]`, never `\.`, and never `#` (a comment even inside a
+//!   token): no backslash or quoting questions between the Corefile lexer,
+//!   Go's regexp and expr-lang's string literals.
+
+use std::fmt::Write as _;
+
+use dnspolicy_crd::SuffixAction;
+
+use crate::corefile::{Corefile, ManagedText};
+use crate::policy::{MergedPolicies, SuffixRule, check_dns_name};
+use crate::version::{CoreDnsVersion, VersionError};
+
+/// The port CoreDNS listens on when a server key has none (`-dns.port`'s default).
+pub const DEFAULT_DNS_PORT: u16 = 53;
+
+/// What the rendered text must fit: the CoreDNS release and the `.` server
+/// block the directives go into.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenderContext {
+    pub version: CoreDnsVersion,
+    /// Port of the `.` block's key; `None` when the key has none (`.`), in
+    /// which case added blocks are written without one too.
+    pub port: Option<u16>,
+    /// Arguments of the `.` block's `bind` lines, copied into every server
+    /// block added so it listens exactly where the `.` block does (blocks on
+    /// other addresses form another server, and routing never crosses servers).
+    pub bind: Vec<String>,
+    /// Zones other server blocks already serve on the same port.
+    pub zones_in_use: Vec<ZoneInUse>,
+}
+
+/// A zone another server block of the Corefile serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZoneInUse {
+    /// Absolute, lower-case: `ts.net.`.
+    pub zone: String,
+    /// The server key as written: `ts.net:53`.
+    pub key: String,
+    pub line: usize,
+}
+
+impl RenderContext {
+    /// A context for a `.` block with no port and no `bind` (the command
+    /// line's default when there is no Corefile to read it from).
+    pub fn new(version: CoreDnsVersion) -> Self {
+        RenderContext { version, port: None, bind: Vec::new(), zones_in_use: Vec::new() }
+    }
+
+    /// The context of `corefile.blocks[dot]`, the `.` block the directives go
+    /// into. Pass the Corefile with dnspolicy's managed text stripped, or
+    /// the blocks added last time count as zones in use.
+    pub fn for_block(corefile: &Corefile, dot: usize, version: CoreDnsVersion) -> Self {
+        let block = &corefile.blocks[dot];
+        let port = block
+            .keys
+            .iter()
+            .find(|k| k.zone == ".")
+            .or(block.keys.first())
+            .and_then(|k| k.port);
+        let bind = block
+            .directives
+            .iter()
+            .filter(|d| d.name == "bind")
+            .flat_map(|d| d.args.iter().cloned())
+            .collect();
+        let listen = port.unwrap_or(DEFAULT_DNS_PORT);
+        let zones_in_use = corefile
+            .blocks
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != dot)
+            .flat_map(|(_, b)| b.keys.iter().map(move |k| (b, k)))
+            .filter(|(_, k)| k.zone != "." && k.port.unwrap_or(DEFAULT_DNS_PORT) == listen)
+            .map(|(b, k)| ZoneInUse { zone: k.zone.clone(), key: k.raw.clone(), line: b.span.line })
+            .collect();
+        RenderContext { version, port, bind, zones_in_use }
+    }
+}
+
+/// Why policies cannot be written into this Corefile for this CoreDNS.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RenderError {
+    #[error(transparent)]
+    Version(#[from] VersionError),
+    #[error(
+        "suffix {suffix:?} (policy {policy:?}): forwardTo with action Rewrite needs CoreDNS {needed} or newer, whose view plugin lets a server block take only the real hosts of the suffix; this CoreDNS is {have}. Upgrade CoreDNS, use action NXDomain (which works with forwardTo on every supported version), or drop forwardTo"
+    )]
+    NeedsNewerCoreDns {
+        suffix: String,
+        policy: String,
+        have: CoreDnsVersion,
+        needed: CoreDnsVersion,
+    },
+    #[error(
+        "suffix {suffix:?} (policy {policy:?}): the Corefile already has server block {key:?} (line {line}), which takes queries for names in {suffix:?} before the `.` block can handle them; remove that block (declare its resolvers as forwardTo) or drop the suffix"
+    )]
+    ZoneTaken {
+        suffix: String,
+        policy: String,
+        key: String,
+        line: usize,
+    },
+    #[error("{what} {name:?} (policy {policy:?}) cannot be written into a Corefile: {message}")]
+    InvalidName {
+        what: &'static str,
+        name: String,
+        policy: String,
+        message: String,
+    },
+}
+
+/// Renders the merged policies as text for the editor to place: directives
+/// for the `.` block and server blocks for the end of the Corefile. No
+/// policies, no text.
+pub fn render(merged: &MergedPolicies, ctx: &RenderContext) -> Result<ManagedText, RenderError> {
+    let mut text = ManagedText::default();
+    if merged.rules.is_empty() {
+        return Ok(text);
+    }
+    ctx.version.check_supported()?;
+    for rule in &merged.rules {
+        check(rule, &merged.cluster_domain, ctx)?;
+    }
+    let mut blocks = Vec::new();
+    for rule in &merged.rules {
+        let stanza = Stanza::new(rule, &merged.cluster_domain);
+        text.dot_block.push_str(&stanza.dot_block());
+        if let Some(block) = stanza.server_block(ctx) {
+            blocks.push(block);
+        }
+    }
+    text.server_blocks = blocks.join("\n");
+    Ok(text)
+}
+
+/// Everything `render` refuses, for one rule.
+fn check(rule: &SuffixRule, cluster_domain: &str, ctx: &RenderContext) -> Result<(), RenderError> {
+    // Validation already guarantees both names; checked again because they
+    // are written into regexes and server keys unquoted.
+    for (what, name) in [("suffix", rule.suffix.as_str()), ("cluster domain", cluster_domain)] {
+        check_dns_name(name).map_err(|message| RenderError::InvalidName {
+            what,
+            name: name.to_string(),
+            policy: rule.policy.clone(),
+            message,
+        })?;
+    }
+    let zone = format!("{}.", rule.suffix);
+    if let Some(taken) = ctx
+        .zones_in_use
+        .iter()
+        .find(|z| is_same_or_below_abs(&zone, &z.zone) || is_same_or_below_abs(&z.zone, &zone))
+    {
+        return Err(RenderError::ZoneTaken {
+            suffix: rule.suffix.clone(),
+            policy: rule.policy.clone(),
+            key: taken.key.clone(),
+            line: taken.line,
+        });
+    }
+    if !rule.forward_to.is_empty()
+        && rule.action == SuffixAction::Rewrite
+        && !ctx.version.has_view()
+    {
+        return Err(RenderError::NeedsNewerCoreDns {
+            suffix: rule.suffix.clone(),
+            policy: rule.policy.clone(),
+            have: ctx.version,
+            needed: CoreDnsVersion::VIEW_PLUGIN,
+        });
+    }
+    Ok(())
+}
+
+/// Absolute names: `a` is `b` or below it, label-wise.
+fn is_same_or_below_abs(a: &str, b: &str) -> bool {
+    a == b || a.strip_suffix(b).is_some_and(|rest| rest.ends_with('.'))
+}
+
+/// The regexes for one suffix. Labels are `[^.]+`, dots `[.]`; names are
+/// matched as CoreDNS sees them: lower-case, absolute.
+struct Stanza<'a> {
+    rule: &'a SuffixRule,
+    /// `tailb45a71[.]ts[.]net`
+    suffix_re: String,
+    /// Names ending `.<cluster domain>.<suffix>.` that `hostLabels` alone would
+    /// count as real hosts: `Some(cluster[.]local)` when the cluster domain has
+    /// fewer labels than `hostLabels`.
+    cluster_re: Option<String>,
+}
+
+impl<'a> Stanza<'a> {
+    fn new(rule: &'a SuffixRule, cluster_domain: &str) -> Self {
+        let h = usize::from(rule.host_labels);
+        let cluster_re = (cluster_domain.split('.').count() < h).then(|| literal(cluster_domain));
+        Stanza { rule, suffix_re: literal(&rule.suffix), cluster_re }
+    }
+
+    /// Names with more than `hostLabels` labels before the suffix; group 1 is
+    /// the name without the suffix and without its final dot.
+    fn artifact_capture(&self) -> String {
+        format!("^({}.+)[.]{}[.]$", exactly_labels(self.rule.host_labels), self.suffix_re)
+    }
+
+    /// `x.<cluster domain>.<suffix>.`, group 1 without the suffix.
+    fn cluster_capture(&self) -> Option<String> {
+        self.cluster_re
+            .as_ref()
+            .map(|d| format!("^(.+[.]{d})[.]{}[.]$", self.suffix_re))
+    }
+
+    /// The names the suffix's own resolvers answer: the suffix itself and up
+    /// to `hostLabels` labels before it.
+    fn real_host(&self) -> String {
+        format!("^{}{}[.]$", up_to_labels(self.rule.host_labels), self.suffix_re)
+    }
+
+    /// Comment naming the rule, so an admin reading the Corefile sees why.
+    fn comment(&self) -> String {
+        let r = self.rule;
+        let action = match r.action {
+            SuffixAction::Rewrite => "Rewrite",
+            SuffixAction::NXDomain => "NXDomain",
+        };
+        let mut c = format!("# {}: {action}, hostLabels {}", r.suffix, r.host_labels);
+        if !r.forward_to.is_empty() {
+            let targets: Vec<String> = r.forward_to.iter().map(ToString::to_string).collect();
+            write!(c, ", forwardTo {}", targets.join(" ")).unwrap();
+        }
+        c.push('\n');
+        c
+    }
+
+    /// Lines for the `.` block: empty for NXDomain with forwardTo, whose
+    /// server block answers every name in the suffix.
+    fn dot_block(&self) -> String {
+        match self.rule.action {
+            SuffixAction::Rewrite => {
+                let mut out = self.comment();
+                for regex in self.cluster_capture().into_iter().chain([self.artifact_capture()]) {
+                    writeln!(out, "rewrite stop name regex {regex} {{1}}. answer auto").unwrap();
+                }
+                out
+            }
+            SuffixAction::NXDomain if self.rule.forward_to.is_empty() => {
+                self.comment() + &self.nxdomain_template("")
+            }
+            SuffixAction::NXDomain => String::new(),
+        }
+    }
+
+    fn nxdomain_template(&self, indent: &str) -> String {
+        let artifact = format!("^{}.+[.]{}[.]$", exactly_labels(self.rule.host_labels), self.suffix_re);
+        let mut matches = Vec::new();
+        if let Some(d) = &self.cluster_re {
+            matches.push(format!("^.+[.]{d}[.]{}[.]$", self.suffix_re));
+        }
+        matches.push(artifact);
+        format!(
+            "{indent}template ANY ANY {suffix} {{\n\
+             {indent}    match {matches}\n\
+             {indent}    rcode NXDOMAIN\n\
+             {indent}    fallthrough\n\
+             {indent}}}\n",
+            suffix = self.rule.suffix,
+            matches = matches.join(" "),
+        )
+    }
+
+    /// The server block for `forwardTo`, if any.
+    fn server_block(&self, ctx: &RenderContext) -> Option<String> {
+        let r = self.rule;
+        if r.forward_to.is_empty() {
+            return None;
+        }
+        let mut out = self.comment();
+        match ctx.port {
+            Some(port) => writeln!(out, "{}:{port} {{", r.suffix).unwrap(),
+            None => writeln!(out, "{} {{", r.suffix).unwrap(),
+        }
+        if !ctx.bind.is_empty() {
+            let args: Vec<String> = ctx.bind.iter().map(|a| token(a)).collect();
+            writeln!(out, "    bind {}", args.join(" ")).unwrap();
+        }
+        match r.action {
+            SuffixAction::Rewrite => {
+                let mut expr = format!("name() matches '{}'", self.real_host());
+                if let Some(d) = &self.cluster_re {
+                    write!(expr, " && !(name() matches '^.+[.]{d}[.]{}[.]$')", self.suffix_re).unwrap();
+                }
+                writeln!(out, "    view dnspolicy-{} {{\n        expr {expr}\n    }}", r.suffix).unwrap();
+                out.push_str("    errors\n    cache 30\n");
+            }
+            SuffixAction::NXDomain => {
+                out.push_str("    errors\n    cache 30\n");
+                out.push_str(&self.nxdomain_template("    "));
+            }
+        }
+        let targets: Vec<String> = r.forward_to.iter().map(ToString::to_string).collect();
+        writeln!(out, "    forward . {}\n}}", targets.join(" ")).unwrap();
+        Some(out)
+    }
+}
+
+/// A DNS name as a regex literal: `tailb45a71[.]ts[.]net`. Names passed
+/// `check_dns_name`, so `[a-z0-9_-]` and dots are all there is.
+fn literal(name: &str) -> String {
+    name.replace('.', "[.]")
+}
+
+/// Exactly `n` labels, each with its dot.
+fn exactly_labels(n: u8) -> String {
+    match n {
+        0 => String::new(),
+        1 => "[^.]+[.]".to_string(),
+        n => format!("(?:[^.]+[.]){{{n}}}"),
+    }
+}
+
+/// Zero to `n` labels, each with its dot.
+fn up_to_labels(n: u8) -> String {
+    match n {
+        0 => String::new(),
+        1 => "(?:[^.]+[.])?".to_string(),
+        n => format!("(?:[^.]+[.]){{0,{n}}}"),
+    }
+}
+
+/// An argument copied from the Corefile, quoted when it would not read back
+/// as one token.
+fn token(arg: &str) -> String {
+    let plain = !arg.is_empty()
+        && !arg.contains(|c: char| c.is_whitespace() || c == '"' || c == '#' || c == '\\')
+        && arg != "{"
+        && arg != "}";
+    if plain {
+        arg.to_string()
+    } else {
+        format!("\"{}\"", arg.replace('\\', "\\\\").replace('"', "\\\""))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::parse_forward_target;
+
+    const V1_14: CoreDnsVersion = CoreDnsVersion::new(1, 14, 2);
+    const V1_8: CoreDnsVersion = CoreDnsVersion::new(1, 8, 4);
+
+    fn rule(suffix: &str, action: SuffixAction, host_labels: u8, forward_to: &[&str]) -> SuffixRule {
+        SuffixRule {
+            suffix: suffix.into(),
+            action,
+            host_labels,
+            forward_to: forward_to.iter().map(|t| parse_forward_target(t).unwrap()).collect(),
+            policy: "tailnet".into(),
+        }
+    }
+
+    fn merged(rules: Vec<SuffixRule>) -> MergedPolicies {
+        MergedPolicies {
+            cluster_domain: "cluster.local".into(),
+            rules,
+            applied: vec!["tailnet".into()],
+            conflicts: vec![],
+        }
+    }
+
+    fn ctx(version: CoreDnsVersion) -> RenderContext {
+        RenderContext { port: Some(53), ..RenderContext::new(version) }
+    }
+
+    #[test]
+    fn rewrite_strips_the_suffix_in_the_dot_block() {
+        let m = merged(vec![rule("tailb45a71.ts.net", SuffixAction::Rewrite, 1, &[])]);
+        for version in [V1_8, V1_14] {
+            let text = render(&m, &ctx(version)).unwrap();
+            assert_eq!(
+                text.dot_block,
+                "# tailb45a71.ts.net: Rewrite, hostLabels 1\n\
+                 rewrite stop name regex ^([^.]+[.].+)[.]tailb45a71[.]ts[.]net[.]$ {1}. answer auto\n"
+            );
+            assert_eq!(text.server_blocks, "");
+        }
+    }
+
+    #[test]
+    fn nxdomain_is_a_template_that_falls_through() {
+        let m = merged(vec![rule("openstacklocal", SuffixAction::NXDomain, 1, &[])]);
+        for version in [V1_8, V1_14] {
+            let text = render(&m, &ctx(version)).unwrap();
+            assert_eq!(
+                text.dot_block,
+                "# openstacklocal: NXDomain, hostLabels 1\n\
+                 template ANY ANY openstacklocal {\n\
+                 \x20   match ^[^.]+[.].+[.]openstacklocal[.]$\n\
+                 \x20   rcode NXDOMAIN\n\
+                 \x20   fallthrough\n\
+                 }\n"
+            );
+            assert_eq!(text.server_blocks, "");
+        }
+    }
+
+    #[test]
+    fn rewrite_with_forward_to_adds_a_view_block_listening_like_the_dot_block() {
+        let m = merged(vec![rule("tailb45a71.ts.net", SuffixAction::Rewrite, 1, &["100.100.100.100"])]);
+        let c = RenderContext { bind: vec!["10.96.0.10".into(), "{$POD_IP}".into()], ..ctx(V1_14) };
+        let text = render(&m, &c).unwrap();
+        assert_eq!(
+            text.dot_block,
+            "# tailb45a71.ts.net: Rewrite, hostLabels 1, forwardTo 100.100.100.100:53\n\
+             rewrite stop name regex ^([^.]+[.].+)[.]tailb45a71[.]ts[.]net[.]$ {1}. answer auto\n"
+        );
+        assert_eq!(
+            text.server_blocks,
+            "# tailb45a71.ts.net: Rewrite, hostLabels 1, forwardTo 100.100.100.100:53\n\
+             tailb45a71.ts.net:53 {\n\
+             \x20   bind 10.96.0.10 {$POD_IP}\n\
+             \x20   view dnspolicy-tailb45a71.ts.net {\n\
+             \x20       expr name() matches '^(?:[^.]+[.])?tailb45a71[.]ts[.]net[.]$'\n\
+             \x20   }\n\
+             \x20   errors\n\
+             \x20   cache 30\n\
+             \x20   forward . 100.100.100.100:53\n\
+             }\n"
+        );
+    }
+
+    #[test]
+    fn rewrite_with_forward_to_is_refused_before_the_view_plugin() {
+        let m = merged(vec![rule("tailb45a71.ts.net", SuffixAction::Rewrite, 1, &["100.100.100.100"])]);
+        let err = render(&m, &ctx(CoreDnsVersion::new(1, 9, 4))).unwrap_err();
+        assert_eq!(
+            err,
+            RenderError::NeedsNewerCoreDns {
+                suffix: "tailb45a71.ts.net".into(),
+                policy: "tailnet".into(),
+                have: CoreDnsVersion::new(1, 9, 4),
+                needed: CoreDnsVersion::new(1, 10, 0),
+            }
+        );
+        assert!(err.to_string().contains("NXDomain"), "{err}");
+        assert!(render(&m, &ctx(CoreDnsVersion::new(1, 10, 0))).is_ok());
+    }
+
+    #[test]
+    fn nxdomain_with_forward_to_is_one_server_block_on_every_version() {
+        let m = merged(vec![rule("eu-west-1.compute.internal", SuffixAction::NXDomain, 1, &["10.0.0.2", "[fd00::2]:5353"])]);
+        for version in [V1_8, V1_14] {
+            let text = render(&m, &ctx(version)).unwrap();
+            assert_eq!(text.dot_block, "");
+            assert_eq!(
+                text.server_blocks,
+                "# eu-west-1.compute.internal: NXDomain, hostLabels 1, forwardTo 10.0.0.2:53 [fd00::2]:5353\n\
+                 eu-west-1.compute.internal:53 {\n\
+                 \x20   errors\n\
+                 \x20   cache 30\n\
+                 \x20   template ANY ANY eu-west-1.compute.internal {\n\
+                 \x20       match ^[^.]+[.].+[.]eu-west-1[.]compute[.]internal[.]$\n\
+                 \x20       rcode NXDOMAIN\n\
+                 \x20       fallthrough\n\
+                 \x20   }\n\
+                 \x20   forward . 10.0.0.2:53 [fd00::2]:5353\n\
+                 }\n"
+            );
+        }
+    }
+
+    #[test]
+    fn host_labels_shape_the_regexes() {
+        let m = merged(vec![rule("corp.example", SuffixAction::Rewrite, 0, &[])]);
+        let text = render(&m, &ctx(V1_14)).unwrap();
+        assert!(text.dot_block.contains("regex ^(.+)[.]corp[.]example[.]$ {1}."), "{}", text.dot_block);
+
+        // With 3 host labels, `x.cluster.local.corp.example` would count as a
+        // host; a rule ahead of the general one strips it anyway.
+        let m = merged(vec![rule("corp.example", SuffixAction::Rewrite, 3, &["10.0.0.53"])]);
+        let text = render(&m, &ctx(V1_14)).unwrap();
+        assert_eq!(
+            text.dot_block,
+            "# corp.example: Rewrite, hostLabels 3, forwardTo 10.0.0.53:53\n\
+             rewrite stop name regex ^(.+[.]cluster[.]local)[.]corp[.]example[.]$ {1}. answer auto\n\
+             rewrite stop name regex ^((?:[^.]+[.]){3}.+)[.]corp[.]example[.]$ {1}. answer auto\n"
+        );
+        assert!(
+            text.server_blocks.contains(
+                "expr name() matches '^(?:[^.]+[.]){0,3}corp[.]example[.]$' && !(name() matches '^.+[.]cluster[.]local[.]corp[.]example[.]$')"
+            ),
+            "{}",
+            text.server_blocks
+        );
+        let m = merged(vec![rule("corp.example", SuffixAction::NXDomain, 3, &[])]);
+        let text = render(&m, &ctx(V1_14)).unwrap();
+        assert!(
+            text.dot_block.contains(
+                "match ^.+[.]cluster[.]local[.]corp[.]example[.]$ ^(?:[^.]+[.]){3}.+[.]corp[.]example[.]$\n"
+            ),
+            "{}",
+            text.dot_block
+        );
+    }
+
+    #[test]
+    fn several_suffixes_render_in_suffix_order() {
+        let m = merged(vec![
+            rule("eu-west-1.compute.internal", SuffixAction::NXDomain, 1, &["10.0.0.2"]),
+            rule("openstacklocal", SuffixAction::NXDomain, 1, &[]),
+            rule("tailb45a71.ts.net", SuffixAction::Rewrite, 1, &["100.100.100.100"]),
+        ]);
+        let text = render(&m, &RenderContext::new(V1_14)).unwrap();
+        let comments: Vec<&str> = text.dot_block.lines().filter(|l| l.starts_with('#')).collect();
+        assert_eq!(
+            comments,
+            ["# openstacklocal: NXDomain, hostLabels 1", "# tailb45a71.ts.net: Rewrite, hostLabels 1, forwardTo 100.100.100.100:53"]
+        );
+        let keys: Vec<&str> = text.server_blocks.lines().filter(|l| l.ends_with(" {") && !l.starts_with(' ')).collect();
+        // No port on the `.` key: none on the added keys either.
+        assert_eq!(keys, ["eu-west-1.compute.internal {", "tailb45a71.ts.net {"]);
+        assert!(text.server_blocks.contains("}\n\n# tailb45a71.ts.net"));
+    }
+
+    #[test]
+    fn unsupported_versions_and_taken_zones_are_refused() {
+        let m = merged(vec![rule("tailb45a71.ts.net", SuffixAction::Rewrite, 1, &[])]);
+        let err = render(&m, &ctx(CoreDnsVersion::new(1, 8, 3))).unwrap_err();
+        assert!(err.to_string().contains("answer auto"), "{err}");
+        // No policy, nothing to write, whatever the version.
+        assert_eq!(render(&merged(vec![]), &ctx(CoreDnsVersion::new(1, 6, 0))), Ok(ManagedText::default()));
+
+        let taken = |zone: &str| RenderContext {
+            zones_in_use: vec![ZoneInUse { zone: zone.into(), key: format!("{}:53", zone.trim_end_matches('.')), line: 23 }],
+            ..ctx(V1_14)
+        };
+        let err = render(&m, &taken("ts.net.")).unwrap_err();
+        assert_eq!(
+            err,
+            RenderError::ZoneTaken {
+                suffix: "tailb45a71.ts.net".into(),
+                policy: "tailnet".into(),
+                key: "ts.net:53".into(),
+                line: 23
+            }
+        );
+        assert!(render(&m, &taken("tailb45a71.ts.net.")).is_err());
+        assert!(render(&m, &taken("cluster.local.tailb45a71.ts.net.")).is_err());
+        assert!(render(&m, &taken("xtailb45a71.ts.net.")).is_ok());
+    }
+
+    #[test]
+    fn bind_arguments_are_copied_as_single_tokens() {
+        assert_eq!(token("10.96.0.10"), "10.96.0.10");
+        assert_eq!(token("{$POD_IP}"), "{$POD_IP}");
+        assert_eq!(token("a b"), "\"a b\"");
+        assert_eq!(token("x#y"), "\"x#y\"");
+        assert_eq!(token("{"), "\"{\"");
+    }
+}
