@@ -71,6 +71,126 @@ build_k8s() {
   )
 }
 
+build_etcd() {
+  local out="$CACHE/etcd/$ETCD_VERSION"
+  if [[ -x "$out/etcd" ]]; then say "etcd $ETCD_VERSION present"; return; fi
+  local w="$CACHE/src/etcd-$ETCD_VERSION"
+  rm -rf "$w"; mkdir -p "$w" "$out"
+  # etcd's root module is not on the proxy and server/v3 carries relative
+  # replaces, so wrap etcdmain in a module of our own (what etcd's main.go does).
+  cat >"$w/go.mod" <<EOM
+module dnspolicy.local/etcd-wrapper
+
+go 1.26
+EOM
+  cat >"$w/main.go" <<'EOM'
+package main
+
+import (
+	"os"
+
+	"go.etcd.io/etcd/server/v3/etcdmain"
+)
+
+func main() { etcdmain.Main(os.Args) }
+EOM
+  (
+    cd "$w"
+    go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION" "go.etcd.io/etcd/api/v3@$ETCD_VERSION" \
+      "go.etcd.io/etcd/client/pkg/v3@$ETCD_VERSION" "go.etcd.io/etcd/client/v3@$ETCD_VERSION" \
+      "go.etcd.io/etcd/pkg/v3@$ETCD_VERSION"
+    go mod tidy
+    timed "etcd-$ETCD_VERSION" go build -ldflags "-s -w" -o "$out/etcd.tmp" .
+    mv "$out/etcd.tmp" "$out/etcd"
+  )
+}
+
+build_kwok() {
+  local out="$CACHE/kwok/$KWOK_VERSION"
+  if [[ -x "$out/kwok" && -d "$out/stage" ]]; then say "kwok $KWOK_VERSION present"; return; fi
+  mkdir -p "$out"
+  timed "kwok-$KWOK_VERSION" env GOBIN="$out/.bin" go install -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
+  local dir
+  dir="$(cd "$out" && go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" | sed -n 's/.*"Dir": "\(.*\)",/\1/p')"
+  # Stage files ship in the module; keep a copy next to the binary.
+  rm -rf "$out/stage"; cp -r "$dir/kustomize/stage" "$out/stage"; chmod -R u+w "$out/stage"
+  mv "$out/.bin/kwok" "$out/kwok"; rmdir "$out/.bin"
+}
+
+coredns_kubeadm_version() {
+  local dir
+  dir="$(cd /tmp && go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | sed -n 's/.*"Dir": "\(.*\)",/\1/p')"
+  sed -n 's/^\s*CoreDNSVersion = "\(v[0-9.]*\)"/\1/p' "$dir/cmd/kubeadm/app/constants/constants.go"
+}
+
+# build_one_coredns VERSION: go install first; old releases need a wrapper
+# module that bumps dependencies which no longer compile with this Go.
+build_one_coredns() {
+  local v=$1 out="$CACHE/coredns/$1"
+  if [[ -x "$out/coredns" ]]; then say "coredns $v present"; return 0; fi
+  mkdir -p "$out"
+  if timed "coredns-$v" env GOBIN="$out/.bin" go install -ldflags "-s -w" "github.com/coredns/coredns@$v"; then
+    mv "$out/.bin/coredns" "$out/coredns"; rmdir "$out/.bin"; echo "go install" >"$out/HOW"; return 0
+  fi
+  say "go install coredns@$v failed; trying a wrapper module with bumped golang.org/x deps"
+  local w="$CACHE/src/coredns-$v"
+  rm -rf "$w"; mkdir -p "$w"
+  cat >"$w/go.mod" <<EOM
+module dnspolicy.local/coredns-wrapper
+
+go 1.26
+EOM
+  cat >"$w/main.go" <<'EOM'
+package main
+
+import (
+	_ "github.com/coredns/coredns/core/plugin"
+	"github.com/coredns/coredns/coremain"
+)
+
+// Same as coredns' own main.go.
+func main() { coremain.Run() }
+EOM
+  (
+    cd "$w"
+    go get "github.com/coredns/coredns@$v"
+    go get golang.org/x/sys@latest golang.org/x/net@latest
+    go mod tidy
+    timed "coredns-$v(wrapper)" go build -ldflags "-s -w" -o "$out/coredns.tmp" .
+  ) || return 1
+  mv "$out/coredns.tmp" "$out/coredns"; echo "wrapper module, bumped golang.org/x/sys,net" >"$out/HOW"
+}
+
+build_coredns() {
+  local kv; kv="$(coredns_kubeadm_version)"
+  [[ -n "$kv" ]] || { say "cannot read CoreDNSVersion from kubeadm $K8S_VERSION"; return 1; }
+  build_one_coredns "$kv"
+  echo "$kv" >"$CACHE/coredns/kubeadm-version"
+  # Old release: first that builds, from COREDNS_OLD_VERSION upwards.
+  if [[ -f "$CACHE/coredns/old-version" && -x "$CACHE/coredns/$(cat "$CACHE/coredns/old-version")/coredns" ]]; then
+    say "coredns old $(cat "$CACHE/coredns/old-version") present"; return 0
+  fi
+  local v
+  for v in $COREDNS_OLD_VERSION v1.8.5 v1.8.6 v1.8.7 v1.9.0 v1.9.1 v1.9.2 v1.9.3 v1.9.4 v1.10.0 v1.10.1; do
+    if [[ "$(printf '%s\n%s\n' "$COREDNS_OLD_VERSION" "$v" | sort -V | head -1)" != "$COREDNS_OLD_VERSION" ]]; then continue; fi
+    if build_one_coredns "$v"; then echo "$v" >"$CACHE/coredns/old-version"; return 0; fi
+    say "coredns $v does not build with $(go version)"
+    rm -rf "$CACHE/coredns/$v"
+  done
+  say "no CoreDNS 1.8.4..1.10.x builds"; return 1
+}
+
+build_musl() {
+  local src="$HERE/../probe/musl-probe.c"
+  local h; h="$(sha256sum "$src" | cut -c1-12)"
+  local out="$CACHE/musl-probe/$h"
+  if [[ -x "$out/musl-probe" ]]; then say "musl-probe $h present"; return; fi
+  command -v musl-gcc >/dev/null || "$HERE/deps.sh"
+  mkdir -p "$out"
+  timed "musl-probe" musl-gcc -static -O2 -o "$out/musl-probe.tmp" "$src"
+  mv "$out/musl-probe.tmp" "$out/musl-probe"
+}
+
 main() {
   local what=("$@")
   [[ ${#what[@]} == 0 ]] && what=(all)

@@ -1,0 +1,269 @@
+//! dnspolicy end-to-end harness: a real local cluster (etcd, kube-apiserver,
+//! kube-controller-manager, kube-scheduler, kwok), real CoreDNS processes for
+//! the `kube-system/coredns` Deployment, and real resolvers (glibc, musl).
+//!
+//! Tests call [`Cluster::ensure`]: it reuses a cluster started by `just up`
+//! (same state dir) or starts one, which then stays up for the next test
+//! binary; `just down` (or `e2e-cluster down`) stops it.
+
+pub mod cluster;
+pub mod dns;
+pub mod env;
+pub mod pki;
+pub mod resolver;
+pub mod runtime;
+pub mod util;
+
+use anyhow::{Context, Result, bail};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::ListParams;
+use kube::{Api, Client};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+pub use cluster::{Layout, UpOptions};
+pub use dns::{LoggedQuery, QueryLog};
+pub use resolver::{Lookup, LookupSpec, Resolver};
+
+/// A running local cluster.
+pub struct Cluster {
+    pub layout: Layout,
+    client: Client,
+}
+
+/// One CoreDNS pod as the API and the pod runtime see it.
+#[derive(Clone, Debug)]
+pub struct CorednsPod {
+    pub name: String,
+    /// Loopback address its CoreDNS process listens on (port 53).
+    pub address: Option<Ipv4Addr>,
+    /// The pod's Ready condition (from the API).
+    pub ready: bool,
+    pub terminating: bool,
+    pub image: String,
+    pub pod_template_hash: String,
+    pub restarts: u32,
+    pub last_error: String,
+}
+
+impl Cluster {
+    /// Use the cluster in the default state dir, starting it (and building
+    /// missing binaries) if none is up. Never skips: errors if anything is missing.
+    pub async fn ensure() -> Result<Cluster> {
+        Self::ensure_with(&UpOptions::default()).await
+    }
+
+    pub async fn ensure_with(opts: &UpOptions) -> Result<Cluster> {
+        let layout = Layout::new(env::state_dir());
+        if !cluster::is_running(&layout) {
+            let bin = util::e2e_bin()?;
+            let o = opts.clone();
+            let st = tokio::process::Command::new(&bin)
+                .args(["up", "--coredns-version", &o.coredns_version, "--nodes", &o.nodes.to_string()])
+                .env("DNSPOLICY_E2E_DIR", &layout.dir)
+                .stdout(std::process::Stdio::null())
+                .status()
+                .await
+                .with_context(|| format!("run {} up", bin.display()))?;
+            if !st.success() {
+                bail!("e2e-cluster up failed");
+            }
+        }
+        Self::connect(layout).await
+    }
+
+    /// Connect to an already running cluster.
+    pub async fn connect(layout: Layout) -> Result<Cluster> {
+        let client = runtime::client_for(&layout.kubeconfig()).await?;
+        Ok(Cluster { layout, client })
+    }
+
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.layout.kubeconfig()
+    }
+
+    /// Run the harness's kubectl (v1.36.3) against this cluster; Err on non-zero exit.
+    pub fn kubectl(&self, args: &[&str]) -> Result<String> {
+        cluster::kubectl(&self.layout, args, None)
+    }
+
+    /// kubectl with stdin (e.g. `apply -f -`).
+    pub fn kubectl_stdin(&self, args: &[&str], stdin: &str) -> Result<String> {
+        cluster::kubectl(&self.layout, args, Some(stdin))
+    }
+
+    pub async fn coredns_pods(&self) -> Result<Vec<CorednsPod>> {
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), "kube-system");
+        let list = api.list(&ListParams::default().labels("k8s-app=kube-dns")).await?;
+        Ok(list
+            .items
+            .into_iter()
+            .map(|p| {
+                let ann = p.metadata.annotations.clone().unwrap_or_default();
+                let ready = p
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+                CorednsPod {
+                    name: p.metadata.name.clone().unwrap_or_default(),
+                    address: ann.get(env::ANN_ADDRESS).and_then(|a| a.parse().ok()),
+                    ready,
+                    terminating: p.metadata.deletion_timestamp.is_some(),
+                    image: p
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.containers.first())
+                        .and_then(|c| c.image.clone())
+                        .unwrap_or_default(),
+                    pod_template_hash: p
+                        .metadata
+                        .labels
+                        .as_ref()
+                        .and_then(|l| l.get("pod-template-hash").cloned())
+                        .unwrap_or_default(),
+                    restarts: ann.get(env::ANN_RESTARTS).and_then(|r| r.parse().ok()).unwrap_or(0),
+                    last_error: ann.get(env::ANN_LAST_ERROR).cloned().unwrap_or_default(),
+                }
+            })
+            .collect())
+    }
+
+    /// Addresses (port 53) of the CoreDNS pods that are Ready and not terminating:
+    /// what the kube-dns Service would route to.
+    pub async fn coredns_addresses(&self) -> Result<Vec<Ipv4Addr>> {
+        Ok(self
+            .coredns_pods()
+            .await?
+            .into_iter()
+            .filter(|p| p.ready && !p.terminating)
+            .filter_map(|p| p.address)
+            .collect())
+    }
+
+    /// Wait for `kubectl rollout status deployment/coredns` and return the serving addresses.
+    pub async fn wait_coredns_rolled_out(&self, timeout: Duration) -> Result<Vec<Ipv4Addr>> {
+        let t = format!("--timeout={}s", timeout.as_secs().max(1));
+        self.kubectl(&["-n", "kube-system", "rollout", "status", "deployment/coredns", &t])?;
+        let t0 = Instant::now();
+        loop {
+            let pods = self.coredns_pods().await?;
+            let addrs: Vec<Ipv4Addr> = pods.iter().filter(|p| p.ready && !p.terminating).filter_map(|p| p.address).collect();
+            if !addrs.is_empty() && pods.iter().all(|p| p.ready && !p.terminating) {
+                return Ok(addrs);
+            }
+            if t0.elapsed() > timeout {
+                bail!("CoreDNS pods not settled: {pods:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn first_nameserver(&self) -> Result<IpAddr> {
+        let a = self.coredns_addresses().await?;
+        let a = a.first().context("no Ready CoreDNS pod")?;
+        Ok(IpAddr::V4(*a))
+    }
+
+    /// Look `name` up as a pod with this search list and ndots would, through
+    /// the first Ready CoreDNS pod.
+    pub async fn lookup(&self, resolver: Resolver, name: &str, search: &[&str], ndots: u32) -> Result<Lookup> {
+        let ns = self.first_nameserver().await?;
+        resolver::lookup(&LookupSpec::new(resolver, name, ns, search, ndots)).await
+    }
+
+    /// Full control (nameserver, timeout/attempts options, deadline).
+    pub async fn lookup_with(&self, spec: &LookupSpec) -> Result<Lookup> {
+        resolver::lookup(spec).await
+    }
+
+    /// One direct UDP query to a CoreDNS address (no resolver logic).
+    pub async fn query(&self, server: Ipv4Addr, name: &str, qtype: u16, timeout: Duration) -> Result<dns::Reply> {
+        dns::query(SocketAddr::new(server.into(), 53), name, qtype, timeout).await
+    }
+
+    /// Query log of the black-hole upstream (CoreDNS's `forward . /etc/resolv.conf`).
+    pub fn blackhole(&self) -> QueryLog {
+        QueryLog::new(self.layout.blackhole_log())
+    }
+
+    /// Query log of the answering upstream at 127.0.54.2:53.
+    pub fn upstream(&self) -> QueryLog {
+        QueryLog::new(self.layout.upstream_log())
+    }
+
+    /// Records file of the answering upstream (re-read on change; format in dns.rs).
+    pub fn upstream_table(&self) -> PathBuf {
+        self.layout.upstream_table()
+    }
+
+    /// kube-apiserver audit log (JSON lines, level Metadata, every request).
+    pub fn audit_log(&self) -> PathBuf {
+        self.layout.audit_log()
+    }
+
+    /// Serialise tests that change cluster-wide state (CoreDNS, its ConfigMap),
+    /// across threads and processes. Hold the guard for the whole test.
+    pub fn exclusive(&self) -> Result<util::FileLock> {
+        let mut p = self.layout.dir.clone().into_os_string();
+        p.push(".test.lock");
+        util::FileLock::acquire(&PathBuf::from(p))
+    }
+
+    /// Replace the CoreDNS Corefile (ConfigMap key `Corefile`) with kubectl.
+    pub fn set_corefile(&self, corefile: &str) -> Result<()> {
+        let cm = serde_json::json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "coredns", "namespace": "kube-system"},
+            "data": {"Corefile": corefile}
+        });
+        self.kubectl_stdin(&["apply", "--server-side", "--force-conflicts", "--field-manager=e2e-test", "-f", "-"], &cm.to_string())?;
+        Ok(())
+    }
+
+    /// The Corefile the cluster was started with for `coredns_version`.
+    pub fn stock_corefile(coredns_version: &str) -> Result<String> {
+        cluster::stock_corefile(coredns_version)
+    }
+
+    /// Start an extra answering DNS server (a tailnet resolver, ...) on a loopback
+    /// address; the process is killed when the handle drops.
+    pub fn start_dns_server(&self, listen: SocketAddr, table: &str, default: dns::Action) -> Result<DnsServer> {
+        let dir = self.layout.dir.join("dns-servers").join(listen.to_string().replace(':', "_"));
+        std::fs::create_dir_all(&dir)?;
+        let t = dir.join("zone");
+        std::fs::write(&t, table)?;
+        let log = dir.join("queries.log");
+        let _ = std::fs::remove_file(&log);
+        let action = format!("{default:?}").to_lowercase();
+        let child = std::process::Command::new(util::e2e_bin()?)
+            .args(["dns-server", &format!("--listen={listen}"), &format!("--log={}", log.display()), &format!("--table={}", t.display()), &format!("--default={action}")])
+            .stdin(std::process::Stdio::null())
+            .spawn()?;
+        let t0 = Instant::now();
+        while !util::udp_port_in_use(listen) && t0.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(DnsServer { child, log: QueryLog::new(log), table: t, listen })
+    }
+}
+
+/// A DNS server process started by a test; killed on drop.
+pub struct DnsServer {
+    child: std::process::Child,
+    pub log: QueryLog,
+    pub table: PathBuf,
+    pub listen: SocketAddr,
+}
+
+impl Drop for DnsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
