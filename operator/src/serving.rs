@@ -108,6 +108,9 @@ pub struct Served {
     /// The server key of the block that took the query (`.:53`,
     /// `tailb45a71.ts.net:53`); empty when no block did.
     pub block: String,
+    /// The plugin that ended the query (`kubernetes`, `template`, `forward`,
+    /// ...); empty when none did (REFUSED, or SERVFAIL at the chain's end).
+    pub plugin: String,
     /// What happened, plugin by plugin.
     pub steps: Vec<String>,
     pub outcome: Outcome,
@@ -130,13 +133,15 @@ pub struct ServeContext<'a> {
     pub in_cluster: &'a dyn Fn(&str) -> bool,
 }
 
-/// Releases whose `template` answers a name in its zone that no `match`
-/// takes, without `fallthrough`, with SERVFAIL; before, it returned NXDOMAIN
-/// without writing it, so the client got no reply.
-const TEMPLATE_SERVFAIL_FROM: CoreDnsVersion = CoreDnsVersion::new(1, 9, 0);
-/// Releases whose `rewrite` writes a failure through its reverter (question
-/// restored) and restores the question after any `stop` rule (PR 5150).
-const REWRITE_REVERTS_FAILURES_FROM: CoreDnsVersion = CoreDnsVersion::new(1, 9, 1);
+/// From this release, a `template` whose zone holds the name but whose
+/// `match` does not, without `fallthrough`, answers SERVFAIL; before, it
+/// returned NXDOMAIN without writing it, so the client got no reply
+/// (coredns PR 5180; checked in the 1.9.2 and 1.9.3 sources).
+const TEMPLATE_SERVFAIL_FROM: CoreDnsVersion = CoreDnsVersion::new(1, 9, 3);
+/// From this release, after a `stop` rule `rewrite` writes failures through
+/// its reverter and restores the question even without answer rules
+/// (coredns PR 5150; checked in the 1.8.7 and 1.9.0 sources).
+const REWRITE_REVERTS_FAILURES_FROM: CoreDnsVersion = CoreDnsVersion::new(1, 9, 0);
 
 /// CoreDNS's plugin order (plugin.cfg, 1.14.2); plugins not listed come after,
 /// in file order. `view` filters during routing, not here.
@@ -157,6 +162,7 @@ pub fn serve(corefile: &Corefile, qname: &str, qtype: QType, ctx: &ServeContext<
     let Some((block, key)) = route(corefile, port, &name, qtype) else {
         return Served {
             block: String::new(),
+            plugin: String::new(),
             steps: vec![format!("no server block on port {port} serves {name}: REFUSED")],
             outcome: Outcome::Refused,
             question_matches: true,
@@ -169,6 +175,7 @@ pub fn serve(corefile: &Corefile, qname: &str, qtype: QType, ctx: &ServeContext<
         qtype,
         name: name.clone(),
         steps: Vec::new(),
+        plugin: String::new(),
         rewritten: false,
         stopped: false,
         restores_question: false,
@@ -179,7 +186,7 @@ pub fn serve(corefile: &Corefile, qname: &str, qtype: QType, ctx: &ServeContext<
         || match outcome {
             Outcome::NoReply => true,
             // CoreDNS writes failures itself, from the rewritten query,
-            // unless a stop rule's reverter writes them (1.9.1 on).
+            // unless a stop rule's reverter writes them (1.9.0 on).
             Outcome::ServFail | Outcome::Refused => {
                 run.stopped && ctx.version >= REWRITE_REVERTS_FAILURES_FROM
             }
@@ -191,7 +198,7 @@ pub fn serve(corefile: &Corefile, qname: &str, qtype: QType, ctx: &ServeContext<
             run.name
         ));
     }
-    Served { block: key, steps: run.steps, outcome, question_matches, resolved_name: run.name }
+    Served { block: key, plugin: run.plugin, steps: run.steps, outcome, question_matches, resolved_name: run.name }
 }
 
 /// The port of the first block that serves `.`: where pods' queries arrive.
@@ -265,6 +272,8 @@ struct Run<'a, 'c> {
     /// The current name, after rewrites.
     name: String,
     steps: Vec<String>,
+    /// The plugin that ended the query.
+    plugin: String,
     rewritten: bool,
     /// A `stop` rule matched.
     stopped: bool,
@@ -287,6 +296,7 @@ impl Run<'_, '_> {
         for plugin in plugins {
             let lines: Vec<&Directive> = self.block.directives.iter().filter(|d| d.name == plugin).collect();
             if let Some(outcome) = self.plugin(plugin, &lines) {
+                self.plugin = plugin.to_string();
                 return outcome;
             }
         }
@@ -1310,7 +1320,7 @@ mod tests {
         let s = serve(&c, "frigate.video-management-system.svc.cluster.local.tailb45a71.ts.net", QType::A, &ctx(V1_14));
         assert_eq!(s.outcome, Outcome::Answer);
         assert!(!s.question_matches);
-        // A stop rule restores the question from 1.9.1 on, even without answer rules.
+        // A stop rule restores the question from 1.9.0 on, even without answer rules.
         let rule = d("rewrite", &["name", "suffix", ".tailb45a71.ts.net.", "."], vec![]);
         let c = kubeadm(vec![rule], vec![]);
         let name = "frigate.video-management-system.svc.cluster.local.tailb45a71.ts.net";

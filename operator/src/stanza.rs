@@ -1,7 +1,7 @@
 //! Rendering merged policies into the Corefile text CoreDNS runs.
 //!
-//! Facts this rests on, checked in CoreDNS's source (1.8.4 and 1.14.2) and on
-//! the real 1.14.2 binary:
+//! Facts this rests on, checked in CoreDNS's source (1.8.3 to 1.14.2) and on
+//! the real binaries (see operator/tests/stanza_coredns.rs):
 //! - A query goes to the server block with the longest matching zone before
 //!   any plugin runs, so a block for the suffix would take
 //!   `frigate....svc.cluster.local.<suffix>` away from the `.` block's
@@ -15,7 +15,7 @@
 //!   rules run in file order; a `stop` rule ends the list when it matches.
 //! - NXDomain: `template ANY ANY S { match ...; rcode NXDOMAIN; fallthrough }`.
 //!   Without `fallthrough`, a name in the zone that no `match` takes gets
-//!   SERVFAIL (1.14) or no reply at all (1.8: NXDOMAIN returned unwritten).
+//!   SERVFAIL (1.9.3 on) or no reply at all (before: NXDOMAIN returned unwritten).
 //! - forwardTo with Rewrite: `S:port { view ... { expr name() matches '...' } }`
 //!   takes only the real hosts; a query no view admits falls back to the
 //!   next shorter zone and finally to `.` (core/dnsserver/server.go). `view`
