@@ -117,6 +117,11 @@ pub struct Served {
     /// Whether the reply's question section is the query's (a resolver drops
     /// a reply whose question differs, and waits for its timeout).
     pub question_matches: bool,
+    /// For `Outcome::Upstream`: whether the question still matches when the
+    /// upstream never answers and `forward` itself fails. CoreDNS writes that
+    /// SERVFAIL from the rewritten query unless a `stop` rule's reverter
+    /// writes it (1.9.0 on); before, a resolver drops the reply and times out.
+    pub question_matches_if_upstream_fails: bool,
     /// The name the answering plugin saw, after rewrites; lower-case, absolute.
     pub resolved_name: String,
 }
@@ -133,15 +138,6 @@ pub struct ServeContext<'a> {
     pub in_cluster: &'a dyn Fn(&str) -> bool,
 }
 
-/// From this release, a `template` whose zone holds the name but whose
-/// `match` does not, without `fallthrough`, answers SERVFAIL; before, it
-/// returned NXDOMAIN without writing it, so the client got no reply
-/// (coredns PR 5180; checked in the 1.9.2 and 1.9.3 sources).
-const TEMPLATE_SERVFAIL_FROM: CoreDnsVersion = CoreDnsVersion::new(1, 9, 3);
-/// From this release, after a `stop` rule `rewrite` writes failures through
-/// its reverter and restores the question even without answer rules
-/// (coredns PR 5150; checked in the 1.8.7 and 1.9.0 sources).
-const REWRITE_REVERTS_FAILURES_FROM: CoreDnsVersion = CoreDnsVersion::new(1, 9, 0);
 
 /// CoreDNS's plugin order (plugin.cfg, 1.14.2); plugins not listed come after,
 /// in file order. `view` filters during routing, not here.
@@ -166,6 +162,7 @@ pub fn serve(corefile: &Corefile, qname: &str, qtype: QType, ctx: &ServeContext<
             steps: vec![format!("no server block on port {port} serves {name}: REFUSED")],
             outcome: Outcome::Refused,
             question_matches: true,
+            question_matches_if_upstream_fails: true,
             resolved_name: name,
         };
     };
@@ -182,14 +179,13 @@ pub fn serve(corefile: &Corefile, qname: &str, qtype: QType, ctx: &ServeContext<
         maps_answers: false,
     };
     let outcome = run.chain();
+    // CoreDNS writes failures itself, from the rewritten query, unless a
+    // stop rule's reverter writes them (1.9.0 on).
+    let failure_matches = !run.rewritten || (run.stopped && ctx.version >= CoreDnsVersion::REWRITE_REVERTS_FAILURES);
     let question_matches = !run.rewritten
         || match outcome {
             Outcome::NoReply => true,
-            // CoreDNS writes failures itself, from the rewritten query,
-            // unless a stop rule's reverter writes them (1.9.0 on).
-            Outcome::ServFail | Outcome::Refused => {
-                run.stopped && ctx.version >= REWRITE_REVERTS_FAILURES_FROM
-            }
+            Outcome::ServFail | Outcome::Refused => failure_matches,
             _ => run.restores_question,
         };
     if !question_matches {
@@ -198,7 +194,15 @@ pub fn serve(corefile: &Corefile, qname: &str, qtype: QType, ctx: &ServeContext<
             run.name
         ));
     }
-    Served { block: key, plugin: run.plugin, steps: run.steps, outcome, question_matches, resolved_name: run.name }
+    Served {
+        block: key,
+        plugin: run.plugin,
+        steps: run.steps,
+        outcome,
+        question_matches,
+        question_matches_if_upstream_fails: failure_matches,
+        resolved_name: run.name,
+    }
 }
 
 /// The port of the first block that serves `.`: where pods' queries arrive.
@@ -374,7 +378,7 @@ impl Run<'_, '_> {
             }
             if rule.stop {
                 self.stopped = true;
-                if version >= REWRITE_REVERTS_FAILURES_FROM {
+                if version >= CoreDnsVersion::REWRITE_REVERTS_FAILURES {
                     self.restores_question = true;
                 }
                 break;
@@ -411,7 +415,7 @@ impl Run<'_, '_> {
                 self.steps.push(format!("template {zone}: no match for {}, falls through", self.name));
                 continue;
             }
-            return Some(if self.ctx.version >= TEMPLATE_SERVFAIL_FROM {
+            return Some(if self.ctx.version >= CoreDnsVersion::TEMPLATE_SERVFAIL {
                 self.steps.push(format!("template {zone}: no match for {} and no fallthrough: SERVFAIL", self.name));
                 Outcome::ServFail
             } else {

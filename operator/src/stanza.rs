@@ -157,6 +157,26 @@ pub fn render(merged: &MergedPolicies, ctx: &RenderContext) -> Result<ManagedTex
     Ok(text)
 }
 
+/// What an admin should know about rendering these policies for this
+/// release, though nothing is refused: one line per concern.
+pub fn warnings(merged: &MergedPolicies, version: CoreDnsVersion) -> Vec<String> {
+    let mut out = Vec::new();
+    let rewrites: Vec<&str> = merged
+        .rules
+        .iter()
+        .filter(|r| r.action == SuffixAction::Rewrite)
+        .map(|r| r.suffix.as_str())
+        .collect();
+    if !rewrites.is_empty() && version < CoreDnsVersion::REWRITE_REVERTS_FAILURES {
+        out.push(format!(
+            "CoreDNS {version} answers a rewritten query whose upstream fails (timeout, no healthy upstream) with a SERVFAIL carrying the rewritten question, which resolvers drop and then time out; this affects search artifacts of outside names in {}. CoreDNS {} fixed it; action NXDomain avoids it",
+            rewrites.join(", "),
+            CoreDnsVersion::REWRITE_REVERTS_FAILURES
+        ));
+    }
+    out
+}
+
 /// Everything `render` refuses, for one rule.
 fn check(rule: &SuffixRule, cluster_domain: &str, ctx: &RenderContext) -> Result<(), RenderError> {
     // Validation already guarantees both names; checked again because they

@@ -4,6 +4,8 @@
 //! The features the stanzas depend on, with the release that brought them
 //! (checked in CoreDNS's source and release notes):
 //! - `rewrite ... answer auto`: 1.8.4, so replies carry the queried name.
+//! - `rewrite` writes later plugins' failures through its reverter: 1.9.0.
+//! - `template` without a match or `fallthrough` answers SERVFAIL: 1.9.3.
 //! - `view` (server-block routing by expression): 1.10.0.
 
 use std::fmt;
@@ -28,6 +30,12 @@ impl CoreDnsVersion {
     /// The newest release the stanzas were checked against; the command
     /// line's default when no version is given.
     pub const NEWEST_CHECKED: CoreDnsVersion = CoreDnsVersion::new(1, 14, 2);
+    /// `rewrite` writes failures of the plugins after it through its
+    /// reverter, so their SERVFAIL carries the original question (PR 5150).
+    pub const REWRITE_REVERTS_FAILURES: CoreDnsVersion = CoreDnsVersion::new(1, 9, 0);
+    /// `template` answers SERVFAIL (before: no reply) for a name in its zone
+    /// that no `match` takes when there is no `fallthrough` (PR 5180).
+    pub const TEMPLATE_SERVFAIL: CoreDnsVersion = CoreDnsVersion::new(1, 9, 3);
     /// The `view` plugin, which lets a server block take only some names of
     /// its zone (real hosts of a suffix, for `forwardTo` with `Rewrite`).
     pub const VIEW_PLUGIN: CoreDnsVersion = CoreDnsVersion::new(1, 10, 0);

@@ -1,0 +1,221 @@
+//! DESIGN 3 through the serving model: the fixtures' real Corefiles, the
+//! stanzas rendered for them and placed by the editor, then every case served
+//! as CoreDNS would, on each supported version band. (The same stanzas on the
+//! real CoreDNS binaries: stanza_coredns.rs.)
+
+use dnspolicy::corefile;
+use dnspolicy::policy::{MergedPolicies, SuffixRule, parse_forward_target};
+use dnspolicy::serving::{Outcome, QType, ServeContext, Served, serve};
+use dnspolicy::stanza::{RenderContext, RenderError, render, warnings};
+use dnspolicy::version::CoreDnsVersion;
+use dnspolicy_crd::SuffixAction;
+
+const FRIGATE: &str = "frigate.video-management-system.svc.cluster.local";
+const TAILNET: &str = "tailb45a71.ts.net";
+
+/// One version per band: before the rewrite reverter fix, before the
+/// template SERVFAIL fix and `view`, first with `view`, current.
+const BANDS: [CoreDnsVersion; 4] = [
+    CoreDnsVersion::new(1, 8, 4),
+    CoreDnsVersion::new(1, 9, 4),
+    CoreDnsVersion::new(1, 10, 0),
+    CoreDnsVersion::new(1, 14, 2),
+];
+
+/// Fixtures whose `.` block takes the managed text directly (k3s and AKS
+/// go through coredns-custom imports instead).
+const FIXTURES: [&str; 4] = [
+    "kubeadm-v1.36.3.Corefile",
+    "kubeadm-v1.19.16.Corefile",
+    "kubeadm-v1.14.10.Corefile",
+    "eks-addon.Corefile",
+];
+
+fn fixture(name: &str) -> String {
+    let path = format!("{}/tests/fixtures/corefiles/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn policy(suffix: &str, action: SuffixAction, forward_to: &[&str]) -> MergedPolicies {
+    MergedPolicies {
+        cluster_domain: "cluster.local".into(),
+        rules: vec![SuffixRule {
+            suffix: suffix.into(),
+            action,
+            host_labels: 1,
+            forward_to: forward_to.iter().map(|t| parse_forward_target(t).unwrap()).collect(),
+            policy: "tailnet".into(),
+        }],
+        applied: vec!["tailnet".into()],
+        conflicts: vec![],
+    }
+}
+
+/// Renders `merged` into the fixture with the editor; the parsed result.
+fn apply(text: &str, merged: &MergedPolicies, version: CoreDnsVersion) -> Result<corefile::Corefile, RenderError> {
+    let parsed = corefile::parse(text).unwrap();
+    let dot = corefile::dot_server(&parsed).unwrap();
+    let ctx = RenderContext::for_block(&parsed, dot.index, version);
+    let managed = render(merged, &ctx)?;
+    let edited = corefile::render(text, &managed).unwrap();
+    Ok(corefile::parse(&edited).unwrap())
+}
+
+fn frigate_exists(name: &str) -> bool {
+    name == format!("{FRIGATE}.")
+}
+
+fn ask(c: &corefile::Corefile, name: &str, qtype: QType, version: CoreDnsVersion) -> Served {
+    serve(c, name, qtype, &ServeContext { version, port: None, in_cluster: &frigate_exists })
+}
+
+fn upstream(targets: &[&str], name: &str) -> Outcome {
+    Outcome::Upstream { targets: targets.iter().map(|t| t.to_string()).collect(), name: name.into() }
+}
+
+const RESOLV: &[&str] = &["/etc/resolv.conf"];
+
+#[test]
+fn the_kubeadm_corefile_leaks_search_artifacts_before_any_policy() {
+    let c = corefile::parse(&fixture("kubeadm-v1.36.3.Corefile")).unwrap();
+    let s = ask(&c, &format!("{FRIGATE}.{TAILNET}"), QType::A, CoreDnsVersion::new(1, 14, 2));
+    assert_eq!(s.block, ".:53");
+    assert_eq!(s.plugin, "forward");
+    assert_eq!(s.outcome, upstream(RESOLV, &format!("{FRIGATE}.{TAILNET}.")));
+}
+
+#[test]
+fn rewrite_keeps_cases_1_to_5_on_every_fixture_and_version() {
+    for file in FIXTURES {
+        let original = fixture(file);
+        let before = corefile::parse(&original).unwrap();
+        for version in BANDS {
+            for forward_to in [&[][..], &["100.100.100.100"][..]] {
+                let merged = policy(TAILNET, SuffixAction::Rewrite, forward_to);
+                let after = match apply(&original, &merged, version) {
+                    Err(RenderError::NeedsNewerCoreDns { .. }) if !version.has_view() && !forward_to.is_empty() => continue,
+                    other => other.unwrap(),
+                };
+                let at = format!("{file} on {version}, forwardTo {forward_to:?}");
+
+                // Case 1: answered by kubernetes as the in-cluster name, mapped back.
+                for qtype in [QType::A, QType::Aaaa] {
+                    let s = ask(&after, &format!("{FRIGATE}.{TAILNET}"), qtype, version);
+                    assert_eq!((s.block.as_str(), s.plugin.as_str()), (".:53", "kubernetes"), "{at}: {s:?}");
+                    assert_eq!(s.outcome, Outcome::Answer, "{at}");
+                    assert_eq!(s.resolved_name, format!("{FRIGATE}."), "{at}");
+                    assert!(s.question_matches, "{at}");
+                }
+                let s = ask(&after, &format!("nosuch.default.svc.cluster.local.{TAILNET}"), QType::A, version);
+                assert_eq!(s.outcome, Outcome::NxDomain, "{at}");
+                assert!(s.question_matches, "{at}");
+
+                // Case 2: upstream as the outside name, never with the suffix.
+                let s = ask(&after, &format!("api.github.com.{TAILNET}"), QType::A, version);
+                assert_eq!(s.outcome, upstream(RESOLV, "api.github.com."), "{at}");
+                assert!(s.question_matches, "{at}");
+                assert_eq!(
+                    s.question_matches_if_upstream_fails,
+                    version >= CoreDnsVersion::REWRITE_REVERTS_FAILURES,
+                    "{at}"
+                );
+
+                // Case 3: real hosts through forwardTo, or exactly as before.
+                let s = ask(&after, &format!("myhost.{TAILNET}"), QType::A, version);
+                if forward_to.is_empty() {
+                    assert_eq!(s, ask(&before, &format!("myhost.{TAILNET}"), QType::A, version), "{at}");
+                } else {
+                    assert_eq!(s.block, format!("{TAILNET}:53"), "{at}");
+                    assert_eq!(s.outcome, upstream(&["100.100.100.100:53"], &format!("myhost.{TAILNET}.")), "{at}");
+                }
+
+                // Case 5: names without the suffix, exactly as before.
+                for name in [FRIGATE, "nosuch.svc.cluster.local", "api.github.com", "10.0.96.10.in-addr.arpa", "myhost.ts.net"] {
+                    assert_eq!(ask(&after, name, QType::A, version), ask(&before, name, QType::A, version), "{at}: {name}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn nxdomain_keeps_cases_1_to_5_on_every_fixture_and_version() {
+    for file in FIXTURES {
+        let original = fixture(file);
+        let before = corefile::parse(&original).unwrap();
+        for version in BANDS {
+            for forward_to in [&[][..], &["100.100.100.100"][..]] {
+                let merged = policy(TAILNET, SuffixAction::NXDomain, forward_to);
+                let after = apply(&original, &merged, version).unwrap();
+                let at = format!("{file} on {version}, forwardTo {forward_to:?}");
+                let block = if forward_to.is_empty() { ".:53".to_string() } else { format!("{TAILNET}:53") };
+
+                for name in [format!("{FRIGATE}.{TAILNET}"), format!("api.github.com.{TAILNET}")] {
+                    for qtype in [QType::A, QType::Aaaa] {
+                        let s = ask(&after, &name, qtype, version);
+                        assert_eq!((&s.block, s.plugin.as_str()), (&block, "template"), "{at}: {name}");
+                        assert_eq!(s.outcome, Outcome::NxDomain, "{at}: {name}");
+                        assert!(s.question_matches, "{at}");
+                    }
+                }
+                let s = ask(&after, &format!("myhost.{TAILNET}"), QType::A, version);
+                if forward_to.is_empty() {
+                    assert_eq!(s.outcome, ask(&before, &format!("myhost.{TAILNET}"), QType::A, version).outcome, "{at}");
+                } else {
+                    assert_eq!(s.outcome, upstream(&["100.100.100.100:53"], &format!("myhost.{TAILNET}.")), "{at}");
+                }
+                for name in [FRIGATE, "nosuch.svc.cluster.local", "api.github.com", "myhost.ts.net"] {
+                    assert_eq!(ask(&after, name, QType::A, version), ask(&before, name, QType::A, version), "{at}: {name}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn openstack_and_eks_suffixes_together() {
+    let mut merged = policy("openstacklocal", SuffixAction::NXDomain, &[]);
+    merged.rules.insert(
+        0,
+        SuffixRule {
+            suffix: "ec2.internal".into(),
+            action: SuffixAction::Rewrite,
+            host_labels: 1,
+            forward_to: vec![],
+            policy: "eks".into(),
+        },
+    );
+    let original = fixture("eks-addon.Corefile");
+    let version = CoreDnsVersion::new(1, 11, 3);
+    let after = apply(&original, &merged, version).unwrap();
+    let s = ask(&after, &format!("{FRIGATE}.ec2.internal"), QType::A, version);
+    assert_eq!((s.plugin.as_str(), &s.outcome), ("kubernetes", &Outcome::Answer));
+    let s = ask(&after, "api.github.com.ec2.internal", QType::A, version);
+    assert_eq!(s.outcome, upstream(RESOLV, "api.github.com."));
+    let s = ask(&after, "ip-10-0-0-1.ec2.internal", QType::A, version);
+    assert_eq!(s.outcome, upstream(RESOLV, "ip-10-0-0-1.ec2.internal."));
+    let s = ask(&after, &format!("{FRIGATE}.openstacklocal"), QType::A, version);
+    assert_eq!(s.outcome, Outcome::NxDomain);
+    let s = ask(&after, "myhost.openstacklocal", QType::A, version);
+    assert_eq!(s.outcome, upstream(RESOLV, "myhost.openstacklocal."));
+}
+
+#[test]
+fn a_tailscale_split_dns_block_is_refused_not_worked_around() {
+    let original = format!(
+        "{}\n{TAILNET}:53 {{\n    errors\n    forward . 100.100.100.100\n}}\n",
+        fixture("kubeadm-v1.36.3.Corefile")
+    );
+    let merged = policy(TAILNET, SuffixAction::Rewrite, &[]);
+    let err = apply(&original, &merged, CoreDnsVersion::new(1, 14, 2)).unwrap_err();
+    assert!(matches!(err, RenderError::ZoneTaken { ref key, .. } if key == "tailb45a71.ts.net:53"), "{err}");
+    assert!(err.to_string().contains("forwardTo"), "{err}");
+}
+
+#[test]
+fn old_releases_get_a_warning_about_failed_upstreams() {
+    let merged = policy(TAILNET, SuffixAction::Rewrite, &[]);
+    assert_eq!(warnings(&merged, CoreDnsVersion::new(1, 8, 7)).len(), 1);
+    assert!(warnings(&merged, CoreDnsVersion::new(1, 9, 0)).is_empty());
+    assert!(warnings(&policy(TAILNET, SuffixAction::NXDomain, &[]), CoreDnsVersion::new(1, 8, 4)).is_empty());
+}
