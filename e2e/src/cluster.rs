@@ -25,7 +25,12 @@ pub struct UpOptions {
 
 impl Default for UpOptions {
     fn default() -> Self {
-        UpOptions { coredns_version: env::coredns_kubeadm_version(), nodes: 1, coredns_replicas: 2, build: true }
+        UpOptions {
+            coredns_version: env::coredns_kubeadm_version(),
+            nodes: 1,
+            coredns_replicas: 2,
+            build: true,
+        }
     }
 }
 
@@ -56,7 +61,11 @@ impl Layout {
         self.dir.join("kubeconfig")
     }
     pub fn kubeconfig_for(&self, stem: &str) -> PathBuf {
-        if stem == "admin" { self.kubeconfig() } else { self.dir.join(format!("{stem}.kubeconfig")) }
+        if stem == "admin" {
+            self.kubeconfig()
+        } else {
+            self.dir.join(format!("{stem}.kubeconfig"))
+        }
     }
     pub fn logs(&self) -> PathBuf {
         self.dir.join("logs")
@@ -96,10 +105,19 @@ impl Layout {
     }
 }
 
-fn spawn(l: &Layout, name: &str, bin: &Path, args: &[String], envs: &[(&str, String)]) -> Result<i32> {
+fn spawn(
+    l: &Layout,
+    name: &str,
+    bin: &Path,
+    args: &[String],
+    envs: &[(&str, String)],
+) -> Result<i32> {
     fs::create_dir_all(l.logs())?;
     fs::create_dir_all(l.dir.join("pids"))?;
-    let log = fs::OpenOptions::new().create(true).append(true).open(l.log(name))?;
+    let log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(l.log(name))?;
     let mut cmd = Command::new(bin);
     cmd.args(args)
         .stdin(Stdio::null())
@@ -110,7 +128,9 @@ fn spawn(l: &Layout, name: &str, bin: &Path, args: &[String], envs: &[(&str, Str
     for (k, v) in envs {
         cmd.env(k, v);
     }
-    let child = cmd.spawn().with_context(|| format!("start {name} ({})", bin.display()))?;
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("start {name} ({})", bin.display()))?;
     let pid = child.id() as i32;
     util::write_file(&l.pidfile(name), pid.to_string())?;
     // The child outlives us; don't keep a handle that would reap it.
@@ -121,12 +141,21 @@ fn spawn(l: &Layout, name: &str, bin: &Path, args: &[String], envs: &[(&str, Str
 fn check_alive(l: &Layout, name: &str) -> Result<()> {
     let pid = util::read_pid(&l.pidfile(name)).unwrap_or(0);
     if !util::pid_alive(pid) {
-        bail!("{name} exited; last log lines ({}):\n{}", l.log(name).display(), util::tail(&l.log(name), 30));
+        bail!(
+            "{name} exited; last log lines ({}):\n{}",
+            l.log(name).display(),
+            util::tail(&l.log(name), 30)
+        );
     }
     Ok(())
 }
 
-fn wait_component(l: &Layout, name: &str, timeout: Duration, mut ok: impl FnMut() -> bool) -> Result<()> {
+fn wait_component(
+    l: &Layout,
+    name: &str,
+    timeout: Duration,
+    mut ok: impl FnMut() -> bool,
+) -> Result<()> {
     let t0 = Instant::now();
     loop {
         if ok() {
@@ -134,7 +163,11 @@ fn wait_component(l: &Layout, name: &str, timeout: Duration, mut ok: impl FnMut(
         }
         check_alive(l, name)?;
         if t0.elapsed() > timeout {
-            bail!("{name} not ready after {timeout:?}; log {}:\n{}", l.log(name).display(), util::tail(&l.log(name), 30));
+            bail!(
+                "{name} not ready after {timeout:?}; log {}:\n{}",
+                l.log(name).display(),
+                util::tail(&l.log(name), 30)
+            );
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -142,7 +175,8 @@ fn wait_component(l: &Layout, name: &str, timeout: Duration, mut ok: impl FnMut(
 
 /// True when this state dir has a live apiserver (a cluster is up).
 pub fn is_running(l: &Layout) -> bool {
-    util::read_pid(&l.pidfile("kube-apiserver")).is_some_and(util::pid_alive) && l.kubeconfig().is_file()
+    util::read_pid(&l.pidfile("kube-apiserver")).is_some_and(util::pid_alive)
+        && l.kubeconfig().is_file()
 }
 
 fn missing_binaries(opts: &UpOptions) -> Vec<PathBuf> {
@@ -168,7 +202,10 @@ pub fn ensure_binaries(opts: &UpOptions) -> Result<()> {
     if !opts.build {
         bail!("missing binaries (run e2e/scripts/build-deps.sh): {missing:?}");
     }
-    eprintln!("[e2e] missing {missing:?}; running {}", env::build_script().display());
+    eprintln!(
+        "[e2e] missing {missing:?}; running {}",
+        env::build_script().display()
+    );
     let st = Command::new("bash").arg(env::build_script()).status()?;
     if !st.success() {
         bail!("build-deps.sh failed");
@@ -183,7 +220,14 @@ pub fn ensure_binaries(opts: &UpOptions) -> Result<()> {
 fn check_ports_free() -> Result<()> {
     let ip = std::net::IpAddr::V4(CONTROL_IP);
     let mut busy = Vec::new();
-    for p in [env::ETCD_CLIENT_PORT, env::ETCD_PEER_PORT, env::APISERVER_PORT, env::KCM_PORT, env::SCHEDULER_PORT, env::KWOK_PORT] {
+    for p in [
+        env::ETCD_CLIENT_PORT,
+        env::ETCD_PEER_PORT,
+        env::APISERVER_PORT,
+        env::KCM_PORT,
+        env::SCHEDULER_PORT,
+        env::KWOK_PORT,
+    ] {
         if util::tcp_port_in_use(SocketAddr::new(ip, p)) {
             busy.push(format!("{ip}:{p}/tcp"));
         }
@@ -217,7 +261,8 @@ fn kwok_config(l: &Layout) -> Result<PathBuf> {
         "pod/fast/pod-complete.yaml",
         "pod/fast/pod-delete.yaml",
     ] {
-        let s = fs::read_to_string(sd.join(f)).with_context(|| format!("kwok stage {}", sd.join(f).display()))?;
+        let s = fs::read_to_string(sd.join(f))
+            .with_context(|| format!("kwok stage {}", sd.join(f).display()))?;
         let mut v: serde_yaml::Value = serde_yaml::from_str(&s)?;
         if f.ends_with("pod-ready.yaml") {
             let exprs = v["spec"]["selector"]["matchExpressions"]
@@ -229,7 +274,9 @@ fn kwok_config(l: &Layout) -> Result<PathBuf> {
         }
         docs.push(serde_yaml::to_string(&v)?);
     }
-    docs.push(fs::read_to_string(env::manifests_dir().join("kwok-coredns-stages.yaml"))?);
+    docs.push(fs::read_to_string(
+        env::manifests_dir().join("kwok-coredns-stages.yaml"),
+    )?);
     let p = l.dir.join("kwok.yaml");
     util::write_file(&p, docs.join("\n---\n"))?;
     Ok(p)
@@ -238,13 +285,25 @@ fn kwok_config(l: &Layout) -> Result<PathBuf> {
 /// The Corefile the cluster starts with (kubeadm shape for that CoreDNS version).
 pub fn stock_corefile(coredns_version: &str) -> Result<String> {
     let legacy = version_lt(coredns_version, "v1.10.0");
-    let f = if legacy { "corefile-kubeadm-legacy.conf" } else { "corefile-kubeadm.conf" };
+    let f = if legacy {
+        "corefile-kubeadm-legacy.conf"
+    } else {
+        "corefile-kubeadm.conf"
+    };
     let s = fs::read_to_string(env::manifests_dir().join(f))?;
-    Ok(s.lines().skip_while(|l| l.starts_with('#')).map(|l| format!("{l}\n")).collect())
+    Ok(s.lines()
+        .skip_while(|l| l.starts_with('#'))
+        .map(|l| format!("{l}\n"))
+        .collect())
 }
 
 pub fn version_lt(a: &str, b: &str) -> bool {
-    let p = |s: &str| -> Vec<u32> { s.trim_start_matches('v').split('.').filter_map(|x| x.parse().ok()).collect() };
+    let p = |s: &str| -> Vec<u32> {
+        s.trim_start_matches('v')
+            .split('.')
+            .filter_map(|x| x.parse().ok())
+            .collect()
+    };
     p(a) < p(b)
 }
 
@@ -287,7 +346,11 @@ pub fn kubectl(l: &Layout, args: &[&str], stdin: Option<&str>) -> Result<String>
     let mut cmd = Command::new(env::kubectl_bin());
     cmd.args(args)
         .env("KUBECONFIG", l.kubeconfig())
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut child = cmd.spawn().context("run kubectl")?;
@@ -296,7 +359,12 @@ pub fn kubectl(l: &Layout, args: &[&str], stdin: Option<&str>) -> Result<String>
     }
     let out = child.wait_with_output()?;
     if !out.status.success() {
-        bail!("kubectl {}: {}{}", args.join(" "), String::from_utf8_lossy(&out.stderr), String::from_utf8_lossy(&out.stdout));
+        bail!(
+            "kubectl {}: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -325,15 +393,27 @@ pub fn up(l: &Layout, opts: &UpOptions, self_bin: &Path) -> Result<String> {
     for (stem, _, _) in pki::CLIENTS {
         util::write_file(&l.kubeconfig_for(stem), pki::kubeconfig(&pki, stem))?;
     }
-    let token = util::sha256_hex(format!("{:?}{}", Instant::now(), std::process::id()).as_bytes())[..32].to_string();
+    let token = util::sha256_hex(format!("{:?}{}", Instant::now(), std::process::id()).as_bytes())
+        [..32]
+        .to_string();
     util::write_file(&l.token(), &token)?;
-    util::write_file(&l.dir.join("tokens.csv"), format!("{token},admin-token,admin-token,system:masters\n"))?;
+    util::write_file(
+        &l.dir.join("tokens.csv"),
+        format!("{token},admin-token,admin-token,system:masters\n"),
+    )?;
     util::write_file(&l.dir.join("audit-policy.yaml"), audit_policy())?;
     util::write_file(
         &l.node_resolv_conf(),
-        format!("nameserver {}\nsearch {}\n", env::BLACKHOLE_IP, env::NODE_SEARCH),
+        format!(
+            "nameserver {}\nsearch {}\n",
+            env::BLACKHOLE_IP,
+            env::NODE_SEARCH
+        ),
     )?;
-    util::write_file(&l.upstream_table(), "# name A|AAAA ip... ; see e2e/src/dns.rs\n")?;
+    util::write_file(
+        &l.upstream_table(),
+        "# name A|AAAA ip... ; see e2e/src/dns.rs\n",
+    )?;
     let ip = CONTROL_IP.to_string();
     let d = |p: PathBuf| p.display().to_string();
 
@@ -377,8 +457,14 @@ pub fn up(l: &Layout, opts: &UpOptions, self_bin: &Path) -> Result<String> {
             format!("--client-ca-file={}", d(pki.join("ca.crt"))),
             format!("--token-auth-file={}", d(l.dir.join("tokens.csv"))),
             format!("--service-account-key-file={}", d(pki.join("sa.pub"))),
-            format!("--service-account-signing-key-file={}", d(pki.join("sa.key"))),
-            format!("--service-account-issuer=https://kubernetes.default.svc.{}", env::CLUSTER_DOMAIN),
+            format!(
+                "--service-account-signing-key-file={}",
+                d(pki.join("sa.key"))
+            ),
+            format!(
+                "--service-account-issuer=https://kubernetes.default.svc.{}",
+                env::CLUSTER_DOMAIN
+            ),
             format!("--service-cluster-ip-range={}", env::SERVICE_CIDR),
             "--authorization-mode=RBAC".into(),
             "--allow-privileged=true".into(),
@@ -412,7 +498,10 @@ pub fn up(l: &Layout, opts: &UpOptions, self_bin: &Path) -> Result<String> {
     let mut kcm = ctl_common("kcm");
     kcm.extend([
         format!("--secure-port={}", env::KCM_PORT),
-        format!("--service-account-private-key-file={}", d(pki.join("sa.key"))),
+        format!(
+            "--service-account-private-key-file={}",
+            d(pki.join("sa.key"))
+        ),
         format!("--root-ca-file={}", d(pki.join("ca.crt"))),
         format!("--cluster-signing-cert-file={}", d(pki.join("ca.crt"))),
         format!("--cluster-signing-key-file={}", d(pki.join("ca.key"))),
@@ -420,10 +509,22 @@ pub fn up(l: &Layout, opts: &UpOptions, self_bin: &Path) -> Result<String> {
         "--use-service-account-credentials=true".into(),
         "--controllers=*,-nodeipam,-cloud-node-lifecycle".into(),
     ]);
-    spawn(l, "kube-controller-manager", &env::k8s_bin("kube-controller-manager"), &kcm, &[])?;
+    spawn(
+        l,
+        "kube-controller-manager",
+        &env::k8s_bin("kube-controller-manager"),
+        &kcm,
+        &[],
+    )?;
     let mut sched = ctl_common("scheduler");
     sched.push(format!("--secure-port={}", env::SCHEDULER_PORT));
-    spawn(l, "kube-scheduler", &env::k8s_bin("kube-scheduler"), &sched, &[])?;
+    spawn(
+        l,
+        "kube-scheduler",
+        &env::k8s_bin("kube-scheduler"),
+        &sched,
+        &[],
+    )?;
 
     let kwok_cfg = kwok_config(l)?;
     spawn(
@@ -469,35 +570,128 @@ pub fn up(l: &Layout, opts: &UpOptions, self_bin: &Path) -> Result<String> {
         ],
         &[],
     )?;
-    spawn(l, "pod-runtime", sb, &["pod-runtime".into(), format!("--dir={}", d(l.dir.clone()))], &[])?;
-    for c in ["kube-controller-manager", "kube-scheduler", "kwok", "blackhole", "upstream", "pod-runtime"] {
+    spawn(
+        l,
+        "pod-runtime",
+        sb,
+        &["pod-runtime".into(), format!("--dir={}", d(l.dir.clone()))],
+        &[],
+    )?;
+    for c in [
+        "kube-controller-manager",
+        "kube-scheduler",
+        "kwok",
+        "blackhole",
+        "upstream",
+        "pod-runtime",
+    ] {
         std::thread::sleep(Duration::from_millis(50));
         check_alive(l, c)?;
     }
 
-    kubectl(l, &["apply", "--server-side", "--field-manager=e2e-bootstrap", "-f", "-"], Some(&nodes_manifest(opts.nodes)))?;
-    // Pods need the default ServiceAccount (created by the controller-manager).
-    wait_component(l, "kube-controller-manager", Duration::from_secs(60), || {
-        kubectl(l, &["-n", "default", "get", "serviceaccount", "default"], None).is_ok()
-            && kubectl(l, &["-n", "kube-system", "get", "configmap", "kube-root-ca.crt"], None).is_ok()
-    })?;
     kubectl(
         l,
-        &["apply", "--server-side", "--field-manager=e2e-bootstrap", "-f", "-"],
-        Some(&coredns_manifest(&opts.coredns_version, opts.coredns_replicas)?),
+        &[
+            "apply",
+            "--server-side",
+            "--field-manager=e2e-bootstrap",
+            "-f",
+            "-",
+        ],
+        Some(&nodes_manifest(opts.nodes)),
+    )?;
+    // Pods need the default ServiceAccount (created by the controller-manager).
+    wait_component(
+        l,
+        "kube-controller-manager",
+        Duration::from_secs(60),
+        || {
+            kubectl(
+                l,
+                &["-n", "default", "get", "serviceaccount", "default"],
+                None,
+            )
+            .is_ok()
+                && kubectl(
+                    l,
+                    &["-n", "kube-system", "get", "configmap", "kube-root-ca.crt"],
+                    None,
+                )
+                .is_ok()
+        },
+    )?;
+    kubectl(
+        l,
+        &[
+            "apply",
+            "--server-side",
+            "--field-manager=e2e-bootstrap",
+            "-f",
+            "-",
+        ],
+        Some(&coredns_manifest(
+            &opts.coredns_version,
+            opts.coredns_replicas,
+        )?),
     )?;
     wait_component(l, "kwok", Duration::from_secs(60), || {
-        kubectl(l, &["wait", "--for=condition=Ready", "node", "--all", "--timeout=1s"], None).is_ok()
+        kubectl(
+            l,
+            &[
+                "wait",
+                "--for=condition=Ready",
+                "node",
+                "--all",
+                "--timeout=1s",
+            ],
+            None,
+        )
+        .is_ok()
     })?;
     wait_component(l, "pod-runtime", Duration::from_secs(90), || {
-        kubectl(l, &["-n", "kube-system", "rollout", "status", "deployment/coredns", "--timeout=1s"], None).is_ok()
+        kubectl(
+            l,
+            &[
+                "-n",
+                "kube-system",
+                "rollout",
+                "status",
+                "deployment/coredns",
+                "--timeout=1s",
+            ],
+            None,
+        )
+        .is_ok()
     })
     .map_err(|e| {
-        let pods = kubectl(l, &["-n", "kube-system", "get", "pods", "-o", "wide", "--show-labels"], None).unwrap_or_default();
-        e.context(format!("CoreDNS did not roll out; pods:\n{pods}\npod-runtime log:\n{}", util::tail(&l.log("pod-runtime"), 30)))
+        let pods = kubectl(
+            l,
+            &[
+                "-n",
+                "kube-system",
+                "get",
+                "pods",
+                "-o",
+                "wide",
+                "--show-labels",
+            ],
+            None,
+        )
+        .unwrap_or_default();
+        e.context(format!(
+            "CoreDNS did not roll out; pods:\n{pods}\npod-runtime log:\n{}",
+            util::tail(&l.log("pod-runtime"), 30)
+        ))
     })?;
-    util::write_file(&l.dir.join("up-seconds"), format!("{:.1}\n", t0.elapsed().as_secs_f64()))?;
-    eprintln!("[e2e] cluster up in {:.1}s (state {})", t0.elapsed().as_secs_f64(), l.dir.display());
+    util::write_file(
+        &l.dir.join("up-seconds"),
+        format!("{:.1}\n", t0.elapsed().as_secs_f64()),
+    )?;
+    eprintln!(
+        "[e2e] cluster up in {:.1}s (state {})",
+        t0.elapsed().as_secs_f64(),
+        l.dir.display()
+    );
     Ok(export_line(l))
 }
 
@@ -519,29 +713,41 @@ fn known_pids(l: &Layout) -> Vec<(String, i32)> {
     v
 }
 
-fn stop_all(l: &Layout) -> Result<()> {
-    let pids = known_pids(l);
-    for (_, p) in &pids {
+fn stop_pids(pids: &[(String, i32)], grace: Duration) {
+    for (_, p) in pids {
         if util::pid_alive(*p) {
             util::signal_group(*p, libc::SIGTERM);
             util::signal(*p, libc::SIGTERM);
         }
     }
     let t0 = Instant::now();
-    while t0.elapsed() < Duration::from_secs(15) && pids.iter().any(|(_, p)| util::pid_alive(*p)) {
-        std::thread::sleep(Duration::from_millis(100));
+    while t0.elapsed() < grace && pids.iter().any(|(_, p)| util::pid_alive(*p)) {
+        std::thread::sleep(Duration::from_millis(50));
     }
-    for (name, p) in &pids {
+    for (name, p) in pids {
         if util::pid_alive(*p) {
-            eprintln!("[e2e] {name} (pid {p}) ignored SIGTERM; killing");
+            eprintln!("[e2e] {name} (pid {p}) still running after SIGTERM + {grace:?}; SIGKILL");
             util::signal_group(*p, libc::SIGKILL);
             util::signal(*p, libc::SIGKILL);
         }
     }
     // Group members that outlived their leader (e.g. CoreDNS under a dead runtime).
-    for (_, p) in &pids {
+    for (_, p) in pids {
         util::signal_group(*p, libc::SIGKILL);
     }
+}
+
+/// Stop in reverse dependency order: clients of the apiserver first (so it
+/// has no open watches to drain), then the apiserver, then etcd.
+fn stop_all(l: &Layout) -> Result<()> {
+    let pids = known_pids(l);
+    let (core, clients): (Vec<_>, Vec<_>) = pids
+        .into_iter()
+        .partition(|(n, _)| n == "kube-apiserver" || n == "etcd");
+    stop_pids(&clients, Duration::from_secs(10));
+    let (api, etcd): (Vec<_>, Vec<_>) = core.into_iter().partition(|(n, _)| n == "kube-apiserver");
+    stop_pids(&api, Duration::from_secs(10));
+    stop_pids(&etcd, Duration::from_secs(10));
     let _ = fs::remove_dir_all(l.dir.join("pids"));
     Ok(())
 }
@@ -580,7 +786,14 @@ pub fn down(l: &Layout) -> Result<()> {
 pub fn status(l: &Layout) -> String {
     let mut s = String::new();
     for (name, p) in known_pids(l) {
-        s.push_str(&format!("{name:<28} pid {p:<8} {}\n", if util::pid_alive(p) { "running" } else { "DEAD" }));
+        s.push_str(&format!(
+            "{name:<28} pid {p:<8} {}\n",
+            if util::pid_alive(p) {
+                "running"
+            } else {
+                "DEAD"
+            }
+        ));
     }
     if s.is_empty() {
         s.push_str("not running\n");

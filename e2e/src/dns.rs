@@ -71,7 +71,11 @@ fn read_name(msg: &[u8], mut pos: usize) -> Result<(String, usize)> {
         }
         if len == 0 {
             let after = end.unwrap_or(pos + 1);
-            let name = if labels.is_empty() { ".".to_string() } else { format!("{}.", labels.join(".")) };
+            let name = if labels.is_empty() {
+                ".".to_string()
+            } else {
+                format!("{}.", labels.join("."))
+            };
             return Ok((name, after));
         }
         let l = msg.get(pos + 1..pos + 1 + len).context("short label")?;
@@ -91,13 +95,30 @@ pub fn parse_question(msg: &[u8]) -> Result<(u16, Question)> {
         bail!("no question");
     }
     let (name, p) = read_name(msg, 12)?;
-    let qtype = u16::from_be_bytes([*msg.get(p).context("short")?, *msg.get(p + 1).context("short")?]);
-    let qclass = u16::from_be_bytes([*msg.get(p + 2).context("short")?, *msg.get(p + 3).context("short")?]);
-    Ok((id, Question { name, qtype, qclass }))
+    let qtype = u16::from_be_bytes([
+        *msg.get(p).context("short")?,
+        *msg.get(p + 1).context("short")?,
+    ]);
+    let qclass = u16::from_be_bytes([
+        *msg.get(p + 2).context("short")?,
+        *msg.get(p + 3).context("short")?,
+    ]);
+    Ok((
+        id,
+        Question {
+            name,
+            qtype,
+            qclass,
+        },
+    ))
 }
 
 fn encode_name(name: &str, out: &mut Vec<u8>) {
-    for l in name.trim_end_matches('.').split('.').filter(|l| !l.is_empty()) {
+    for l in name
+        .trim_end_matches('.')
+        .split('.')
+        .filter(|l| !l.is_empty())
+    {
         out.push(l.len() as u8);
         out.extend_from_slice(l.as_bytes());
     }
@@ -179,7 +200,12 @@ pub fn parse_reply(msg: &[u8]) -> Result<Reply> {
         answer_names.push(n);
         p = np + 10 + len;
     }
-    Ok(Reply { rcode, question: q.name, addrs, answer_names })
+    Ok(Reply {
+        rcode,
+        question: q.name,
+        addrs,
+        answer_names,
+    })
 }
 
 /// One UDP query; Err on timeout.
@@ -278,7 +304,10 @@ impl Shared {
         let entry = {
             let t = self.table.lock().unwrap();
             t.exact.get(&q.name).cloned().or_else(|| {
-                t.wild.iter().find(|(suf, _)| q.name.ends_with(suf.as_str())).map(|(_, e)| e.clone())
+                t.wild
+                    .iter()
+                    .find(|(suf, _)| q.name.ends_with(suf.as_str()))
+                    .map(|(_, e)| e.clone())
             })
         };
         let (verdict, reply) = match entry {
@@ -296,9 +325,17 @@ impl Shared {
             Some(Entry::Rcode(a)) => rcode_reply(a, msg, &q),
             None => rcode_reply(self.cfg.default, msg, &q),
         };
-        let ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+        let ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0);
         let mut f = self.log.lock().unwrap();
-        let _ = writeln!(f, "{ms} {proto} {from} {} {} {verdict}", qtype_name(q.qtype), q.name);
+        let _ = writeln!(
+            f,
+            "{ms} {proto} {from} {} {} {verdict}",
+            qtype_name(q.qtype),
+            q.name
+        );
         reply
     }
 }
@@ -314,14 +351,29 @@ fn rcode_reply(a: Action, msg: &[u8], q: &Question) -> (&'static str, Option<Vec
 
 /// Serve UDP and TCP on `cfg.listen` until the process ends.
 pub async fn serve(cfg: ServerConfig) -> Result<()> {
-    let udp = Arc::new(UdpSocket::bind(cfg.listen).await.with_context(|| format!("bind udp {}", cfg.listen))?);
-    let tcp = TcpListener::bind(cfg.listen).await.with_context(|| format!("bind tcp {}", cfg.listen))?;
-    let log = OpenOptions::new().create(true).append(true).open(&cfg.log)?;
-    let shared = Arc::new(Shared { cfg, table: Mutex::new(Table::default()), log: Mutex::new(log) });
+    let udp = Arc::new(
+        UdpSocket::bind(cfg.listen)
+            .await
+            .with_context(|| format!("bind udp {}", cfg.listen))?,
+    );
+    let tcp = TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("bind tcp {}", cfg.listen))?;
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&cfg.log)?;
+    let shared = Arc::new(Shared {
+        cfg,
+        table: Mutex::new(Table::default()),
+        log: Mutex::new(log),
+    });
     let s2 = shared.clone();
     tokio::spawn(async move {
         loop {
-            let Ok((mut conn, from)) = tcp.accept().await else { continue };
+            let Ok((mut conn, from)) = tcp.accept().await else {
+                continue;
+            };
             let s = s2.clone();
             tokio::spawn(async move {
                 // Read length-prefixed queries; a black hole keeps the connection open, silent.
@@ -373,37 +425,12 @@ pub struct QueryLog {
 
 impl QueryLog {
     pub fn new(path: impl AsRef<Path>) -> Self {
-        QueryLog { path: path.as_ref().to_path_buf() }
+        QueryLog {
+            path: path.as_ref().to_path_buf(),
+        }
     }
-    pub fn all(&self) -> Vec<LoggedQuery> {
-        let s = std::fs::read_to_string(&self.path).unwrap_or_default();
-        s.lines()
-            .filter_map(|l| {
-                let f: Vec<&str> = l.split_whitespace().collect();
-                if f.len() < 6 {
-                    return None;
-                }
-                Some(LoggedQuery {
-                    unix_ms: f[0].parse().ok()?,
-                    proto: f[1].into(),
-                    qtype: f[3].into(),
-                    name: f[4].into(),
-                    verdict: f[5].into(),
-                })
-            })
-            .collect()
-    }
-    /// Current end of the log, for `since`.
-    pub fn mark(&self) -> u64 {
-        std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0)
-    }
-    pub fn since(&self, mark: u64) -> Vec<LoggedQuery> {
-        let s = std::fs::read(&self.path).unwrap_or_default();
-        let tail = s.get(mark as usize..).unwrap_or(&[]);
-        let tmp = QueryLog { path: PathBuf::new() };
-        let _ = tmp;
-        String::from_utf8_lossy(tail)
-            .lines()
+    fn parse(text: &str) -> Vec<LoggedQuery> {
+        text.lines()
             .filter_map(|l| {
                 let f: Vec<&str> = l.split_whitespace().collect();
                 (f.len() >= 6).then(|| LoggedQuery {
@@ -415,6 +442,20 @@ impl QueryLog {
                 })
             })
             .collect()
+    }
+    pub fn all(&self) -> Vec<LoggedQuery> {
+        self.since(0)
+    }
+    /// Current end of the log, for `since`.
+    pub fn mark(&self) -> u64 {
+        std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0)
+    }
+    /// Queries logged after `mark`.
+    pub fn since(&self, mark: u64) -> Vec<LoggedQuery> {
+        let s = std::fs::read(&self.path).unwrap_or_default();
+        Self::parse(&String::from_utf8_lossy(
+            s.get(mark as usize..).unwrap_or(&[]),
+        ))
     }
     /// Names (deduplicated, in order) ending with `suffix` (dot-insensitive).
     pub fn names_ending_with(&self, mark: u64, suffix: &str) -> Vec<String> {

@@ -50,7 +50,9 @@ pub fn cache_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("DNSPOLICY_E2E_CACHE") {
         return PathBuf::from(d);
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| "/root".into());
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "/root".into());
     home.join(".cache/dnspolicy-e2e")
 }
 
@@ -74,7 +76,10 @@ pub fn coredns_bin(version: &str) -> PathBuf {
     cache_dir().join("coredns").join(version).join("coredns")
 }
 fn read_trimmed(p: PathBuf) -> Option<String> {
-    std::fs::read_to_string(p).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
+    std::fs::read_to_string(p)
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
 }
 /// The CoreDNS version kubeadm ships for K8S_VERSION (recorded by build-deps.sh).
 pub fn coredns_kubeadm_version() -> String {
@@ -88,7 +93,10 @@ pub fn coredns_old_version() -> String {
 pub fn musl_probe_bin() -> PathBuf {
     let src = std::fs::read(probe_source()).unwrap_or_default();
     let h = crate::util::sha256_hex(&src);
-    cache_dir().join("musl-probe").join(&h[..12]).join("musl-probe")
+    cache_dir()
+        .join("musl-probe")
+        .join(&h[..12])
+        .join("musl-probe")
 }
 pub fn probe_source() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("probe/musl-probe.c")

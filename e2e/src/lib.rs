@@ -60,7 +60,13 @@ impl Cluster {
             let bin = util::e2e_bin()?;
             let o = opts.clone();
             let st = tokio::process::Command::new(&bin)
-                .args(["up", "--coredns-version", &o.coredns_version, "--nodes", &o.nodes.to_string()])
+                .args([
+                    "up",
+                    "--coredns-version",
+                    &o.coredns_version,
+                    "--nodes",
+                    &o.nodes.to_string(),
+                ])
                 .env("DNSPOLICY_E2E_DIR", &layout.dir)
                 .stdout(std::process::Stdio::null())
                 .status()
@@ -99,7 +105,9 @@ impl Cluster {
 
     pub async fn coredns_pods(&self) -> Result<Vec<CorednsPod>> {
         let api: Api<Pod> = Api::namespaced(self.client.clone(), "kube-system");
-        let list = api.list(&ListParams::default().labels("k8s-app=kube-dns")).await?;
+        let list = api
+            .list(&ListParams::default().labels("k8s-app=kube-dns"))
+            .await?;
         Ok(list
             .items
             .into_iter()
@@ -127,7 +135,10 @@ impl Cluster {
                         .as_ref()
                         .and_then(|l| l.get("pod-template-hash").cloned())
                         .unwrap_or_default(),
-                    restarts: ann.get(env::ANN_RESTARTS).and_then(|r| r.parse().ok()).unwrap_or(0),
+                    restarts: ann
+                        .get(env::ANN_RESTARTS)
+                        .and_then(|r| r.parse().ok())
+                        .unwrap_or(0),
                     last_error: ann.get(env::ANN_LAST_ERROR).cloned().unwrap_or_default(),
                 }
             })
@@ -149,11 +160,22 @@ impl Cluster {
     /// Wait for `kubectl rollout status deployment/coredns` and return the serving addresses.
     pub async fn wait_coredns_rolled_out(&self, timeout: Duration) -> Result<Vec<Ipv4Addr>> {
         let t = format!("--timeout={}s", timeout.as_secs().max(1));
-        self.kubectl(&["-n", "kube-system", "rollout", "status", "deployment/coredns", &t])?;
+        self.kubectl(&[
+            "-n",
+            "kube-system",
+            "rollout",
+            "status",
+            "deployment/coredns",
+            &t,
+        ])?;
         let t0 = Instant::now();
         loop {
             let pods = self.coredns_pods().await?;
-            let addrs: Vec<Ipv4Addr> = pods.iter().filter(|p| p.ready && !p.terminating).filter_map(|p| p.address).collect();
+            let addrs: Vec<Ipv4Addr> = pods
+                .iter()
+                .filter(|p| p.ready && !p.terminating)
+                .filter_map(|p| p.address)
+                .collect();
             if !addrs.is_empty() && pods.iter().all(|p| p.ready && !p.terminating) {
                 return Ok(addrs);
             }
@@ -172,7 +194,13 @@ impl Cluster {
 
     /// Look `name` up as a pod with this search list and ndots would, through
     /// the first Ready CoreDNS pod.
-    pub async fn lookup(&self, resolver: Resolver, name: &str, search: &[&str], ndots: u32) -> Result<Lookup> {
+    pub async fn lookup(
+        &self,
+        resolver: Resolver,
+        name: &str,
+        search: &[&str],
+        ndots: u32,
+    ) -> Result<Lookup> {
         let ns = self.first_nameserver().await?;
         resolver::lookup(&LookupSpec::new(resolver, name, ns, search, ndots)).await
     }
@@ -183,7 +211,13 @@ impl Cluster {
     }
 
     /// One direct UDP query to a CoreDNS address (no resolver logic).
-    pub async fn query(&self, server: Ipv4Addr, name: &str, qtype: u16, timeout: Duration) -> Result<dns::Reply> {
+    pub async fn query(
+        &self,
+        server: Ipv4Addr,
+        name: &str,
+        qtype: u16,
+        timeout: Duration,
+    ) -> Result<dns::Reply> {
         dns::query(SocketAddr::new(server.into(), 53), name, qtype, timeout).await
     }
 
@@ -222,7 +256,17 @@ impl Cluster {
             "metadata": {"name": "coredns", "namespace": "kube-system"},
             "data": {"Corefile": corefile}
         });
-        self.kubectl_stdin(&["apply", "--server-side", "--force-conflicts", "--field-manager=e2e-test", "-f", "-"], &cm.to_string())?;
+        self.kubectl_stdin(
+            &[
+                "apply",
+                "--server-side",
+                "--force-conflicts",
+                "--field-manager=e2e-test",
+                "-f",
+                "-",
+            ],
+            &cm.to_string(),
+        )?;
         Ok(())
     }
 
@@ -233,8 +277,17 @@ impl Cluster {
 
     /// Start an extra answering DNS server (a tailnet resolver, ...) on a loopback
     /// address; the process is killed when the handle drops.
-    pub fn start_dns_server(&self, listen: SocketAddr, table: &str, default: dns::Action) -> Result<DnsServer> {
-        let dir = self.layout.dir.join("dns-servers").join(listen.to_string().replace(':', "_"));
+    pub fn start_dns_server(
+        &self,
+        listen: SocketAddr,
+        table: &str,
+        default: dns::Action,
+    ) -> Result<DnsServer> {
+        let dir = self
+            .layout
+            .dir
+            .join("dns-servers")
+            .join(listen.to_string().replace(':', "_"));
         std::fs::create_dir_all(&dir)?;
         let t = dir.join("zone");
         std::fs::write(&t, table)?;
@@ -242,14 +295,25 @@ impl Cluster {
         let _ = std::fs::remove_file(&log);
         let action = format!("{default:?}").to_lowercase();
         let child = std::process::Command::new(util::e2e_bin()?)
-            .args(["dns-server", &format!("--listen={listen}"), &format!("--log={}", log.display()), &format!("--table={}", t.display()), &format!("--default={action}")])
+            .args([
+                "dns-server",
+                &format!("--listen={listen}"),
+                &format!("--log={}", log.display()),
+                &format!("--table={}", t.display()),
+                &format!("--default={action}"),
+            ])
             .stdin(std::process::Stdio::null())
             .spawn()?;
         let t0 = Instant::now();
         while !util::udp_port_in_use(listen) && t0.elapsed() < Duration::from_secs(5) {
             std::thread::sleep(Duration::from_millis(20));
         }
-        Ok(DnsServer { child, log: QueryLog::new(log), table: t, listen })
+        Ok(DnsServer {
+            child,
+            log: QueryLog::new(log),
+            table: t,
+            listen,
+        })
     }
 }
 

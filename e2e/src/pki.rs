@@ -37,7 +37,11 @@ pub fn generate(dir: &Path) -> Result<()> {
     let ca_key = KeyPair::generate()?;
     let mut ca = params("dnspolicy-e2e-ca", None, vec![])?;
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    ca.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     let ca_cert = ca.self_signed(&ca_key)?;
     write_file(&dir.join("ca.crt"), ca_cert.pem())?;
     write_file(&dir.join("ca.key"), ca_key.serialize_pem())?;

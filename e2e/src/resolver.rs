@@ -36,7 +36,13 @@ pub struct LookupSpec {
 }
 
 impl LookupSpec {
-    pub fn new(resolver: Resolver, name: &str, nameserver: IpAddr, search: &[&str], ndots: u32) -> Self {
+    pub fn new(
+        resolver: Resolver,
+        name: &str,
+        nameserver: IpAddr,
+        search: &[&str],
+        ndots: u32,
+    ) -> Self {
         LookupSpec {
             resolver,
             name: name.into(),
@@ -83,26 +89,41 @@ pub async fn lookup(spec: &LookupSpec) -> Result<Lookup> {
     let dir = std::env::temp_dir().join("dnspolicy-e2e-lookups");
     std::fs::create_dir_all(&dir)?;
     let nonce = format!("{}-{:?}", std::process::id(), Instant::now());
-    let rc_path: PathBuf = dir.join(format!("resolv-{}.conf", crate::util::sha256_hex(nonce.as_bytes())[..12].to_string()));
+    let rc_path: PathBuf = dir.join(format!(
+        "resolv-{}.conf",
+        &crate::util::sha256_hex(nonce.as_bytes())[..12]
+    ));
     std::fs::write(&rc_path, &rc)?;
     let (prog, args): (PathBuf, Vec<String>) = match spec.resolver {
         Resolver::Glibc => ("getent".into(), vec!["ahosts".into(), spec.name.clone()]),
         Resolver::Musl => {
             let b = env::musl_probe_bin();
-            anyhow::ensure!(b.is_file(), "musl probe missing at {} (run e2e/scripts/build-deps.sh musl)", b.display());
+            anyhow::ensure!(
+                b.is_file(),
+                "musl probe missing at {} (run e2e/scripts/build-deps.sh musl)",
+                b.display()
+            );
             (b, vec![spec.name.clone()])
         }
     };
     let script = "mount --bind \"$0\" /etc/resolv.conf && exec \"$@\"";
     let mut cmd = tokio::process::Command::new("unshare");
-    cmd.args(["--mount", "--propagation", "private", "--", "/bin/sh", "-c", script])
-        .arg(&rc_path)
-        .arg(&prog)
-        .args(&args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+    cmd.args([
+        "--mount",
+        "--propagation",
+        "private",
+        "--",
+        "/bin/sh",
+        "-c",
+        script,
+    ])
+    .arg(&rc_path)
+    .arg(&prog)
+    .args(&args)
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .kill_on_drop(true);
     let t0 = Instant::now();
     let child = cmd.spawn().context("spawn unshare")?;
     let out = tokio::time::timeout(spec.deadline, child.wait_with_output()).await;
@@ -128,10 +149,10 @@ pub async fn lookup(spec: &LookupSpec) -> Result<Lookup> {
             Resolver::Glibc => line.split_whitespace().next(),
             Resolver::Musl => line.strip_prefix("ADDR ").map(str::trim),
         };
-        if let Some(ip) = tok.and_then(|t| t.parse::<IpAddr>().ok()) {
-            if !addrs.contains(&ip) {
-                addrs.push(ip);
-            }
+        if let Some(ip) = tok.and_then(|t| t.parse::<IpAddr>().ok())
+            && !addrs.contains(&ip)
+        {
+            addrs.push(ip);
         }
     }
     let code = out.status.code();
@@ -155,5 +176,10 @@ pub fn pod_search(ns: &str, host_search: &[&str]) -> Vec<String> {
 }
 
 pub fn default_nameserver() -> IpAddr {
-    IpAddr::V4(Ipv4Addr::new(env::COREDNS_NET[0], env::COREDNS_NET[1], env::COREDNS_NET[2], 1))
+    IpAddr::V4(Ipv4Addr::new(
+        env::COREDNS_NET[0],
+        env::COREDNS_NET[1],
+        env::COREDNS_NET[2],
+        1,
+    ))
 }

@@ -27,7 +27,8 @@ use crate::util;
 
 pub async fn client_for(kubeconfig: &Path) -> Result<Client> {
     let kc = kube::config::Kubeconfig::read_from(kubeconfig)?;
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?;
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+        .await?;
     Ok(Client::try_from(cfg)?)
 }
 
@@ -38,7 +39,11 @@ pub fn image_version(image: &str) -> Option<String> {
         return None;
     }
     let tag = tag.split('@').next()?;
-    Some(if tag.starts_with('v') { tag.to_string() } else { format!("v{tag}") })
+    Some(if tag.starts_with('v') {
+        tag.to_string()
+    } else {
+        format!("v{tag}")
+    })
 }
 
 struct Mount {
@@ -71,17 +76,26 @@ impl PodProc {
         self.child.as_ref().map(|c| c.id() as i32)
     }
     fn running(&mut self) -> bool {
-        let Some(c) = self.child.as_mut() else { return false };
+        let Some(c) = self.child.as_mut() else {
+            return false;
+        };
         match c.try_wait() {
             Ok(None) => true,
             Ok(Some(st)) => {
                 let log = self.dir.join("coredns.log");
-                self.last_error = format!("exited ({st}): {}", util::tail(&log, 3).replace('\n', " | "));
-                eprintln!("[runtime] {}/{} CoreDNS {}", self.ns, self.name, self.last_error);
+                self.last_error = format!(
+                    "exited ({st}): {}",
+                    util::tail(&log, 3).replace('\n', " | ")
+                );
+                eprintln!(
+                    "[runtime] {}/{} CoreDNS {}",
+                    self.ns, self.name, self.last_error
+                );
                 self.child = None;
                 let _ = fs::remove_file(self.dir.join("pid"));
                 // CrashLoopBackOff, compressed for tests: 1s, 2s, 4s .. 10s.
-                let back = Duration::from_secs(1u64 << self.restarts.min(3)).min(Duration::from_secs(10));
+                let back =
+                    Duration::from_secs(1u64 << self.restarts.min(3)).min(Duration::from_secs(10));
                 self.next_start = Instant::now() + back;
                 self.restarts += 1;
                 false
@@ -106,7 +120,10 @@ struct Runtime {
     ca: String,
 }
 
-fn configmap_files(cm: &ConfigMap, items: Option<&Vec<k8s_openapi::api::core::v1::KeyToPath>>) -> BTreeMap<String, Vec<u8>> {
+fn configmap_files(
+    cm: &ConfigMap,
+    items: Option<&Vec<k8s_openapi::api::core::v1::KeyToPath>>,
+) -> BTreeMap<String, Vec<u8>> {
     let mut all: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     for (k, v) in cm.data.iter().flatten() {
         all.insert(k.clone(), v.clone().into_bytes());
@@ -115,7 +132,10 @@ fn configmap_files(cm: &ConfigMap, items: Option<&Vec<k8s_openapi::api::core::v1
         all.insert(k.clone(), v.0.clone());
     }
     match items {
-        Some(items) => items.iter().filter_map(|i| all.get(&i.key).map(|d| (i.path.clone(), d.clone()))).collect(),
+        Some(items) => items
+            .iter()
+            .filter_map(|i| all.get(&i.key).map(|d| (i.path.clone(), d.clone())))
+            .collect(),
         None => all,
     }
 }
@@ -143,7 +163,13 @@ fn shell_quote(s: &str) -> String {
 }
 
 impl Runtime {
-    async fn token(&self, pod: &Pod, sa: &str, expiration: i64, audience: Option<String>) -> Result<String> {
+    async fn token(
+        &self,
+        pod: &Pod,
+        sa: &str,
+        expiration: i64,
+        audience: Option<String>,
+    ) -> Result<String> {
         let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
         let api: Api<ServiceAccount> = Api::namespaced(self.client.clone(), ns);
         let tr = TokenRequest {
@@ -159,19 +185,27 @@ impl Runtime {
             }),
             ..Default::default()
         };
-        let r = api.create_token_request(sa, &PostParams::default(), &tr).await?;
-        r.status.and_then(|s| s.token).context("token request without token")
+        let r = api
+            .create_token_request(sa, &PostParams::default(), &tr)
+            .await?;
+        r.status
+            .and_then(|s| s.token)
+            .context("token request without token")
     }
 
     /// Write every volume the container mounts; returns the bind mounts.
     async fn materialize(&self, p: &mut PodProc, pod: &Pod, c: &Container) -> Result<Vec<Mount>> {
         let spec = pod.spec.as_ref().context("pod without spec")?;
         let ns = pod.metadata.namespace.clone().unwrap_or_default();
-        let refresh_token = p.token_at.is_none_or(|t| t.elapsed() > Duration::from_secs(1800));
+        let refresh_token = p
+            .token_at
+            .is_none_or(|t| t.elapsed() > Duration::from_secs(1800));
         let mut mounts = Vec::new();
         let empty = vec![];
         for vm in c.volume_mounts.as_ref().unwrap_or(&empty) {
-            let Some(v): Option<&Volume> = spec.volumes.iter().flatten().find(|v| v.name == vm.name) else {
+            let Some(v): Option<&Volume> =
+                spec.volumes.iter().flatten().find(|v| v.name == vm.name)
+            else {
                 bail!("volume {} not found", vm.name);
             };
             let vdir = p.dir.join("volumes").join(&v.name);
@@ -202,8 +236,18 @@ impl Runtime {
                     if let Some(t) = &src.service_account_token {
                         let tok_path = vdir.join(&t.path);
                         if refresh_token || !tok_path.exists() {
-                            let sa = spec.service_account_name.clone().unwrap_or_else(|| "default".into());
-                            let tok = self.token(pod, &sa, t.expiration_seconds.unwrap_or(3607), t.audience.clone()).await?;
+                            let sa = spec
+                                .service_account_name
+                                .clone()
+                                .unwrap_or_else(|| "default".into());
+                            let tok = self
+                                .token(
+                                    pod,
+                                    &sa,
+                                    t.expiration_seconds.unwrap_or(3607),
+                                    t.audience.clone(),
+                                )
+                                .await?;
                             files.insert(t.path.clone(), tok.into_bytes());
                         } else {
                             files.insert(t.path.clone(), fs::read(&tok_path)?);
@@ -232,12 +276,23 @@ impl Runtime {
             } else if v.empty_dir.is_some() {
                 fs::create_dir_all(&vdir)?;
             } else if let Some(h) = &v.host_path {
-                mounts.push(Mount { source: h.path.clone().into(), target: vm.mount_path.clone(), read_only: vm.read_only == Some(true) });
+                mounts.push(Mount {
+                    source: h.path.clone().into(),
+                    target: vm.mount_path.clone(),
+                    read_only: vm.read_only == Some(true),
+                });
                 continue;
             } else {
-                bail!("volume {}: only configMap, secret, projected, emptyDir and hostPath are supported", v.name);
+                bail!(
+                    "volume {}: only configMap, secret, projected, emptyDir and hostPath are supported",
+                    v.name
+                );
             }
-            mounts.push(Mount { source: vdir, target: vm.mount_path.clone(), read_only: vm.read_only == Some(true) });
+            mounts.push(Mount {
+                source: vdir,
+                target: vm.mount_path.clone(),
+                read_only: vm.read_only == Some(true),
+            });
         }
         if refresh_token {
             p.token_at = Some(Instant::now());
@@ -252,40 +307,77 @@ impl Runtime {
         let version = image_version(&image).context("image without tag")?;
         let bin = env::coredns_bin(&version);
         if !bin.is_file() {
-            bail!("ErrImagePull: no CoreDNS {version} binary at {} (build it: COREDNS_OLD_VERSION={version} e2e/scripts/build-deps.sh coredns)", bin.display());
+            bail!(
+                "ErrImagePull: no CoreDNS {version} binary at {} (build it: COREDNS_OLD_VERSION={version} e2e/scripts/build-deps.sh coredns)",
+                bin.display()
+            );
         }
         let resolv = p.dir.join("resolv.conf");
         fs::copy(self.layout.node_resolv_conf(), &resolv).context("node resolv.conf")?;
         let mut script = String::from("set -e\n");
         for m in mounts {
             let t = shell_quote(&m.target);
-            script.push_str(&format!("mkdir -p {t}\nmount --bind {} {t}\n", shell_quote(&m.source.to_string_lossy())));
+            script.push_str(&format!(
+                "mkdir -p {t}\nmount --bind {} {t}\n",
+                shell_quote(&m.source.to_string_lossy())
+            ));
             if m.read_only {
                 script.push_str(&format!("mount -o remount,bind,ro {t}\n"));
             }
         }
-        script.push_str(&format!("mount --bind {} /etc/resolv.conf\nexec \"$@\"\n", shell_quote(&resolv.to_string_lossy())));
+        script.push_str(&format!(
+            "mount --bind {} /etc/resolv.conf\nexec \"$@\"\n",
+            shell_quote(&resolv.to_string_lossy())
+        ));
         let log_path = p.dir.join("coredns.log");
-        let mut log = fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
+        let mut log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)?;
         use std::io::Write;
-        writeln!(log, "=== start #{} of {image} as {bin:?} on {}", p.restarts, p.addr)?;
-        let mut args: Vec<String> = c.command.clone().unwrap_or_default().into_iter().skip(1).collect();
+        writeln!(
+            log,
+            "=== start #{} of {image} as {bin:?} on {}",
+            p.restarts, p.addr
+        )?;
+        let mut args: Vec<String> = c
+            .command
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .skip(1)
+            .collect();
         args.extend(c.args.clone().unwrap_or_default());
         let mut cmd = Command::new("unshare");
-        cmd.args(["--mount", "--propagation", "private", "--", "/bin/sh", "-c", &script, "coredns"])
-            .arg(&bin)
-            .args(&args)
-            .env_clear()
-            .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
-            .env("HOSTNAME", &p.name)
-            .env("POD_IP", p.addr.to_string())
-            .env("KUBERNETES_SERVICE_HOST", env::CONTROL_IP.to_string())
-            .env("KUBERNETES_SERVICE_PORT", env::APISERVER_PORT.to_string())
-            .env("KUBERNETES_SERVICE_PORT_HTTPS", env::APISERVER_PORT.to_string())
-            .current_dir(&p.dir)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log);
+        cmd.args([
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+            "/bin/sh",
+            "-c",
+            &script,
+            "coredns",
+        ])
+        .arg(&bin)
+        .args(&args)
+        .env_clear()
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
+        .env("HOSTNAME", &p.name)
+        .env("POD_IP", p.addr.to_string())
+        .env("KUBERNETES_SERVICE_HOST", env::CONTROL_IP.to_string())
+        .env("KUBERNETES_SERVICE_PORT", env::APISERVER_PORT.to_string())
+        .env(
+            "KUBERNETES_SERVICE_PORT_HTTPS",
+            env::APISERVER_PORT.to_string(),
+        )
+        .current_dir(&p.dir)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
         for e in c.env.iter().flatten() {
             if let Some(v) = &e.value {
                 cmd.env(&e.name, v);
@@ -319,15 +411,24 @@ impl Runtime {
         {
             return ip;
         }
-        (1..=254u8).map(|d| Ipv4Addr::new(a, b, c, d)).find(|ip| !used.contains(ip)).expect("254 CoreDNS pods")
+        (1..=254u8)
+            .map(|d| Ipv4Addr::new(a, b, c, d))
+            .find(|ip| !used.contains(ip))
+            .expect("254 CoreDNS pods")
     }
 
     async fn tick(&mut self) -> Result<()> {
         let api: Api<Pod> = Api::namespaced(self.client.clone(), "kube-system");
-        let list = api.list(&ListParams::default().labels("k8s-app=kube-dns")).await?;
+        let list = api
+            .list(&ListParams::default().labels("k8s-app=kube-dns"))
+            .await?;
         let mut live: HashMap<String, Pod> = HashMap::new();
         for pod in list.items {
-            let scheduled = pod.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some();
+            let scheduled = pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.node_name.as_ref())
+                .is_some();
             if scheduled && pod.metadata.deletion_timestamp.is_none() {
                 live.insert(pod.metadata.uid.clone().unwrap_or_default(), pod);
             }
@@ -343,10 +444,10 @@ impl Runtime {
             if let Some(t) = p.stopping {
                 if !p.running() {
                     done.push(uid.clone());
-                } else if t.elapsed() > p.grace {
-                    if let Some(pid) = p.pid() {
-                        util::signal(pid, libc::SIGKILL);
-                    }
+                } else if t.elapsed() > p.grace
+                    && let Some(pid) = p.pid()
+                {
+                    util::signal(pid, libc::SIGKILL);
                 }
             }
         }
@@ -365,7 +466,11 @@ impl Runtime {
                 let addr = self.alloc_addr(pod);
                 let dir = self.layout.pods().join(format!("{ns}_{name}"));
                 fs::create_dir_all(&dir)?;
-                let grace = pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds).unwrap_or(30);
+                let grace = pod
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.termination_grace_period_seconds)
+                    .unwrap_or(30);
                 eprintln!("[runtime] {ns}/{name} scheduled; address {addr}");
                 self.pods.insert(
                     uid.clone(),
@@ -410,7 +515,12 @@ impl Runtime {
     }
 
     async fn sync_pod(&self, p: &mut PodProc, pod: &Pod) -> Result<()> {
-        let c = pod.spec.as_ref().and_then(|s| s.containers.first()).context("pod without containers")?.clone();
+        let c = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.containers.first())
+            .context("pod without containers")?
+            .clone();
         // Volumes stay in sync for running pods too (kubelet's ConfigMap updates).
         let mounts = self.materialize(p, pod, &c).await?;
         let running = p.running();
@@ -422,7 +532,11 @@ impl Runtime {
             return Ok(());
         }
         // readinessProbe.httpGet like kubelet; no probe = ready when running.
-        let ok = match c.readiness_probe.as_ref().and_then(|rp| rp.http_get.as_ref()) {
+        let ok = match c
+            .readiness_probe
+            .as_ref()
+            .and_then(|rp| rp.http_get.as_ref())
+        {
             Some(hg) => {
                 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
                 let port = match &hg.port {
@@ -437,9 +551,11 @@ impl Runtime {
                 };
                 let addr = SocketAddr::new(p.addr.into(), port);
                 let path = hg.path.clone().unwrap_or_else(|| "/".into());
-                tokio::task::spawn_blocking(move || util::http_get_status(addr, &path, Duration::from_millis(800)))
-                    .await?
-                    .is_ok_and(|code| (200..400).contains(&code))
+                tokio::task::spawn_blocking(move || {
+                    util::http_get_status(addr, &path, Duration::from_millis(800))
+                })
+                .await?
+                .is_ok_and(|code| (200..400).contains(&code))
             }
             None => true,
         };
@@ -470,7 +586,8 @@ impl Runtime {
             env::ANN_RESTARTS: p.restarts.to_string(),
             env::ANN_LAST_ERROR: err,
         }}});
-        api.patch(&p.name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        api.patch(&p.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
         p.published = Some(state);
         Ok(())
     }
@@ -496,7 +613,12 @@ pub async fn run(dir: PathBuf) -> Result<()> {
     let layout = Layout::new(dir);
     let client = client_for(&layout.kubeconfig_for("runtime")).await?;
     let ca = fs::read_to_string(layout.pki().join("ca.crt"))?;
-    let mut rt = Runtime { client, layout, pods: HashMap::new(), ca };
+    let mut rt = Runtime {
+        client,
+        layout,
+        pods: HashMap::new(),
+        ca,
+    };
     let _ = &rt.ca;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;

@@ -32,7 +32,11 @@ impl FileLock {
         // SAFETY: flock on a valid fd.
         let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
         if rc != 0 {
-            bail!("flock {}: {}", path.display(), std::io::Error::last_os_error());
+            bail!(
+                "flock {}: {}",
+                path.display(),
+                std::io::Error::last_os_error()
+            );
         }
         Ok(FileLock(f))
     }
@@ -43,12 +47,11 @@ pub fn pid_alive(pid: i32) -> bool {
         return false;
     }
     // A zombie still "exists" for kill(0); treat it as dead.
-    if let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) {
-        if let Some(rest) = stat.rsplit_once(')') {
-            if rest.1.trim_start().starts_with('Z') {
-                return false;
-            }
-        }
+    if let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat"))
+        && let Some(rest) = stat.rsplit_once(')')
+        && rest.1.trim_start().starts_with('Z')
+    {
+        return false;
     }
     // SAFETY: signal 0 only checks existence.
     unsafe { libc::kill(pid, 0) == 0 }

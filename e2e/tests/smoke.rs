@@ -6,7 +6,12 @@ use dnspolicy_e2e::{Cluster, Resolver, dns, env};
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
-const POLLUTED_SEARCH: &[&str] = &["default.svc.cluster.local", "svc.cluster.local", "cluster.local", "tailb45a71.ts.net"];
+const POLLUTED_SEARCH: &[&str] = &[
+    "default.svc.cluster.local",
+    "svc.cluster.local",
+    "cluster.local",
+    "tailb45a71.ts.net",
+];
 const NS: &str = "video-management-system";
 const SVC_FQDN: &str = "frigate.video-management-system.svc.cluster.local";
 
@@ -30,17 +35,41 @@ spec:
 "#;
 
 fn service_ip(c: &Cluster, ns: &str, name: &str) -> Result<IpAddr> {
-    let ip = c.kubectl(&["-n", ns, "get", "service", name, "-o", "jsonpath={.spec.clusterIP}"])?;
-    ip.trim().parse().with_context(|| format!("clusterIP of {ns}/{name}: {ip:?}"))
+    let ip = c.kubectl(&[
+        "-n",
+        ns,
+        "get",
+        "service",
+        name,
+        "-o",
+        "jsonpath={.spec.clusterIP}",
+    ])?;
+    ip.trim()
+        .parse()
+        .with_context(|| format!("clusterIP of {ns}/{name}: {ip:?}"))
 }
 
 async fn stock_coredns(c: &Cluster) -> Result<Vec<Ipv4Addr>> {
     let version = env::coredns_kubeadm_version();
     let stock = Cluster::stock_corefile(&version)?;
-    let cur = c.kubectl(&["-n", "kube-system", "get", "configmap", "coredns", "-o", "jsonpath={.data.Corefile}"])?;
+    let cur = c.kubectl(&[
+        "-n",
+        "kube-system",
+        "get",
+        "configmap",
+        "coredns",
+        "-o",
+        "jsonpath={.data.Corefile}",
+    ])?;
     if cur != stock {
         c.set_corefile(&stock)?;
-        c.kubectl(&["-n", "kube-system", "rollout", "restart", "deployment/coredns"])?;
+        c.kubectl(&[
+            "-n",
+            "kube-system",
+            "rollout",
+            "restart",
+            "deployment/coredns",
+        ])?;
     }
     c.wait_coredns_rolled_out(Duration::from_secs(120)).await
 }
@@ -52,18 +81,50 @@ async fn smoke() -> Result<()> {
 
     // The CRD installs.
     let crd_path = env::repo_root().join("manifests/crd.yaml");
-    let crd = if crd_path.is_file() { std::fs::read_to_string(&crd_path)? } else { FALLBACK_CRD.to_string() };
+    let crd = if crd_path.is_file() {
+        std::fs::read_to_string(&crd_path)?
+    } else {
+        FALLBACK_CRD.to_string()
+    };
     let crd_name = serde_yaml::Deserializer::from_str(&crd)
         .filter_map(|d| <serde_yaml::Value as serde::Deserialize>::deserialize(d).ok())
         .find(|v| v["kind"] == "CustomResourceDefinition")
         .and_then(|v| v["metadata"]["name"].as_str().map(String::from))
         .context("no CRD in manifests/crd.yaml")?;
-    c.kubectl_stdin(&["apply", "--server-side", "--force-conflicts", "--field-manager=e2e-test", "-f", "-"], &crd)?;
-    c.kubectl(&["wait", "--for=condition=Established", &format!("crd/{crd_name}"), "--timeout=30s"])?;
-    eprintln!("CRD {crd_name} established ({})", if crd_path.is_file() { "manifests/crd.yaml" } else { "fallback" });
+    c.kubectl_stdin(
+        &[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--field-manager=e2e-test",
+            "-f",
+            "-",
+        ],
+        &crd,
+    )?;
+    c.kubectl(&[
+        "wait",
+        "--for=condition=Established",
+        &format!("crd/{crd_name}"),
+        "--timeout=30s",
+    ])?;
+    eprintln!(
+        "CRD {crd_name} established ({})",
+        if crd_path.is_file() {
+            "manifests/crd.yaml"
+        } else {
+            "fallback"
+        }
+    );
 
     // A kwok node is Ready.
-    c.kubectl(&["wait", "--for=condition=Ready", "node", "--all", "--timeout=30s"])?;
+    c.kubectl(&[
+        "wait",
+        "--for=condition=Ready",
+        "node",
+        "--all",
+        "--timeout=30s",
+    ])?;
 
     // A Deployment rolls out to Available, behind a Service.
     let app = format!(
@@ -90,8 +151,24 @@ spec:
   ports: [{{port: 5000}}]
 "#
     );
-    c.kubectl_stdin(&["apply", "--server-side", "--field-manager=e2e-test", "-f", "-"], &app)?;
-    c.kubectl(&["-n", NS, "wait", "--for=condition=Available", "deployment/frigate", "--timeout=60s"])?;
+    c.kubectl_stdin(
+        &[
+            "apply",
+            "--server-side",
+            "--field-manager=e2e-test",
+            "-f",
+            "-",
+        ],
+        &app,
+    )?;
+    c.kubectl(&[
+        "-n",
+        NS,
+        "wait",
+        "--for=condition=Available",
+        "deployment/frigate",
+        "--timeout=60s",
+    ])?;
     let frigate_ip = service_ip(&c, NS, "frigate")?;
     let kube_ip = service_ip(&c, "default", "kubernetes")?;
 
@@ -101,51 +178,125 @@ spec:
 
     // kubernetes.default via every CoreDNS pod = the Service's ClusterIP from the apiserver.
     for a in &addrs {
-        let r = c.query(*a, "kubernetes.default.svc.cluster.local", dns::TYPE_A, Duration::from_secs(5)).await?;
+        let r = c
+            .query(
+                *a,
+                "kubernetes.default.svc.cluster.local",
+                dns::TYPE_A,
+                Duration::from_secs(5),
+            )
+            .await?;
         assert_eq!(r.rcode, dns::RCODE_NOERROR, "{r:?}");
         assert_eq!(r.addrs, vec![kube_ip], "via {a}");
     }
-    let l = c.lookup(Resolver::Glibc, "kubernetes.default.svc.cluster.local", &[], 1).await?;
+    let l = c
+        .lookup(
+            Resolver::Glibc,
+            "kubernetes.default.svc.cluster.local",
+            &[],
+            1,
+        )
+        .await?;
     assert!(l.ok && l.addrs == vec![kube_ip], "glibc: {l:?}");
 
     // The seed: polluted search list, ndots 5, black-holed upstream.
     let bh = c.blackhole();
     let mark = bh.mark();
-    let g = c.lookup(Resolver::Glibc, SVC_FQDN, POLLUTED_SEARCH, 5).await?;
-    eprintln!("glibc {SVC_FQDN}: ok={} in {:?} {:?}", g.ok, g.elapsed, g.addrs);
-    assert!(g.ok && g.addrs == vec![frigate_ip], "glibc eventually resolves: {g:?}");
+    let g = c
+        .lookup(Resolver::Glibc, SVC_FQDN, POLLUTED_SEARCH, 5)
+        .await?;
+    eprintln!(
+        "glibc {SVC_FQDN}: ok={} in {:?} {:?}",
+        g.ok, g.elapsed, g.addrs
+    );
+    assert!(
+        g.ok && g.addrs == vec![frigate_ip],
+        "glibc eventually resolves: {g:?}"
+    );
     // CoreDNS's forward answers SERVFAIL after its 2 s read timeout; glibc
     // tries twice (attempts:2) before it falls back to the name as-is: ~4 s.
-    assert!(g.elapsed >= Duration::from_millis(3500), "glibc was fast: {g:?}");
-    let m = c.lookup(Resolver::Musl, SVC_FQDN, POLLUTED_SEARCH, 5).await?;
-    eprintln!("musl {SVC_FQDN}: ok={} in {:?} {}", m.ok, m.elapsed, m.output.trim());
+    assert!(
+        g.elapsed >= Duration::from_millis(3500),
+        "glibc was fast: {g:?}"
+    );
+    let m = c
+        .lookup(Resolver::Musl, SVC_FQDN, POLLUTED_SEARCH, 5)
+        .await?;
+    eprintln!(
+        "musl {SVC_FQDN}: ok={} in {:?} {}",
+        m.ok,
+        m.elapsed,
+        m.output.trim()
+    );
     assert!(!m.ok && m.output.contains("EAI"), "musl must fail: {m:?}");
     let leaked = bh.names_ending_with(mark, "tailb45a71.ts.net");
     eprintln!("black hole got {leaked:?}");
-    assert!(leaked.contains(&format!("{SVC_FQDN}.tailb45a71.ts.net.")), "black hole log: {leaked:?}");
+    assert!(
+        leaked.contains(&format!("{SVC_FQDN}.tailb45a71.ts.net.")),
+        "black hole log: {leaked:?}"
+    );
 
     // A broken Corefile plus a rollout: the new pod is not Ready, an old one keeps answering.
     let stock = Cluster::stock_corefile(&env::coredns_kubeadm_version())?;
-    let broken = stock.replacen("    loadbalance\n", "    loadbalance\n    no_such_plugin\n", 1);
+    let broken = stock.replacen(
+        "    loadbalance\n",
+        "    loadbalance\n    no_such_plugin\n",
+        1,
+    );
     assert_ne!(broken, stock);
-    let old: Vec<String> = c.coredns_pods().await?.into_iter().map(|p| p.pod_template_hash).collect();
+    let old: Vec<String> = c
+        .coredns_pods()
+        .await?
+        .into_iter()
+        .map(|p| p.pod_template_hash)
+        .collect();
     c.set_corefile(&broken)?;
-    c.kubectl(&["-n", "kube-system", "rollout", "restart", "deployment/coredns"])?;
+    c.kubectl(&[
+        "-n",
+        "kube-system",
+        "rollout",
+        "restart",
+        "deployment/coredns",
+    ])?;
     let result = async {
         let t0 = Instant::now();
         loop {
             let pods = c.coredns_pods().await?;
-            let new: Vec<_> = pods.iter().filter(|p| !old.contains(&p.pod_template_hash)).collect();
+            let new: Vec<_> = pods
+                .iter()
+                .filter(|p| !old.contains(&p.pod_template_hash))
+                .collect();
             let failed = new.iter().any(|p| p.restarts >= 2);
             if failed {
-                assert!(new.iter().all(|p| !p.ready), "a new pod with the broken Corefile is Ready: {new:?}");
-                let serving: Vec<_> = pods.iter().filter(|p| p.ready && !p.terminating && old.contains(&p.pod_template_hash)).collect();
-                assert!(!serving.is_empty(), "no old CoreDNS pod left Ready: {pods:?}");
+                assert!(
+                    new.iter().all(|p| !p.ready),
+                    "a new pod with the broken Corefile is Ready: {new:?}"
+                );
+                let serving: Vec<_> = pods
+                    .iter()
+                    .filter(|p| p.ready && !p.terminating && old.contains(&p.pod_template_hash))
+                    .collect();
+                assert!(
+                    !serving.is_empty(),
+                    "no old CoreDNS pod left Ready: {pods:?}"
+                );
                 for p in serving {
-                    let r = c.query(p.address.unwrap(), "kubernetes.default.svc.cluster.local", dns::TYPE_A, Duration::from_secs(5)).await?;
+                    let r = c
+                        .query(
+                            p.address.unwrap(),
+                            "kubernetes.default.svc.cluster.local",
+                            dns::TYPE_A,
+                            Duration::from_secs(5),
+                        )
+                        .await?;
                     assert_eq!(r.addrs, vec![kube_ip], "old pod {} answers", p.name);
                 }
-                eprintln!("broken rollout: new {:?}", new.iter().map(|p| (&p.name, p.ready, p.restarts, &p.last_error)).collect::<Vec<_>>());
+                eprintln!(
+                    "broken rollout: new {:?}",
+                    new.iter()
+                        .map(|p| (&p.name, p.ready, p.restarts, &p.last_error))
+                        .collect::<Vec<_>>()
+                );
                 break;
             }
             if t0.elapsed() > Duration::from_secs(60) {
@@ -153,8 +304,18 @@ spec:
             }
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
-        let status = c.kubectl(&["-n", "kube-system", "rollout", "status", "deployment/coredns", "--timeout=2s"]);
-        assert!(status.is_err(), "rollout reported complete with a broken Corefile: {status:?}");
+        let status = c.kubectl(&[
+            "-n",
+            "kube-system",
+            "rollout",
+            "status",
+            "deployment/coredns",
+            "--timeout=2s",
+        ]);
+        assert!(
+            status.is_err(),
+            "rollout reported complete with a broken Corefile: {status:?}"
+        );
         anyhow::Ok(())
     }
     .await;
@@ -163,7 +324,14 @@ spec:
     result?;
     let addrs = restored?;
     for a in &addrs {
-        let r = c.query(*a, "kubernetes.default.svc.cluster.local", dns::TYPE_A, Duration::from_secs(5)).await?;
+        let r = c
+            .query(
+                *a,
+                "kubernetes.default.svc.cluster.local",
+                dns::TYPE_A,
+                Duration::from_secs(5),
+            )
+            .await?;
         assert_eq!(r.addrs, vec![kube_ip]);
     }
     Ok(())

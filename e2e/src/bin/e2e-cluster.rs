@@ -80,7 +80,12 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     let layout = Layout::new(env::state_dir());
     match cli.cmd {
-        Cmd::Up { coredns_version, nodes, coredns_replicas, no_build } => {
+        Cmd::Up {
+            coredns_version,
+            nodes,
+            coredns_replicas,
+            no_build,
+        } => {
             let opts = UpOptions {
                 coredns_version: coredns_version.unwrap_or_else(env::coredns_kubeadm_version),
                 nodes,
@@ -114,7 +119,13 @@ fn main() -> Result<()> {
                 })?;
             }
         }
-        Cmd::Lookup { name, resolver, search, ndots, nameserver } => {
+        Cmd::Lookup {
+            name,
+            resolver,
+            search,
+            ndots,
+            nameserver,
+        } => {
             rt()?.block_on(async {
                 let search: Vec<String> = match search {
                     Some(s) => s.split_whitespace().map(String::from).collect(),
@@ -123,8 +134,14 @@ fn main() -> Result<()> {
                 let ns = match nameserver {
                     Some(n) => n,
                     None => {
-                        let c = dnspolicy_e2e::Cluster::connect(Layout::new(env::state_dir())).await?;
-                        IpAddr::V4(*c.coredns_addresses().await?.first().ok_or_else(|| anyhow::anyhow!("no Ready CoreDNS"))?)
+                        let c =
+                            dnspolicy_e2e::Cluster::connect(Layout::new(env::state_dir())).await?;
+                        IpAddr::V4(
+                            *c.coredns_addresses()
+                                .await?
+                                .first()
+                                .ok_or_else(|| anyhow::anyhow!("no Ready CoreDNS"))?,
+                        )
                     }
                 };
                 let s: Vec<&str> = search.iter().map(String::as_str).collect();
@@ -144,29 +161,60 @@ fn main() -> Result<()> {
                 anyhow::Ok(())
             })?;
         }
-        Cmd::Query { name, server, qtype } => {
+        Cmd::Query {
+            name,
+            server,
+            qtype,
+        } => {
             rt()?.block_on(async {
                 let server = match server {
                     Some(s) => s,
                     None => {
-                        let c = dnspolicy_e2e::Cluster::connect(Layout::new(env::state_dir())).await?;
-                        IpAddr::V4(*c.coredns_addresses().await?.first().ok_or_else(|| anyhow::anyhow!("no Ready CoreDNS"))?)
+                        let c =
+                            dnspolicy_e2e::Cluster::connect(Layout::new(env::state_dir())).await?;
+                        IpAddr::V4(
+                            *c.coredns_addresses()
+                                .await?
+                                .first()
+                                .ok_or_else(|| anyhow::anyhow!("no Ready CoreDNS"))?,
+                        )
                     }
                 };
-                let t = if qtype.eq_ignore_ascii_case("AAAA") { dns::TYPE_AAAA } else { dns::TYPE_A };
-                let r = dns::query(SocketAddr::new(server, 53), &name, t, Duration::from_secs(6)).await?;
+                let t = if qtype.eq_ignore_ascii_case("AAAA") {
+                    dns::TYPE_AAAA
+                } else {
+                    dns::TYPE_A
+                };
+                let r = dns::query(
+                    SocketAddr::new(server, 53),
+                    &name,
+                    t,
+                    Duration::from_secs(6),
+                )
+                .await?;
                 println!("{r:?}");
                 anyhow::Ok(())
             })?;
         }
         Cmd::PodRuntime { dir } => rt()?.block_on(dnspolicy_e2e::runtime::run(dir))?,
-        Cmd::DnsServer { listen, log, table, default } => {
-            rt()?.block_on(dns::serve(dns::ServerConfig { listen, log, table, default }))?
-        }
+        Cmd::DnsServer {
+            listen,
+            log,
+            table,
+            default,
+        } => rt()?.block_on(dns::serve(dns::ServerConfig {
+            listen,
+            log,
+            table,
+            default,
+        }))?,
     }
     Ok(())
 }
 
 fn rt() -> Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
 }
