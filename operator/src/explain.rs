@@ -12,10 +12,16 @@
 //! the stub's own 5 s try has expired. (glibc's retry may then catch that late
 //! SERVFAIL and go on searching instead of stopping; the e2e suite measures it.)
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
-use crate::resolver::{self, Exchange, Lookup, Outcome, QType, Query, Resolver, ResolverConfig, Then, Trace};
+use crate::corefile::{self, Corefile, Directive};
+use crate::resolver::{
+    self, Exchange, Lookup, Outcome, QType, Query, Resolver, ResolverConfig, Then, Trace,
+};
+use crate::serving::{self, ServeContext};
+use crate::version::CoreDnsVersion;
 
 /// Where CoreDNS sends one query, as the serving model sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,8 +39,9 @@ pub struct Served {
 pub enum Reply {
     /// Answered inside CoreDNS.
     Local(Outcome),
-    /// Sent on to an upstream resolver (`to` as the Corefile names it).
-    Upstream { to: String },
+    /// Sent on to an upstream resolver (`to` as the Corefile names it), asking
+    /// for `name` (the query's name after any rewrite).
+    Upstream { to: String, name: String },
 }
 
 /// The CoreDNS routing model explain needs; `serving` provides the real one.
@@ -47,14 +54,160 @@ pub trait Responder {
 pub struct NoCorefile;
 
 impl Responder for NoCorefile {
-    fn serve(&self, _qname: &str, _qtype: QType) -> Served {
+    fn serve(&self, qname: &str, _qtype: QType) -> Served {
         Served {
             block: "(no Corefile)".into(),
             plugin: "forward".into(),
-            reply: Reply::Upstream { to: "upstream".into() },
+            reply: Reply::Upstream {
+                to: "upstream".into(),
+                name: qname.into(),
+            },
             question_matches: true,
         }
     }
+}
+
+/// The serving model (`serving::serve`) over a parsed Corefile.
+pub struct CorefileResponder<'a> {
+    pub corefile: &'a Corefile,
+    pub context: ServeContext<'a>,
+}
+
+impl Responder for CorefileResponder<'_> {
+    fn serve(&self, qname: &str, qtype: QType) -> Served {
+        let served = serving::serve(self.corefile, qname, serving_qtype(qtype), &self.context);
+        let reply = match served.outcome {
+            serving::Outcome::Answer => Reply::Local(Outcome::Answer),
+            serving::Outcome::NxDomain => Reply::Local(Outcome::NxDomain),
+            serving::Outcome::NoData => Reply::Local(Outcome::NoData),
+            serving::Outcome::ServFail => Reply::Local(Outcome::ServFail),
+            serving::Outcome::Refused => Reply::Local(Outcome::Refused),
+            // CoreDNS writes nothing: the stub waits out its timeout.
+            serving::Outcome::NoReply => Reply::Local(Outcome::Timeout),
+            serving::Outcome::Upstream { targets, name } => Reply::Upstream {
+                to: targets.join(" "),
+                name,
+            },
+        };
+        let block = if served.block.is_empty() {
+            "(none)".to_string()
+        } else {
+            served.block
+        };
+        Served {
+            block,
+            plugin: plugin_path(&served.steps),
+            reply,
+            question_matches: served.question_matches,
+        }
+    }
+}
+
+fn serving_qtype(qtype: QType) -> serving::QType {
+    match qtype {
+        QType::A => serving::QType::A,
+        QType::Aaaa => serving::QType::Aaaa,
+    }
+}
+
+/// The plugins named by the serving steps (`rewrite: ...`, `kubernetes cluster.local.: ...`),
+/// in order, joined with ` > `.
+fn plugin_path(steps: &[String]) -> String {
+    let mut plugins: Vec<&str> = Vec::new();
+    for step in steps {
+        let Some((head, _)) = step.split_once(':') else {
+            continue;
+        };
+        let word = head.split_whitespace().next().unwrap_or("");
+        let plugin_like = !word.is_empty()
+            && word
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if plugin_like && !["no", "the"].contains(&word) && plugins.last() != Some(&word) {
+            plugins.push(word);
+        }
+    }
+    if plugins.is_empty() {
+        "-".to_string()
+    } else {
+        plugins.join(" > ")
+    }
+}
+
+/// The Corefile CoreDNS actually runs when the stanzas live in `coredns-custom`
+/// (k3s, AKS): each `import` of a custom glob replaced by the keys it matches,
+/// `*.override` keys inside their block, `*.server` keys as server blocks.
+pub fn with_custom_keys(
+    corefile: &Corefile,
+    keys: &BTreeMap<String, String>,
+) -> Result<Corefile, String> {
+    if keys.is_empty() {
+        return Ok(corefile.clone());
+    }
+    let mut out = corefile.clone();
+    for block in &mut out.blocks {
+        let mut directives = Vec::new();
+        for directive in block.directives.drain(..) {
+            let matched: Vec<&String> = match (directive.name.as_str(), directive.args.as_slice()) {
+                ("import", [glob]) => keys
+                    .iter()
+                    .filter(|(k, _)| glob_matches(glob, k))
+                    .map(|(_, v)| v)
+                    .collect(),
+                _ => vec![],
+            };
+            if matched.is_empty() {
+                directives.push(directive);
+            } else {
+                for text in matched {
+                    directives.extend(parse_directives(text)?);
+                }
+            }
+        }
+        block.directives = directives;
+    }
+    let mut imports = Vec::new();
+    for import in out.top_level_imports.drain(..) {
+        let matched: Vec<(&String, &String)> = match import.args.as_slice() {
+            [glob] => keys.iter().filter(|(k, _)| glob_matches(glob, k)).collect(),
+            _ => vec![],
+        };
+        if matched.is_empty() {
+            imports.push(import);
+        }
+        for (key, text) in matched {
+            let parsed =
+                corefile::parse(text).map_err(|e| format!("coredns-custom key {key}: {e}"))?;
+            out.blocks.extend(parsed.blocks);
+        }
+    }
+    out.top_level_imports = imports;
+    Ok(out)
+}
+
+/// `custom/*.override` against the key `dnspolicy.override`: the file part, one `*`.
+fn glob_matches(glob: &str, key: &str) -> bool {
+    let file = glob.rsplit('/').next().unwrap_or(glob);
+    match file.split_once('*') {
+        Some((prefix, suffix)) => {
+            key.len() >= prefix.len() + suffix.len()
+                && key.starts_with(prefix)
+                && key.ends_with(suffix)
+        }
+        None => file == key,
+    }
+}
+
+fn parse_directives(text: &str) -> Result<Vec<Directive>, String> {
+    let wrapped = format!(".:1 {{\n{text}\n}}\n");
+    let parsed =
+        corefile::parse(&wrapped).map_err(|e| format!("coredns-custom override text: {e}"))?;
+    Ok(parsed
+        .blocks
+        .into_iter()
+        .next()
+        .map(|b| b.directives)
+        .unwrap_or_default())
 }
 
 impl<F: Fn(&str, QType) -> Served> Responder for F {
@@ -77,15 +230,18 @@ pub enum Upstream {
 }
 
 impl Upstream {
-    fn answer(self, query: &Query, target: &str) -> Outcome {
+    /// What the upstream answers when asked `asked` (the name after rewrites).
+    fn answer(self, query: &Query, asked: &str, target: &str) -> Outcome {
         match self {
             Upstream::BlackHole => Outcome::Timeout,
             Upstream::ServFail => Outcome::ServFail,
             Upstream::Refused => Outcome::Refused,
-            Upstream::Working if query.name.eq_ignore_ascii_case(target) => match query.qtype {
-                QType::A => Outcome::Answer,
-                QType::Aaaa => Outcome::NoData,
-            },
+            Upstream::Working if asked.trim_end_matches('.').eq_ignore_ascii_case(target) => {
+                match query.qtype {
+                    QType::A => Outcome::Answer,
+                    QType::Aaaa => Outcome::NoData,
+                }
+            }
             Upstream::Working => Outcome::NxDomain,
         }
     }
@@ -97,7 +253,9 @@ impl fmt::Display for Upstream {
             Upstream::BlackHole => "black-holed (no reply: every query that reaches it times out)",
             Upstream::ServFail => "answers SERVFAIL",
             Upstream::Refused => "answers REFUSED",
-            Upstream::Working => "working (the name as asked resolves, search artifacts are NXDOMAIN)",
+            Upstream::Working => {
+                "working (the name as asked resolves, search artifacts are NXDOMAIN)"
+            }
         })
     }
 }
@@ -110,6 +268,8 @@ pub struct Line {
     pub plugin: String,
     /// The upstream it reached, if it left CoreDNS.
     pub upstream: Option<String>,
+    /// The name the upstream was asked (after rewrites), without the trailing dot.
+    pub upstream_name: Option<String>,
     pub outcome: Outcome,
     pub question_matches: bool,
     /// When it was sent, from the start of the lookup.
@@ -133,15 +293,24 @@ impl Explanation {
         self.lines.iter().filter(|l| l.upstream.is_some()).collect()
     }
 
-    /// Distinct names that reached an upstream, in order.
+    /// Distinct names that left CoreDNS, as the upstream was asked them, in order.
     pub fn leaked_names(&self) -> Vec<&str> {
         let mut names: Vec<&str> = Vec::new();
-        for line in self.upstream_queries() {
-            if !names.contains(&line.query.name.as_str()) {
-                names.push(&line.query.name);
+        for name in self.lines.iter().filter_map(|l| l.upstream_name.as_deref()) {
+            if !names.contains(&name) {
+                names.push(name);
             }
         }
         names
+    }
+
+    /// Leaked names that are not the name asked about: a search domain glued on.
+    pub fn leaked_artifacts(&self) -> Vec<&str> {
+        let target = self.name.trim_end_matches('.');
+        self.leaked_names()
+            .into_iter()
+            .filter(|n| !n.eq_ignore_ascii_case(target))
+            .collect()
     }
 
     pub fn resolved(&self) -> bool {
@@ -170,15 +339,29 @@ pub fn explain(
     let mut lines = Vec::new();
     let trace = resolver::resolve(config, name, |query| {
         let served = responder.serve(&query.name, query.qtype);
-        let (outcome, to) = match &served.reply {
-            Reply::Local(outcome) => (*outcome, None),
-            Reply::Upstream { to } => (upstream.answer(query, &target), Some(to.clone())),
+        let (mut outcome, to, asked) = match &served.reply {
+            Reply::Local(outcome) => (*outcome, None, None),
+            Reply::Upstream { to, name } => (
+                upstream.answer(query, name, &target),
+                Some(to.clone()),
+                Some(name.trim_end_matches('.').to_string()),
+            ),
         };
+        // glibc drops a reply whose question differs (res_send.c send_dg,
+        // res_queriesmatch: "wrong query name") and waits; musl matches replies
+        // by ID only (res_msend.c) and takes it.
+        if !served.question_matches
+            && config.resolver == Resolver::Glibc
+            && outcome != Outcome::Timeout
+        {
+            outcome = Outcome::Timeout;
+        }
         lines.push(Line {
             query: query.clone(),
             block: served.block,
             plugin: served.plugin,
             upstream: to,
+            upstream_name: asked,
             outcome,
             question_matches: served.question_matches,
             at: Duration::ZERO,
@@ -190,18 +373,131 @@ pub fn explain(
     for (line, at) in lines.iter_mut().zip(times) {
         line.at = at;
     }
-    Ok(Explanation { name: name.to_string(), config: config.clone(), upstream, with_corefile, lines, trace })
+    Ok(Explanation {
+        name: name.to_string(),
+        config: config.clone(),
+        upstream,
+        with_corefile,
+        lines,
+        trace,
+    })
+}
+
+/// `explain` through a Corefile (with its `coredns-custom` keys spliced in).
+///
+/// The kubernetes plugin is taken to know the name asked about, and nothing
+/// else: every other name in its zones is NXDOMAIN. A short name is read the
+/// way a pod means it: `frigate` as the service in the pod's own namespace
+/// (`frigate.<ns>.svc.<domain>`, from the first search domain) and
+/// `frigate.video-management-system` as `frigate.video-management-system.svc.<domain>`,
+/// the cluster domain taken from the `svc.<domain>` search entry.
+pub fn explain_corefile(
+    name: &str,
+    config: &ResolverConfig,
+    corefile: &Corefile,
+    custom_keys: &BTreeMap<String, String>,
+    version: CoreDnsVersion,
+    upstream: Upstream,
+) -> Result<Explanation, String> {
+    let running = with_custom_keys(corefile, custom_keys)?;
+    let known = known_service_names(name, &config.searches);
+    let in_cluster = |n: &str| known.contains(&absolute(n));
+    let responder = CorefileResponder {
+        corefile: &running,
+        context: ServeContext {
+            version,
+            port: None,
+            in_cluster: &in_cluster,
+        },
+    };
+    explain(name, config, &responder, true, upstream).map_err(|e| e.to_string())
+}
+
+/// The in-cluster names taken to exist when `name` is looked up with `searches`.
+fn known_service_names(name: &str, searches: &[String]) -> Vec<String> {
+    let bare = name.trim_end_matches('.');
+    let mut known = vec![absolute(bare)];
+    if name.ends_with('.') {
+        return known;
+    }
+    let domain = searches
+        .iter()
+        .find_map(|s| s.strip_prefix("svc."))
+        .map(|d| d.trim_end_matches('.'));
+    let own_namespace = searches
+        .first()
+        .and_then(|s| domain.and_then(|d| s.strip_suffix(&format!(".svc.{d}"))))
+        .filter(|ns| !ns.contains('.'));
+    match (bare.matches('.').count(), domain, own_namespace) {
+        (0, Some(d), Some(ns)) => known.push(absolute(&format!("{bare}.{ns}.svc.{d}"))),
+        (1, Some(d), _) => known.push(absolute(&format!("{bare}.svc.{d}"))),
+        _ => {}
+    }
+    known
+}
+
+fn absolute(name: &str) -> String {
+    format!("{}.", name.trim_end_matches('.').to_ascii_lowercase())
+}
+
+/// `dnspolicy explain` as the command line calls it: the search list as one
+/// space-separated string, one nameserver, the libraries' default timeout and
+/// attempts, a black-holed upstream, CoreDNS behaviour of the newest release
+/// checked. Errors name the input.
+pub fn explain_cli(
+    name: &str,
+    search: &str,
+    ndots: u8,
+    musl: bool,
+    corefile: Option<(&Corefile, &BTreeMap<String, String>)>,
+) -> Result<String, String> {
+    let resolver = if musl {
+        Resolver::Musl
+    } else {
+        Resolver::Glibc
+    };
+    let searches: Vec<String> = search.split_whitespace().map(str::to_string).collect();
+    if let Some(bad) = searches.iter().find(|d| {
+        d.trim_end_matches('.')
+            .split('.')
+            .any(|l| l.is_empty() || l.len() > 63)
+    }) {
+        return Err(format!("--search: {bad:?} is not a domain name"));
+    }
+    let config = ResolverConfig::new(resolver, searches).with_ndots(ndots as u32);
+    let explanation = match corefile {
+        Some((corefile, keys)) => explain_corefile(
+            name,
+            &config,
+            corefile,
+            keys,
+            CoreDnsVersion::NEWEST_CHECKED,
+            Upstream::BlackHole,
+        )?,
+        None => explain(name, &config, &NoCorefile, false, Upstream::BlackHole)
+            .map_err(|e| e.to_string())?,
+    };
+    Ok(explanation.to_string())
 }
 
 fn secs(d: Duration) -> String {
-    if d.subsec_millis() == 0 { format!("{}s", d.as_secs()) } else { format!("{:.1}s", d.as_secs_f64()) }
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{:.1}s", d.as_secs_f64())
+    }
 }
 
 fn then_note(exchange: &Exchange, resolver: Resolver) -> Option<String> {
     match exchange.then {
         Then::StopSearch => Some(format!(
             "{resolver} stops searching here ({}) and goes on to the name as written",
-            exchange.queries.iter().map(|(_, o)| o.to_string()).collect::<Vec<_>>().join("/")
+            exchange
+                .queries
+                .iter()
+                .map(|(_, o)| o.to_string())
+                .collect::<Vec<_>>()
+                .join("/")
         )),
         Then::Abort(failure) => Some(format!("{resolver} ends the lookup here: {failure}")),
         Then::Resolved | Then::Next => None,
@@ -222,21 +518,59 @@ impl fmt::Display for Explanation {
             c.nameservers,
             if c.nameservers == 1 { "" } else { "s" }
         )?;
-        writeln!(f, "search:   {}", if c.searches.is_empty() { "(none)".to_string() } else { c.searches.join(" ") })?;
+        writeln!(
+            f,
+            "search:   {}",
+            if c.searches.is_empty() {
+                "(none)".to_string()
+            } else {
+                c.searches.join(" ")
+            }
+        )?;
         if !self.with_corefile {
-            writeln!(f, "corefile: none given; every query is assumed to reach an upstream")?;
+            writeln!(
+                f,
+                "corefile: none given; every query is assumed to reach an upstream"
+            )?;
         }
         writeln!(f, "upstream: {}", self.upstream)?;
         writeln!(f)?;
 
-        let name_width = self.lines.iter().map(|l| l.query.name.len()).max().unwrap_or(4).max(4);
-        let block_width = self.lines.iter().map(|l| l.block.len()).max().unwrap_or(5).max(5);
-        let plugin_width = self.lines.iter().map(|l| l.plugin.len()).max().unwrap_or(6).max(6);
-        let upstream_cell = |l: &Line| match &l.upstream {
-            Some(to) => format!("YES {to}"),
-            None => "no".to_string(),
+        let name_width = self
+            .lines
+            .iter()
+            .map(|l| l.query.name.len())
+            .max()
+            .unwrap_or(4)
+            .max(4);
+        let block_width = self
+            .lines
+            .iter()
+            .map(|l| l.block.len())
+            .max()
+            .unwrap_or(5)
+            .max(5);
+        let plugin_width = self
+            .lines
+            .iter()
+            .map(|l| l.plugin.len())
+            .max()
+            .unwrap_or(6)
+            .max(6);
+        let upstream_cell = |l: &Line| match (&l.upstream, &l.upstream_name) {
+            (Some(to), Some(asked)) if !asked.eq_ignore_ascii_case(&l.query.name) => {
+                format!("YES {to} as {asked}")
+            }
+            (Some(to), _) => format!("YES {to}"),
+            _ => "no".to_string(),
         };
-        let up_width = self.lines.iter().map(|l| upstream_cell(l).len()).max().unwrap_or(8).max(8);
+        let up_width = self
+            .lines
+            .iter()
+            .map(|l| upstream_cell(l).len())
+            .max()
+            .unwrap_or(8)
+            .max(8);
         writeln!(
             f,
             "{:>3}  {:>5}  {:<4}  {:<name_width$}  {:<block_width$}  {:<plugin_width$}  {:<up_width$}  outcome",
@@ -245,7 +579,14 @@ impl fmt::Display for Explanation {
         let mut index = 0;
         for exchange in &self.trace.exchanges {
             if let Some(reason) = exchange.not_sent {
-                writeln!(f, "{:>3}  {:>5}  {:<4}  {:<name_width$}  not sent: {reason}", "-", secs(exchange.at), "", exchange.name)?;
+                writeln!(
+                    f,
+                    "{:>3}  {:>5}  {:<4}  {:<name_width$}  not sent: {reason}",
+                    "-",
+                    secs(exchange.at),
+                    "",
+                    exchange.name
+                )?;
             }
             for _ in &exchange.queries {
                 let line = &self.lines[index];
@@ -280,10 +621,20 @@ impl fmt::Display for Explanation {
         } else {
             writeln!(
                 f,
-                "verdict: {reaching} of {} queries reach an upstream: {}",
+                "verdict: {reaching} of {} queries reach an upstream, asking for {}",
                 self.lines.len(),
                 leaked.join(", ")
             )?;
+            let artifacts = self.leaked_artifacts();
+            if artifacts.is_empty() {
+                writeln!(f, "         no search artifact leaves CoreDNS")?;
+            } else {
+                writeln!(
+                    f,
+                    "         search artifacts leaving CoreDNS: {}",
+                    artifacts.join(", ")
+                )?;
+            }
         }
         match &self.trace.result {
             Lookup::Resolved(name) => writeln!(
@@ -299,7 +650,11 @@ impl fmt::Display for Explanation {
         }
         let mismatches = self.question_mismatches();
         if !mismatches.is_empty() {
-            writeln!(f, "         {} replies carry a question that differs from the query", mismatches.len())?;
+            writeln!(
+                f,
+                "         {} replies carry a question that differs from the query",
+                mismatches.len()
+            )?;
         }
         Ok(())
     }
@@ -311,7 +666,8 @@ mod tests {
 
     #[test]
     fn no_corefile_sends_everything_upstream() {
-        let config = ResolverConfig::new(Resolver::Glibc, vec!["tailb45a71.ts.net".into()]).with_ndots(5);
+        let config =
+            ResolverConfig::new(Resolver::Glibc, vec!["tailb45a71.ts.net".into()]).with_ndots(5);
         let e = explain("frigate", &config, &NoCorefile, false, Upstream::BlackHole).unwrap();
         assert_eq!(e.upstream_queries().len(), 4);
         assert!(!e.resolved());

@@ -64,7 +64,10 @@ pub struct PodDnsOption {
 
 impl PodDnsOption {
     pub fn new(name: &str, value: Option<&str>) -> Self {
-        Self { name: name.to_string(), value: value.map(str::to_string) }
+        Self {
+            name: name.to_string(),
+            value: value.map(str::to_string),
+        }
     }
 }
 
@@ -155,7 +158,7 @@ impl NodeDns {
                         return Err(ResolvConfError {
                             line: index + 1,
                             message: "nameserver list is empty; give it an address".into(),
-                        })
+                        });
                     }
                 },
                 Some(&"search") => {
@@ -193,7 +196,9 @@ impl ResolvConf {
 
     /// `ndots` as the resolver will read it: the last `ndots:` option, else 1.
     pub fn ndots(&self) -> u32 {
-        option_value(&self.options, "ndots").and_then(|v| v.parse().ok()).unwrap_or(1)
+        option_value(&self.options, "ndots")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1)
     }
 }
 
@@ -226,12 +231,19 @@ fn pod_dns_type(pod: &PodDns) -> PodDnsType {
 /// `omitDuplicates`: first occurrence wins, exact (case-sensitive) comparison.
 pub fn omit_duplicates(items: Vec<String>) -> Vec<String> {
     let mut seen = std::collections::HashSet::new();
-    items.into_iter().filter(|s| seen.insert(s.clone())).collect()
+    items
+        .into_iter()
+        .filter(|s| seen.insert(s.clone()))
+        .collect()
 }
 
 /// `generateSearchesForDNSClusterFirst`: `<ns>.svc.<domain> svc.<domain> <domain>`
 /// then the host's search list, duplicates dropped.
-pub fn cluster_first_searches(namespace: &str, domain: &str, host_search: &[String]) -> Vec<String> {
+pub fn cluster_first_searches(
+    namespace: &str,
+    domain: &str,
+    host_search: &[String],
+) -> Vec<String> {
     if domain.is_empty() {
         return host_search.to_vec();
     }
@@ -352,7 +364,10 @@ pub fn pod_resolv_conf(pod: &PodDns, node: &NodeDns, cluster: &ClusterDns) -> Re
         PodDnsType::Cluster => {
             servers = cluster.cluster_dns_ips.clone();
             searches = cluster_first_searches(&pod.namespace, &cluster.domain, &node.host_search);
-            options = DEFAULT_CLUSTER_OPTIONS.iter().map(|s| s.to_string()).collect();
+            options = DEFAULT_CLUSTER_OPTIONS
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
         }
         // `--resolv-conf=""`: localhost as nameserver and a root-only search list.
         PodDnsType::Host if node.no_resolv_conf => {
@@ -374,13 +389,21 @@ pub fn pod_resolv_conf(pod: &PodDns, node: &NodeDns, cluster: &ClusterDns) -> Re
     // formDNSConfigFitsLimits
     let nameservers = fit_nameserver_limits(servers, &mut events);
     let searches = fit_search_limits(searches, &mut events);
-    ResolvConf { nameservers, searches, options, events }
+    ResolvConf {
+        nameservers,
+        searches,
+        options,
+        events,
+    }
 }
 
 /// Only the search list, for pollution accounting: the pod as kubelet would
 /// build it with cluster DNS configured (every real cluster has it).
 pub fn pod_searches(pod: &PodDns, node: &NodeDns, cluster_domain: &str) -> Vec<String> {
-    let cluster = ClusterDns { domain: cluster_domain.to_string(), cluster_dns_ips: vec!["cluster-dns".into()] };
+    let cluster = ClusterDns {
+        domain: cluster_domain.to_string(),
+        cluster_dns_ips: vec!["cluster-dns".into()],
+    };
     pod_resolv_conf(pod, node, &cluster).searches
 }
 
@@ -419,7 +442,10 @@ mod tests {
         assert!(is_polluted(&search, &["tailb45a71.ts.net".to_string()]));
         assert!(!is_polluted(&search, &["ts.net.example".to_string()]));
         // Label-wise: `xts.net` is not under `ts.net`.
-        assert!(!is_polluted(&["xts.net".to_string()], &["ts.net".to_string()]));
+        assert!(!is_polluted(
+            &["xts.net".to_string()],
+            &["ts.net".to_string()]
+        ));
     }
 
     #[test]

@@ -173,7 +173,9 @@ pub struct Trace {
 impl Trace {
     /// Every query sent, in order, with its outcome and the time it was sent.
     pub fn queries(&self) -> impl Iterator<Item = (&Query, Outcome, Duration)> {
-        self.exchanges.iter().flat_map(|e| e.queries.iter().map(move |(q, o)| (q, *o, e.at)))
+        self.exchanges
+            .iter()
+            .flat_map(|e| e.queries.iter().map(move |(q, o)| (q, *o, e.at)))
     }
 }
 
@@ -254,7 +256,9 @@ impl ResolverConfig {
     pub fn from_resolv_conf(resolver: Resolver, conf: &ResolvConf) -> Self {
         let mut config = Self::new(resolver, conf.searches.clone());
         config.nameservers = (conf.nameservers.len() as u32).clamp(1, MAXNS);
-        if resolver == Resolver::Musl && "search ".len() + conf.searches.join(" ").len() + 1 > MUSL_MAX_LINE {
+        if resolver == Resolver::Musl
+            && "search ".len() + conf.searches.join(" ").len() + 1 > MUSL_MAX_LINE
+        {
             config.searches.clear();
         }
         let number = |v: &str| v.parse::<u32>().ok();
@@ -263,7 +267,9 @@ impl ResolverConfig {
             match (name, resolver) {
                 ("ndots", _) => config.ndots = number(value).unwrap_or(config.ndots),
                 ("attempts", _) => config.attempts = number(value).unwrap_or(config.attempts),
-                ("timeout", _) => config.timeout_secs = number(value).unwrap_or(config.timeout_secs),
+                ("timeout", _) => {
+                    config.timeout_secs = number(value).unwrap_or(config.timeout_secs)
+                }
                 ("rotate", Resolver::Glibc) => config.rotate = true,
                 ("single-request", Resolver::Glibc) => config.single_request = true,
                 ("single-request-reopen", Resolver::Glibc) => config.single_request_reopen = true,
@@ -308,7 +314,10 @@ impl ResolverConfig {
 
     /// glibc `__res_context_send`: `attempts` rounds over every nameserver.
     fn glibc_all_tries(&self) -> Duration {
-        (0..self.nameservers).map(|ns| self.glibc_try_timeout(ns)).sum::<Duration>() * self.attempts
+        (0..self.nameservers)
+            .map(|ns| self.glibc_try_timeout(ns))
+            .sum::<Duration>()
+            * self.attempts
     }
 }
 
@@ -319,12 +328,22 @@ pub fn resolve(
     mut answer: impl FnMut(&Query) -> Outcome,
 ) -> Result<Trace, ResolverError> {
     check_name(name)?;
-    let mut run = Run { config, answer: &mut answer, exchanges: Vec::new(), clock: Duration::ZERO };
+    let mut run = Run {
+        config,
+        answer: &mut answer,
+        exchanges: Vec::new(),
+        clock: Duration::ZERO,
+    };
     let result = match config.resolver {
         Resolver::Glibc => glibc_search(&mut run, name),
         Resolver::Musl => musl_search(&mut run, name),
     };
-    Ok(Trace { resolver: config.resolver, exchanges: run.exchanges, result, worst_case: run.clock })
+    Ok(Trace {
+        resolver: config.resolver,
+        exchanges: run.exchanges,
+        result,
+        worst_case: run.clock,
+    })
 }
 
 /// The candidate names in the order the resolver would try them if every
@@ -335,10 +354,17 @@ pub fn candidates(config: &ResolverConfig, name: &str) -> Result<Vec<String>, Re
 }
 
 fn check_name(name: &str) -> Result<(), ResolverError> {
-    let err = |reason: &str| Err(ResolverError { name: name.to_string(), reason: reason.to_string() });
+    let err = |reason: &str| {
+        Err(ResolverError {
+            name: name.to_string(),
+            reason: reason.to_string(),
+        })
+    };
     let bare = name.strip_suffix('.').unwrap_or(name);
     if bare.is_empty() {
-        return err("empty name; give a host name such as frigate.video-management-system.svc.cluster.local");
+        return err(
+            "empty name; give a host name such as frigate.video-management-system.svc.cluster.local",
+        );
     }
     if bare.len() > 253 {
         return err("longer than 253 characters");
@@ -370,15 +396,31 @@ impl<F: FnMut(&Query) -> Outcome> Run<'_, F> {
             .qtypes()
             .into_iter()
             .map(|qtype| {
-                let query = Query { name: name.to_string(), qtype };
+                let query = Query {
+                    name: name.to_string(),
+                    qtype,
+                };
                 let outcome = (self.answer)(&query);
                 (query, outcome)
             })
             .collect()
     }
 
-    fn record(&mut self, name: &str, queries: Vec<(Query, Outcome)>, cost: Duration, not_sent: Option<&'static str>) -> usize {
-        self.exchanges.push(Exchange { name: name.to_string(), queries, at: self.clock, cost, not_sent, then: Then::Next });
+    fn record(
+        &mut self,
+        name: &str,
+        queries: Vec<(Query, Outcome)>,
+        cost: Duration,
+        not_sent: Option<&'static str>,
+    ) -> usize {
+        self.exchanges.push(Exchange {
+            name: name.to_string(),
+            queries,
+            at: self.clock,
+            cost,
+            not_sent,
+            then: Then::Next,
+        });
         self.clock += cost;
         self.exchanges.len() - 1
     }
@@ -419,20 +461,33 @@ impl HErrno {
 fn glibc_query<F: FnMut(&Query) -> Outcome>(run: &mut Run<'_, F>, name: &str) -> (HErrno, usize) {
     // res_mkquery fails on a name that does not fit: NO_RECOVERY, nothing sent.
     if !sendable(name) {
-        let i = run.record(name, vec![], Duration::ZERO, Some("longer than a DNS name can be"));
+        let i = run.record(
+            name,
+            vec![],
+            Duration::ZERO,
+            Some("longer than a DNS name can be"),
+        );
         return (HErrno::NoRecovery, i);
     }
     let queries = run.ask(name);
     let outcomes: Vec<Outcome> = queries.iter().map(|(_, o)| *o).collect();
     let config = run.config;
-    let responses: Vec<Outcome> = outcomes.iter().copied().filter(|o| o.is_response()).collect();
-    let timeouts = outcomes.iter().any(|o| *o == Outcome::Timeout);
+    let responses: Vec<Outcome> = outcomes
+        .iter()
+        .copied()
+        .filter(|o| o.is_response())
+        .collect();
+    let timeouts = outcomes.contains(&Outcome::Timeout);
 
     let (herrno, cost) = if !timeouts {
         if responses.is_empty() {
             // send_dg: SERVFAIL/REFUSED -> next nameserver, next try; all spent ->
             // ETIMEDOUT, TRY_AGAIN, the first reply's rcode left in the buffer.
-            let herrno = if outcomes[0] == Outcome::ServFail { HErrno::TryAgainServFail } else { HErrno::TryAgain };
+            let herrno = if outcomes[0] == Outcome::ServFail {
+                HErrno::TryAgainServFail
+            } else {
+                HErrno::TryAgain
+            };
             (herrno, Duration::ZERO)
         } else {
             // An error reply beside a real one is skipped; the real one decides.
@@ -441,11 +496,12 @@ fn glibc_query<F: FnMut(&Query) -> Outcome>(run: &mut Run<'_, F>, name: &str) ->
     } else if responses.is_empty() {
         // Every try of every nameserver times out (or only error replies came
         // before the timeout): TRY_AGAIN; SERVFAIL in the buffer lets the search go on.
-        let herrno = if outcomes.contains(&Outcome::ServFail) && !outcomes.contains(&Outcome::Refused) {
-            HErrno::TryAgainServFail
-        } else {
-            HErrno::TryAgain
-        };
+        let herrno =
+            if outcomes.contains(&Outcome::ServFail) && !outcomes.contains(&Outcome::Refused) {
+                HErrno::TryAgainServFail
+            } else {
+                HErrno::TryAgain
+            };
         (herrno, config.glibc_all_tries())
     } else if outcomes[0].is_response() {
         // send_dg timeout after one good reply: retry in single-request mode,
@@ -457,11 +513,17 @@ fn glibc_query<F: FnMut(&Query) -> Outcome>(run: &mut Run<'_, F>, name: &str) ->
         } else {
             3
         };
-        (glibc_rcode(&responses), config.glibc_try_timeout(0) * rounds)
+        (
+            glibc_rcode(&responses),
+            config.glibc_try_timeout(0) * rounds,
+        )
     } else {
         // The first query (A) is the one lost: the single-request retry loses it
         // again and every later try does too.
-        (HErrno::TryAgain, config.glibc_all_tries() + config.glibc_try_timeout(0))
+        (
+            HErrno::TryAgain,
+            config.glibc_all_tries() + config.glibc_try_timeout(0),
+        )
     };
     let index = run.record(name, queries, cost, None);
     (herrno, index)
@@ -474,7 +536,11 @@ fn glibc_rcode(responses: &[Outcome]) -> HErrno {
         return HErrno::Success;
     }
     let first = responses[0];
-    let decisive = if first == Outcome::NoData { *responses.last().unwrap() } else { first };
+    let decisive = if first == Outcome::NoData {
+        *responses.last().unwrap()
+    } else {
+        first
+    };
     match decisive {
         Outcome::NxDomain => HErrno::HostNotFound,
         _ => HErrno::NoData,
@@ -521,7 +587,11 @@ fn glibc_search<F: FnMut(&Query) -> Outcome>(run: &mut Run<'_, F>, name: &str) -
             if domain.is_empty() {
                 root_on_list = true;
             }
-            let candidate = if domain.is_empty() { bare.to_string() } else { format!("{bare}.{domain}") };
+            let candidate = if domain.is_empty() {
+                bare.to_string()
+            } else {
+                format!("{bare}.{domain}")
+            };
             let (h, i) = glibc_query(run, &candidate);
             last = h;
             match h {
@@ -544,7 +614,8 @@ fn glibc_search<F: FnMut(&Query) -> Outcome>(run: &mut Run<'_, F>, name: &str) -
     }
 
     // "If the query has not already been tried as is then try it unless
-    // RES_NOTLDQUERY is set and there were no dots."
+    // RES_NOTLDQUERY is set and there were no dots." (kept in glibc's shape)
+    #[allow(clippy::nonminimal_bool)]
     if (dots > 0 || !searched || !config.no_tld_query) && !(tried_as_is || root_on_list) {
         let (h, i) = glibc_query(run, bare);
         last = h;
@@ -571,10 +642,18 @@ fn glibc_search<F: FnMut(&Query) -> Outcome>(run: &mut Run<'_, F>, name: &str) -
 
 /// One `name_from_dns`: A and AAAA sent together to every nameserver.
 /// `Ok(true)` resolved, `Ok(false)` go on (NXDOMAIN), `Err` ends the lookup.
-fn musl_query<F: FnMut(&Query) -> Outcome>(run: &mut Run<'_, F>, name: &str) -> Result<bool, Failure> {
+fn musl_query<F: FnMut(&Query) -> Outcome>(
+    run: &mut Run<'_, F>,
+    name: &str,
+) -> Result<bool, Failure> {
     // __res_mkquery fails on a name that does not fit: name_from_dns returns 0.
     if !sendable(name) {
-        run.record(name, vec![], Duration::ZERO, Some("longer than a DNS name can be"));
+        run.record(
+            name,
+            vec![],
+            Duration::ZERO,
+            Some("longer than a DNS name can be"),
+        );
         return Ok(false);
     }
     let queries = run.ask(name);
@@ -601,7 +680,11 @@ fn musl_query<F: FnMut(&Query) -> Outcome>(run: &mut Run<'_, F>, name: &str) -> 
         }
     }
     let verdict = verdict.unwrap_or_else(|| {
-        if queries.iter().any(|(_, o)| *o == Outcome::Answer) { Ok(true) } else { Err(Failure::NoData) }
+        if queries.iter().any(|(_, o)| *o == Outcome::Answer) {
+            Ok(true)
+        } else {
+            Err(Failure::NoData)
+        }
     });
     run.then(
         index,
@@ -620,7 +703,11 @@ fn musl_search<F: FnMut(&Query) -> Outcome>(run: &mut Run<'_, F>, name: &str) ->
     let dots = name.matches('.').count() as u32;
     let trailing_dot = name.ends_with('.');
     // "suppress search when >=ndots or name ends in a dot"
-    let search: &[String] = if dots >= config.ndots || trailing_dot { &[] } else { &config.searches };
+    let search: &[String] = if dots >= config.ndots || trailing_dot {
+        &[]
+    } else {
+        &config.searches
+    };
     let bare = name.strip_suffix('.').unwrap_or(name);
     let l = bare.len();
     for domain in search {
@@ -668,7 +755,12 @@ mod tests {
     fn names_are_checked() {
         let c = ResolverConfig::new(Resolver::Musl, vec![]);
         assert!(resolve(&c, "", |_| Outcome::Answer).is_err());
-        assert!(resolve(&c, "a..b", |_| Outcome::Answer).unwrap_err().to_string().contains("\"a..b\""));
+        assert!(
+            resolve(&c, "a..b", |_| Outcome::Answer)
+                .unwrap_err()
+                .to_string()
+                .contains("\"a..b\"")
+        );
         assert!(resolve(&c, "frigate.", |_| Outcome::Answer).is_ok());
     }
 }

@@ -18,7 +18,10 @@ fn pod(ns: &str, policy: &str, host_network: bool) -> PodDns {
 }
 
 fn kubeadm() -> ClusterDns {
-    ClusterDns { domain: "cluster.local".into(), cluster_dns_ips: s(&["10.96.0.10"]) }
+    ClusterDns {
+        domain: "cluster.local".into(),
+        cluster_dns_ips: s(&["10.96.0.10"]),
+    }
 }
 
 fn tailscale_node() -> NodeDns {
@@ -35,11 +38,20 @@ fn tailscale_node() -> NodeDns {
 
 #[test]
 fn tailscale_suffix_follows_the_three_cluster_entries() {
-    let conf = pod_resolv_conf(&pod("workflow-engine", "ClusterFirst", false), &tailscale_node(), &kubeadm());
+    let conf = pod_resolv_conf(
+        &pod("workflow-engine", "ClusterFirst", false),
+        &tailscale_node(),
+        &kubeadm(),
+    );
     assert_eq!(conf.nameservers, s(&["10.96.0.10"]));
     assert_eq!(
         conf.searches,
-        s(&["workflow-engine.svc.cluster.local", "svc.cluster.local", "cluster.local", "tailb45a71.ts.net"])
+        s(&[
+            "workflow-engine.svc.cluster.local",
+            "svc.cluster.local",
+            "cluster.local",
+            "tailb45a71.ts.net"
+        ])
     );
     assert_eq!(conf.options, s(&["ndots:5"]));
     assert!(conf.events.is_empty());
@@ -54,8 +66,13 @@ fn tailscale_suffix_follows_the_three_cluster_entries() {
 
 #[test]
 fn openstack_and_aws_suffixes() {
-    let openstack = NodeDns::parse_resolv_conf("nameserver 10.0.0.2\nsearch openstacklocal\n").unwrap();
-    let conf = pod_resolv_conf(&pod("video-management-system", "", false), &openstack, &kubeadm());
+    let openstack =
+        NodeDns::parse_resolv_conf("nameserver 10.0.0.2\nsearch openstacklocal\n").unwrap();
+    let conf = pod_resolv_conf(
+        &pod("video-management-system", "", false),
+        &openstack,
+        &kubeadm(),
+    );
     assert_eq!(conf.searches.last().unwrap(), "openstacklocal");
     assert_eq!(
         polluting_suffixes(&conf.searches, &s(&["openstacklocal", "tailb45a71.ts.net"])),
@@ -66,11 +83,19 @@ fn openstack_and_aws_suffixes() {
         "nameserver 10.100.0.2\nsearch ap-northeast-2.compute.internal\noptions timeout:2 attempts:5\n",
     )
     .unwrap();
-    let eks_cluster = ClusterDns { domain: "cluster.local".into(), cluster_dns_ips: s(&["172.20.0.10"]) };
+    let eks_cluster = ClusterDns {
+        domain: "cluster.local".into(),
+        cluster_dns_ips: s(&["172.20.0.10"]),
+    };
     let conf = pod_resolv_conf(&pod("default", "ClusterFirst", false), &eks, &eks_cluster);
     assert_eq!(
         conf.searches,
-        s(&["default.svc.cluster.local", "svc.cluster.local", "cluster.local", "ap-northeast-2.compute.internal"])
+        s(&[
+            "default.svc.cluster.local",
+            "svc.cluster.local",
+            "cluster.local",
+            "ap-northeast-2.compute.internal"
+        ])
     );
     // ClusterFirst replaces the host's options with ndots:5.
     assert_eq!(conf.options, s(&["ndots:5"]));
@@ -79,7 +104,11 @@ fn openstack_and_aws_suffixes() {
 
 #[test]
 fn host_network_cluster_first_falls_back_to_the_host_file() {
-    let conf = pod_resolv_conf(&pod("kube-system", "ClusterFirst", true), &tailscale_node(), &kubeadm());
+    let conf = pod_resolv_conf(
+        &pod("kube-system", "ClusterFirst", true),
+        &tailscale_node(),
+        &kubeadm(),
+    );
     assert_eq!(conf.nameservers, s(&["100.100.100.100", "192.168.1.1"]));
     assert_eq!(conf.searches, s(&["tailb45a71.ts.net"]));
     assert!(conf.options.is_empty());
@@ -88,17 +117,29 @@ fn host_network_cluster_first_falls_back_to_the_host_file() {
 
 #[test]
 fn cluster_first_with_host_net_keeps_cluster_dns() {
-    let conf = pod_resolv_conf(&pod("monitoring", "ClusterFirstWithHostNet", true), &tailscale_node(), &kubeadm());
+    let conf = pod_resolv_conf(
+        &pod("monitoring", "ClusterFirstWithHostNet", true),
+        &tailscale_node(),
+        &kubeadm(),
+    );
     assert_eq!(conf.nameservers, s(&["10.96.0.10"]));
     assert_eq!(
         conf.searches,
-        s(&["monitoring.svc.cluster.local", "svc.cluster.local", "cluster.local", "tailb45a71.ts.net"])
+        s(&[
+            "monitoring.svc.cluster.local",
+            "svc.cluster.local",
+            "cluster.local",
+            "tailb45a71.ts.net"
+        ])
     );
 }
 
 #[test]
 fn default_policy_is_the_host_file_with_its_options() {
-    let node = NodeDns::parse_resolv_conf("nameserver 10.0.0.2\nsearch openstacklocal\noptions edns0 trust-ad\n").unwrap();
+    let node = NodeDns::parse_resolv_conf(
+        "nameserver 10.0.0.2\nsearch openstacklocal\noptions edns0 trust-ad\n",
+    )
+    .unwrap();
     let conf = pod_resolv_conf(&pod("default", "Default", false), &node, &kubeadm());
     assert_eq!(conf.nameservers, s(&["10.0.0.2"]));
     assert_eq!(conf.searches, s(&["openstacklocal"]));
@@ -114,7 +155,10 @@ fn none_policy_only_has_the_pod_dns_config() {
         options: vec![PodDnsOption::new("ndots", Some("2"))],
     });
     let conf = pod_resolv_conf(&p, &tailscale_node(), &kubeadm());
-    assert_eq!(conf.searches, s(&["workflow-engine.svc.cluster.local", "svc.cluster.local"]));
+    assert_eq!(
+        conf.searches,
+        s(&["workflow-engine.svc.cluster.local", "svc.cluster.local"])
+    );
     assert!(!is_polluted(&conf.searches, &s(&["tailb45a71.ts.net"])));
     assert_eq!(conf.options, s(&["ndots:2"]));
 }
@@ -143,34 +187,62 @@ fn dns_config_searches_are_appended_after_the_host_and_deduplicated() {
 
 #[test]
 fn host_search_repeating_a_cluster_entry_is_dropped() {
-    let node = NodeDns::parse_resolv_conf("nameserver 10.0.0.2\nsearch cluster.local tailb45a71.ts.net\n").unwrap();
+    let node =
+        NodeDns::parse_resolv_conf("nameserver 10.0.0.2\nsearch cluster.local tailb45a71.ts.net\n")
+            .unwrap();
     let conf = pod_resolv_conf(&pod("workflow-engine", "", false), &node, &kubeadm());
     assert_eq!(
         conf.searches,
-        s(&["workflow-engine.svc.cluster.local", "svc.cluster.local", "cluster.local", "tailb45a71.ts.net"])
+        s(&[
+            "workflow-engine.svc.cluster.local",
+            "svc.cluster.local",
+            "cluster.local",
+            "tailb45a71.ts.net"
+        ])
     );
 }
 
 #[test]
 fn missing_cluster_dns_falls_back_to_default_with_an_event() {
-    let cluster = ClusterDns { domain: "cluster.local".into(), cluster_dns_ips: vec![] };
-    let conf = pod_resolv_conf(&pod("workflow-engine", "ClusterFirst", false), &tailscale_node(), &cluster);
+    let cluster = ClusterDns {
+        domain: "cluster.local".into(),
+        cluster_dns_ips: vec![],
+    };
+    let conf = pod_resolv_conf(
+        &pod("workflow-engine", "ClusterFirst", false),
+        &tailscale_node(),
+        &cluster,
+    );
     assert_eq!(conf.searches, s(&["tailb45a71.ts.net"]));
     assert_eq!(conf.events[0].reason, "MissingClusterDNS");
 }
 
 #[test]
 fn empty_cluster_domain_gives_only_the_host_search() {
-    let cluster = ClusterDns { domain: "".into(), cluster_dns_ips: s(&["10.96.0.10"]) };
-    let conf = pod_resolv_conf(&pod("workflow-engine", "", false), &tailscale_node(), &cluster);
+    let cluster = ClusterDns {
+        domain: "".into(),
+        cluster_dns_ips: s(&["10.96.0.10"]),
+    };
+    let conf = pod_resolv_conf(
+        &pod("workflow-engine", "", false),
+        &tailscale_node(),
+        &cluster,
+    );
     assert_eq!(conf.nameservers, s(&["10.96.0.10"]));
     assert_eq!(conf.searches, s(&["tailb45a71.ts.net"]));
 }
 
 #[test]
 fn unknown_policy_is_read_as_cluster_first_like_kubelet_does() {
-    assert_eq!(DnsPolicy::parse(Some("ClusterFist")), Err("ClusterFist".to_string()));
-    let conf = pod_resolv_conf(&pod("workflow-engine", "ClusterFist", false), &tailscale_node(), &kubeadm());
+    assert_eq!(
+        DnsPolicy::parse(Some("ClusterFist")),
+        Err("ClusterFist".to_string())
+    );
+    let conf = pod_resolv_conf(
+        &pod("workflow-engine", "ClusterFist", false),
+        &tailscale_node(),
+        &kubeadm(),
+    );
     assert_eq!(conf.nameservers, s(&["10.96.0.10"]));
     assert_eq!(conf.searches.len(), 4);
 }
@@ -179,13 +251,25 @@ fn unknown_policy_is_read_as_cluster_first_like_kubelet_does() {
 fn pod_searches_is_the_search_list_alone() {
     let p = PodDns {
         namespace: "workflow-engine".into(),
-        dns_config: Some(PodDnsConfig { searches: s(&["corp.example.com"]), ..Default::default() }),
+        dns_config: Some(PodDnsConfig {
+            searches: s(&["corp.example.com"]),
+            ..Default::default()
+        }),
         ..Default::default()
     };
-    let node = NodeDns { host_search: s(&["tailb45a71.ts.net"]), ..Default::default() };
+    let node = NodeDns {
+        host_search: s(&["tailb45a71.ts.net"]),
+        ..Default::default()
+    };
     assert_eq!(
         pod_searches(&p, &node, "cluster.local"),
-        s(&["workflow-engine.svc.cluster.local", "svc.cluster.local", "cluster.local", "tailb45a71.ts.net", "corp.example.com"])
+        s(&[
+            "workflow-engine.svc.cluster.local",
+            "svc.cluster.local",
+            "cluster.local",
+            "tailb45a71.ts.net",
+            "corp.example.com"
+        ])
     );
 }
 
@@ -194,18 +278,29 @@ fn pod_searches_is_the_search_list_alone() {
 #[test]
 fn entry_over_253_chars_is_dropped_alone() {
     let long = format!("{}.ts.net", "a".repeat(250));
-    let node = NodeDns { host_search: vec![long, "tailb45a71.ts.net".into()], ..Default::default() };
+    let node = NodeDns {
+        host_search: vec![long, "tailb45a71.ts.net".into()],
+        ..Default::default()
+    };
     let conf = pod_resolv_conf(&pod("workflow-engine", "", false), &node, &kubeadm());
     assert_eq!(
         conf.searches,
-        s(&["workflow-engine.svc.cluster.local", "svc.cluster.local", "cluster.local", "tailb45a71.ts.net"])
+        s(&[
+            "workflow-engine.svc.cluster.local",
+            "svc.cluster.local",
+            "cluster.local",
+            "tailb45a71.ts.net"
+        ])
     );
     assert_eq!(conf.events.len(), 1);
 
     // Exactly 253 is kept.
     let edge = "b".repeat(253);
     let mut events = vec![];
-    assert_eq!(fit_search_limits(vec![edge.clone()], &mut events), vec![edge]);
+    assert_eq!(
+        fit_search_limits(vec![edge.clone()], &mut events),
+        vec![edge]
+    );
     assert!(events.is_empty());
 }
 
@@ -228,17 +323,24 @@ fn too_many_host_entries_push_the_suffix_out() {
     // 29 host domains plus 3 cluster entries fill the 32; a 30th host domain is cut.
     let mut host: Vec<String> = (1..=29).map(|i| format!("corp{i}.example.com")).collect();
     host.push("tailb45a71.ts.net".into());
-    let node = NodeDns { host_search: host, ..Default::default() };
+    let node = NodeDns {
+        host_search: host,
+        ..Default::default()
+    };
     let conf = pod_resolv_conf(&pod("workflow-engine", "", false), &node, &kubeadm());
     assert_eq!(conf.searches.len(), 32);
     assert!(!is_polluted(&conf.searches, &s(&["tailb45a71.ts.net"])));
-    assert!(conf.events[0].message.starts_with("Search Line limits were exceeded"));
+    assert!(
+        conf.events[0]
+            .message
+            .starts_with("Search Line limits were exceeded")
+    );
 }
 
 fn search_path_list_2048_chars() -> Vec<String> {
     // dns_test.go: 2048 = 128 + 127 * 15 + 15
     let mut list = vec!["A".repeat(128)];
-    list.extend(std::iter::repeat("A".repeat(127)).take(15));
+    list.extend(std::iter::repeat_n("A".repeat(127), 15));
     list
 }
 
@@ -268,7 +370,12 @@ fn dns_test_go_form_dns_search_fits_limits() {
             s(&["testNS.svc.TEST", "svc.TEST", "TEST", "AAA", "BBB"]),
             true,
         ),
-        ("valid: 2048 characters", search_path_list_2048_chars(), search_path_list_2048_chars(), false),
+        (
+            "valid: 2048 characters",
+            search_path_list_2048_chars(),
+            search_path_list_2048_chars(),
+            false,
+        ),
         (
             "invalid: 2050 characters",
             {
@@ -302,13 +409,24 @@ fn dns_test_go_form_dns_search_fits_limits() {
 
 #[test]
 fn dns_test_go_form_dns_nameservers_fits_limits() {
-    let node = |servers: &[&str]| NodeDns { host_nameservers: s(servers), ..Default::default() };
+    let node = |servers: &[&str]| NodeDns {
+        host_nameservers: s(servers),
+        ..Default::default()
+    };
     let p = pod("testNS", "Default", false);
     let c = kubeadm();
     for (servers, want, event) in [
         (vec!["127.0.0.1"], vec!["127.0.0.1"], false),
-        (vec!["127.0.0.1", "10.0.0.10", "8.8.8.8"], vec!["127.0.0.1", "10.0.0.10", "8.8.8.8"], false),
-        (vec!["127.0.0.1", "10.0.0.10", "8.8.8.8", "1.2.3.4"], vec!["127.0.0.1", "10.0.0.10", "8.8.8.8"], true),
+        (
+            vec!["127.0.0.1", "10.0.0.10", "8.8.8.8"],
+            vec!["127.0.0.1", "10.0.0.10", "8.8.8.8"],
+            false,
+        ),
+        (
+            vec!["127.0.0.1", "10.0.0.10", "8.8.8.8", "1.2.3.4"],
+            vec!["127.0.0.1", "10.0.0.10", "8.8.8.8"],
+            true,
+        ),
     ] {
         let conf = pod_resolv_conf(&p, &node(&servers), &c);
         assert_eq!(conf.nameservers, s(&want));
@@ -324,11 +442,17 @@ fn dns_test_go_merge_dns_options() {
         v
     };
     let existing = s(&["ndots:5", "debug"]);
-    assert_eq!(sorted(merge_options(&existing, &[])), sorted(s(&["ndots:5", "debug"])));
+    assert_eq!(
+        sorted(merge_options(&existing, &[])),
+        sorted(s(&["ndots:5", "debug"]))
+    );
     assert_eq!(
         sorted(merge_options(
             &existing,
-            &[PodDnsOption::new("single-request", None), PodDnsOption::new("attempts", three)]
+            &[
+                PodDnsOption::new("single-request", None),
+                PodDnsOption::new("attempts", three)
+            ]
         )),
         sorted(s(&["ndots:5", "debug", "single-request", "attempts:3"]))
     );
@@ -359,7 +483,11 @@ fn dns_test_go_get_pod_dns_type() {
         ("ClusterFirst", true, false),
     ] {
         let conf = pod_resolv_conf(&pod("testNS", policy, host_network), &node, &kubeadm());
-        assert_eq!(conf.nameservers == s(&["10.96.0.10"]), want_cluster, "{policy} hostNetwork={host_network}");
+        assert_eq!(
+            conf.nameservers == s(&["10.96.0.10"]),
+            want_cluster,
+            "{policy} hostNetwork={host_network}"
+        );
     }
     let none = pod_resolv_conf(&pod("testNS", "None", false), &node, &kubeadm());
     assert_eq!(none, ResolvConf::default());
@@ -368,8 +496,14 @@ fn dns_test_go_get_pod_dns_type() {
 #[test]
 fn dns_test_go_get_pod_dns_without_resolv_conf() {
     // testGetPodDNS: kubelet --resolv-conf="", cluster domain kubernetes.io, pods without a namespace.
-    let cluster = ClusterDns { domain: "kubernetes.io".into(), cluster_dns_ips: s(&["203.0.113.1"]) };
-    let node = NodeDns { no_resolv_conf: true, ..Default::default() };
+    let cluster = ClusterDns {
+        domain: "kubernetes.io".into(),
+        cluster_dns_ips: s(&["203.0.113.1"]),
+    };
+    let node = NodeDns {
+        no_resolv_conf: true,
+        ..Default::default()
+    };
     let with_host_net = pod_resolv_conf(&pod("", "ClusterFirstWithHostNet", true), &node, &cluster);
     assert_eq!(with_host_net.nameservers, s(&["203.0.113.1"]));
     assert_eq!(with_host_net.searches[0], ".svc.kubernetes.io");
@@ -379,17 +513,26 @@ fn dns_test_go_get_pod_dns_without_resolv_conf() {
         assert_eq!(conf.searches, s(&["."]), "{policy}");
     }
     let plain = pod_resolv_conf(&pod("", "ClusterFirst", false), &node, &cluster);
-    assert_eq!(plain.searches, s(&[".svc.kubernetes.io", "svc.kubernetes.io", "kubernetes.io"]));
+    assert_eq!(
+        plain.searches,
+        s(&[".svc.kubernetes.io", "svc.kubernetes.io", "kubernetes.io"])
+    );
 }
 
 #[test]
 fn dns_test_go_get_pod_dns_custom() {
     let node = NodeDns::parse_resolv_conf("nameserver 8.8.8.8\nsearch host.domain\n").unwrap();
-    let cluster = ClusterDns { domain: "kubernetes.io".into(), cluster_dns_ips: s(&["10.0.0.10"]) };
+    let cluster = ClusterDns {
+        domain: "kubernetes.io".into(),
+        cluster_dns_ips: s(&["10.0.0.10"]),
+    };
     let config = |servers: &[&str], searches: &[&str]| PodDnsConfig {
         nameservers: s(servers),
         searches: s(searches),
-        options: vec![PodDnsOption::new("ndots", Some("3")), PodDnsOption::new("debug", None)],
+        options: vec![
+            PodDnsOption::new("ndots", Some("3")),
+            PodDnsOption::new("debug", None),
+        ],
     };
     let run = |policy: &str, host_network: bool, cfg: Option<PodDnsConfig>| {
         let mut p = pod("testNS", policy, host_network);
@@ -399,25 +542,59 @@ fn dns_test_go_get_pod_dns_custom() {
 
     assert_eq!(run("None", false, None), ResolvConf::default());
 
-    let c = run("None", false, Some(config(&["203.0.113.1"], &["my.domain", "second.domain"])));
-    assert_eq!((c.nameservers, c.searches, c.options), (s(&["203.0.113.1"]), s(&["my.domain", "second.domain"]), s(&["ndots:3", "debug"])));
+    let c = run(
+        "None",
+        false,
+        Some(config(&["203.0.113.1"], &["my.domain", "second.domain"])),
+    );
+    assert_eq!(
+        (c.nameservers, c.searches, c.options),
+        (
+            s(&["203.0.113.1"]),
+            s(&["my.domain", "second.domain"]),
+            s(&["ndots:3", "debug"])
+        )
+    );
 
-    let cluster_search = s(&["testNS.svc.kubernetes.io", "svc.kubernetes.io", "kubernetes.io", "host.domain", "my.domain"]);
+    let cluster_search = s(&[
+        "testNS.svc.kubernetes.io",
+        "svc.kubernetes.io",
+        "kubernetes.io",
+        "host.domain",
+        "my.domain",
+    ]);
     for (policy, host_network) in [("ClusterFirst", false), ("ClusterFirstWithHostNet", true)] {
-        let c = run(policy, host_network, Some(config(&["10.0.0.11"], &["my.domain"])));
+        let c = run(
+            policy,
+            host_network,
+            Some(config(&["10.0.0.11"], &["my.domain"])),
+        );
         assert_eq!(c.nameservers, s(&["10.0.0.10", "10.0.0.11"]), "{policy}");
         assert_eq!(c.searches, cluster_search, "{policy}");
         assert_eq!(c.options, s(&["ndots:3", "debug"]), "{policy}");
     }
 
-    let c = run("Default", false, Some(config(&["10.0.0.11"], &["my.domain"])));
-    assert_eq!((c.nameservers, c.searches, c.options), (s(&["8.8.8.8", "10.0.0.11"]), s(&["host.domain", "my.domain"]), s(&["ndots:3", "debug"])));
+    let c = run(
+        "Default",
+        false,
+        Some(config(&["10.0.0.11"], &["my.domain"])),
+    );
+    assert_eq!(
+        (c.nameservers, c.searches, c.options),
+        (
+            s(&["8.8.8.8", "10.0.0.11"]),
+            s(&["host.domain", "my.domain"]),
+            s(&["ndots:3", "debug"])
+        )
+    );
 }
+
+/// (data, nameservers, searches, options, is error)
+type ParseCase<'a> = (&'a str, &'a [&'a str], &'a [&'a str], &'a [&'a str], bool);
 
 #[test]
 fn dns_test_go_parse_resolv_conf() {
-    // (data, nameservers, searches, options, is error)
-    let cases: &[(&str, &[&str], &[&str], &[&str], bool)] = &[
+    let cases: &[ParseCase] = &[
         ("", &[], &[], &[], false),
         (" ", &[], &[], &[], false),
         ("\n", &[], &[], &[], false),
@@ -427,26 +604,74 @@ fn dns_test_go_parse_resolv_conf() {
         ("#comment\n#comment", &[], &[], &[], false),
         ("#comment\nnameserver", &[], &[], &[], true),
         ("#comment\nnameserver\nsearch", &[], &[], &[], true),
-        ("#comment\nnameserver 1.2.3.4\nsearch", &["1.2.3.4"], &[], &[], false),
+        (
+            "#comment\nnameserver 1.2.3.4\nsearch",
+            &["1.2.3.4"],
+            &[],
+            &[],
+            false,
+        ),
         ("nameserver 1.2.3.4", &["1.2.3.4"], &[], &[], false),
         (" nameserver 1.2.3.4", &["1.2.3.4"], &[], &[], false),
         ("\tnameserver 1.2.3.4", &["1.2.3.4"], &[], &[], false),
         ("nameserver\t1.2.3.4", &["1.2.3.4"], &[], &[], false),
         ("nameserver \t 1.2.3.4", &["1.2.3.4"], &[], &[], false),
-        ("nameserver 1.2.3.4\nnameserver 5.6.7.8", &["1.2.3.4", "5.6.7.8"], &[], &[], false),
+        (
+            "nameserver 1.2.3.4\nnameserver 5.6.7.8",
+            &["1.2.3.4", "5.6.7.8"],
+            &[],
+            &[],
+            false,
+        ),
         ("nameserver 1.2.3.4 #comment", &["1.2.3.4"], &[], &[], false),
         ("search ", &[], &[], &[], false),
         ("search foo", &[], &["foo"], &[], false),
         ("search foo bar", &[], &["foo", "bar"], &[], false),
         ("search foo. bar", &[], &["foo", "bar"], &[], false),
-        ("search foo bar bat\n", &[], &["foo", "bar", "bat"], &[], false),
+        (
+            "search foo bar bat\n",
+            &[],
+            &["foo", "bar", "bat"],
+            &[],
+            false,
+        ),
         ("search foo\nsearch bar", &[], &["bar"], &[], false),
-        ("nameserver 1.2.3.4\nsearch foo bar", &["1.2.3.4"], &["foo", "bar"], &[], false),
-        ("nameserver 1.2.3.4\nsearch foo\nnameserver 5.6.7.8\nsearch bar", &["1.2.3.4", "5.6.7.8"], &["bar"], &[], false),
-        ("#comment\nnameserver 1.2.3.4\n#comment\nsearch foo\ncomment", &["1.2.3.4"], &["foo"], &[], false),
+        (
+            "nameserver 1.2.3.4\nsearch foo bar",
+            &["1.2.3.4"],
+            &["foo", "bar"],
+            &[],
+            false,
+        ),
+        (
+            "nameserver 1.2.3.4\nsearch foo\nnameserver 5.6.7.8\nsearch bar",
+            &["1.2.3.4", "5.6.7.8"],
+            &["bar"],
+            &[],
+            false,
+        ),
+        (
+            "#comment\nnameserver 1.2.3.4\n#comment\nsearch foo\ncomment",
+            &["1.2.3.4"],
+            &["foo"],
+            &[],
+            false,
+        ),
         ("options ", &[], &[], &[], false),
-        ("options ndots:5 attempts:2", &[], &[], &["ndots:5", "attempts:2"], false),
-        ("options ndots:1\noptions ndots:5 attempts:3", &[], &[], &["ndots:5", "attempts:3"], false),
+        (
+            "options ndots:5 attempts:2",
+            &[],
+            &[],
+            &["ndots:5", "attempts:2"],
+            false,
+        ),
+        (
+            "options ndots:1\noptions ndots:5 attempts:3",
+            &[],
+            &[],
+            &["ndots:5", "attempts:3"],
+            false,
+        ),
         (
             "nameserver 1.2.3.4\nsearch foo\nnameserver 5.6.7.8\nsearch bar\noptions ndots:5 attempts:4",
             &["1.2.3.4", "5.6.7.8"],

@@ -12,10 +12,15 @@ const FRIGATE: &str = "frigate.video-management-system.svc.cluster.local";
 const LEAK: &str = "frigate.video-management-system.svc.cluster.local.tailb45a71.ts.net";
 
 fn search() -> Vec<String> {
-    ["workflow-engine.svc.cluster.local", "svc.cluster.local", "cluster.local", "tailb45a71.ts.net"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
+    [
+        "workflow-engine.svc.cluster.local",
+        "svc.cluster.local",
+        "cluster.local",
+        "tailb45a71.ts.net",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
 }
 
 fn kubernetes(qname: &str, qtype: QType) -> Outcome {
@@ -39,7 +44,10 @@ fn kubeadm(qname: &str, qtype: QType) -> Served {
         Served {
             block: ".:53".into(),
             plugin: "forward".into(),
-            reply: Reply::Upstream { to: "/etc/resolv.conf".into() },
+            reply: Reply::Upstream {
+                to: "/etc/resolv.conf".into(),
+                name: qname.into(),
+            },
             question_matches: true,
         }
     }
@@ -66,7 +74,14 @@ fn config(resolver: Resolver) -> ResolverConfig {
 
 #[test]
 fn musl_kubeadm_leaks_the_tailnet_name_and_aborts() {
-    let e = explain(FRIGATE, &config(Resolver::Musl), &kubeadm, true, Upstream::BlackHole).unwrap();
+    let e = explain(
+        FRIGATE,
+        &config(Resolver::Musl),
+        &kubeadm,
+        true,
+        Upstream::BlackHole,
+    )
+    .unwrap();
     assert_eq!(e.leaked_names(), vec![LEAK]);
     assert_eq!(e.upstream_queries().len(), 2);
     assert!(!e.resolved());
@@ -74,72 +89,158 @@ fn musl_kubeadm_leaks_the_tailnet_name_and_aborts() {
     assert_eq!(e.worst_case(), Duration::from_secs(5));
     let text = e.to_string();
     assert!(text.contains(LEAK), "{text}");
-    assert!(text.contains("musl ends the lookup here: EAI_AGAIN"), "{text}");
-    assert!(text.contains("verdict: 2 of 8 queries reach an upstream: frigate.video-management-system.svc.cluster.local.tailb45a71.ts.net"), "{text}");
+    assert!(
+        text.contains("musl ends the lookup here: EAI_AGAIN"),
+        "{text}"
+    );
+    assert!(text.contains("verdict: 2 of 8 queries reach an upstream, asking for frigate.video-management-system.svc.cluster.local.tailb45a71.ts.net"), "{text}");
+    assert!(text.contains("search artifacts leaving CoreDNS: frigate.video-management-system.svc.cluster.local.tailb45a71.ts.net"), "{text}");
+    assert_eq!(e.leaked_artifacts(), vec![LEAK]);
     assert!(text.contains("FAILED after 5s"), "{text}");
     // One line per query.
-    assert_eq!(text.lines().filter(|l| l.contains("  A  ") || l.contains("  AAAA  ")).count(), 8, "{text}");
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.contains("  A  ") || l.contains("  AAAA  "))
+            .count(),
+        8,
+        "{text}"
+    );
 }
 
 #[test]
 fn glibc_kubeadm_succeeds_ten_seconds_late() {
-    let e = explain(FRIGATE, &config(Resolver::Glibc), &kubeadm, true, Upstream::BlackHole).unwrap();
+    let e = explain(
+        FRIGATE,
+        &config(Resolver::Glibc),
+        &kubeadm,
+        true,
+        Upstream::BlackHole,
+    )
+    .unwrap();
     assert_eq!(e.leaked_names(), vec![LEAK]);
     assert!(e.resolved());
     assert_eq!(e.trace.result, Lookup::Resolved(FRIGATE.into()));
     assert!(e.worst_case() >= Duration::from_secs(5));
     assert_eq!(e.worst_case(), Duration::from_secs(10));
     let last = e.lines.last().unwrap();
-    assert_eq!((last.query.name.as_str(), last.at), (FRIGATE, Duration::from_secs(10)));
-    assert!(e.to_string().contains("glibc stops searching here (timeout/timeout)"));
+    assert_eq!(
+        (last.query.name.as_str(), last.at),
+        (FRIGATE, Duration::from_secs(10))
+    );
+    assert!(
+        e.to_string()
+            .contains("glibc stops searching here (timeout/timeout)")
+    );
 }
 
 #[test]
 fn rewrite_policy_keeps_everything_inside_coredns() {
     for resolver in [Resolver::Musl, Resolver::Glibc] {
-        let e = explain(FRIGATE, &config(resolver), &kubeadm_with_rewrite, true, Upstream::BlackHole).unwrap();
+        let e = explain(
+            FRIGATE,
+            &config(resolver),
+            &kubeadm_with_rewrite,
+            true,
+            Upstream::BlackHole,
+        )
+        .unwrap();
         assert!(e.leaked_names().is_empty(), "{resolver}");
         assert!(e.resolved(), "{resolver}");
         assert_eq!(e.worst_case(), Duration::ZERO, "{resolver}");
-        assert!(e.to_string().contains("verdict: no query reaches an upstream"));
+        assert!(
+            e.to_string()
+                .contains("verdict: no query reaches an upstream")
+        );
     }
 }
 
 #[test]
 fn outside_names_still_leak_without_a_policy_for_them() {
     // api.github.com has 2 dots: searched first under ndots 5; its tailnet artifact leaks.
-    let e = explain("api.github.com", &config(Resolver::Musl), &kubeadm, true, Upstream::Working).unwrap();
-    assert_eq!(e.leaked_names(), vec!["api.github.com.tailb45a71.ts.net", "api.github.com"]);
+    let e = explain(
+        "api.github.com",
+        &config(Resolver::Musl),
+        &kubeadm,
+        true,
+        Upstream::Working,
+    )
+    .unwrap();
+    assert_eq!(
+        e.leaked_names(),
+        vec!["api.github.com.tailb45a71.ts.net", "api.github.com"]
+    );
+    assert_eq!(
+        e.leaked_artifacts(),
+        vec!["api.github.com.tailb45a71.ts.net"]
+    );
     assert!(e.resolved());
 }
 
 #[test]
 fn servfail_upstream_musl_waits_glibc_goes_on() {
-    let musl = explain(FRIGATE, &config(Resolver::Musl), &kubeadm, true, Upstream::ServFail).unwrap();
+    let musl = explain(
+        FRIGATE,
+        &config(Resolver::Musl),
+        &kubeadm,
+        true,
+        Upstream::ServFail,
+    )
+    .unwrap();
     assert!(!musl.resolved());
     assert_eq!(musl.worst_case(), Duration::from_secs(5));
-    let glibc = explain(FRIGATE, &config(Resolver::Glibc), &kubeadm, true, Upstream::ServFail).unwrap();
+    let glibc = explain(
+        FRIGATE,
+        &config(Resolver::Glibc),
+        &kubeadm,
+        true,
+        Upstream::ServFail,
+    )
+    .unwrap();
     assert!(glibc.resolved());
     assert_eq!(glibc.worst_case(), Duration::ZERO);
 }
 
 #[test]
 fn question_mismatch_is_reported() {
-    let broken = |qname: &str, qtype: QType| Served { question_matches: !qname.ends_with("ts.net"), ..kubeadm_with_rewrite(qname, qtype) };
-    let e = explain(FRIGATE, &config(Resolver::Musl), &broken, true, Upstream::BlackHole).unwrap();
+    let broken = |qname: &str, qtype: QType| Served {
+        question_matches: !qname.ends_with("ts.net"),
+        ..kubeadm_with_rewrite(qname, qtype)
+    };
+    let e = explain(
+        FRIGATE,
+        &config(Resolver::Musl),
+        &broken,
+        true,
+        Upstream::BlackHole,
+    )
+    .unwrap();
     assert_eq!(e.question_mismatches().len(), 2);
     assert!(e.to_string().contains("question section differs"));
 }
 
 #[test]
 fn trailing_dot_sends_one_exchange() {
-    let e = explain(&format!("{FRIGATE}."), &config(Resolver::Musl), &kubeadm, true, Upstream::BlackHole).unwrap();
+    let e = explain(
+        &format!("{FRIGATE}."),
+        &config(Resolver::Musl),
+        &kubeadm,
+        true,
+        Upstream::BlackHole,
+    )
+    .unwrap();
     assert_eq!(e.lines.len(), 2);
     assert!(e.resolved());
 }
 
 #[test]
 fn bad_name_is_an_error_naming_it() {
-    let err = explain("frigate..svc", &config(Resolver::Glibc), &kubeadm, true, Upstream::BlackHole).unwrap_err();
+    let err = explain(
+        "frigate..svc",
+        &config(Resolver::Glibc),
+        &kubeadm,
+        true,
+        Upstream::BlackHole,
+    )
+    .unwrap_err();
     assert!(err.to_string().starts_with("name \"frigate..svc\""));
 }

@@ -9,10 +9,15 @@ const FRIGATE: &str = "frigate.video-management-system.svc.cluster.local";
 const TAILNET: &str = "tailb45a71.ts.net";
 
 fn polluted_search() -> Vec<String> {
-    ["workflow-engine.svc.cluster.local", "svc.cluster.local", "cluster.local", TAILNET]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
+    [
+        "workflow-engine.svc.cluster.local",
+        "svc.cluster.local",
+        "cluster.local",
+        TAILNET,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
 }
 
 fn config(resolver: Resolver) -> ResolverConfig {
@@ -59,21 +64,33 @@ fn musl_aborts_at_the_tailnet_timeout() {
     );
     assert_eq!(
         thens(&trace),
-        vec![Then::Next, Then::Next, Then::Next, Then::Abort(Failure::TryAgain)]
+        vec![
+            Then::Next,
+            Then::Next,
+            Then::Next,
+            Then::Abort(Failure::TryAgain)
+        ]
     );
     assert_eq!(trace.result, Lookup::Failed(Failure::TryAgain));
     // musl's timeout is for the whole exchange, retries included.
     assert_eq!(trace.worst_case, Duration::from_secs(5));
     assert_eq!(trace.queries().count(), 8);
     let (q, o, at) = trace.queries().last().unwrap();
-    assert_eq!((q.qtype, o, at), (QType::Aaaa, Outcome::Timeout, Duration::ZERO));
+    assert_eq!(
+        (q.qtype, o, at),
+        (QType::Aaaa, Outcome::Timeout, Duration::ZERO)
+    );
 }
 
 #[test]
 fn musl_treats_servfail_and_refused_like_silence() {
     for upstream in [Outcome::ServFail, Outcome::Refused] {
         let trace = resolve(&config(Resolver::Musl), FRIGATE, cluster(upstream)).unwrap();
-        assert_eq!(trace.result, Lookup::Failed(Failure::TryAgain), "{upstream}");
+        assert_eq!(
+            trace.result,
+            Lookup::Failed(Failure::TryAgain),
+            "{upstream}"
+        );
         assert_eq!(trace.exchanges.len(), 4, "{upstream}");
         assert_eq!(trace.worst_case, Duration::from_secs(5), "{upstream}");
     }
@@ -103,7 +120,9 @@ fn musl_wildcard_answer_resolves_to_the_wrong_name() {
     let trace = resolve(&config(Resolver::Musl), FRIGATE, cluster(Outcome::Answer)).unwrap();
     assert_eq!(
         trace.result,
-        Lookup::Resolved("frigate.video-management-system.svc.cluster.local.tailb45a71.ts.net".into())
+        Lookup::Resolved(
+            "frigate.video-management-system.svc.cluster.local.tailb45a71.ts.net".into()
+        )
     );
 }
 
@@ -121,7 +140,12 @@ fn glibc_stops_searching_at_the_timeout_then_tries_the_name_as_is() {
 
 #[test]
 fn glibc_goes_on_after_servfail_and_stops_at_refused() {
-    let servfail = resolve(&config(Resolver::Glibc), FRIGATE, cluster(Outcome::ServFail)).unwrap();
+    let servfail = resolve(
+        &config(Resolver::Glibc),
+        FRIGATE,
+        cluster(Outcome::ServFail),
+    )
+    .unwrap();
     assert_eq!(servfail.exchanges[3].then, Then::Next);
     assert_eq!(servfail.result, Lookup::Resolved(FRIGATE.to_string()));
     assert_eq!(servfail.worst_case, Duration::ZERO);
@@ -152,12 +176,24 @@ fn glibc_timeouts_grow_with_nameservers_and_attempts() {
 #[test]
 fn trailing_dot_is_one_exchange_for_both() {
     for resolver in [Resolver::Glibc, Resolver::Musl] {
-        let trace = resolve(&config(resolver), &format!("{FRIGATE}."), cluster(Outcome::Timeout)).unwrap();
+        let trace = resolve(
+            &config(resolver),
+            &format!("{FRIGATE}."),
+            cluster(Outcome::Timeout),
+        )
+        .unwrap();
         assert_eq!(names(&trace), vec![FRIGATE], "{resolver}");
-        assert_eq!(trace.result, Lookup::Resolved(FRIGATE.to_string()), "{resolver}");
+        assert_eq!(
+            trace.result,
+            Lookup::Resolved(FRIGATE.to_string()),
+            "{resolver}"
+        );
     }
     // An absolute name that fails is not searched either.
-    let trace = resolve(&config(Resolver::Glibc), "api.github.com.", |_| Outcome::NxDomain).unwrap();
+    let trace = resolve(&config(Resolver::Glibc), "api.github.com.", |_| {
+        Outcome::NxDomain
+    })
+    .unwrap();
     assert_eq!(trace.exchanges.len(), 1);
     assert_eq!(trace.result, Lookup::Failed(Failure::NotFound));
 }
@@ -165,13 +201,26 @@ fn trailing_dot_is_one_exchange_for_both() {
 #[test]
 fn enough_dots_glibc_tries_as_is_first_musl_only_as_is() {
     let c = |r| ResolverConfig::new(r, polluted_search()).with_ndots(2);
-    let upstream_nx = |q: &Query| if q.name == "api.github.com" { Outcome::NxDomain } else { Outcome::Timeout };
+    let upstream_nx = |q: &Query| {
+        if q.name == "api.github.com" {
+            Outcome::NxDomain
+        } else {
+            Outcome::Timeout
+        }
+    };
 
     let glibc = resolve(&c(Resolver::Glibc), "api.github.com", upstream_nx).unwrap();
     assert_eq!(glibc.exchanges[0].name, "api.github.com");
-    assert_eq!(glibc.exchanges[1].name, "api.github.com.workflow-engine.svc.cluster.local");
+    assert_eq!(
+        glibc.exchanges[1].name,
+        "api.github.com.workflow-engine.svc.cluster.local"
+    );
     assert_eq!(glibc.exchanges[1].then, Then::Abort(Failure::NotFound));
-    assert_eq!(glibc.result, Lookup::Failed(Failure::NotFound), "the first as-is error is reported");
+    assert_eq!(
+        glibc.result,
+        Lookup::Failed(Failure::NotFound),
+        "the first as-is error is reported"
+    );
 
     let musl = resolve(&c(Resolver::Musl), "api.github.com", upstream_nx).unwrap();
     assert_eq!(names(&musl), vec!["api.github.com"]);
@@ -181,12 +230,19 @@ fn enough_dots_glibc_tries_as_is_first_musl_only_as_is() {
 #[test]
 fn short_service_name_resolves_at_the_first_search_domain() {
     let answer = |q: &Query| {
-        if q.name == "frigate.workflow-engine.svc.cluster.local" { Outcome::Answer } else { Outcome::Timeout }
+        if q.name == "frigate.workflow-engine.svc.cluster.local" {
+            Outcome::Answer
+        } else {
+            Outcome::Timeout
+        }
     };
     for resolver in [Resolver::Glibc, Resolver::Musl] {
         let trace = resolve(&config(resolver), "frigate", answer).unwrap();
         assert_eq!(trace.exchanges.len(), 1);
-        assert_eq!(trace.result, Lookup::Resolved("frigate.workflow-engine.svc.cluster.local".into()));
+        assert_eq!(
+            trace.result,
+            Lookup::Resolved("frigate.workflow-engine.svc.cluster.local".into())
+        );
         assert_eq!(trace.worst_case, Duration::ZERO);
     }
 }
@@ -209,14 +265,22 @@ fn candidate_order() {
 #[test]
 fn glibc_failure_priority_nodata_then_servfail() {
     let nodata = resolve(&config(Resolver::Glibc), "api.github.com", |q: &Query| {
-        if q.name.ends_with(TAILNET) { Outcome::NoData } else { Outcome::NxDomain }
+        if q.name.ends_with(TAILNET) {
+            Outcome::NoData
+        } else {
+            Outcome::NxDomain
+        }
     })
     .unwrap();
     assert_eq!(nodata.exchanges.len(), 5);
     assert_eq!(nodata.result, Lookup::Failed(Failure::NoData));
 
     let servfail = resolve(&config(Resolver::Glibc), "api.github.com", |q: &Query| {
-        if q.name.ends_with(TAILNET) { Outcome::ServFail } else { Outcome::NxDomain }
+        if q.name.ends_with(TAILNET) {
+            Outcome::ServFail
+        } else {
+            Outcome::NxDomain
+        }
     })
     .unwrap();
     assert_eq!(servfail.result, Lookup::Failed(Failure::TryAgain));
@@ -248,7 +312,10 @@ fn glibc_single_request_fallback_after_a_lost_aaaa() {
     assert_eq!(trace.result, Lookup::Resolved("api.github.com".into()));
     assert_eq!(trace.worst_case, Duration::from_secs(15));
     c.single_request_reopen = true;
-    assert_eq!(resolve(&c, "api.github.com", lost_aaaa).unwrap().worst_case, Duration::from_secs(5));
+    assert_eq!(
+        resolve(&c, "api.github.com", lost_aaaa).unwrap().worst_case,
+        Duration::from_secs(5)
+    );
 }
 
 #[test]
@@ -288,14 +355,34 @@ fn ipv4_only_lookups_send_a_alone() {
 
 #[test]
 fn musl_ignores_a_search_line_longer_than_255_bytes() {
-    let long_host: Vec<String> = (1..=12).map(|i| format!("zone{i:02}.corp.example.com")).collect();
-    let node = NodeDns { host_search: long_host, ..Default::default() };
-    let cluster = ClusterDns { domain: "cluster.local".into(), cluster_dns_ips: vec!["10.96.0.10".into()] };
-    let pod = PodDns { namespace: "workflow-engine".into(), ..Default::default() };
+    let long_host: Vec<String> = (1..=12)
+        .map(|i| format!("zone{i:02}.corp.example.com"))
+        .collect();
+    let node = NodeDns {
+        host_search: long_host,
+        ..Default::default()
+    };
+    let cluster = ClusterDns {
+        domain: "cluster.local".into(),
+        cluster_dns_ips: vec!["10.96.0.10".into()],
+    };
+    let pod = PodDns {
+        namespace: "workflow-engine".into(),
+        ..Default::default()
+    };
     let conf = pod_resolv_conf(&pod, &node, &cluster);
     assert!(conf.render().lines().next().unwrap().len() + 1 > MUSL_MAX_LINE);
-    assert!(ResolverConfig::from_resolv_conf(Resolver::Musl, &conf).searches.is_empty());
-    assert_eq!(ResolverConfig::from_resolv_conf(Resolver::Glibc, &conf).searches.len(), 15);
+    assert!(
+        ResolverConfig::from_resolv_conf(Resolver::Musl, &conf)
+            .searches
+            .is_empty()
+    );
+    assert_eq!(
+        ResolverConfig::from_resolv_conf(Resolver::Glibc, &conf)
+            .searches
+            .len(),
+        15
+    );
 }
 
 #[test]
@@ -303,18 +390,32 @@ fn options_are_read_and_capped_per_library() {
     let conf = dnspolicy::kubelet::ResolvConf {
         nameservers: vec!["10.96.0.10".into()],
         searches: vec![],
-        options: vec!["ndots:20".into(), "attempts:9".into(), "timeout:45".into(), "rotate".into()],
+        options: vec![
+            "ndots:20".into(),
+            "attempts:9".into(),
+            "timeout:45".into(),
+            "rotate".into(),
+        ],
         events: vec![],
     };
     let g = ResolverConfig::from_resolv_conf(Resolver::Glibc, &conf);
-    assert_eq!((g.ndots, g.attempts, g.timeout_secs, g.rotate), (15, 5, 30, true));
+    assert_eq!(
+        (g.ndots, g.attempts, g.timeout_secs, g.rotate),
+        (15, 5, 30, true)
+    );
     let m = ResolverConfig::from_resolv_conf(Resolver::Musl, &conf);
-    assert_eq!((m.ndots, m.attempts, m.timeout_secs, m.rotate), (15, 9, 45, false));
+    assert_eq!(
+        (m.ndots, m.attempts, m.timeout_secs, m.rotate),
+        (15, 9, 45, false)
+    );
 }
 
 #[test]
 fn bad_names_are_errors_naming_the_input() {
-    let err = resolve(&config(Resolver::Glibc), "frigate..svc", |_| Outcome::Answer).unwrap_err();
+    let err = resolve(&config(Resolver::Glibc), "frigate..svc", |_| {
+        Outcome::Answer
+    })
+    .unwrap_err();
     assert_eq!(err.name, "frigate..svc");
     assert!(err.to_string().contains("empty label"));
     let long = format!("{}.example.com", "a".repeat(64));
@@ -329,12 +430,28 @@ fn a_candidate_too_long_to_send_stops_glibc_and_is_skipped_by_musl() {
     let search = vec![long_domain, TAILNET.to_string()];
     let answer = |_: &Query| Outcome::NxDomain;
 
-    let glibc = resolve(&ResolverConfig::new(Resolver::Glibc, search.clone()).with_ndots(5), &name, answer).unwrap();
-    assert_eq!(glibc.exchanges[0].not_sent, Some("longer than a DNS name can be"));
+    let glibc = resolve(
+        &ResolverConfig::new(Resolver::Glibc, search.clone()).with_ndots(5),
+        &name,
+        answer,
+    )
+    .unwrap();
+    assert_eq!(
+        glibc.exchanges[0].not_sent,
+        Some("longer than a DNS name can be")
+    );
     assert_eq!(glibc.exchanges[0].then, Then::StopSearch);
     assert_eq!(glibc.exchanges[1].name, name);
 
-    let musl = resolve(&ResolverConfig::new(Resolver::Musl, search).with_ndots(5), &name, answer).unwrap();
-    assert_eq!(musl.exchanges[0].not_sent, Some("longer than a DNS name can be"));
+    let musl = resolve(
+        &ResolverConfig::new(Resolver::Musl, search).with_ndots(5),
+        &name,
+        answer,
+    )
+    .unwrap();
+    assert_eq!(
+        musl.exchanges[0].not_sent,
+        Some("longer than a DNS name can be")
+    );
     assert_eq!(musl.exchanges[1].name, format!("{name}.{TAILNET}"));
 }

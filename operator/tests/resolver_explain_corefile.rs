@@ -1,0 +1,197 @@
+//! `explain` through the serving model and real Corefiles: the kubeadm
+//! default (fixture `kubeadm-v1.36.3.Corefile`), then the same Corefile with
+//! the Tailscale example policy rendered into it.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use dnspolicy::corefile;
+use dnspolicy::explain::*;
+use dnspolicy::resolver::*;
+use dnspolicy::version::CoreDnsVersion;
+use dnspolicy::{policy, stanza};
+use dnspolicy_crd::ClusterDNSPolicy;
+
+const KUBEADM: &str = include_str!("fixtures/corefiles/kubeadm-v1.36.3.Corefile");
+const TAILSCALE_POLICY: &str = include_str!("../../manifests/examples/tailscale.yaml");
+const FRIGATE: &str = "frigate.video-management-system.svc.cluster.local";
+const LEAK: &str = "frigate.video-management-system.svc.cluster.local.tailb45a71.ts.net";
+const SEARCH: &str =
+    "workflow-engine.svc.cluster.local svc.cluster.local cluster.local tailb45a71.ts.net";
+const VERSION: CoreDnsVersion = CoreDnsVersion::NEWEST_CHECKED;
+
+fn config(resolver: Resolver) -> ResolverConfig {
+    ResolverConfig::new(resolver, SEARCH.split(' ').map(str::to_string).collect()).with_ndots(5)
+}
+
+fn with_tailscale_policy(text: &str) -> String {
+    let policy: ClusterDNSPolicy = serde_yaml::from_str(TAILSCALE_POLICY).unwrap();
+    let valid = policy::validate("tailnet", &policy.spec).unwrap();
+    let merged = policy::merge(&[valid]);
+    let parsed = corefile::parse(text).unwrap();
+    let dot = corefile::dot_server(&parsed).unwrap();
+    let ctx = stanza::RenderContext::for_block(&parsed, dot.index, VERSION);
+    let managed = stanza::render(&merged, &ctx).unwrap();
+    corefile::render(text, &managed).unwrap()
+}
+
+fn run(text: &str, resolver: Resolver, name: &str) -> Explanation {
+    let parsed = corefile::parse(text).unwrap();
+    explain_corefile(
+        name,
+        &config(resolver),
+        &parsed,
+        &BTreeMap::new(),
+        VERSION,
+        Upstream::BlackHole,
+    )
+    .unwrap()
+}
+
+#[test]
+fn kubeadm_musl_leaks_the_tailnet_name_and_aborts() {
+    let e = run(KUBEADM, Resolver::Musl, FRIGATE);
+    assert_eq!(e.leaked_names(), vec![LEAK]);
+    assert_eq!(e.trace.result, Lookup::Failed(Failure::TryAgain));
+    assert_eq!(e.worst_case(), Duration::from_secs(5));
+    let leak = e.upstream_queries()[0];
+    assert_eq!(leak.block, ".:53");
+    assert!(leak.plugin.ends_with("forward"), "{}", leak.plugin);
+    assert_eq!(leak.upstream.as_deref(), Some("/etc/resolv.conf"));
+    let first = &e.lines[0];
+    assert!(first.plugin.contains("kubernetes"), "{}", first.plugin);
+    assert_eq!(first.outcome, Outcome::NxDomain);
+    let text = e.to_string();
+    assert!(
+        text.contains("musl ends the lookup here: EAI_AGAIN"),
+        "{text}"
+    );
+}
+
+#[test]
+fn kubeadm_glibc_succeeds_late() {
+    let e = run(KUBEADM, Resolver::Glibc, FRIGATE);
+    assert_eq!(e.leaked_names(), vec![LEAK]);
+    assert_eq!(e.trace.result, Lookup::Resolved(FRIGATE.into()));
+    assert!(e.worst_case() >= Duration::from_secs(5));
+}
+
+#[test]
+fn tailscale_policy_keeps_the_lookup_inside_coredns() {
+    let text = with_tailscale_policy(KUBEADM);
+    for resolver in [Resolver::Musl, Resolver::Glibc] {
+        let e = run(&text, resolver, FRIGATE);
+        assert!(e.leaked_names().is_empty(), "{resolver}:\n{e}");
+        assert!(e.resolved(), "{resolver}:\n{e}");
+        assert_eq!(e.worst_case(), Duration::ZERO, "{resolver}:\n{e}");
+        assert!(e.question_mismatches().is_empty(), "{resolver}:\n{e}");
+    }
+}
+
+#[test]
+fn tailscale_policy_sends_outside_names_upstream_without_the_suffix() {
+    // DESIGN 3 case 2: api.github.com.tailb45a71.ts.net is asked upstream as api.github.com.
+    let text = with_tailscale_policy(KUBEADM);
+    let e = run(&text, Resolver::Glibc, "api.github.com");
+    assert_eq!(e.leaked_names(), vec!["api.github.com"], "{e}");
+    assert!(e.leaked_artifacts().is_empty(), "{e}");
+    assert!(e.to_string().contains("as api.github.com"), "{e}");
+    let working = explain_corefile(
+        "api.github.com",
+        &config(Resolver::Musl),
+        &corefile::parse(&text).unwrap(),
+        &BTreeMap::new(),
+        VERSION,
+        Upstream::Working,
+    )
+    .unwrap();
+    // Rewritten to api.github.com, answered by the working upstream, mapped back.
+    assert_eq!(
+        working.trace.result,
+        Lookup::Resolved("api.github.com.tailb45a71.ts.net".into()),
+        "{working}"
+    );
+}
+
+#[test]
+fn tailnet_hosts_still_go_to_magicdns_with_the_policy() {
+    // DESIGN 3 case 3: myhost.tailb45a71.ts.net goes to forwardTo.
+    let text = with_tailscale_policy(KUBEADM);
+    let e = run(&text, Resolver::Musl, "myhost.tailb45a71.ts.net.");
+    assert_eq!(e.lines.len(), 2);
+    let line = &e.lines[0];
+    assert_eq!(
+        line.upstream
+            .as_deref()
+            .map(|u| u.contains("100.100.100.100")),
+        Some(true),
+        "{e}"
+    );
+}
+
+#[test]
+fn short_service_names_resolve_in_the_pods_namespace() {
+    let e = run(KUBEADM, Resolver::Musl, "frigate");
+    assert_eq!(
+        e.trace.result,
+        Lookup::Resolved("frigate.workflow-engine.svc.cluster.local".into()),
+        "{e}"
+    );
+    let e = run(KUBEADM, Resolver::Musl, "frigate.video-management-system");
+    assert_eq!(
+        e.trace.result,
+        Lookup::Resolved("frigate.video-management-system.svc.cluster.local".into()),
+        "{e}"
+    );
+    assert!(e.leaked_names().is_empty());
+}
+
+#[test]
+fn explain_cli_prints_the_verdict() {
+    let parsed = corefile::parse(KUBEADM).unwrap();
+    let out = explain_cli(FRIGATE, SEARCH, 5, true, Some((&parsed, &BTreeMap::new()))).unwrap();
+    assert!(out.contains(LEAK), "{out}");
+    assert!(out.contains("FAILED after 5s"), "{out}");
+    let err = explain_cli(FRIGATE, "cluster..local", 5, true, None).unwrap_err();
+    assert!(err.starts_with("--search:"), "{err}");
+    let err = explain_cli("frigate..svc", SEARCH, 5, false, None).unwrap_err();
+    assert!(err.contains("frigate..svc"), "{err}");
+}
+
+#[test]
+fn custom_keys_are_spliced_where_the_corefile_imports_them() {
+    let k3s = ".:53 {\n    errors\n    kubernetes cluster.local in-addr.arpa ip6.arpa {\n      pods insecure\n    }\n    import /etc/coredns/custom/*.override\n    forward . /etc/resolv.conf\n}\nimport /etc/coredns/custom/*.server\n";
+    let parsed = corefile::parse(k3s).unwrap();
+    let mut keys = BTreeMap::new();
+    keys.insert("dnspolicy.override".to_string(), "template IN A AAAA tailb45a71.ts.net {\n  match \"\\.cluster\\.local\\.tailb45a71\\.ts\\.net\\.$\"\n  rcode NXDOMAIN\n  fallthrough\n}\n".to_string());
+    keys.insert(
+        "dnspolicy.server".to_string(),
+        "corp.example.com:53 {\n  forward . 10.0.0.53\n}\n".to_string(),
+    );
+    let running = with_custom_keys(&parsed, &keys).unwrap();
+    assert!(
+        running.blocks[0]
+            .directives
+            .iter()
+            .any(|d| d.name == "template")
+    );
+    assert!(
+        !running.blocks[0]
+            .directives
+            .iter()
+            .any(|d| d.name == "import")
+    );
+    assert_eq!(running.blocks.len(), 2);
+    assert!(running.top_level_imports.is_empty());
+}
+
+#[test]
+#[ignore = "prints the explain output for a reader"]
+fn show() {
+    let text = with_tailscale_policy(KUBEADM);
+    for r in [Resolver::Musl, Resolver::Glibc] {
+        println!("{}", run(&text, r, FRIGATE));
+        println!("{}", run(&text, r, "api.github.com"));
+    }
+    println!("{text}");
+}
