@@ -10,7 +10,9 @@
 //! SERVFAIL: CoreDNS's forward plugin keeps retrying for its 5 s deadline and a
 //! read already in flight may take 2 s more, so it answers SERVFAIL only after
 //! the stub's own 5 s try has expired. (glibc's retry may then catch that late
-//! SERVFAIL and go on searching instead of stopping; the e2e suite measures it.)
+//! SERVFAIL and go on searching instead of stopping, and CoreDNS's `cache`
+//! keeps a SERVFAIL for 5 s so a repeated lookup gets it at once; musl treats
+//! SERVFAIL like silence either way. The e2e suite measures which happens.)
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -11,6 +11,21 @@
 //! The answer function is called once per query and is taken to answer the same
 //! way to every retry of that query. Time counts only timeouts (round trips are
 //! free), so `worst_case` is what a black-holed path costs.
+//!
+//! Stop rules, in short:
+//! - glibc: as-is first when dots >= ndots (or a trailing dot, then nothing
+//!   else); then each search domain; NXDOMAIN, NODATA and SERVFAIL go on;
+//!   a timeout or REFUSED stops the search; the name as written is tried last
+//!   if not yet. Each query costs `attempts` x the per-nameserver timeouts.
+//! - musl: search only when dots < ndots and no trailing dot; the name as
+//!   written always last; only NXDOMAIN goes on. SERVFAIL and REFUSED are not
+//!   accepted as replies, so they cost the full `timeout` like silence and end
+//!   the lookup with EAI_AGAIN; NODATA ends it with EAI_NODATA.
+//!
+//! Not modelled (to be measured by the e2e suite): a late SERVFAIL from CoreDNS
+//! arriving during glibc's second try, glibc keeping RES_SNGLKUP for later
+//! queries after a partial timeout, ICMP port-unreachable (ECONNREFUSED),
+//! TCP fallback on truncation, /etc/hosts and nsswitch.
 
 use std::fmt;
 use std::time::Duration;
