@@ -35,6 +35,9 @@ pub struct Served {
     pub reply: Reply,
     /// The reply's question section equals the query's (DESIGN 3 case 4).
     pub question_matches: bool,
+    /// For an upstream query: whether the SERVFAIL CoreDNS writes when the
+    /// upstream never answers still carries the query's question.
+    pub question_matches_if_upstream_fails: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,6 +68,7 @@ impl Responder for NoCorefile {
                 name: qname.into(),
             },
             question_matches: true,
+            question_matches_if_upstream_fails: true,
         }
     }
 }
@@ -98,9 +102,10 @@ impl Responder for CorefileResponder<'_> {
         };
         Served {
             block,
-            plugin: plugin_path(&served.steps),
+            plugin: plugin_path(&served.steps, &served.plugin),
             reply,
             question_matches: served.question_matches,
+            question_matches_if_upstream_fails: served.question_matches_if_upstream_fails,
         }
     }
 }
@@ -113,8 +118,8 @@ fn serving_qtype(qtype: QType) -> serving::QType {
 }
 
 /// The plugins named by the serving steps (`rewrite: ...`, `kubernetes cluster.local.: ...`),
-/// in order, joined with ` > `.
-fn plugin_path(steps: &[String]) -> String {
+/// in order, joined with ` > `, ending with the one that ended the query.
+fn plugin_path(steps: &[String], last: &str) -> String {
     let mut plugins: Vec<&str> = Vec::new();
     for step in steps {
         let Some((head, _)) = step.split_once(':') else {
@@ -127,6 +132,13 @@ fn plugin_path(steps: &[String]) -> String {
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
         if plugin_like && !["no", "the"].contains(&word) && plugins.last() != Some(&word) {
             plugins.push(word);
+        }
+    }
+    if !last.is_empty() {
+        if let Some(at) = plugins.iter().position(|p| *p == last) {
+            plugins.truncate(at + 1);
+        } else {
+            plugins.push(last);
         }
     }
     if plugins.is_empty() {
@@ -349,13 +361,17 @@ pub fn explain(
                 Some(name.trim_end_matches('.').to_string()),
             ),
         };
+        // A black-holed upstream: the only reply is forward's own late SERVFAIL.
+        let question_matches = match (&served.reply, upstream) {
+            (Reply::Upstream { .. }, Upstream::BlackHole) => {
+                served.question_matches_if_upstream_fails
+            }
+            _ => served.question_matches,
+        };
         // glibc drops a reply whose question differs (res_send.c send_dg,
         // res_queriesmatch: "wrong query name") and waits; musl matches replies
         // by ID only (res_msend.c) and takes it.
-        if !served.question_matches
-            && config.resolver == Resolver::Glibc
-            && outcome != Outcome::Timeout
-        {
+        if !question_matches && config.resolver == Resolver::Glibc && outcome != Outcome::Timeout {
             outcome = Outcome::Timeout;
         }
         lines.push(Line {
@@ -365,7 +381,7 @@ pub fn explain(
             upstream: to,
             upstream_name: asked,
             outcome,
-            question_matches: served.question_matches,
+            question_matches,
             at: Duration::ZERO,
         });
         outcome

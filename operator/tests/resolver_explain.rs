@@ -39,6 +39,7 @@ fn kubeadm(qname: &str, qtype: QType) -> Served {
             plugin: "kubernetes".into(),
             reply: Reply::Local(kubernetes(qname, qtype)),
             question_matches: true,
+            question_matches_if_upstream_fails: true,
         }
     } else {
         Served {
@@ -49,6 +50,7 @@ fn kubeadm(qname: &str, qtype: QType) -> Served {
                 name: qname.into(),
             },
             question_matches: true,
+            question_matches_if_upstream_fails: true,
         }
     }
 }
@@ -63,6 +65,7 @@ fn kubeadm_with_rewrite(qname: &str, qtype: QType) -> Served {
             plugin: "rewrite > kubernetes".into(),
             reply: Reply::Local(kubernetes(inner, qtype)),
             question_matches: true,
+            question_matches_if_upstream_fails: true,
         },
         _ => kubeadm(qname, qtype),
     }
