@@ -1,0 +1,55 @@
+# dnspolicy: `just demo` shows it work on a local real cluster; `just test` runs every test.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+export CARGO_TERM_COLOR := "never"
+
+# List the recipes.
+default:
+    @just --list
+
+# Debian packages and the cached control plane, CoreDNS and resolver binaries (built once, by version).
+deps:
+    bash e2e/scripts/deps.sh
+    bash e2e/scripts/build-deps.sh
+
+# The main job: a local real cluster, the seed's polluted lookup, the operator, a policy, the lookup again.
+demo: deps
+    cargo build -q -p dnspolicy -p dnspolicy-e2e
+    cargo run -q -p dnspolicy-e2e --bin e2e-demo
+
+# Every test: unit, property, CLI and end to end on the real components.
+test: deps
+    just crd-check
+    cargo test --workspace --no-fail-fast -- --test-threads=1
+
+# Only the end-to-end suites.
+e2e: deps
+    cargo test -p dnspolicy-e2e --no-fail-fast -- --test-threads=1
+
+# Start the local cluster (prints the KUBECONFIG line).
+up: deps
+    cargo run -q -p dnspolicy-e2e --bin e2e-cluster -- up
+
+# Stop it; leaves no process and no port behind.
+down:
+    cargo run -q -p dnspolicy-e2e --bin e2e-cluster -- down
+
+# Benchmarks against DESIGN section 11's targets (never part of `just test`).
+bench: deps
+    cargo run -q --release -p dnspolicy-e2e --bin e2e-bench
+
+# Regenerate manifests/crd.yaml from the Rust types.
+crd:
+    cargo run -q -p dnspolicy -- crd > manifests/crd.yaml
+
+# Fail when manifests/crd.yaml differs from what `dnspolicy crd` prints.
+crd-check:
+    diff -u manifests/crd.yaml <(cargo run -q -p dnspolicy -- crd) || { echo "manifests/crd.yaml is stale: run just crd" >&2; exit 1; }
+
+fmt:
+    cargo fmt --all
+
+lint:
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets -- -D warnings
