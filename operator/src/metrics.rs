@@ -1,0 +1,116 @@
+//! Prometheus metrics and the `/metrics`, `/healthz`, `/readyz` endpoints.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+type Labels = Vec<(&'static str, String)>;
+
+pub struct Metrics {
+    registry: Registry,
+    reconciles: Family<Labels, Counter>,
+    reconcile_failures: Family<Labels, Counter>,
+    reconcile_seconds: Histogram,
+    writes: Family<Labels, Counter>,
+    rollouts: Family<Labels, Counter>,
+    polluted: Family<Labels, Gauge>,
+    watched_pods: Gauge,
+    /// Set once the API server answered; a standby replica is ready too.
+    pub ready: AtomicBool,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("dnspolicy");
+        let reconciles = Family::<Labels, Counter>::default();
+        let reconcile_failures = Family::<Labels, Counter>::default();
+        let reconcile_seconds = Histogram::new(exponential_buckets(0.005, 2.0, 12));
+        let writes = Family::<Labels, Counter>::default();
+        let rollouts = Family::<Labels, Counter>::default();
+        let polluted = Family::<Labels, Gauge>::default();
+        let watched_pods = Gauge::default();
+        registry.register("reconciles", "Reconciles by result", reconciles.clone());
+        registry.register("reconcile_failures", "Reconciles that failed, by error kind", reconcile_failures.clone());
+        registry.register("reconcile_duration_seconds", "Time one reconcile took", reconcile_seconds.clone());
+        registry.register("api_writes", "Writes to the Kubernetes API by object kind", writes.clone());
+        registry.register("rollouts", "CoreDNS rollouts by outcome", rollouts.clone());
+        registry.register("polluted_pods", "Pods whose search list carries a policy's suffixes", polluted.clone());
+        registry.register("watched_pods", "Pods in the accounting index", watched_pods.clone());
+        Self {
+            registry,
+            reconciles,
+            reconcile_failures,
+            reconcile_seconds,
+            writes,
+            rollouts,
+            polluted,
+            watched_pods,
+            ready: AtomicBool::new(false),
+        }
+    }
+}
+
+impl Metrics {
+    pub fn reconciled(&self, result: &str, took: Duration) {
+        self.reconciles.get_or_create(&vec![("result", result.to_string())]).inc();
+        self.reconcile_seconds.observe(took.as_secs_f64());
+    }
+
+    pub fn reconcile_failure(&self, kind: &str) {
+        self.reconcile_failures.get_or_create(&vec![("kind", kind.to_string())]).inc();
+    }
+
+    pub fn write(&self, kind: &str) {
+        self.writes.get_or_create(&vec![("kind", kind.to_string())]).inc();
+    }
+
+    pub fn rollout(&self, outcome: &str) {
+        self.rollouts.get_or_create(&vec![("outcome", outcome.to_string())]).inc();
+    }
+
+    pub fn polluted_pods(&self, policy: &str, polluted: u64) {
+        self.polluted.get_or_create(&vec![("policy", policy.to_string())]).set(polluted as i64);
+    }
+
+    pub fn watched_pods(&self, pods: usize) {
+        self.watched_pods.set(pods as i64);
+    }
+
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        encode(&mut text, &self.registry).expect("metrics encode to a String");
+        text
+    }
+}
+
+/// Serves the endpoints until the process ends.
+pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/metrics", get(|State(m): State<Arc<Metrics>>| async move { m.render() }))
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(|State(m): State<Arc<Metrics>>| async move {
+                if m.ready.load(Ordering::Relaxed) {
+                    (StatusCode::OK, "ready")
+                } else {
+                    (StatusCode::SERVICE_UNAVAILABLE, "not connected to the API server yet")
+                }
+            }),
+        )
+        .with_state(metrics);
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    axum::serve(listener, app).await
+}

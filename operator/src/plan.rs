@@ -1,0 +1,401 @@
+//! Reconcile planning: what to write to one CoreDNS target, given what the
+//! cluster holds now. Pure: the controller reads the objects into the views
+//! below, calls `plan_target`, and carries out the returned `TargetPlan`.
+//!
+//! All state the plan needs between runs lives in annotations on the target
+//! ConfigMap (the original Corefile, what was last applied, the last Corefile
+//! that rolled out well, a failed hash, recent reverts) and on the Deployment's
+//! pod template (the hash it runs), so a restarted operator converges the same way.
+
+use std::collections::BTreeMap;
+
+use dnspolicy_crd::RolloutMode;
+
+use crate::corefile::{self, Channel};
+use crate::policy::MergedPolicies;
+use crate::stanza::{self, RenderContext};
+use crate::version::CoreDnsVersion;
+
+pub const ANN_ORIGINAL: &str = "dnspolicy.dev/original-corefile";
+pub const ANN_APPLIED_HASH: &str = "dnspolicy.dev/applied-hash";
+pub const ANN_LAST_GOOD: &str = "dnspolicy.dev/last-good-corefile";
+pub const ANN_FAILED_HASH: &str = "dnspolicy.dev/failed-hash";
+pub const ANN_ROLLOUT_STARTED: &str = "dnspolicy.dev/rollout-started";
+pub const ANN_REVERTS: &str = "dnspolicy.dev/reverts";
+/// On the Deployment's pod template: the hash of the Corefile its pods run.
+pub const ANN_TEMPLATE_HASH: &str = "dnspolicy.dev/corefile-hash";
+/// The key of the main Corefile in the target ConfigMap.
+pub const COREFILE_KEY: &str = "Corefile";
+/// The ConfigMap k3s and AKS import customisations from.
+pub const CUSTOM_CONFIGMAP: &str = "coredns-custom";
+
+/// How long the operator lets another writer revert its Corefile before it
+/// stops and reports `Stalled`.
+pub const CONTEST_WINDOW_SECS: i64 = 300;
+pub const CONTEST_MAX_REVERTS: usize = 3;
+
+/// The target ConfigMap as the plan needs it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConfigMapView {
+    pub corefile: Option<String>,
+    pub annotations: BTreeMap<String, String>,
+    /// Field managers other than dnspolicy that own `data.Corefile`.
+    pub other_corefile_managers: Vec<String>,
+}
+
+/// `coredns-custom`, when the Corefile imports it: only the keys dnspolicy owns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CustomView {
+    pub exists: bool,
+    pub managed_keys: BTreeMap<String, String>,
+}
+
+/// The CoreDNS Deployment as the plan needs it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeploymentView {
+    pub image: Option<String>,
+    pub template_hash: Option<String>,
+    pub generation: i64,
+    pub observed_generation: i64,
+    pub replicas: i32,
+    pub updated_replicas: i32,
+    pub available_replicas: i32,
+    /// All pods, old and new (`status.replicas`).
+    pub total_replicas: i32,
+}
+
+impl DeploymentView {
+    /// Rolled out as `kubectl rollout status` judges it.
+    pub fn rolled_out(&self) -> bool {
+        self.observed_generation >= self.generation
+            && self.updated_replicas >= self.replicas
+            && self.total_replicas <= self.updated_replicas
+            && self.available_replicas >= self.replicas
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanInput<'a> {
+    pub merged: &'a MergedPolicies,
+    pub rollout: RolloutMode,
+    pub config_map: &'a ConfigMapView,
+    pub custom: &'a CustomView,
+    pub deployment: &'a DeploymentView,
+    /// Seconds since the epoch.
+    pub now: i64,
+    pub rollout_deadline_secs: i64,
+    /// `--coredns-version` override when the image tag says nothing.
+    pub version_override: Option<CoreDnsVersion>,
+}
+
+/// Why nothing (more) can be done until a person acts. Reasons are
+/// CamelCase condition reasons.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// Where a target stands after the plan is carried out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Phase {
+    /// CoreDNS runs the desired Corefile.
+    RolledOut,
+    /// The Corefile is written; CoreDNS is rolling (or reloading) onto it.
+    Progressing,
+    /// The new Corefile did not roll out in time: the last good one is back.
+    RolledBack(Refusal),
+    /// Nothing written; a person must act.
+    Stalled(Refusal),
+}
+
+/// A write to the target ConfigMap, applied server-side by dnspolicy's field
+/// manager: exactly these annotations and this Corefile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigMapWrite {
+    pub corefile: String,
+    pub annotations: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetPlan {
+    pub phase: Phase,
+    /// `sha256:` of what CoreDNS should run (Corefile plus custom keys).
+    pub desired_hash: Option<String>,
+    pub write_config_map: Option<ConfigMapWrite>,
+    /// Keys of `coredns-custom` to own (empty: release them all).
+    pub write_custom: Option<BTreeMap<String, String>>,
+    /// Set the Deployment's pod-template hash to this.
+    pub roll_to: Option<String>,
+    /// (reason, note) for Events on every policy of the target.
+    pub events: Vec<(&'static str, String)>,
+}
+
+impl TargetPlan {
+    fn stalled(reason: &'static str, message: String) -> Self {
+        TargetPlan {
+            phase: Phase::Stalled(Refusal { reason, message }),
+            desired_hash: None,
+            write_config_map: None,
+            write_custom: None,
+            roll_to: None,
+            events: vec![],
+        }
+    }
+
+    pub fn writes(&self) -> bool {
+        self.write_config_map.is_some() || self.write_custom.is_some() || self.roll_to.is_some()
+    }
+}
+
+/// What CoreDNS should run: the Corefile and, for k3s/AKS, the custom keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Desired {
+    /// The Corefile with managed text outside policies' reach removed: the base.
+    pub base: String,
+    pub corefile: String,
+    pub custom_keys: BTreeMap<String, String>,
+    pub hash: String,
+}
+
+/// The hash that stands for a Corefile plus the custom keys CoreDNS imports.
+pub fn effective_hash(corefile: &str, custom_keys: &BTreeMap<String, String>) -> String {
+    if custom_keys.is_empty() {
+        return corefile::corefile_hash(corefile);
+    }
+    let mut text = corefile.to_string();
+    for (k, v) in custom_keys {
+        text.push_str(&format!("\n--- {k}\n{v}"));
+    }
+    corefile::corefile_hash(&text)
+}
+
+/// The Corefile (and custom keys) the merged policies produce from `current`.
+pub fn desired(
+    current: &str,
+    merged: &MergedPolicies,
+    version: Option<CoreDnsVersion>,
+) -> Result<Desired, Refusal> {
+    let base = corefile::strip(current).map_err(|e| Refusal {
+        reason: "CorefileUnparseable",
+        message: format!("the Corefile cannot be edited safely: {e}; fix it or restore it, nothing was written"),
+    })?;
+    if merged.applied.is_empty() {
+        let hash = effective_hash(&base, &BTreeMap::new());
+        return Ok(Desired { corefile: base.clone(), base, custom_keys: BTreeMap::new(), hash });
+    }
+    let version = version.ok_or_else(|| Refusal {
+        reason: "UnknownCoreDNSVersion",
+        message: "the CoreDNS version cannot be read from the Deployment's image tag; set the operator's --coredns-version".into(),
+    })?;
+    let parsed = corefile::parse(&base).map_err(|e| Refusal {
+        reason: "CorefileUnparseable",
+        message: format!("the Corefile does not parse: {e}; nothing was written"),
+    })?;
+    let dot = corefile::dot_server(&parsed).map_err(|e| Refusal {
+        reason: "NoDotServerBlock",
+        message: format!("{e}; nothing was written"),
+    })?;
+    let ctx = RenderContext::for_block(&parsed, dot.index, version);
+    let managed = stanza::render(merged, &ctx).map_err(|e| Refusal {
+        reason: "UnsupportedCoreDNS",
+        message: format!("{e}; nothing was written"),
+    })?;
+    let channel = corefile::channel(&parsed).map_err(|e| Refusal {
+        reason: "NoDotServerBlock",
+        message: format!("{e}; nothing was written"),
+    })?;
+    match channel {
+        Channel::Main => {
+            let corefile = corefile::render(&base, &managed).map_err(|e| Refusal {
+                reason: "CorefileUnparseable",
+                message: format!("the managed text cannot be placed: {e}; nothing was written"),
+            })?;
+            let hash = effective_hash(&corefile, &BTreeMap::new());
+            Ok(Desired { base, corefile, custom_keys: BTreeMap::new(), hash })
+        }
+        channel @ Channel::Custom { .. } => {
+            let custom_keys: BTreeMap<String, String> = corefile::custom_keys(&managed, &channel)
+                .map_err(|e| Refusal {
+                    reason: "CorefileUnparseable",
+                    message: format!("the coredns-custom keys cannot be written: {e}; nothing was written"),
+                })?
+                .into_iter()
+                .collect();
+            let hash = effective_hash(&base, &custom_keys);
+            Ok(Desired { corefile: base.clone(), base, custom_keys, hash })
+        }
+    }
+}
+
+/// Plans one target. The order of writes it implies (ConfigMap, then the
+/// Deployment) keeps a crash between them harmless: the next run sees the
+/// Corefile applied and the template behind, and rolls.
+pub fn plan_target(input: &PlanInput<'_>) -> TargetPlan {
+    let cm = input.config_map;
+    let Some(current) = cm.corefile.as_deref() else {
+        return TargetPlan::stalled(
+            "CorefileMissing",
+            format!("the ConfigMap has no {COREFILE_KEY:?} key; nothing was written"),
+        );
+    };
+    let version = input
+        .version_override
+        .or_else(|| input.deployment.image.as_deref().and_then(|i| CoreDnsVersion::from_image(i).ok()));
+
+    let desired = match desired(current, input.merged, version) {
+        Ok(d) => d,
+        // With no policy left, a damaged Corefile is put back from the copy
+        // kept before the first edit.
+        Err(refusal) if input.merged.applied.is_empty() => match cm.annotations.get(ANN_ORIGINAL) {
+            Some(original) => Desired {
+                base: original.clone(),
+                corefile: original.clone(),
+                custom_keys: BTreeMap::new(),
+                hash: effective_hash(original, &BTreeMap::new()),
+            },
+            None => return TargetPlan::stalled(refusal.reason, refusal.message),
+        },
+        Err(refusal) => return TargetPlan::stalled(refusal.reason, refusal.message),
+    };
+
+    let mut plan = TargetPlan {
+        phase: Phase::Progressing,
+        desired_hash: Some(desired.hash.clone()),
+        write_config_map: None,
+        write_custom: None,
+        roll_to: None,
+        events: vec![],
+    };
+    let releasing = input.merged.applied.is_empty();
+
+    if cm.annotations.get(ANN_FAILED_HASH) == Some(&desired.hash) {
+        plan.phase = Phase::Stalled(Refusal {
+            reason: "RolloutFailed",
+            message: format!(
+                "CoreDNS did not become available on Corefile {} and the last good Corefile was put back; change the policy to try again",
+                desired.hash
+            ),
+        });
+        plan.desired_hash = cm.annotations.get(ANN_APPLIED_HASH).cloned();
+        return plan;
+    }
+
+    let current_custom = &input.custom.managed_keys;
+    let current_hash = effective_hash(current, current_custom);
+    let applied_hash = cm.annotations.get(ANN_APPLIED_HASH);
+    let mut reverts = parse_reverts(cm.annotations.get(ANN_REVERTS), input.now);
+    let drifted = applied_hash.is_some_and(|h| *h != current_hash) && current_hash != desired.hash;
+    if drifted {
+        reverts.push(input.now);
+        if reverts.len() > CONTEST_MAX_REVERTS && !releasing {
+            let who = if cm.other_corefile_managers.is_empty() {
+                "another writer".to_string()
+            } else {
+                format!("field manager {}", cm.other_corefile_managers.join(", "))
+            };
+            return TargetPlan::stalled(
+                "CorefileContested",
+                format!(
+                    "{who} rewrote the Corefile {} times in {} s; dnspolicy stopped writing it. Let one owner keep it: put dnspolicy's stanzas in the coredns-custom ConfigMap, tell your GitOps tool to ignore data.Corefile, or stop the other writer",
+                    reverts.len(),
+                    CONTEST_WINDOW_SECS
+                ),
+            );
+        }
+        plan.events.push(("DriftCorrected", "the Corefile was changed by someone else; dnspolicy's stanzas were put back".into()));
+    }
+
+    let corefile_changes = current != desired.corefile;
+    let custom_changes = *current_custom != desired.custom_keys;
+    let annotations = if releasing {
+        BTreeMap::new()
+    } else {
+        let mut a = BTreeMap::new();
+        a.insert(ANN_ORIGINAL.to_string(), cm.annotations.get(ANN_ORIGINAL).cloned().unwrap_or_else(|| desired.base.clone()));
+        a.insert(ANN_APPLIED_HASH.to_string(), desired.hash.clone());
+        a.insert(
+            ANN_LAST_GOOD.to_string(),
+            cm.annotations.get(ANN_LAST_GOOD).cloned().unwrap_or_else(|| current.to_string()),
+        );
+        if !reverts.is_empty() {
+            a.insert(ANN_REVERTS.to_string(), reverts.iter().map(i64::to_string).collect::<Vec<_>>().join(","));
+        }
+        let started = if corefile_changes || custom_changes || applied_hash != Some(&desired.hash) {
+            input.now.to_string()
+        } else {
+            cm.annotations.get(ANN_ROLLOUT_STARTED).cloned().unwrap_or_else(|| input.now.to_string())
+        };
+        a.insert(ANN_ROLLOUT_STARTED.to_string(), started);
+        a
+    };
+    let owned: BTreeMap<String, String> = cm
+        .annotations
+        .iter()
+        .filter(|(k, _)| k.starts_with("dnspolicy.dev/"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    if corefile_changes || owned != annotations {
+        plan.write_config_map = Some(ConfigMapWrite { corefile: desired.corefile.clone(), annotations: annotations.clone() });
+        if corefile_changes && !drifted {
+            plan.events.push(("CorefileApplied", format!("Corefile {} written", desired.hash)));
+        }
+    }
+    if custom_changes || (!input.custom.exists && !desired.custom_keys.is_empty()) {
+        plan.write_custom = Some(desired.custom_keys.clone());
+        if !drifted {
+            plan.events.push(("CorefileApplied", format!("coredns-custom keys {} written", desired.hash)));
+        }
+    }
+
+    let deployment = input.deployment;
+    if input.rollout == RolloutMode::None {
+        plan.phase = if plan.writes() { Phase::Progressing } else { Phase::RolledOut };
+        return plan;
+    }
+    if deployment.template_hash.as_deref() != Some(desired.hash.as_str()) {
+        plan.roll_to = Some(desired.hash.clone());
+        plan.events.push(("RolloutStarted", format!("rolling CoreDNS onto Corefile {}", desired.hash)));
+        return plan;
+    }
+    if deployment.rolled_out() {
+        plan.phase = Phase::RolledOut;
+        if !releasing && cm.annotations.get(ANN_LAST_GOOD) != Some(&desired.corefile) {
+            let mut annotations = annotations;
+            annotations.insert(ANN_LAST_GOOD.to_string(), desired.corefile.clone());
+            plan.write_config_map = Some(ConfigMapWrite { corefile: desired.corefile.clone(), annotations });
+            plan.events.push(("RolloutFinished", format!("CoreDNS runs Corefile {}", desired.hash)));
+        }
+        return plan;
+    }
+    let started: i64 = cm.annotations.get(ANN_ROLLOUT_STARTED).and_then(|s| s.parse().ok()).unwrap_or(input.now);
+    if !releasing && input.now - started > input.rollout_deadline_secs {
+        let last_good = cm.annotations.get(ANN_LAST_GOOD).cloned().unwrap_or_else(|| desired.base.clone());
+        let good_hash = effective_hash(&last_good, &BTreeMap::new());
+        let mut annotations = annotations;
+        annotations.insert(ANN_FAILED_HASH.to_string(), desired.hash.clone());
+        annotations.insert(ANN_APPLIED_HASH.to_string(), good_hash.clone());
+        annotations.insert(ANN_ROLLOUT_STARTED.to_string(), input.now.to_string());
+        let message = format!(
+            "CoreDNS did not become available within {} s on Corefile {} ({} of {} new pods available); the last good Corefile {} was put back",
+            input.rollout_deadline_secs, desired.hash, deployment.available_replicas.min(deployment.updated_replicas), deployment.replicas, good_hash
+        );
+        plan.write_config_map = Some(ConfigMapWrite { corefile: last_good, annotations });
+        plan.write_custom = if desired.custom_keys.is_empty() { None } else { Some(BTreeMap::new()) };
+        plan.roll_to = Some(good_hash);
+        plan.events.push(("Rollback", message.clone()));
+        plan.phase = Phase::RolledBack(Refusal { reason: "RolloutFailed", message });
+    }
+    plan
+}
+
+/// Revert times (seconds) still inside the contest window.
+fn parse_reverts(text: Option<&String>, now: i64) -> Vec<i64> {
+    text.map(|t| {
+        t.split(',')
+            .filter_map(|s| s.trim().parse::<i64>().ok())
+            .filter(|at| now - at <= CONTEST_WINDOW_SECS)
+            .collect()
+    })
+    .unwrap_or_default()
+}
