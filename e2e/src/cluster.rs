@@ -282,13 +282,27 @@ fn kwok_config(l: &Layout) -> Result<PathBuf> {
     Ok(p)
 }
 
-/// The Corefile the cluster starts with (kubeadm shape for that CoreDNS version).
+/// How CoreDNS is installed: kubeadm's shape, or k3s's (Corefile imports
+/// `coredns-custom` keys mounted at /etc/coredns/custom, plus NodeHosts).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Flavor {
+    #[default]
+    Kubeadm,
+    K3s,
+}
+
+/// The kubeadm Corefile for that CoreDNS version.
 pub fn stock_corefile(coredns_version: &str) -> Result<String> {
+    flavor_corefile(Flavor::Kubeadm, coredns_version)
+}
+
+/// The Corefile a fresh install of `flavor` has for that CoreDNS version.
+pub fn flavor_corefile(flavor: Flavor, coredns_version: &str) -> Result<String> {
     let legacy = version_lt(coredns_version, "v1.10.0");
-    let f = if legacy {
-        "corefile-kubeadm-legacy.conf"
-    } else {
-        "corefile-kubeadm.conf"
+    let f = match flavor {
+        Flavor::K3s => "corefile-k3s.conf",
+        Flavor::Kubeadm if legacy => "corefile-kubeadm-legacy.conf",
+        Flavor::Kubeadm => "corefile-kubeadm.conf",
     };
     let s = fs::read_to_string(env::manifests_dir().join(f))?;
     Ok(s.lines()
@@ -307,10 +321,47 @@ pub fn version_lt(a: &str, b: &str) -> bool {
     p(a) < p(b)
 }
 
+const K3S_VOLUMES: &str = "      volumes:
+        - name: config-volume
+          configMap:
+            name: coredns
+            items:
+            - key: Corefile
+              path: Corefile
+            - key: NodeHosts
+              path: NodeHosts
+        - name: custom-config-volume
+          configMap:
+            name: coredns-custom
+            optional: true
+";
+
 pub fn coredns_manifest(coredns_version: &str, replicas: u32) -> Result<String> {
-    let corefile = stock_corefile(coredns_version)?;
-    let indented: String = corefile.lines().map(|l| format!("    {l}\n")).collect();
-    let m = fs::read_to_string(env::manifests_dir().join("coredns.yaml"))?;
+    coredns_flavor_manifest(Flavor::Kubeadm, coredns_version, replicas)
+}
+
+/// ServiceAccount, RBAC, ConfigMap, Service and Deployment of CoreDNS as
+/// `flavor` installs them, running `coredns_version`.
+pub fn coredns_flavor_manifest(
+    flavor: Flavor,
+    coredns_version: &str,
+    replicas: u32,
+) -> Result<String> {
+    let corefile = flavor_corefile(flavor, coredns_version)?;
+    let mut indented: String = corefile.lines().map(|l| format!("    {l}\n")).collect();
+    let mut m = fs::read_to_string(env::manifests_dir().join("coredns.yaml"))?;
+    if flavor == Flavor::K3s {
+        indented.push_str("  NodeHosts: |\n    10.240.0.1 kwok-node-0\n");
+        let vols = m
+            .find("      volumes:\n")
+            .context("volumes in coredns.yaml")?;
+        m.truncate(vols);
+        m.push_str(K3S_VOLUMES);
+        m = m.replace(
+            "          mountPath: /etc/coredns\n          readOnly: true\n",
+            "          mountPath: /etc/coredns\n          readOnly: true\n        - name: custom-config-volume\n          mountPath: /etc/coredns/custom\n          readOnly: true\n",
+        );
+    }
     Ok(m.replace("__COREFILE__\n", &indented)
         .replace("__DNS_IP__", env::DNS_SVC_IP)
         .replace("__COREDNS_VERSION__", coredns_version)

@@ -22,7 +22,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-pub use cluster::{Layout, UpOptions};
+pub use cluster::{Flavor, Layout, UpOptions};
 pub use dns::{LoggedQuery, QueryLog};
 pub use resolver::{Lookup, LookupSpec, Resolver};
 
@@ -273,6 +273,36 @@ impl Cluster {
     /// The Corefile the cluster was started with for `coredns_version`.
     pub fn stock_corefile(coredns_version: &str) -> Result<String> {
         cluster::stock_corefile(coredns_version)
+    }
+
+    /// (Re)install CoreDNS as `flavor` installs it, running `coredns_version`
+    /// (server-side apply as `e2e-bootstrap`, so switching flavors drops the
+    /// other's fields), restart it and wait for the rollout.
+    pub async fn install_coredns(
+        &self,
+        flavor: cluster::Flavor,
+        coredns_version: &str,
+    ) -> Result<Vec<Ipv4Addr>> {
+        let m = cluster::coredns_flavor_manifest(flavor, coredns_version, 2)?;
+        self.kubectl_stdin(
+            &[
+                "apply",
+                "--server-side",
+                "--force-conflicts",
+                "--field-manager=e2e-bootstrap",
+                "-f",
+                "-",
+            ],
+            &m,
+        )?;
+        self.kubectl(&[
+            "-n",
+            "kube-system",
+            "rollout",
+            "restart",
+            "deployment/coredns",
+        ])?;
+        self.wait_coredns_rolled_out(Duration::from_secs(120)).await
     }
 
     /// Start an extra answering DNS server (a tailnet resolver, ...) on a loopback

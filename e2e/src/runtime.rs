@@ -297,8 +297,18 @@ impl Runtime {
         if refresh_token {
             p.token_at = Some(Instant::now());
         }
-        // Parents before children (e.g. /etc/coredns before /etc/coredns/custom).
+        // Parents before children (e.g. /etc/coredns before /etc/coredns/custom);
+        // a child's mount point is made in the parent's source, which is
+        // read-only once mounted.
         mounts.sort_by_key(|m| m.target.matches('/').count());
+        for (i, m) in mounts.iter().enumerate() {
+            for parent in &mounts[..i] {
+                let pre = format!("{}/", parent.target.trim_end_matches('/'));
+                if let Some(rel) = m.target.strip_prefix(&pre) {
+                    fs::create_dir_all(parent.source.join(rel))?;
+                }
+            }
+        }
         Ok(mounts)
     }
 

@@ -2,7 +2,7 @@
 //! in order: they share one cluster and CoreDNS is cluster-wide state.
 
 use anyhow::{Context, Result, bail};
-use dnspolicy_e2e::{Cluster, Resolver, dns, env};
+use dnspolicy_e2e::{Cluster, Flavor, Resolver, dns, env};
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
@@ -62,14 +62,7 @@ async fn stock_coredns(c: &Cluster) -> Result<Vec<Ipv4Addr>> {
         "jsonpath={.data.Corefile}",
     ])?;
     if cur != stock {
-        c.set_corefile(&stock)?;
-        c.kubectl(&[
-            "-n",
-            "kube-system",
-            "rollout",
-            "restart",
-            "deployment/coredns",
-        ])?;
+        return c.install_coredns(Flavor::Kubeadm, &version).await;
     }
     c.wait_coredns_rolled_out(Duration::from_secs(120)).await
 }

@@ -1,0 +1,103 @@
+//! CoreDNS installed the k3s way: `coredns-custom` keys mounted at
+//! /etc/coredns/custom and imported by the Corefile; ConfigMap edits reach the
+//! running pods' files as kubelet's volume updates do.
+
+use anyhow::{Context, Result};
+use dnspolicy_e2e::{Cluster, Flavor, dns, env};
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn k3s_custom_server_block() -> Result<()> {
+    let c = Cluster::ensure().await?;
+    let _guard = c.exclusive()?;
+    let version = env::coredns_kubeadm_version();
+    let result = async {
+        c.install_coredns(Flavor::K3s, &version).await?;
+        let custom = r#"apiVersion: v1
+kind: ConfigMap
+metadata: {name: coredns-custom, namespace: kube-system}
+data:
+  example.server: |
+    example.test:53 {
+        bind {$POD_IP}
+        hosts {
+            192.0.2.7 www.example.test
+        }
+    }
+"#;
+        c.kubectl_stdin(
+            &[
+                "apply",
+                "--server-side",
+                "--field-manager=e2e-test",
+                "-f",
+                "-",
+            ],
+            custom,
+        )?;
+        // The running pods' custom dir gets the key (kubelet's ConfigMap update).
+        let pods = c.coredns_pods().await?;
+        let t0 = Instant::now();
+        for p in &pods {
+            let f = c
+                .layout
+                .pods()
+                .join(format!("kube-system_{}", p.name))
+                .join("volumes/custom-config-volume/example.server");
+            while !f.is_file() {
+                anyhow::ensure!(
+                    t0.elapsed() < Duration::from_secs(10),
+                    "{} never appeared",
+                    f.display()
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        // Restart rather than wait for the reload plugin's 30 s tick.
+        c.kubectl(&[
+            "-n",
+            "kube-system",
+            "rollout",
+            "restart",
+            "deployment/coredns",
+        ])?;
+        let addrs = c.wait_coredns_rolled_out(Duration::from_secs(120)).await?;
+        for a in addrs {
+            let r = c
+                .query(a, "www.example.test", dns::TYPE_A, Duration::from_secs(5))
+                .await?;
+            assert_eq!(
+                r.addrs,
+                vec!["192.0.2.7".parse::<IpAddr>()?],
+                "via {a}: {r:?}"
+            );
+            let k = c
+                .query(
+                    a,
+                    "kubernetes.default.svc.cluster.local",
+                    dns::TYPE_A,
+                    Duration::from_secs(5),
+                )
+                .await?;
+            assert_eq!(k.addrs.len(), 1, "{k:?}");
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    let _ = c.kubectl(&[
+        "-n",
+        "kube-system",
+        "delete",
+        "configmap",
+        "coredns-custom",
+        "--ignore-not-found",
+    ]);
+    let restored = c
+        .install_coredns(Flavor::Kubeadm, &version)
+        .await
+        .context("restore kubeadm CoreDNS");
+    result?;
+    restored?;
+    Ok(())
+}
