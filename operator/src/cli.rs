@@ -52,7 +52,8 @@ pub struct RunArgs {
     /// How long new CoreDNS pods may take to become available before the last good Corefile is put back.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub rollout_deadline: Duration,
-    /// CoreDNS version to render for when the Deployment's image tag does not say (e.g. a digest).
+    /// CoreDNS version to render for, overriding the Deployment's image tag
+    /// (for mirrored images with their own tags, or digests).
     #[arg(long)]
     pub coredns_version: Option<String>,
     /// Namespace whose CoreDNS ConfigMaps and Deployments are watched for drift.
@@ -311,9 +312,7 @@ async fn run(args: RunArgs) -> Result<(), CliError> {
         .map(CoreDnsVersion::parse)
         .transpose()
         .map_err(|e| CliError::Invalid(format!("--coredns-version: {e}")))?;
-    let client = kube::Client::try_default()
-        .await
-        .map_err(|e| CliError::Failed(format!("cannot reach the Kubernetes API: {e}")))?;
+    let client = client().await?;
     let metrics = Arc::new(Metrics::default());
     let server = tokio::spawn(crate::metrics::serve(args.metrics_addr, metrics.clone()));
     let identity = args
@@ -371,6 +370,19 @@ async fn run(args: RunArgs) -> Result<(), CliError> {
     outcome
 }
 
+/// A client from the kubeconfig or the in-cluster service account, telling
+/// the API server who it is (audit logs show `dnspolicy/<version>`).
+pub async fn client() -> Result<kube::Client, CliError> {
+    let mut config = kube::Config::infer()
+        .await
+        .map_err(|e| CliError::Failed(format!("no Kubernetes configuration found: {e}")))?;
+    config.headers.push((
+        http::header::USER_AGENT,
+        http::HeaderValue::from_static(concat!("dnspolicy/", env!("CARGO_PKG_VERSION"))),
+    ));
+    kube::Client::try_from(config).map_err(|e| CliError::Failed(format!("cannot reach the Kubernetes API: {e}")))
+}
+
 async fn shutdown_signal() {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
     tokio::select! {
@@ -381,9 +393,7 @@ async fn shutdown_signal() {
 
 async fn node_agent(args: NodeAgentArgs) -> Result<(), CliError> {
     crate::telemetry::init(false);
-    let client = kube::Client::try_default()
-        .await
-        .map_err(|e| CliError::Failed(format!("cannot reach the Kubernetes API: {e}")))?;
+    let client = client().await?;
     tokio::select! {
         _ = crate::node_agent::run(client, args.node_name, args.resolv_conf, args.interval) => {},
         _ = shutdown_signal() => {},

@@ -291,6 +291,11 @@ async fn plan_and_apply(
         });
         cms.patch(&target.config_map, &params, &Patch::Apply(&patch)).await?;
         ctx.metrics.write("configmap");
+        // For the crash-safety end-to-end test: die where a crash hurts most,
+        // between the Corefile write and the rollout.
+        if std::env::var("DNSPOLICY_FAILPOINT").as_deref() == Ok("exit-after-configmap-write") {
+            std::process::exit(86);
+        }
     }
     if let Some(keys) = &plan.write_custom {
         let patch = json!({

@@ -7,9 +7,7 @@ use kube::ResourceExt;
 use crate::cli::CliError;
 
 pub async fn print() -> Result<(), CliError> {
-    let client = kube::Client::try_default()
-        .await
-        .map_err(|e| CliError::Failed(format!("cannot reach the Kubernetes API: {e}")))?;
+    let client = crate::cli::client().await?;
     let api: Api<ClusterDNSPolicy> = Api::all(client);
     let list = api
         .list(&ListParams::default())
