@@ -6,6 +6,7 @@
 //! (same state dir) or starts one, which then stays up for the next test
 //! binary; `just down` (or `e2e-cluster down`) stops it.
 
+pub mod audit;
 pub mod cluster;
 pub mod dns;
 pub mod env;
@@ -236,9 +237,16 @@ impl Cluster {
         self.layout.upstream_table()
     }
 
-    /// kube-apiserver audit log (JSON lines, level Metadata, every request).
+    /// kube-apiserver audit log file (JSON lines, level Metadata, every request).
     pub fn audit_log(&self) -> PathBuf {
         self.layout.audit_log()
+    }
+
+    /// Parsed audit log: `mark()`, then `writes_by_user` / `writes_by_field_manager`.
+    pub fn audit(&self) -> audit::AuditLog {
+        audit::AuditLog {
+            path: self.layout.audit_log(),
+        }
     }
 
     /// Serialise tests that change cluster-wide state (CoreDNS, its ConfigMap),

@@ -329,3 +329,34 @@ spec:
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_log_counts_writes_by_field_manager() -> Result<()> {
+    let c = Cluster::ensure().await?;
+    let audit = c.audit();
+    let mark = audit.mark();
+    let cm = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: audit-probe, namespace: default}\ndata: {k: v}\n";
+    c.kubectl_stdin(
+        &[
+            "apply",
+            "--server-side",
+            "--field-manager=audit-probe",
+            "-f",
+            "-",
+        ],
+        cm,
+    )?;
+    let w = audit.writes_by_field_manager(mark, "audit-probe");
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert_eq!(
+        (
+            w[0].verb.as_str(),
+            w[0].resource.as_str(),
+            w[0].name.as_str()
+        ),
+        ("patch", "configmaps", "audit-probe")
+    );
+    assert_eq!(w[0].user, "kubernetes-admin");
+    c.kubectl(&["-n", "default", "delete", "configmap", "audit-probe"])?;
+    Ok(())
+}
