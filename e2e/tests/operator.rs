@@ -25,9 +25,9 @@ async fn apply_change_reapply_and_delete() -> Result<()> {
     apply(&c, TAILSCALE)?;
     let p = wait_ready(&c, "tailnet", WAIT).await.with_context(|| op.log_text())?;
     println!("apply -> Ready=True in {:?}", t0.elapsed());
-    let corefile = corefile(&c)?;
-    ensure!(corefile.contains(BEGIN_DOT), "no managed region:\n{corefile}");
-    ensure!(corefile.contains("tailb45a71[.]ts[.]net"), "no rewrite for the suffix:\n{corefile}");
+    let applied = corefile(&c)?;
+    ensure!(applied.contains(BEGIN_DOT), "no managed region:\n{applied}");
+    ensure!(applied.contains("tailb45a71[.]ts[.]net"), "no rewrite for the suffix:\n{applied}");
     let hash = p["status"]["corefileHash"].as_str().context("no corefileHash")?.to_string();
     ensure!(template_hash(&c)? == Some(hash.clone()), "Deployment not rolled to {hash}");
     ensure!(p["status"]["observedGeneration"] == p["metadata"]["generation"]);
@@ -182,7 +182,7 @@ async fn a_corefile_coredns_refuses_is_rolled_back() -> Result<()> {
     let reply = c
         .query(addrs[0], "kubernetes.default.svc.cluster.local", 1, Duration::from_secs(2))
         .await?;
-    ensure!(reply.rcode == 0 && !reply.answers.is_empty(), "CoreDNS does not answer after the rollback: {reply:?}");
+    ensure!(reply.rcode == 0 && !reply.addrs.is_empty(), "CoreDNS does not answer after the rollback: {reply:?}");
     // It stays put: no retry loop while the spec is unchanged.
     let mark = audit_mark(&c)?;
     tokio::time::sleep(Duration::from_secs(10)).await;
