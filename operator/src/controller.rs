@@ -207,7 +207,11 @@ async fn reconcile(policy: Arc<ClusterDNSPolicy>, ctx: Arc<Context>) -> Result<A
 
     let conflict = merged.conflicts.iter().find(|c| c.policy == name).cloned();
     let conflict_condition = conflict.as_ref().map(|c| ("Conflict", c.message.clone()));
-    if let Some(c) = &conflict {
+    let already_reported = policy
+        .status
+        .as_ref()
+        .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Stalled" && c.status == "True" && c.reason == "Conflict"));
+    if let Some(c) = conflict.as_ref().filter(|_| !already_reported) {
         publish(&ctx, &policy, EventType::Warning, "Conflict", &c.message).await;
     }
     let status = status_for(&policy, &ctx, Some(&plan), conflict_condition, Some(&merged));
