@@ -153,8 +153,16 @@ const PLUGIN_ORDER: &[&str] = &[
 
 /// Serves one query as CoreDNS would.
 pub fn serve(corefile: &Corefile, qname: &str, qtype: QType, ctx: &ServeContext<'_>) -> Served {
-    let name = absolute_lower(qname);
     let port = ctx.port.unwrap_or_else(|| cluster_dns_port(corefile));
+    serve_at(corefile, port, qname, qtype, ctx, 0)
+}
+
+/// How many times a query may be forwarded from CoreDNS to itself before the
+/// model calls it a loop.
+const MAX_SELF_FORWARDS: u8 = 4;
+
+fn serve_at(corefile: &Corefile, port: u16, qname: &str, qtype: QType, ctx: &ServeContext<'_>, depth: u8) -> Served {
+    let name = absolute_lower(qname);
     let Some((block, key)) = route(corefile, port, &name, qtype) else {
         return Served {
             block: String::new(),
@@ -168,6 +176,9 @@ pub fn serve(corefile: &Corefile, qname: &str, qtype: QType, ctx: &ServeContext<
     };
     let mut run = Run {
         ctx,
+        corefile,
+        port,
+        depth,
         block,
         qtype,
         name: name.clone(),
@@ -177,15 +188,20 @@ pub fn serve(corefile: &Corefile, qname: &str, qtype: QType, ctx: &ServeContext<
         stopped: false,
         restores_question: false,
         maps_answers: false,
+        self_forwarded: false,
+        answered_by: None,
     };
     let outcome = run.chain();
     // CoreDNS writes failures itself, from the rewritten query, unless a
     // stop rule's reverter writes them (1.9.0 on).
-    let failure_matches = !run.rewritten || (run.stopped && ctx.version >= CoreDnsVersion::REWRITE_REVERTS_FAILURES);
+    // A reply CoreDNS gets back from itself is written through the reverter.
+    let failure_matches = !run.rewritten
+        || (run.self_forwarded && run.restores_question)
+        || (run.stopped && ctx.version >= CoreDnsVersion::REWRITE_REVERTS_FAILURES);
     let question_matches = !run.rewritten
         || match outcome {
             Outcome::NoReply => true,
-            Outcome::ServFail | Outcome::Refused => failure_matches,
+            Outcome::ServFail | Outcome::Refused if !run.self_forwarded => failure_matches,
             _ => run.restores_question,
         };
     if !question_matches {
@@ -271,6 +287,11 @@ fn view_admits(block: &ServerBlock, name: &str, qtype: QType) -> bool {
 
 struct Run<'a, 'c> {
     ctx: &'a ServeContext<'a>,
+    corefile: &'c Corefile,
+    /// The listener's port.
+    port: u16,
+    /// Forwards from CoreDNS to itself so far.
+    depth: u8,
     block: &'c ServerBlock,
     qtype: QType,
     /// The current name, after rewrites.
@@ -285,6 +306,10 @@ struct Run<'a, 'c> {
     restores_question: bool,
     /// The reverter maps answer names back (`answer auto`/`answer name`).
     maps_answers: bool,
+    /// `forward` sent the query to CoreDNS's own listener.
+    self_forwarded: bool,
+    /// The plugin that answered when this block asked CoreDNS itself.
+    answered_by: Option<String>,
 }
 
 impl Run<'_, '_> {
@@ -300,7 +325,7 @@ impl Run<'_, '_> {
         for plugin in plugins {
             let lines: Vec<&Directive> = self.block.directives.iter().filter(|d| d.name == plugin).collect();
             if let Some(outcome) = self.plugin(plugin, &lines) {
-                self.plugin = plugin.to_string();
+                self.plugin = self.answered_by.clone().unwrap_or_else(|| plugin.to_string());
                 return outcome;
             }
         }
@@ -500,8 +525,55 @@ impl Run<'_, '_> {
             return None;
         }
         let targets: Vec<String> = d.args[1..].to_vec();
+        if let Some(me) = targets.iter().find(|t| self.is_self(t)) {
+            return Some(self.ask_itself(plugin, &from, me));
+        }
         self.steps.push(format!("{plugin} {from}: sends {} to {}", self.name, targets.join(" ")));
         Some(Outcome::Upstream { targets, name: self.name.clone() })
+    }
+
+    /// Whether a forward target is this listener: a loopback or wildcard
+    /// address, or one the blocks on this port `bind`, on this port.
+    fn is_self(&self, target: &str) -> bool {
+        let addr = target.strip_prefix("dns://").unwrap_or(target);
+        let parsed = addr
+            .parse::<std::net::SocketAddr>()
+            .map(|a| (a.ip(), a.port()))
+            .or_else(|_| addr.parse::<std::net::IpAddr>().map(|ip| (ip, DEFAULT_DNS_PORT)));
+        let Ok((ip, port)) = parsed else { return false };
+        if port != self.port {
+            return false;
+        }
+        ip.is_loopback()
+            || ip.is_unspecified()
+            || self.corefile.blocks.iter().any(|b| {
+                b.keys.iter().any(|k| k.port.unwrap_or(DEFAULT_DNS_PORT) == self.port)
+                    && b.directives
+                        .iter()
+                        .filter(|d| d.name == "bind")
+                        .any(|d| d.args.iter().any(|a| a.parse::<std::net::IpAddr>() == Ok(ip)))
+            })
+    }
+
+    /// `forward` to CoreDNS's own listener: the query is served again, from
+    /// routing on, and the reply comes back through this block's plugins.
+    fn ask_itself(&mut self, plugin: &str, from: &str, me: &str) -> Outcome {
+        self.self_forwarded = true;
+        self.steps.push(format!("{plugin} {from}: asks CoreDNS itself ({me}) for {}", self.name));
+        if self.depth >= MAX_SELF_FORWARDS {
+            self.steps.push("CoreDNS keeps forwarding to itself: a loop, SERVFAIL".into());
+            return Outcome::ServFail;
+        }
+        let inner = serve_at(self.corefile, self.port, &self.name, self.qtype, self.ctx, self.depth + 1);
+        self.steps.push(format!("{}: served by {}", self.name, if inner.block.is_empty() { "no block" } else { &inner.block }));
+        self.steps.extend(inner.steps.iter().map(|s| format!("  {s}")));
+        self.answered_by = Some(inner.plugin.clone());
+        self.name = inner.resolved_name.clone();
+        match inner.outcome {
+            // `forward` gives up on a silent upstream with SERVFAIL.
+            Outcome::NoReply => Outcome::ServFail,
+            other => other,
+        }
     }
 }
 
@@ -1371,6 +1443,30 @@ mod tests {
         let other = block("tailb45a71.ts.net:5353", vec![d("forward", &[".", "100.100.100.100"], vec![])]);
         let c = kubeadm(vec![], vec![other]);
         assert_eq!(serve(&c, "myhost.tailb45a71.ts.net", QType::A, &ctx(V1_14)).block, ".:53");
+    }
+
+    #[test]
+    fn forwarding_to_itself_serves_the_query_again() {
+        let strip = d("rewrite", &["stop", "name", "regex", "^([^.]+[.].+)[.]tailb45a71[.]ts[.]net[.]$", "{1}.", "answer", "auto"], vec![]);
+        let gated = block("tailb45a71.ts.net:53", vec![strip, d("forward", &[".", "127.0.0.1:53"], vec![])]);
+        let c = kubeadm(vec![], vec![gated]);
+        for version in [V1_8, V1_14] {
+            let s = serve(&c, "api.github.com.tailb45a71.ts.net", QType::A, &ctx(version));
+            assert_eq!(s.block, "tailb45a71.ts.net:53");
+            assert_eq!(s.outcome, Outcome::Upstream { targets: vec!["/etc/resolv.conf".into()], name: "api.github.com.".into() });
+            assert!(s.question_matches && s.question_matches_if_upstream_fails);
+        }
+        // Another port is somebody else.
+        let elsewhere = block("corp.example:53", vec![d("forward", &[".", "127.0.0.1:5353"], vec![])]);
+        let c = kubeadm(vec![], vec![elsewhere]);
+        let s = serve(&c, "a.corp.example", QType::A, &ctx(V1_14));
+        assert!(matches!(s.outcome, Outcome::Upstream { .. }), "{s:?}");
+        // A block that sends its own names back to itself loops.
+        let looping = block("corp.example:53", vec![d("forward", &[".", "127.0.0.1"], vec![])]);
+        let c = kubeadm(vec![], vec![looping]);
+        let s = serve(&c, "a.corp.example", QType::A, &ctx(V1_14));
+        assert_eq!(s.outcome, Outcome::ServFail);
+        assert!(s.steps.last().unwrap().contains("loop"), "{:?}", s.steps);
     }
 
     #[test]

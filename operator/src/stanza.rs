@@ -3,30 +3,39 @@
 //! Facts this rests on, checked in CoreDNS's source (1.8.3 to 1.14.2) and on
 //! the real binaries (see operator/tests/stanza_coredns.rs):
 //! - A query goes to the server block with the longest matching zone before
-//!   any plugin runs, so a block for the suffix would take
+//!   any plugin runs, so a plain block for the suffix takes
 //!   `frigate....svc.cluster.local.<suffix>` away from the `.` block's
-//!   `rewrite`/`kubernetes`. Search artifacts are therefore handled inside
-//!   the `.` block, and a block for the suffix is added only for `forwardTo`.
-//! - Rewrite: `rewrite stop name regex ^(...)[.]S[.]$ {1}. answer auto` strips
-//!   the suffix from names with more than `hostLabels` labels before it; the
-//!   name is then answered by whatever answers it without the suffix
-//!   (`kubernetes`, `forward`), and `answer auto` maps the reply back, the
-//!   question included. All `rewrite` lines of a block form one plugin whose
-//!   rules run in file order; a `stop` rule ends the list when it matches.
-//! - NXDomain: `template ANY ANY S { match ...; rcode NXDOMAIN; fallthrough }`.
-//!   Without `fallthrough`, a name in the zone that no `match` takes gets
-//!   SERVFAIL (1.9.3 on) or no reply at all (before: NXDOMAIN returned unwritten).
-//! - forwardTo with Rewrite: `S:port { view ... { expr name() matches '...' } }`
-//!   takes only the real hosts; a query no view admits falls back to the
-//!   next shorter zone and finally to `.` (core/dnsserver/server.go). `view`
-//!   exists from 1.10.0, so older releases are refused.
-//! - forwardTo with NXDomain: `S:port { template ... fallthrough; forward . T }`
-//!   answers the artifacts itself and forwards the rest; it needs no `view`.
+//!   `kubernetes`. A block with a `view` takes only the names its expression
+//!   admits; the others fall back to the next shorter zone and finally to `.`
+//!   (core/dnsserver/server.go). `view` exists from 1.10.0.
+//! - Every plugin in the `.` block costs every query that reaches it: on
+//!   1.14.2 an idle `template` or a one-regex `rewrite` added 10-15% CPU per
+//!   uncached in-cluster query (kubeadm disables the cache for cluster.local).
+//!   So from 1.10.0 on, everything goes into blocks for the suffix, which
+//!   other names never reach, and the `.` block is left alone.
+//! - Search artifacts (more than `hostLabels` labels before the suffix, or
+//!   below `<cluster domain>.<suffix>`), from 1.10.0: a block whose view
+//!   admits only them. Rewrite: `rewrite stop name regex ^(...)[.]S[.]$ {1}.
+//!   answer auto`, then `forward` to CoreDNS's own listener, where the `.`
+//!   block answers the stripped name as it always did; `answer auto` maps the
+//!   reply back, question included. NXDomain: `template ANY ANY S { rcode
+//!   NXDOMAIN }`.
+//! - Before 1.10.0 (no `view`) they are handled in the `.` block: the same
+//!   `rewrite` rule, or `template ANY ANY S { match ...; rcode NXDOMAIN;
+//!   fallthrough }`. Without `fallthrough`, a name in the zone that no
+//!   `match` takes gets SERVFAIL (1.9.3 on) or no reply at all (before).
+//!   All `rewrite` lines of a block form one plugin whose rules run in file
+//!   order; a `stop` rule ends the list when it matches.
+//! - forwardTo: real hosts go to a block whose view admits only them (Rewrite,
+//!   from 1.10.0; refused before), or, for NXDomain, to one plain block that
+//!   answers the artifacts with a falling-through `template` and forwards the
+//!   rest (every version).
 //! - Regexes use `[.]`, never `\.`, and never `#` (a comment even inside a
 //!   token): no backslash or quoting questions between the Corefile lexer,
 //!   Go's regexp and expr-lang's string literals.
 
 use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use dnspolicy_crd::SuffixAction;
 
@@ -147,14 +156,29 @@ pub fn render(merged: &MergedPolicies, ctx: &RenderContext) -> Result<ManagedTex
     }
     let mut blocks = Vec::new();
     for rule in &merged.rules {
-        let stanza = Stanza::new(rule, &merged.cluster_domain);
+        let stanza = Stanza::new(rule, &merged.cluster_domain, ctx);
         text.dot_block.push_str(&stanza.dot_block());
-        if let Some(block) = stanza.server_block(ctx) {
-            blocks.push(block);
-        }
+        blocks.extend(stanza.server_blocks());
     }
     text.server_blocks = blocks.join("\n");
     Ok(text)
+}
+
+/// Where CoreDNS reaches itself: the `.` block's first `bind` address (the
+/// loopback address when it binds everything or nothing), on its port.
+/// `None` when `bind` names only interfaces or placeholders.
+fn self_address(ctx: &RenderContext) -> Option<SocketAddr> {
+    let port = ctx.port.unwrap_or(DEFAULT_DNS_PORT);
+    if ctx.bind.is_empty() {
+        return Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
+    }
+    let ip = ctx.bind.iter().find_map(|a| a.parse::<IpAddr>().ok())?;
+    let ip = match ip {
+        IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    Some(SocketAddr::new(ip, port))
 }
 
 /// What an admin should know about rendering these policies for this
@@ -221,36 +245,61 @@ fn is_same_or_below_abs(a: &str, b: &str) -> bool {
     a == b || a.strip_suffix(b).is_some_and(|rest| rest.ends_with('.'))
 }
 
-/// The regexes for one suffix. Labels are `[^.]+`, dots `[.]`; names are
+/// The text for one suffix. Labels are `[^.]+`, dots `[.]`; names are
 /// matched as CoreDNS sees them: lower-case, absolute.
 struct Stanza<'a> {
     rule: &'a SuffixRule,
+    ctx: &'a RenderContext,
     /// `tailb45a71[.]ts[.]net`
     suffix_re: String,
     /// Names ending `.<cluster domain>.<suffix>.` that `hostLabels` alone would
     /// count as real hosts: `Some(cluster[.]local)` when the cluster domain has
     /// fewer labels than `hostLabels`.
     cluster_re: Option<String>,
+    /// Where a `rewrite` block forwards the stripped name: CoreDNS itself.
+    /// `None`: no `view` in this release, or no known address to reach
+    /// itself, so artifacts are handled in the `.` block.
+    gated: Option<Gate>,
+}
+
+#[derive(Clone, Copy)]
+enum Gate {
+    /// NXDomain: the block answers artifacts itself.
+    Answer,
+    /// Rewrite: the block strips the suffix and asks CoreDNS again.
+    Forward(SocketAddr),
 }
 
 impl<'a> Stanza<'a> {
-    fn new(rule: &'a SuffixRule, cluster_domain: &str) -> Self {
+    fn new(rule: &'a SuffixRule, cluster_domain: &str, ctx: &'a RenderContext) -> Self {
         let h = usize::from(rule.host_labels);
         let cluster_re = (cluster_domain.split('.').count() < h).then(|| literal(cluster_domain));
-        Stanza { rule, suffix_re: literal(&rule.suffix), cluster_re }
+        let gated = match rule.action {
+            _ if !ctx.version.has_view() => None,
+            SuffixAction::NXDomain => Some(Gate::Answer),
+            SuffixAction::Rewrite => self_address(ctx).map(Gate::Forward),
+        };
+        Stanza { rule, ctx, suffix_re: literal(&rule.suffix), cluster_re, gated }
     }
 
-    /// Names with more than `hostLabels` labels before the suffix; group 1 is
-    /// the name without the suffix and without its final dot.
+    /// Names with more than `hostLabels` labels before the suffix.
+    fn artifact(&self) -> String {
+        format!("^{}.+[.]{}[.]$", exactly_labels(self.rule.host_labels), self.suffix_re)
+    }
+
+    /// Names below `<cluster domain>.<suffix>.` that `artifact` misses.
+    fn cluster(&self) -> Option<String> {
+        self.cluster_re.as_ref().map(|d| format!("^.+[.]{d}[.]{}[.]$", self.suffix_re))
+    }
+
+    /// `artifact` with group 1 the name without the suffix and its dot.
     fn artifact_capture(&self) -> String {
         format!("^({}.+)[.]{}[.]$", exactly_labels(self.rule.host_labels), self.suffix_re)
     }
 
-    /// `x.<cluster domain>.<suffix>.`, group 1 without the suffix.
+    /// `cluster` with group 1 the name without the suffix and its dot.
     fn cluster_capture(&self) -> Option<String> {
-        self.cluster_re
-            .as_ref()
-            .map(|d| format!("^(.+[.]{d})[.]{}[.]$", self.suffix_re))
+        self.cluster_re.as_ref().map(|d| format!("^(.+[.]{d})[.]{}[.]$", self.suffix_re))
     }
 
     /// The names the suffix's own resolvers answer: the suffix itself and up
@@ -275,75 +324,115 @@ impl<'a> Stanza<'a> {
         c
     }
 
-    /// Lines for the `.` block: empty for NXDomain with forwardTo, whose
-    /// server block answers every name in the suffix.
+    fn rewrite_rules(&self, indent: &str) -> String {
+        let mut out = String::new();
+        for regex in self.cluster_capture().into_iter().chain([self.artifact_capture()]) {
+            writeln!(out, "{indent}rewrite stop name regex {regex} {{1}}. answer auto").unwrap();
+        }
+        out
+    }
+
+    /// Lines for the `.` block: only where no block for the suffix takes the
+    /// artifacts, and never for NXDomain with forwardTo, whose block does.
     fn dot_block(&self) -> String {
+        if self.gated.is_some() {
+            return String::new();
+        }
         match self.rule.action {
-            SuffixAction::Rewrite => {
-                let mut out = self.comment();
-                for regex in self.cluster_capture().into_iter().chain([self.artifact_capture()]) {
-                    writeln!(out, "rewrite stop name regex {regex} {{1}}. answer auto").unwrap();
-                }
-                out
-            }
+            SuffixAction::Rewrite => self.comment() + &self.rewrite_rules(""),
             SuffixAction::NXDomain if self.rule.forward_to.is_empty() => {
-                self.comment() + &self.nxdomain_template("")
+                self.comment() + &self.nxdomain_template("", true)
             }
             SuffixAction::NXDomain => String::new(),
         }
     }
 
-    fn nxdomain_template(&self, indent: &str) -> String {
-        let artifact = format!("^{}.+[.]{}[.]$", exactly_labels(self.rule.host_labels), self.suffix_re);
-        let mut matches = Vec::new();
-        if let Some(d) = &self.cluster_re {
-            matches.push(format!("^.+[.]{d}[.]{}[.]$", self.suffix_re));
+    /// `matching`: with the artifact regexes and `fallthrough`, for a block or
+    /// zone that also sees real hosts; without, for a block that sees only
+    /// artifacts.
+    fn nxdomain_template(&self, indent: &str, matching: bool) -> String {
+        let mut out = format!("{indent}template ANY ANY {} {{\n", self.rule.suffix);
+        if matching {
+            let matches: Vec<String> = self.cluster().into_iter().chain([self.artifact()]).collect();
+            writeln!(out, "{indent}    match {}", matches.join(" ")).unwrap();
         }
-        matches.push(artifact);
-        format!(
-            "{indent}template ANY ANY {suffix} {{\n\
-             {indent}    match {matches}\n\
-             {indent}    rcode NXDOMAIN\n\
-             {indent}    fallthrough\n\
-             {indent}}}\n",
-            suffix = self.rule.suffix,
-            matches = matches.join(" "),
-        )
+        writeln!(out, "{indent}    rcode NXDOMAIN").unwrap();
+        if matching {
+            writeln!(out, "{indent}    fallthrough").unwrap();
+        }
+        writeln!(out, "{indent}}}").unwrap();
+        out
     }
 
-    /// The server block for `forwardTo`, if any.
-    fn server_block(&self, ctx: &RenderContext) -> Option<String> {
-        let r = self.rule;
-        if r.forward_to.is_empty() {
-            return None;
-        }
-        let mut out = self.comment();
-        match ctx.port {
-            Some(port) => writeln!(out, "{}:{port} {{", r.suffix).unwrap(),
-            None => writeln!(out, "{} {{", r.suffix).unwrap(),
-        }
-        if !ctx.bind.is_empty() {
-            let args: Vec<String> = ctx.bind.iter().map(|a| token(a)).collect();
+    /// `S:port {` and the `bind` line.
+    fn open_block(&self) -> String {
+        let mut out = match self.ctx.port {
+            Some(port) => format!("{}:{port} {{\n", self.rule.suffix),
+            None => format!("{} {{\n", self.rule.suffix),
+        };
+        if !self.ctx.bind.is_empty() {
+            let args: Vec<String> = self.ctx.bind.iter().map(|a| token(a)).collect();
             writeln!(out, "    bind {}", args.join(" ")).unwrap();
         }
+        out
+    }
+
+    fn view(&self, kind: &str, expr: &str) -> String {
+        format!("    view dnspolicy-{}-{kind} {{\n        expr {expr}\n    }}\n", self.rule.suffix)
+    }
+
+    fn forward_to(&self) -> String {
+        let targets: Vec<String> = self.rule.forward_to.iter().map(ToString::to_string).collect();
+        format!("    forward . {}\n", targets.join(" "))
+    }
+
+    /// The blocks for the suffix, each ending with its closing brace.
+    fn server_blocks(&self) -> Vec<String> {
+        let r = self.rule;
+        let mut blocks = Vec::new();
+        if let Some(gate) = self.gated {
+            if gate_takes_artifacts(gate, r) {
+                let mut expr = format!("name() matches '{}'", self.artifact());
+                if let Some(cluster) = self.cluster() {
+                    write!(expr, " || name() matches '{cluster}'").unwrap();
+                }
+                let mut b = self.comment() + &self.open_block() + &self.view("artifacts", &expr) + "    errors\n";
+                match gate {
+                    Gate::Forward(me) => {
+                        b += &self.rewrite_rules("    ");
+                        writeln!(b, "    forward . {me}").unwrap();
+                    }
+                    Gate::Answer => b += &self.nxdomain_template("    ", false),
+                }
+                blocks.push(b + "}\n");
+            }
+        }
+        if r.forward_to.is_empty() {
+            return blocks;
+        }
+        let mut b = self.comment() + &self.open_block();
         match r.action {
             SuffixAction::Rewrite => {
                 let mut expr = format!("name() matches '{}'", self.real_host());
-                if let Some(d) = &self.cluster_re {
-                    write!(expr, " && !(name() matches '^.+[.]{d}[.]{}[.]$')", self.suffix_re).unwrap();
+                if let Some(cluster) = self.cluster() {
+                    write!(expr, " && !(name() matches '{cluster}')").unwrap();
                 }
-                writeln!(out, "    view dnspolicy-{} {{\n        expr {expr}\n    }}", r.suffix).unwrap();
-                out.push_str("    errors\n    cache 30\n");
+                b += &self.view("hosts", &expr);
+                b += "    errors\n    cache 30\n";
             }
             SuffixAction::NXDomain => {
-                out.push_str("    errors\n    cache 30\n");
-                out.push_str(&self.nxdomain_template("    "));
+                b += "    errors\n    cache 30\n";
+                b += &self.nxdomain_template("    ", true);
             }
         }
-        let targets: Vec<String> = r.forward_to.iter().map(ToString::to_string).collect();
-        writeln!(out, "    forward . {}\n}}", targets.join(" ")).unwrap();
-        Some(out)
+        blocks.push(b + &self.forward_to() + "}\n");
+        blocks
     }
+}
+
+/// NXDomain with forwardTo answers artifacts in its one plain block.
+fn gate_takes_artifacts(gate: Gate, rule: &SuffixRule) -> bool {
+    !matches!(gate, Gate::Answer) || rule.forward_to.is_empty()
 }
 
 /// A DNS name as a regex literal: `tailb45a71[.]ts[.]net`. Names passed
@@ -391,6 +480,7 @@ mod tests {
 
     const V1_14: CoreDnsVersion = CoreDnsVersion::new(1, 14, 2);
     const V1_8: CoreDnsVersion = CoreDnsVersion::new(1, 8, 4);
+    const V1_9: CoreDnsVersion = CoreDnsVersion::new(1, 9, 4);
 
     fn rule(suffix: &str, action: SuffixAction, host_labels: u8, forward_to: &[&str]) -> SuffixRule {
         SuffixRule {
@@ -416,9 +506,28 @@ mod tests {
     }
 
     #[test]
-    fn rewrite_strips_the_suffix_in_the_dot_block() {
+    fn rewrite_from_1_10_is_a_block_for_the_artifacts_that_asks_coredns_again() {
         let m = merged(vec![rule("tailb45a71.ts.net", SuffixAction::Rewrite, 1, &[])]);
-        for version in [V1_8, V1_14] {
+        let text = render(&m, &ctx(V1_14)).unwrap();
+        assert_eq!(text.dot_block, "");
+        assert_eq!(
+            text.server_blocks,
+            "# tailb45a71.ts.net: Rewrite, hostLabels 1\n\
+             tailb45a71.ts.net:53 {\n\
+             \x20   view dnspolicy-tailb45a71.ts.net-artifacts {\n\
+             \x20       expr name() matches '^[^.]+[.].+[.]tailb45a71[.]ts[.]net[.]$'\n\
+             \x20   }\n\
+             \x20   errors\n\
+             \x20   rewrite stop name regex ^([^.]+[.].+)[.]tailb45a71[.]ts[.]net[.]$ {1}. answer auto\n\
+             \x20   forward . 127.0.0.1:53\n\
+             }\n"
+        );
+    }
+
+    #[test]
+    fn rewrite_before_1_10_strips_the_suffix_in_the_dot_block() {
+        let m = merged(vec![rule("tailb45a71.ts.net", SuffixAction::Rewrite, 1, &[])]);
+        for version in [V1_8, V1_9] {
             let text = render(&m, &ctx(version)).unwrap();
             assert_eq!(
                 text.dot_block,
@@ -427,12 +536,39 @@ mod tests {
             );
             assert_eq!(text.server_blocks, "");
         }
+        // From 1.10 too, when CoreDNS cannot be reached at an address it binds.
+        let c = RenderContext { bind: vec!["eth0".into()], ..ctx(V1_14) };
+        let text = render(&m, &c).unwrap();
+        assert!(text.dot_block.contains("rewrite stop name regex"), "{}", text.dot_block);
+        assert_eq!(text.server_blocks, "");
     }
 
     #[test]
-    fn nxdomain_is_a_template_that_falls_through() {
+    fn nxdomain_from_1_10_is_a_block_for_the_artifacts() {
         let m = merged(vec![rule("openstacklocal", SuffixAction::NXDomain, 1, &[])]);
-        for version in [V1_8, V1_14] {
+        let c = RenderContext { bind: vec!["10.96.0.10".into()], ..ctx(V1_14) };
+        let text = render(&m, &c).unwrap();
+        assert_eq!(text.dot_block, "");
+        assert_eq!(
+            text.server_blocks,
+            "# openstacklocal: NXDomain, hostLabels 1\n\
+             openstacklocal:53 {\n\
+             \x20   bind 10.96.0.10\n\
+             \x20   view dnspolicy-openstacklocal-artifacts {\n\
+             \x20       expr name() matches '^[^.]+[.].+[.]openstacklocal[.]$'\n\
+             \x20   }\n\
+             \x20   errors\n\
+             \x20   template ANY ANY openstacklocal {\n\
+             \x20       rcode NXDOMAIN\n\
+             \x20   }\n\
+             }\n"
+        );
+    }
+
+    #[test]
+    fn nxdomain_before_1_10_is_a_template_that_falls_through() {
+        let m = merged(vec![rule("openstacklocal", SuffixAction::NXDomain, 1, &[])]);
+        for version in [V1_8, V1_9] {
             let text = render(&m, &ctx(version)).unwrap();
             assert_eq!(
                 text.dot_block,
@@ -448,21 +584,28 @@ mod tests {
     }
 
     #[test]
-    fn rewrite_with_forward_to_adds_a_view_block_listening_like_the_dot_block() {
+    fn rewrite_with_forward_to_adds_a_block_for_the_real_hosts() {
         let m = merged(vec![rule("tailb45a71.ts.net", SuffixAction::Rewrite, 1, &["100.100.100.100"])]);
         let c = RenderContext { bind: vec!["10.96.0.10".into(), "{$POD_IP}".into()], ..ctx(V1_14) };
         let text = render(&m, &c).unwrap();
-        assert_eq!(
-            text.dot_block,
-            "# tailb45a71.ts.net: Rewrite, hostLabels 1, forwardTo 100.100.100.100:53\n\
-             rewrite stop name regex ^([^.]+[.].+)[.]tailb45a71[.]ts[.]net[.]$ {1}. answer auto\n"
-        );
+        assert_eq!(text.dot_block, "");
         assert_eq!(
             text.server_blocks,
             "# tailb45a71.ts.net: Rewrite, hostLabels 1, forwardTo 100.100.100.100:53\n\
              tailb45a71.ts.net:53 {\n\
              \x20   bind 10.96.0.10 {$POD_IP}\n\
-             \x20   view dnspolicy-tailb45a71.ts.net {\n\
+             \x20   view dnspolicy-tailb45a71.ts.net-artifacts {\n\
+             \x20       expr name() matches '^[^.]+[.].+[.]tailb45a71[.]ts[.]net[.]$'\n\
+             \x20   }\n\
+             \x20   errors\n\
+             \x20   rewrite stop name regex ^([^.]+[.].+)[.]tailb45a71[.]ts[.]net[.]$ {1}. answer auto\n\
+             \x20   forward . 10.96.0.10:53\n\
+             }\n\
+             \n\
+             # tailb45a71.ts.net: Rewrite, hostLabels 1, forwardTo 100.100.100.100:53\n\
+             tailb45a71.ts.net:53 {\n\
+             \x20   bind 10.96.0.10 {$POD_IP}\n\
+             \x20   view dnspolicy-tailb45a71.ts.net-hosts {\n\
              \x20       expr name() matches '^(?:[^.]+[.])?tailb45a71[.]ts[.]net[.]$'\n\
              \x20   }\n\
              \x20   errors\n\
@@ -475,13 +618,13 @@ mod tests {
     #[test]
     fn rewrite_with_forward_to_is_refused_before_the_view_plugin() {
         let m = merged(vec![rule("tailb45a71.ts.net", SuffixAction::Rewrite, 1, &["100.100.100.100"])]);
-        let err = render(&m, &ctx(CoreDnsVersion::new(1, 9, 4))).unwrap_err();
+        let err = render(&m, &ctx(V1_9)).unwrap_err();
         assert_eq!(
             err,
             RenderError::NeedsNewerCoreDns {
                 suffix: "tailb45a71.ts.net".into(),
                 policy: "tailnet".into(),
-                have: CoreDnsVersion::new(1, 9, 4),
+                have: V1_9,
                 needed: CoreDnsVersion::new(1, 10, 0),
             }
         );
@@ -490,9 +633,9 @@ mod tests {
     }
 
     #[test]
-    fn nxdomain_with_forward_to_is_one_server_block_on_every_version() {
+    fn nxdomain_with_forward_to_is_one_block_on_every_version() {
         let m = merged(vec![rule("eu-west-1.compute.internal", SuffixAction::NXDomain, 1, &["10.0.0.2", "[fd00::2]:5353"])]);
-        for version in [V1_8, V1_14] {
+        for version in [V1_8, V1_9, V1_14] {
             let text = render(&m, &ctx(version)).unwrap();
             assert_eq!(text.dot_block, "");
             assert_eq!(
@@ -515,28 +658,23 @@ mod tests {
     #[test]
     fn host_labels_shape_the_regexes() {
         let m = merged(vec![rule("corp.example", SuffixAction::Rewrite, 0, &[])]);
-        let text = render(&m, &ctx(V1_14)).unwrap();
+        let text = render(&m, &ctx(V1_8)).unwrap();
         assert!(text.dot_block.contains("regex ^(.+)[.]corp[.]example[.]$ {1}."), "{}", text.dot_block);
 
         // With 3 host labels, `x.cluster.local.corp.example` would count as a
         // host; a rule ahead of the general one strips it anyway.
         let m = merged(vec![rule("corp.example", SuffixAction::Rewrite, 3, &["10.0.0.53"])]);
         let text = render(&m, &ctx(V1_14)).unwrap();
-        assert_eq!(
-            text.dot_block,
-            "# corp.example: Rewrite, hostLabels 3, forwardTo 10.0.0.53:53\n\
-             rewrite stop name regex ^(.+[.]cluster[.]local)[.]corp[.]example[.]$ {1}. answer auto\n\
-             rewrite stop name regex ^((?:[^.]+[.]){3}.+)[.]corp[.]example[.]$ {1}. answer auto\n"
-        );
-        assert!(
-            text.server_blocks.contains(
-                "expr name() matches '^(?:[^.]+[.]){0,3}corp[.]example[.]$' && !(name() matches '^.+[.]cluster[.]local[.]corp[.]example[.]$')"
-            ),
-            "{}",
-            text.server_blocks
-        );
+        for line in [
+            "expr name() matches '^(?:[^.]+[.]){3}.+[.]corp[.]example[.]$' || name() matches '^.+[.]cluster[.]local[.]corp[.]example[.]$'\n",
+            "rewrite stop name regex ^(.+[.]cluster[.]local)[.]corp[.]example[.]$ {1}. answer auto\n    \
+             rewrite stop name regex ^((?:[^.]+[.]){3}.+)[.]corp[.]example[.]$ {1}. answer auto\n",
+            "expr name() matches '^(?:[^.]+[.]){0,3}corp[.]example[.]$' && !(name() matches '^.+[.]cluster[.]local[.]corp[.]example[.]$')\n",
+        ] {
+            assert!(text.server_blocks.contains(line), "{line}\nnot in\n{}", text.server_blocks);
+        }
         let m = merged(vec![rule("corp.example", SuffixAction::NXDomain, 3, &[])]);
-        let text = render(&m, &ctx(V1_14)).unwrap();
+        let text = render(&m, &ctx(V1_8)).unwrap();
         assert!(
             text.dot_block.contains(
                 "match ^.+[.]cluster[.]local[.]corp[.]example[.]$ ^(?:[^.]+[.]){3}.+[.]corp[.]example[.]$\n"
@@ -551,18 +689,31 @@ mod tests {
         let m = merged(vec![
             rule("eu-west-1.compute.internal", SuffixAction::NXDomain, 1, &["10.0.0.2"]),
             rule("openstacklocal", SuffixAction::NXDomain, 1, &[]),
-            rule("tailb45a71.ts.net", SuffixAction::Rewrite, 1, &["100.100.100.100"]),
+            rule("tailb45a71.ts.net", SuffixAction::Rewrite, 1, &[]),
         ]);
-        let text = render(&m, &RenderContext::new(V1_14)).unwrap();
-        let comments: Vec<&str> = text.dot_block.lines().filter(|l| l.starts_with('#')).collect();
-        assert_eq!(
-            comments,
-            ["# openstacklocal: NXDomain, hostLabels 1", "# tailb45a71.ts.net: Rewrite, hostLabels 1, forwardTo 100.100.100.100:53"]
-        );
-        let keys: Vec<&str> = text.server_blocks.lines().filter(|l| l.ends_with(" {") && !l.starts_with(' ')).collect();
+        let old = render(&m, &RenderContext::new(V1_8)).unwrap();
+        let comments: Vec<&str> = old.dot_block.lines().filter(|l| l.starts_with('#')).collect();
+        assert_eq!(comments, ["# openstacklocal: NXDomain, hostLabels 1", "# tailb45a71.ts.net: Rewrite, hostLabels 1"]);
+        let new = render(&m, &RenderContext::new(V1_14)).unwrap();
+        assert_eq!(new.dot_block, "");
+        let keys: Vec<&str> = new.server_blocks.lines().filter(|l| l.ends_with(" {") && !l.starts_with(' ')).collect();
         // No port on the `.` key: none on the added keys either.
-        assert_eq!(keys, ["eu-west-1.compute.internal {", "tailb45a71.ts.net {"]);
-        assert!(text.server_blocks.contains("}\n\n# tailb45a71.ts.net"));
+        assert_eq!(keys, ["eu-west-1.compute.internal {", "openstacklocal {", "tailb45a71.ts.net {"]);
+        assert!(new.server_blocks.contains("}\n\n# openstacklocal"));
+    }
+
+    #[test]
+    fn coredns_reaches_itself_where_the_dot_block_listens() {
+        let at = |bind: &[&str], port| {
+            let c = RenderContext { port, bind: bind.iter().map(|b| b.to_string()).collect(), ..RenderContext::new(V1_14) };
+            self_address(&c).map(|a| a.to_string())
+        };
+        assert_eq!(at(&[], None).as_deref(), Some("127.0.0.1:53"));
+        assert_eq!(at(&[], Some(5353)).as_deref(), Some("127.0.0.1:5353"));
+        assert_eq!(at(&["0.0.0.0"], Some(53)).as_deref(), Some("127.0.0.1:53"));
+        assert_eq!(at(&["::"], Some(53)).as_deref(), Some("[::1]:53"));
+        assert_eq!(at(&["lo", "169.254.20.10"], Some(53)).as_deref(), Some("169.254.20.10:53"));
+        assert_eq!(at(&["eth0"], Some(53)), None);
     }
 
     #[test]
