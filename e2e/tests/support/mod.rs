@@ -18,7 +18,10 @@ use serde_json::Value;
 pub fn operator_bin() -> Result<PathBuf> {
     let bin = env::repo_root().join("target/debug/dnspolicy");
     if !bin.is_file() {
-        bail!("{} is missing: run `cargo build -p dnspolicy` (just test does)", bin.display());
+        bail!(
+            "{} is missing: run `cargo build -p dnspolicy` (just test does)",
+            bin.display()
+        );
     }
     Ok(bin)
 }
@@ -48,18 +51,30 @@ impl Operator {
         let log = c.layout.logs().join(format!("operator-{name}.log"));
         let out = File::create(&log)?;
         let mut cmd = Command::new(operator_bin()?);
-        cmd.args(["run", "--metrics-addr", &metrics, "--lease-name", &format!("dnspolicy-{name}"), "--identity", name])
-            .args(extra)
-            .env("KUBECONFIG", kubeconfig.unwrap_or_else(|| c.kubeconfig()))
-            .env("RUST_LOG", "info,kube=warn")
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .stdin(Stdio::null());
+        cmd.args([
+            "run",
+            "--metrics-addr",
+            &metrics,
+            "--lease-name",
+            &format!("dnspolicy-{name}"),
+            "--identity",
+            name,
+        ])
+        .args(extra)
+        .env("KUBECONFIG", kubeconfig.unwrap_or_else(|| c.kubeconfig()))
+        .env("RUST_LOG", "info,kube=warn")
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .stdin(Stdio::null());
         for (k, v) in envs {
             cmd.env(k, v);
         }
         let child = cmd.spawn().context("start dnspolicy run")?;
-        Ok(Operator { child: Some(child), log, metrics })
+        Ok(Operator {
+            child: Some(child),
+            log,
+            metrics,
+        })
     }
 
     /// SIGTERM and wait: the graceful path (releases the Lease).
@@ -70,7 +85,10 @@ impl Operator {
             while child.try_wait()?.is_none() {
                 if t0.elapsed() > Duration::from_secs(15) {
                     child.kill()?;
-                    bail!("operator did not stop within 15 s after SIGTERM; log {}", self.log.display());
+                    bail!(
+                        "operator did not stop within 15 s after SIGTERM; log {}",
+                        self.log.display()
+                    );
                 }
                 std::thread::sleep(Duration::from_millis(100));
             }
@@ -88,7 +106,9 @@ impl Operator {
 
     /// Exit status if it has ended.
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
     }
 
     pub fn log_text(&self) -> String {
@@ -110,10 +130,29 @@ pub fn crd_path() -> PathBuf {
 /// earlier run died), CoreDNS reinstalled as `flavor` without any dnspolicy
 /// state. Returns the stock Corefile.
 pub async fn fresh(c: &Cluster, flavor: Flavor, version: &str) -> Result<String> {
-    c.kubectl(&["apply", "--server-side", "--force-conflicts", "-f", crd_path().to_str().unwrap()])?;
-    c.kubectl(&["wait", "--for=condition=Established", "--timeout=30s", "crd/clusterdnspolicies.dnspolicy.dev"])?;
+    c.kubectl(&[
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "-f",
+        crd_path().to_str().unwrap(),
+    ])?;
+    c.kubectl(&[
+        "wait",
+        "--for=condition=Established",
+        "--timeout=30s",
+        "crd/clusterdnspolicies.dnspolicy.dev",
+    ])?;
     clear_policies(c)?;
-    c.kubectl(&["-n", "kube-system", "delete", "configmap", "coredns", "coredns-custom", "--ignore-not-found"])?;
+    c.kubectl(&[
+        "-n",
+        "kube-system",
+        "delete",
+        "configmap",
+        "coredns",
+        "coredns-custom",
+        "--ignore-not-found",
+    ])?;
     c.install_coredns(flavor, version).await?;
     corefile(c)
 }
@@ -121,7 +160,14 @@ pub async fn fresh(c: &Cluster, flavor: Flavor, version: &str) -> Result<String>
 pub fn clear_policies(c: &Cluster) -> Result<()> {
     let names = c.kubectl(&["get", "cdp", "-o", "jsonpath={.items[*].metadata.name}"])?;
     for name in names.split_whitespace() {
-        c.kubectl(&["patch", "cdp", name, "--type=merge", "-p", r#"{"metadata":{"finalizers":null}}"#])?;
+        c.kubectl(&[
+            "patch",
+            "cdp",
+            name,
+            "--type=merge",
+            "-p",
+            r#"{"metadata":{"finalizers":null}}"#,
+        ])?;
     }
     c.kubectl(&["delete", "cdp", "--all", "--wait=true"])?;
     Ok(())
@@ -141,7 +187,10 @@ pub fn get_json(c: &Cluster, args: &[&str]) -> Result<Value> {
 
 pub fn corefile(c: &Cluster) -> Result<String> {
     let cm = get_json(c, &["-n", "kube-system", "configmap", "coredns"])?;
-    cm["data"]["Corefile"].as_str().map(str::to_string).context("coredns ConfigMap has no Corefile")
+    cm["data"]["Corefile"]
+        .as_str()
+        .map(str::to_string)
+        .context("coredns ConfigMap has no Corefile")
 }
 
 pub fn policy(c: &Cluster, name: &str) -> Result<Value> {
@@ -149,13 +198,17 @@ pub fn policy(c: &Cluster, name: &str) -> Result<Value> {
 }
 
 pub fn condition(p: &Value, type_: &str) -> Option<(String, String, String)> {
-    p["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == type_).map(|c| {
-        (
-            c["status"].as_str().unwrap_or_default().to_string(),
-            c["reason"].as_str().unwrap_or_default().to_string(),
-            c["message"].as_str().unwrap_or_default().to_string(),
-        )
-    })
+    p["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+        .map(|c| {
+            (
+                c["status"].as_str().unwrap_or_default().to_string(),
+                c["reason"].as_str().unwrap_or_default().to_string(),
+                c["message"].as_str().unwrap_or_default().to_string(),
+            )
+        })
 }
 
 /// `Ready=True` for the current generation.
@@ -165,7 +218,11 @@ pub fn is_ready(p: &Value) -> bool {
 }
 
 /// Polls `check` every 200 ms until it returns Some, or fails with `what`.
-pub async fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Result<Option<T>>) -> Result<T> {
+pub async fn wait_for<T>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> Result<Option<T>>,
+) -> Result<T> {
     let t0 = Instant::now();
     let mut last_err = None;
     loop {
@@ -192,7 +249,11 @@ pub async fn wait_ready(c: &Cluster, name: &str, timeout: Duration) -> Result<Va
 /// The Deployment's pod-template hash annotation.
 pub fn template_hash(c: &Cluster) -> Result<Option<String>> {
     let d = get_json(c, &["-n", "kube-system", "deployment", "coredns"])?;
-    Ok(d["spec"]["template"]["metadata"]["annotations"]["dnspolicy.dev/corefile-hash"].as_str().map(str::to_string))
+    Ok(
+        d["spec"]["template"]["metadata"]["annotations"]["dnspolicy.dev/corefile-hash"]
+            .as_str()
+            .map(str::to_string),
+    )
 }
 
 /// The audit log's length now: writes are counted from here.
@@ -208,7 +269,9 @@ pub fn operator_writes_since(c: &Cluster, mark: u64) -> Result<Vec<String>> {
     file.seek(SeekFrom::Start(mark))?;
     let mut writes = Vec::new();
     for line in BufReader::new(file).lines() {
-        let Ok(event) = serde_json::from_str::<Value>(&line?) else { continue };
+        let Ok(event) = serde_json::from_str::<Value>(&line?) else {
+            continue;
+        };
         let agent = event["userAgent"].as_str().unwrap_or_default();
         let verb = event["verb"].as_str().unwrap_or_default();
         let resource = event["objectRef"]["resource"].as_str().unwrap_or_default();
@@ -217,8 +280,14 @@ pub fn operator_writes_since(c: &Cluster, mark: u64) -> Result<Vec<String>> {
             && matches!(verb, "create" | "update" | "patch" | "delete")
             && resource != "leases"
         {
-            let sub = event["objectRef"]["subresource"].as_str().map(|s| format!("/{s}")).unwrap_or_default();
-            writes.push(format!("{verb} {resource}/{}{sub}", event["objectRef"]["name"].as_str().unwrap_or("")));
+            let sub = event["objectRef"]["subresource"]
+                .as_str()
+                .map(|s| format!("/{s}"))
+                .unwrap_or_default();
+            writes.push(format!(
+                "{verb} {resource}/{}{sub}",
+                event["objectRef"]["name"].as_str().unwrap_or("")
+            ));
         }
     }
     Ok(writes)
@@ -232,3 +301,81 @@ pub async fn rolled(c: &Cluster) -> Result<Vec<Ipv4Addr>> {
 pub const TAILSCALE: &str = include_str!("../../../manifests/examples/tailscale.yaml");
 pub const OPENSTACK: &str = include_str!("../../../manifests/examples/openstack.yaml");
 pub const EKS: &str = include_str!("../../../manifests/examples/eks.yaml");
+
+/// Stops kube-apiserver and starts it again with the same command line, as
+/// a control-plane upgrade or crash would; waits until it serves again.
+pub fn restart_apiserver(c: &Cluster) -> Result<Duration> {
+    use std::os::unix::process::CommandExt;
+    let pidfile = c.layout.pidfile("kube-apiserver");
+    let pid: i32 = fs::read_to_string(&pidfile)?.trim().parse()?;
+    let argv: Vec<String> = fs::read(format!("/proc/{pid}/cmdline"))?
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let t0 = Instant::now();
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let gone = |pid: i32| {
+        // A zombie child of this process counts as gone; reap it if it is ours.
+        unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
+        match fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Ok(stat) => stat.split_whitespace().nth(2) == Some("Z"),
+            Err(_) => true,
+        }
+    };
+    while !gone(pid) {
+        if t0.elapsed() > Duration::from_secs(30) {
+            bail!("kube-apiserver {pid} did not stop");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(c.layout.log("kube-apiserver"))?;
+    let child = Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .current_dir(&c.layout.dir)
+        .process_group(0)
+        .spawn()?;
+    fs::write(&pidfile, child.id().to_string())?;
+    std::mem::forget(child);
+    loop {
+        if c.kubectl(&["get", "--raw", "/readyz"]).is_ok() {
+            return Ok(t0.elapsed());
+        }
+        if t0.elapsed() > Duration::from_secs(60) {
+            bail!("kube-apiserver did not come back within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Adds a kwok-managed node.
+pub fn add_node(c: &Cluster, name: &str, labels: &[(&str, &str)]) -> Result<()> {
+    let labels: String = labels
+        .iter()
+        .map(|(k, v)| format!("    {k}: \"{v}\"\n"))
+        .collect();
+    let yaml = format!(
+        "apiVersion: v1\nkind: Node\nmetadata:\n  name: {name}\n  annotations:\n    kwok.x-k8s.io/node: fake\n    node.alpha.kubernetes.io/ttl: \"0\"\n  labels:\n    type: kwok\n    kubernetes.io/hostname: {name}\n{labels}spec: {{}}\n"
+    );
+    c.kubectl_stdin(&["apply", "-f", "-"], &yaml)?;
+    Ok(())
+}
+
+/// A running `dnspolicy node-agent` for `node`, reading `resolv_conf`.
+pub fn node_agent(c: &Cluster, node: &str, resolv_conf: &std::path::Path) -> Result<Child> {
+    let log = File::create(c.layout.logs().join(format!("node-agent-{node}.log")))?;
+    Ok(Command::new(operator_bin()?)
+        .args(["node-agent", "--node-name", node, "--interval", "500ms"])
+        .arg("--resolv-conf")
+        .arg(resolv_conf)
+        .env("KUBECONFIG", c.kubeconfig())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()?)
+}
