@@ -38,6 +38,8 @@ const FIXTURES: &[Fixture] = &[
         custom: Some(("custom/*.override", "custom/*.server")),
         blocks: 1,
     },
+    Fixture { file: "openshift-cluster-dns-operator-061cf58f.Corefile", port: 5353, bind: &[], custom: None, blocks: 2 },
+    Fixture { file: "rke2-coredns-chart-1.19.400.Corefile", port: 53, bind: &[], custom: None, blocks: 1 },
     Fixture {
         file: "nodelocaldns-kubernetes-v1.36.3.Corefile",
         port: 53,

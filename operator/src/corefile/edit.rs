@@ -310,10 +310,11 @@ pub fn strip(text: &str) -> Result<String, CorefileError> {
 pub fn render(original: &str, managed: &ManagedText) -> Result<String, CorefileError> {
     let base = strip(original)?;
     check_managed(managed)?;
+    // even with nothing to place, an unparseable Corefile is refused, never passed on
+    let (corefile, braces) = parse_detailed(&base)?;
     if managed.dot_block.is_empty() && managed.server_blocks.is_empty() {
         return Ok(base);
     }
-    let (corefile, braces) = parse_detailed(&base)?;
     let newline = if base.find('\n').is_some_and(|i| i > 0 && base.as_bytes()[i - 1] == b'\r') { "\r\n" } else { "\n" };
     let mut out = base.clone();
 

@@ -151,7 +151,15 @@ impl Parser {
                 break;
             }
         }
-        let Some(&(_, first)) = keys.first() else { return Ok(()) };
+        let Some(&(_, first)) = keys.first() else {
+            // caddy parses and drops a block without keys; we refuse it rather than hide it
+            return match self.toks.get(self.pos) {
+                Some(open) if !eof && open.text == "{" => {
+                    Err(CorefileError::StrayOpenBrace { line: open.span.line, column: open.span.column })
+                }
+                _ => Ok(()),
+            };
+        };
 
         if keys.len() == 1 && keys[0].0.len() >= 2 && keys[0].0.starts_with('(') && keys[0].0.ends_with(')') {
             let name = keys[0].0[1..keys[0].0.len() - 1].to_string();
@@ -535,6 +543,12 @@ mod tests {
         let key = &corefile.blocks[0].keys[0];
         assert_eq!((key.zone.as_str(), key.port), (".", None));
         assert_eq!(corefile.blocks[0].directives[0].args, [".", "{$UPSTREAM}"]);
+    }
+
+    #[test]
+    fn a_block_without_keys_is_refused() {
+        assert_eq!(parse("{\n  errors\n}\n"), Err(CorefileError::StrayOpenBrace { line: 1, column: 1 }));
+        assert_eq!(parse("\"\" {\n}\n"), Err(CorefileError::StrayOpenBrace { line: 1, column: 4 }));
     }
 
     #[test]
