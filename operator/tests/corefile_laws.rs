@@ -100,7 +100,7 @@ fn managed() -> impl Strategy<Value = ManagedText> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     #[test]
     fn render_then_strip_restores_every_byte(text in corefile(), managed in managed()) {

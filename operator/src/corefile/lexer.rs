@@ -11,7 +11,9 @@
 //!   at the next whitespace on the same line (caddy forgets the comment when it
 //!   returns the token), so `a#b c` is the tokens `a` and `c`;
 //! - `{` and `}` are ordinary words: they are braces only when they stand alone;
-//! - a byte order mark at the very start is dropped.
+//! - a byte order mark at the very start is dropped;
+//! - backticks and heredocs are Caddy v2 syntax; CoreDNS's fork has neither, so a
+//!   backtick is an ordinary character.
 //!
 //! One deliberate difference: caddy silently accepts a quote left open at the end
 //! of the input; we refuse it, because the editor must never guess where text ends.
@@ -217,6 +219,11 @@ mod tests {
     fn env_placeholders_stay_as_written() {
         assert_eq!(texts(".:{$DNS_PORT} {\n forward . {$UPSTREAM}\n}"), [".:{$DNS_PORT}", "{", "forward", ".", "{$UPSTREAM}", "}"]);
         assert_eq!(texts("{$ENV}"), ["{$ENV}"]);
+    }
+
+    #[test]
+    fn backticks_are_ordinary_characters() {
+        assert_eq!(texts("answer `a b`"), ["answer", "`a", "b`"]);
     }
 
     #[test]

@@ -546,6 +546,13 @@ mod tests {
     }
 
     #[test]
+    fn a_quoted_brace_is_still_a_brace_to_coredns() {
+        // caddy compares token text, so quoting a brace does not make it a word
+        let corefile = parse(".:53 \"{\"\n  errors\n\"}\"\n").unwrap();
+        assert_eq!(names(&corefile.blocks[0].directives), ["errors"]);
+    }
+
+    #[test]
     fn a_block_without_keys_is_refused() {
         assert_eq!(parse("{\n  errors\n}\n"), Err(CorefileError::StrayOpenBrace { line: 1, column: 1 }));
         assert_eq!(parse("\"\" {\n}\n"), Err(CorefileError::StrayOpenBrace { line: 1, column: 4 }));
