@@ -79,7 +79,11 @@ impl FromStr for QType {
             "ANY" => QType::Any,
             _ => match upper.strip_prefix("TYPE").and_then(|n| n.parse().ok()) {
                 Some(n) => QType::Other(n),
-                None => return Err(format!("{s:?} is not a DNS query type (A, AAAA, SRV, ... or TYPEn)")),
+                None => {
+                    return Err(format!(
+                        "{s:?} is not a DNS query type (A, AAAA, SRV, ... or TYPEn)"
+                    ));
+                }
             },
         })
     }
@@ -95,7 +99,10 @@ pub enum Outcome {
     NoData,
     /// The query leaves CoreDNS: the reply is whatever `targets` answer for
     /// `name` (the name after rewrites), or a timeout if they never do.
-    Upstream { targets: Vec<String>, name: String },
+    Upstream {
+        targets: Vec<String>,
+        name: String,
+    },
     ServFail,
     Refused,
     /// CoreDNS writes no reply; the client waits for its timeout.
@@ -138,17 +145,67 @@ pub struct ServeContext<'a> {
     pub in_cluster: &'a dyn Fn(&str) -> bool,
 }
 
-
 /// CoreDNS's plugin order (plugin.cfg, 1.14.2); plugins not listed come after,
 /// in file order. `view` filters during routing, not here.
 const PLUGIN_ORDER: &[&str] = &[
-    "root", "metadata", "geoip", "cancel", "tls", "quic", "grpc_server", "https", "https3",
-    "timeouts", "multisocket", "reload", "nsid", "bufsize", "bind", "debug", "trace", "ready",
-    "health", "pprof", "prometheus", "errors", "log", "dnstap", "local", "dns64", "acl", "any",
-    "chaos", "loadbalance", "tsig", "cache", "rewrite", "header", "dnssec", "autopath",
-    "minimal", "template", "transfer", "hosts", "route53", "azure", "clouddns", "k8s_external",
-    "kubernetes", "file", "auto", "secondary", "etcd", "loop", "forward", "grpc", "erratic",
-    "whoami", "on", "sign", "view", "nomad",
+    "root",
+    "metadata",
+    "geoip",
+    "cancel",
+    "tls",
+    "quic",
+    "grpc_server",
+    "https",
+    "https3",
+    "timeouts",
+    "multisocket",
+    "reload",
+    "nsid",
+    "bufsize",
+    "bind",
+    "debug",
+    "trace",
+    "ready",
+    "health",
+    "pprof",
+    "prometheus",
+    "errors",
+    "log",
+    "dnstap",
+    "local",
+    "dns64",
+    "acl",
+    "any",
+    "chaos",
+    "loadbalance",
+    "tsig",
+    "cache",
+    "rewrite",
+    "header",
+    "dnssec",
+    "autopath",
+    "minimal",
+    "template",
+    "transfer",
+    "hosts",
+    "route53",
+    "azure",
+    "clouddns",
+    "k8s_external",
+    "kubernetes",
+    "file",
+    "auto",
+    "secondary",
+    "etcd",
+    "loop",
+    "forward",
+    "grpc",
+    "erratic",
+    "whoami",
+    "on",
+    "sign",
+    "view",
+    "nomad",
 ];
 
 /// Serves one query as CoreDNS would.
@@ -161,13 +218,22 @@ pub fn serve(corefile: &Corefile, qname: &str, qtype: QType, ctx: &ServeContext<
 /// model calls it a loop.
 const MAX_SELF_FORWARDS: u8 = 4;
 
-fn serve_at(corefile: &Corefile, port: u16, qname: &str, qtype: QType, ctx: &ServeContext<'_>, depth: u8) -> Served {
+fn serve_at(
+    corefile: &Corefile,
+    port: u16,
+    qname: &str,
+    qtype: QType,
+    ctx: &ServeContext<'_>,
+    depth: u8,
+) -> Served {
     let name = absolute_lower(qname);
     let Some((block, key)) = route(corefile, port, &name, qtype) else {
         return Served {
             block: String::new(),
             plugin: String::new(),
-            steps: vec![format!("no server block on port {port} serves {name}: REFUSED")],
+            steps: vec![format!(
+                "no server block on port {port} serves {name}: REFUSED"
+            )],
             outcome: Outcome::Refused,
             question_matches: true,
             question_matches_if_upstream_fails: true,
@@ -242,18 +308,29 @@ fn absolute_lower(name: &str) -> String {
 
 /// `name` is `zone` or below it, label-wise; both absolute.
 fn in_zone(name: &str, zone: &str) -> bool {
-    zone == "." || name == zone || name.strip_suffix(zone).is_some_and(|rest| rest.ends_with('.'))
+    zone == "."
+        || name == zone
+        || name
+            .strip_suffix(zone)
+            .is_some_and(|rest| rest.ends_with('.'))
 }
 
 /// The block (and the key as written) that takes the query: longest zone
 /// first, each zone's blocks in file order, a block with a `view` only when
 /// its expression admits the query; `.` last.
-fn route<'c>(corefile: &'c Corefile, port: u16, name: &str, qtype: QType) -> Option<(&'c ServerBlock, String)> {
+fn route<'c>(
+    corefile: &'c Corefile,
+    port: u16,
+    name: &str,
+    qtype: QType,
+) -> Option<(&'c ServerBlock, String)> {
     let mut candidates: Vec<&str> = Vec::new();
     let mut rest = name;
     while rest != "." && !rest.is_empty() {
         candidates.push(rest);
-        rest = rest.split_once('.').map_or(".", |(_, r)| if r.is_empty() { "." } else { r });
+        rest = rest
+            .split_once('.')
+            .map_or(".", |(_, r)| if r.is_empty() { "." } else { r });
     }
     candidates.push(".");
     for zone in candidates {
@@ -263,10 +340,10 @@ fn route<'c>(corefile: &'c Corefile, port: u16, name: &str, qtype: QType) -> Opt
                     && k.port.unwrap_or(DEFAULT_DNS_PORT) == port
                     && k.scheme.as_deref().is_none_or(|s| s == "dns")
             });
-            if let Some(key) = key {
-                if view_admits(b, name, qtype) {
-                    return Some((b, key.raw.clone()));
-                }
+            if let Some(key) = key
+                && view_admits(b, name, qtype)
+            {
+                return Some((b, key.raw.clone()));
             }
         }
     }
@@ -320,12 +397,25 @@ impl Run<'_, '_> {
                 plugins.push(&d.name);
             }
         }
-        let rank = |p: &str| PLUGIN_ORDER.iter().position(|x| *x == p).unwrap_or(PLUGIN_ORDER.len());
+        let rank = |p: &str| {
+            PLUGIN_ORDER
+                .iter()
+                .position(|x| *x == p)
+                .unwrap_or(PLUGIN_ORDER.len())
+        };
         plugins.sort_by_key(|p| rank(p));
         for plugin in plugins {
-            let lines: Vec<&Directive> = self.block.directives.iter().filter(|d| d.name == plugin).collect();
+            let lines: Vec<&Directive> = self
+                .block
+                .directives
+                .iter()
+                .filter(|d| d.name == plugin)
+                .collect();
             if let Some(outcome) = self.plugin(plugin, &lines) {
-                self.plugin = self.answered_by.clone().unwrap_or_else(|| plugin.to_string());
+                self.plugin = self
+                    .answered_by
+                    .clone()
+                    .unwrap_or_else(|| plugin.to_string());
                 return outcome;
             }
         }
@@ -349,10 +439,21 @@ impl Run<'_, '_> {
             "kubernetes" => self.kubernetes(lines[0]),
             "file" | "auto" | "secondary" => {
                 let d = lines[0];
-                let zones = if plugin == "auto" { Vec::new() } else { zones_of(d.args.get(1..).unwrap_or(&[])) };
-                let zones = if zones.is_empty() { self.block_zones() } else { zones };
+                let zones = if plugin == "auto" {
+                    Vec::new()
+                } else {
+                    zones_of(d.args.get(1..).unwrap_or(&[]))
+                };
+                let zones = if zones.is_empty() {
+                    self.block_zones()
+                } else {
+                    zones
+                };
                 let zone = zones.iter().find(|z| in_zone(&self.name, z))?;
-                self.steps.push(format!("{plugin}: {} is in zone {zone}, answered from its data (not modelled)", self.name));
+                self.steps.push(format!(
+                    "{plugin}: {} is in zone {zone}, answered from its data (not modelled)",
+                    self.name
+                ));
                 Some(Outcome::Answer)
             }
             "forward" | "grpc" => lines.iter().find_map(|d| self.forward(plugin, d)),
@@ -367,7 +468,8 @@ impl Run<'_, '_> {
                 Some(Outcome::Answer)
             }
             "any" if self.qtype == QType::Any => {
-                self.steps.push("any: answers an ANY query with HINFO".into());
+                self.steps
+                    .push("any: answers an ANY query with HINFO".into());
                 Some(Outcome::Answer)
             }
             _ => None,
@@ -389,11 +491,16 @@ impl Run<'_, '_> {
                 Ok(Some(rule)) => rule,
                 Ok(None) => continue,
                 Err(e) => {
-                    self.steps.push(format!("rewrite: rule {:?} not modelled ({e}); passed over", args.join(" ")));
+                    self.steps.push(format!(
+                        "rewrite: rule {:?} not modelled ({e}); passed over",
+                        args.join(" ")
+                    ));
                     continue;
                 }
             };
-            let Some(new) = rule.apply(&self.name) else { continue };
+            let Some(new) = rule.apply(&self.name) else {
+                continue;
+            };
             self.steps.push(format!("rewrite: {} to {new}", self.name));
             self.name = new;
             self.rewritten = true;
@@ -410,22 +517,35 @@ impl Run<'_, '_> {
             }
         }
         if self.rewritten && !self.maps_answers {
-            self.steps.push("rewrite: no answer rule, so answers keep the rewritten name".into());
+            self.steps
+                .push("rewrite: no answer rule, so answers keep the rewritten name".into());
         }
     }
 
     fn template(&mut self, lines: &[&Directive]) -> Option<Outcome> {
-        let templates: Vec<Template> = lines.iter().map(|d| Template::parse(d, &self.block_zones())).collect();
-        if !templates.iter().any(|t| t.zones.iter().any(|z| in_zone(&self.name, z))) {
+        let templates: Vec<Template> = lines
+            .iter()
+            .map(|d| Template::parse(d, &self.block_zones()))
+            .collect();
+        if !templates
+            .iter()
+            .any(|t| t.zones.iter().any(|z| in_zone(&self.name, z)))
+        {
             return None;
         }
         for t in &templates {
-            let Some(zone) = t.zones.iter().find(|z| in_zone(&self.name, z)) else { continue };
-            let type_ok = t.qtype == "ANY" || self.qtype == QType::Any || t.qtype == self.qtype.name();
+            let Some(zone) = t.zones.iter().find(|z| in_zone(&self.name, z)) else {
+                continue;
+            };
+            let type_ok =
+                t.qtype == "ANY" || self.qtype == QType::Any || t.qtype == self.qtype.name();
             if !type_ok {
                 continue;
             }
-            if t.regexes.iter().any(|r| r.as_ref().is_some_and(|r| r.is_match(&self.name))) {
+            if t.regexes
+                .iter()
+                .any(|r| r.as_ref().is_some_and(|r| r.is_match(&self.name)))
+            {
                 let outcome = match t.rcode.as_str() {
                     "NXDOMAIN" => Outcome::NxDomain,
                     "SERVFAIL" => Outcome::ServFail,
@@ -433,18 +553,33 @@ impl Run<'_, '_> {
                     _ if t.answers => Outcome::Answer,
                     _ => Outcome::NoData,
                 };
-                self.steps.push(format!("template {zone}: matches {}, answers {}", self.name, outcome_word(&outcome)));
+                self.steps.push(format!(
+                    "template {zone}: matches {}, answers {}",
+                    self.name,
+                    outcome_word(&outcome)
+                ));
                 return Some(outcome);
             }
-            if t.fallthrough.as_ref().is_some_and(|zones| zones.is_empty() || zones.iter().any(|z| in_zone(&self.name, z))) {
-                self.steps.push(format!("template {zone}: no match for {}, falls through", self.name));
+            if t.fallthrough.as_ref().is_some_and(|zones| {
+                zones.is_empty() || zones.iter().any(|z| in_zone(&self.name, z))
+            }) {
+                self.steps.push(format!(
+                    "template {zone}: no match for {}, falls through",
+                    self.name
+                ));
                 continue;
             }
             return Some(if self.ctx.version >= CoreDnsVersion::TEMPLATE_SERVFAIL {
-                self.steps.push(format!("template {zone}: no match for {} and no fallthrough: SERVFAIL", self.name));
+                self.steps.push(format!(
+                    "template {zone}: no match for {} and no fallthrough: SERVFAIL",
+                    self.name
+                ));
                 Outcome::ServFail
             } else {
-                self.steps.push(format!("template {zone}: no match for {} and no fallthrough: no reply", self.name));
+                self.steps.push(format!(
+                    "template {zone}: no match for {} and no fallthrough: no reply",
+                    self.name
+                ));
                 Outcome::NoReply
             });
         }
@@ -454,7 +589,11 @@ impl Run<'_, '_> {
     fn hosts(&mut self, d: &Directive) -> Option<Outcome> {
         // `hosts [FILE [ZONES...]] { IP NAME...; fallthrough [ZONES] }`
         let zones = zones_of(d.args.get(1..).unwrap_or(&[]));
-        let zones = if zones.is_empty() { self.block_zones() } else { zones };
+        let zones = if zones.is_empty() {
+            self.block_zones()
+        } else {
+            zones
+        };
         if !zones.iter().any(|z| in_zone(&self.name, z)) {
             return None;
         }
@@ -464,13 +603,13 @@ impl Run<'_, '_> {
         for line in &d.block {
             if line.name == "fallthrough" {
                 fallthrough = Some(zones_of(&line.args));
-            } else if let Ok(ip) = line.name.parse::<std::net::IpAddr>() {
-                if line.args.iter().any(|n| absolute_lower(n) == self.name) {
-                    if ip.is_ipv4() {
-                        found_v4 = true;
-                    } else {
-                        found_v6 = true;
-                    }
+            } else if let Ok(ip) = line.name.parse::<std::net::IpAddr>()
+                && line.args.iter().any(|n| absolute_lower(n) == self.name)
+            {
+                if ip.is_ipv4() {
+                    found_v4 = true;
+                } else {
+                    found_v6 = true;
                 }
             }
         }
@@ -480,35 +619,64 @@ impl Run<'_, '_> {
                 QType::Aaaa => found_v6,
                 _ => false,
             };
-            let outcome = if has { Outcome::Answer } else { Outcome::NoData };
-            self.steps.push(format!("hosts: {} is listed, answers {}", self.name, outcome_word(&outcome)));
+            let outcome = if has {
+                Outcome::Answer
+            } else {
+                Outcome::NoData
+            };
+            self.steps.push(format!(
+                "hosts: {} is listed, answers {}",
+                self.name,
+                outcome_word(&outcome)
+            ));
             return Some(outcome);
         }
         if fallthrough.is_some_and(|z| z.is_empty() || z.iter().any(|z| in_zone(&self.name, z))) {
             return None;
         }
-        self.steps.push(format!("hosts: {} is not listed and there is no fallthrough: SERVFAIL", self.name));
+        self.steps.push(format!(
+            "hosts: {} is not listed and there is no fallthrough: SERVFAIL",
+            self.name
+        ));
         Some(Outcome::ServFail)
     }
 
     fn kubernetes(&mut self, d: &Directive) -> Option<Outcome> {
         let zones = zones_of(&d.args);
-        let zones = if zones.is_empty() { self.block_zones() } else { zones };
+        let zones = if zones.is_empty() {
+            self.block_zones()
+        } else {
+            zones
+        };
         let zone = zones.iter().find(|z| in_zone(&self.name, z))?.clone();
         if (self.ctx.in_cluster)(&self.name) {
             let outcome = match self.qtype {
                 QType::A | QType::Aaaa | QType::Srv | QType::Ptr | QType::Any => Outcome::Answer,
                 _ => Outcome::NoData,
             };
-            self.steps.push(format!("kubernetes {zone}: {} exists, answers {}", self.name, outcome_word(&outcome)));
+            self.steps.push(format!(
+                "kubernetes {zone}: {} exists, answers {}",
+                self.name,
+                outcome_word(&outcome)
+            ));
             return Some(outcome);
         }
-        let fallthrough = d.block.iter().find(|l| l.name == "fallthrough").map(|l| zones_of(&l.args));
+        let fallthrough = d
+            .block
+            .iter()
+            .find(|l| l.name == "fallthrough")
+            .map(|l| zones_of(&l.args));
         if fallthrough.is_some_and(|z| z.is_empty() || z.iter().any(|z| in_zone(&self.name, z))) {
-            self.steps.push(format!("kubernetes {zone}: no {}, falls through", self.name));
+            self.steps.push(format!(
+                "kubernetes {zone}: no {}, falls through",
+                self.name
+            ));
             return None;
         }
-        self.steps.push(format!("kubernetes {zone}: no {}, answers NXDOMAIN", self.name));
+        self.steps.push(format!(
+            "kubernetes {zone}: no {}, answers NXDOMAIN",
+            self.name
+        ));
         Some(Outcome::NxDomain)
     }
 
@@ -528,8 +696,15 @@ impl Run<'_, '_> {
         if let Some(me) = targets.iter().find(|t| self.is_self(t)) {
             return Some(self.ask_itself(plugin, &from, me));
         }
-        self.steps.push(format!("{plugin} {from}: sends {} to {}", self.name, targets.join(" ")));
-        Some(Outcome::Upstream { targets, name: self.name.clone() })
+        self.steps.push(format!(
+            "{plugin} {from}: sends {} to {}",
+            self.name,
+            targets.join(" ")
+        ));
+        Some(Outcome::Upstream {
+            targets,
+            name: self.name.clone(),
+        })
     }
 
     /// Whether a forward target is this listener: a loopback or wildcard
@@ -539,7 +714,10 @@ impl Run<'_, '_> {
         let parsed = addr
             .parse::<std::net::SocketAddr>()
             .map(|a| (a.ip(), a.port()))
-            .or_else(|_| addr.parse::<std::net::IpAddr>().map(|ip| (ip, DEFAULT_DNS_PORT)));
+            .or_else(|_| {
+                addr.parse::<std::net::IpAddr>()
+                    .map(|ip| (ip, DEFAULT_DNS_PORT))
+            });
         let Ok((ip, port)) = parsed else { return false };
         if port != self.port {
             return false;
@@ -547,11 +725,14 @@ impl Run<'_, '_> {
         ip.is_loopback()
             || ip.is_unspecified()
             || self.corefile.blocks.iter().any(|b| {
-                b.keys.iter().any(|k| k.port.unwrap_or(DEFAULT_DNS_PORT) == self.port)
-                    && b.directives
-                        .iter()
-                        .filter(|d| d.name == "bind")
-                        .any(|d| d.args.iter().any(|a| a.parse::<std::net::IpAddr>() == Ok(ip)))
+                b.keys
+                    .iter()
+                    .any(|k| k.port.unwrap_or(DEFAULT_DNS_PORT) == self.port)
+                    && b.directives.iter().filter(|d| d.name == "bind").any(|d| {
+                        d.args
+                            .iter()
+                            .any(|a| a.parse::<std::net::IpAddr>() == Ok(ip))
+                    })
             })
     }
 
@@ -559,14 +740,34 @@ impl Run<'_, '_> {
     /// routing on, and the reply comes back through this block's plugins.
     fn ask_itself(&mut self, plugin: &str, from: &str, me: &str) -> Outcome {
         self.self_forwarded = true;
-        self.steps.push(format!("{plugin} {from}: asks CoreDNS itself ({me}) for {}", self.name));
+        self.steps.push(format!(
+            "{plugin} {from}: asks CoreDNS itself ({me}) for {}",
+            self.name
+        ));
         if self.depth >= MAX_SELF_FORWARDS {
-            self.steps.push("CoreDNS keeps forwarding to itself: a loop, SERVFAIL".into());
+            self.steps
+                .push("CoreDNS keeps forwarding to itself: a loop, SERVFAIL".into());
             return Outcome::ServFail;
         }
-        let inner = serve_at(self.corefile, self.port, &self.name, self.qtype, self.ctx, self.depth + 1);
-        self.steps.push(format!("{}: served by {}", self.name, if inner.block.is_empty() { "no block" } else { &inner.block }));
-        self.steps.extend(inner.steps.iter().map(|s| format!("  {s}")));
+        let inner = serve_at(
+            self.corefile,
+            self.port,
+            &self.name,
+            self.qtype,
+            self.ctx,
+            self.depth + 1,
+        );
+        self.steps.push(format!(
+            "{}: served by {}",
+            self.name,
+            if inner.block.is_empty() {
+                "no block"
+            } else {
+                &inner.block
+            }
+        ));
+        self.steps
+            .extend(inner.steps.iter().map(|s| format!("  {s}")));
         self.answered_by = Some(inner.plugin.clone());
         self.name = inner.resolved_name.clone();
         match inner.outcome {
@@ -646,16 +847,26 @@ impl NameRule {
             other => return Err(format!("unknown match type {other:?}")),
         };
         let answer_rules = answer_rules || matches!(kind, NameMatch::Exact(..));
-        Ok(Some(NameRule { stop, kind, answer_rules }))
+        Ok(Some(NameRule {
+            stop,
+            kind,
+            answer_rules,
+        }))
     }
 
     /// The rewritten name, if the rule matches.
     fn apply(&self, name: &str) -> Option<String> {
         match &self.kind {
             NameMatch::Exact(from, to) => (name == from).then(|| to.clone()),
-            NameMatch::Prefix(from, to) => name.strip_prefix(from.as_str()).map(|r| format!("{to}{r}")),
-            NameMatch::Suffix(from, to) => name.strip_suffix(from.as_str()).map(|r| format!("{r}{to}")),
-            NameMatch::Substring(from, to) => name.contains(from.as_str()).then(|| name.replace(from.as_str(), to)),
+            NameMatch::Prefix(from, to) => {
+                name.strip_prefix(from.as_str()).map(|r| format!("{to}{r}"))
+            }
+            NameMatch::Suffix(from, to) => {
+                name.strip_suffix(from.as_str()).map(|r| format!("{r}{to}"))
+            }
+            NameMatch::Substring(from, to) => name
+                .contains(from.as_str())
+                .then(|| name.replace(from.as_str(), to)),
             NameMatch::Regex(regex, to) => {
                 let groups = regex.captures(name)?;
                 let mut out = to.clone();
@@ -684,8 +895,15 @@ impl Template {
     fn parse(d: &Directive, block_zones: &[String]) -> Template {
         let zones = zones_of(d.args.get(2..).unwrap_or(&[]));
         let mut t = Template {
-            qtype: d.args.get(1).map_or("ANY".into(), |t| t.to_ascii_uppercase()),
-            zones: if zones.is_empty() { block_zones.to_vec() } else { zones },
+            qtype: d
+                .args
+                .get(1)
+                .map_or("ANY".into(), |t| t.to_ascii_uppercase()),
+            zones: if zones.is_empty() {
+                block_zones.to_vec()
+            } else {
+                zones
+            },
             regexes: Vec::new(),
             rcode: "NOERROR".into(),
             answers: false,
@@ -693,9 +911,16 @@ impl Template {
         };
         for line in &d.block {
             match line.name.as_str() {
-                "match" => t.regexes.extend(line.args.iter().map(|r| re::Regex::new(r).ok())),
+                "match" => t
+                    .regexes
+                    .extend(line.args.iter().map(|r| re::Regex::new(r).ok())),
                 "answer" => t.answers = true,
-                "rcode" => t.rcode = line.args.first().map_or("NOERROR".into(), |r| r.to_ascii_uppercase()),
+                "rcode" => {
+                    t.rcode = line
+                        .args
+                        .first()
+                        .map_or("NOERROR".into(), |r| r.to_ascii_uppercase())
+                }
                 "fallthrough" => t.fallthrough = Some(zones_of(&line.args)),
                 _ => {}
             }
@@ -878,7 +1103,9 @@ mod expr {
                     self.i += 1;
                     let right = self.value()?;
                     match (op?, left, right) {
-                        (Tok::Matches, Val::Str(s), Val::Str(r)) => Some(re::Regex::new(&r).ok()?.is_match(&s)),
+                        (Tok::Matches, Val::Str(s), Val::Str(r)) => {
+                            Some(re::Regex::new(&r).ok()?.is_match(&s))
+                        }
                         (Tok::Eq, l, r) => Some(l == r),
                         (Tok::Ne, l, r) => Some(l != r),
                         (Tok::In, Val::Str(s), Val::List(l)) => Some(l.contains(&s)),
@@ -934,7 +1161,12 @@ mod expr {
     /// `None` when the expression is outside what the model reads.
     pub fn eval(text: &str, name: &str, qtype: QType) -> Option<bool> {
         let toks = lex(text)?;
-        let mut p = P { toks: &toks, i: 0, name, qtype };
+        let mut p = P {
+            toks: &toks,
+            i: 0,
+            name,
+            qtype,
+        };
         let v = p.or()?;
         (p.i == toks.len()).then_some(v)
     }
@@ -967,6 +1199,8 @@ pub(crate) mod re {
     }
 
     type Caps = Vec<Option<(usize, usize)>>;
+    /// An escape as a node, and as class ranges with their negation.
+    type Escape = (Node, Vec<(char, char)>, bool);
 
     struct Parser<'a> {
         chars: &'a [char],
@@ -984,7 +1218,11 @@ pub(crate) mod re {
                 self.i += 1;
                 alts.push(self.cat()?);
             }
-            Ok(if alts.len() == 1 { alts.pop().unwrap() } else { Node::Alt(alts) })
+            Ok(if alts.len() == 1 {
+                alts.pop().unwrap()
+            } else {
+                Node::Alt(alts)
+            })
         }
         fn cat(&mut self) -> Result<Node, String> {
             let mut items = Vec::new();
@@ -1006,7 +1244,11 @@ pub(crate) mod re {
             while self.peek().is_some_and(|c| c.is_ascii_digit()) {
                 self.i += 1;
             }
-            self.chars[start..self.i].iter().collect::<String>().parse().ok()
+            self.chars[start..self.i]
+                .iter()
+                .collect::<String>()
+                .parse()
+                .ok()
         }
         /// `{n}`, `{n,}`, `{n,m}`; anything else after `{` is a literal `{`.
         fn braces(&mut self) -> Option<(u32, Option<u32>)> {
@@ -1016,7 +1258,11 @@ pub(crate) mod re {
                 let min = self.number()?;
                 let max = if self.peek() == Some(',') {
                     self.i += 1;
-                    if self.peek() == Some('}') { None } else { Some(self.number()?) }
+                    if self.peek() == Some('}') {
+                        None
+                    } else {
+                        Some(self.number()?)
+                    }
                 } else {
                     Some(min)
                 };
@@ -1104,7 +1350,7 @@ pub(crate) mod re {
             })
         }
         /// An escape after `\`; inside a class, returns its ranges.
-        fn escape(&mut self, in_class: bool) -> Result<(Node, Vec<(char, char)>, bool), String> {
+        fn escape(&mut self, in_class: bool) -> Result<Escape, String> {
             let c = self.peek().ok_or("trailing backslash")?;
             self.i += 1;
             let digit = vec![('0', '9')];
@@ -1159,7 +1405,8 @@ pub(crate) mod re {
                 } else {
                     c
                 };
-                if self.peek() == Some('-') && self.chars.get(self.i + 1).is_some_and(|n| *n != ']') {
+                if self.peek() == Some('-') && self.chars.get(self.i + 1).is_some_and(|n| *n != ']')
+                {
                     self.i += 1;
                     let mut hi = self.peek().ok_or("missing ]")?;
                     self.i += 1;
@@ -1179,12 +1426,19 @@ pub(crate) mod re {
     impl Regex {
         pub fn new(pattern: &str) -> Result<Regex, String> {
             let chars: Vec<char> = pattern.chars().collect();
-            let mut p = Parser { chars: &chars, i: 0, groups: 0 };
+            let mut p = Parser {
+                chars: &chars,
+                i: 0,
+                groups: 0,
+            };
             let node = p.alt()?;
             if p.i != chars.len() {
                 return Err(format!("unexpected {:?} in regex {pattern:?}", chars[p.i]));
             }
-            Ok(Regex { node, groups: p.groups })
+            Ok(Regex {
+                node,
+                groups: p.groups,
+            })
         }
 
         pub fn is_match(&self, s: &str) -> bool {
@@ -1212,7 +1466,14 @@ pub(crate) mod re {
             None
         }
 
-        fn m(&self, n: &Node, s: &[char], i: usize, caps: &mut Caps, k: &mut dyn FnMut(usize, &mut Caps) -> bool) -> bool {
+        fn m(
+            &self,
+            n: &Node,
+            s: &[char],
+            i: usize,
+            caps: &mut Caps,
+            k: &mut dyn FnMut(usize, &mut Caps) -> bool,
+        ) -> bool {
             match n {
                 Node::Empty => k(i, caps),
                 Node::Lit(c) => i < s.len() && s[i] == *c && k(i + 1, caps),
@@ -1251,14 +1512,25 @@ pub(crate) mod re {
                     }
                     false
                 }
-                Node::Rep(inner, min, max, greedy) => self.rep(inner, *min, *max, *greedy, 0, s, i, caps, k),
+                Node::Rep(inner, min, max, greedy) => {
+                    self.rep(inner, *min, *max, *greedy, 0, s, i, caps, k)
+                }
             }
         }
 
-        fn cat(&self, items: &[Node], s: &[char], i: usize, caps: &mut Caps, k: &mut dyn FnMut(usize, &mut Caps) -> bool) -> bool {
+        fn cat(
+            &self,
+            items: &[Node],
+            s: &[char],
+            i: usize,
+            caps: &mut Caps,
+            k: &mut dyn FnMut(usize, &mut Caps) -> bool,
+        ) -> bool {
             match items.split_first() {
                 None => k(i, caps),
-                Some((first, rest)) => self.m(first, s, i, caps, &mut |j, caps| self.cat(rest, s, j, caps, k)),
+                Some((first, rest)) => self.m(first, s, i, caps, &mut |j, caps| {
+                    self.cat(rest, s, j, caps, k)
+                }),
             }
         }
 
@@ -1289,7 +1561,13 @@ pub(crate) mod re {
             if count < min {
                 return more(caps, k);
             }
-            if greedy { more(caps, k) || k(i, caps) } else { k(i, caps) || more(caps, k) }
+            // Same calls, other order: which is tried first is the point.
+            #[allow(clippy::if_same_then_else)]
+            if greedy {
+                more(caps, k) || k(i, caps)
+            } else {
+                k(i, caps) || more(caps, k)
+            }
         }
     }
 }
@@ -1299,10 +1577,20 @@ mod tests {
     use super::*;
     use crate::corefile::{ServerKey, Span};
 
-    const SPAN: Span = Span { start: 0, end: 0, line: 1, column: 1 };
+    const SPAN: Span = Span {
+        start: 0,
+        end: 0,
+        line: 1,
+        column: 1,
+    };
 
     fn d(name: &str, args: &[&str], block: Vec<Directive>) -> Directive {
-        Directive { name: name.into(), args: args.iter().map(|a| a.to_string()).collect(), block, span: SPAN }
+        Directive {
+            name: name.into(),
+            args: args.iter().map(|a| a.to_string()).collect(),
+            block,
+            span: SPAN,
+        }
     }
 
     fn block(key: &str, directives: Vec<Directive>) -> ServerBlock {
@@ -1310,8 +1598,21 @@ mod tests {
             Some((z, p)) => (z, Some(p.parse().unwrap())),
             None => (key, None),
         };
-        let zone = if zone == "." { ".".to_string() } else { format!("{zone}.") };
-        ServerBlock { keys: vec![ServerKey { raw: key.into(), scheme: None, zone, port }], directives, span: SPAN }
+        let zone = if zone == "." {
+            ".".to_string()
+        } else {
+            format!("{zone}.")
+        };
+        ServerBlock {
+            keys: vec![ServerKey {
+                raw: key.into(),
+                scheme: None,
+                zone,
+                port,
+            }],
+            directives,
+            span: SPAN,
+        }
     }
 
     /// kubeadm's Corefile, as its AST.
@@ -1323,10 +1624,18 @@ mod tests {
             d(
                 "kubernetes",
                 &["cluster.local", "in-addr.arpa", "ip6.arpa"],
-                vec![d("pods", &["insecure"], vec![]), d("fallthrough", &["in-addr.arpa", "ip6.arpa"], vec![]), d("ttl", &["30"], vec![])],
+                vec![
+                    d("pods", &["insecure"], vec![]),
+                    d("fallthrough", &["in-addr.arpa", "ip6.arpa"], vec![]),
+                    d("ttl", &["30"], vec![]),
+                ],
             ),
             d("prometheus", &[":9153"], vec![]),
-            d("forward", &[".", "/etc/resolv.conf"], vec![d("max_concurrent", &["1000"], vec![])]),
+            d(
+                "forward",
+                &[".", "/etc/resolv.conf"],
+                vec![d("max_concurrent", &["1000"], vec![])],
+            ),
             d("cache", &["30"], vec![]),
             d("loop", &[], vec![]),
             d("reload", &[], vec![]),
@@ -1335,7 +1644,10 @@ mod tests {
         directives.extend(extra);
         let mut blocks = vec![block(".:53", directives)];
         blocks.extend(more_blocks);
-        Corefile { blocks, top_level_imports: vec![] }
+        Corefile {
+            blocks,
+            top_level_imports: vec![],
+        }
     }
 
     fn frigate(name: &str) -> bool {
@@ -1343,7 +1655,11 @@ mod tests {
     }
 
     fn ctx(version: CoreDnsVersion) -> ServeContext<'static> {
-        ServeContext { version, port: None, in_cluster: &frigate }
+        ServeContext {
+            version,
+            port: None,
+            in_cluster: &frigate,
+        }
     }
 
     const V1_14: CoreDnsVersion = CoreDnsVersion::new(1, 14, 2);
@@ -1352,7 +1668,12 @@ mod tests {
     #[test]
     fn without_a_policy_the_search_artifact_leaks_upstream() {
         let c = kubeadm(vec![], vec![]);
-        let s = serve(&c, "frigate.video-management-system.svc.cluster.local.tailb45a71.ts.net", QType::A, &ctx(V1_14));
+        let s = serve(
+            &c,
+            "frigate.video-management-system.svc.cluster.local.tailb45a71.ts.net",
+            QType::A,
+            &ctx(V1_14),
+        );
         assert_eq!(s.block, ".:53");
         assert_eq!(
             s.outcome,
@@ -1361,26 +1682,64 @@ mod tests {
                 name: "frigate.video-management-system.svc.cluster.local.tailb45a71.ts.net.".into()
             }
         );
-        let s = serve(&c, "frigate.video-management-system.svc.cluster.local", QType::A, &ctx(V1_14));
+        let s = serve(
+            &c,
+            "frigate.video-management-system.svc.cluster.local",
+            QType::A,
+            &ctx(V1_14),
+        );
         assert_eq!(s.outcome, Outcome::Answer);
-        assert_eq!(s.steps, ["kubernetes cluster.local.: frigate.video-management-system.svc.cluster.local. exists, answers an answer"]);
+        assert_eq!(
+            s.steps,
+            [
+                "kubernetes cluster.local.: frigate.video-management-system.svc.cluster.local. exists, answers an answer"
+            ]
+        );
         let s = serve(&c, "nosuch.svc.cluster.local", QType::A, &ctx(V1_14));
         assert_eq!(s.outcome, Outcome::NxDomain);
     }
 
     #[test]
     fn rewrite_answer_auto_resolves_the_stripped_name_and_keeps_the_question() {
-        let rule = d("rewrite", &["stop", "name", "regex", "^([^.]+[.].+)[.]tailb45a71[.]ts[.]net[.]$", "{1}.", "answer", "auto"], vec![]);
+        let rule = d(
+            "rewrite",
+            &[
+                "stop",
+                "name",
+                "regex",
+                "^([^.]+[.].+)[.]tailb45a71[.]ts[.]net[.]$",
+                "{1}.",
+                "answer",
+                "auto",
+            ],
+            vec![],
+        );
         let c = kubeadm(vec![rule], vec![]);
         for version in [V1_8, V1_14] {
-            let s = serve(&c, "frigate.video-management-system.svc.cluster.local.tailb45a71.ts.net.", QType::A, &ctx(version));
+            let s = serve(
+                &c,
+                "frigate.video-management-system.svc.cluster.local.tailb45a71.ts.net.",
+                QType::A,
+                &ctx(version),
+            );
             assert_eq!(s.outcome, Outcome::Answer);
             assert!(s.question_matches);
-            assert_eq!(s.resolved_name, "frigate.video-management-system.svc.cluster.local.");
-            let s = serve(&c, "api.github.com.tailb45a71.ts.net", QType::Aaaa, &ctx(version));
+            assert_eq!(
+                s.resolved_name,
+                "frigate.video-management-system.svc.cluster.local."
+            );
+            let s = serve(
+                &c,
+                "api.github.com.tailb45a71.ts.net",
+                QType::Aaaa,
+                &ctx(version),
+            );
             assert_eq!(
                 s.outcome,
-                Outcome::Upstream { targets: vec!["/etc/resolv.conf".into()], name: "api.github.com.".into() }
+                Outcome::Upstream {
+                    targets: vec!["/etc/resolv.conf".into()],
+                    name: "api.github.com.".into()
+                }
             );
             assert!(s.question_matches);
             let s = serve(&c, "myhost.tailb45a71.ts.net", QType::A, &ctx(version));
@@ -1391,13 +1750,26 @@ mod tests {
 
     #[test]
     fn a_continue_rule_without_answer_rules_leaves_the_question_rewritten() {
-        let rule = d("rewrite", &["continue", "name", "suffix", ".tailb45a71.ts.net.", "."], vec![]);
+        let rule = d(
+            "rewrite",
+            &["continue", "name", "suffix", ".tailb45a71.ts.net.", "."],
+            vec![],
+        );
         let c = kubeadm(vec![rule], vec![]);
-        let s = serve(&c, "frigate.video-management-system.svc.cluster.local.tailb45a71.ts.net", QType::A, &ctx(V1_14));
+        let s = serve(
+            &c,
+            "frigate.video-management-system.svc.cluster.local.tailb45a71.ts.net",
+            QType::A,
+            &ctx(V1_14),
+        );
         assert_eq!(s.outcome, Outcome::Answer);
         assert!(!s.question_matches);
         // A stop rule restores the question from 1.9.0 on, even without answer rules.
-        let rule = d("rewrite", &["name", "suffix", ".tailb45a71.ts.net.", "."], vec![]);
+        let rule = d(
+            "rewrite",
+            &["name", "suffix", ".tailb45a71.ts.net.", "."],
+            vec![],
+        );
         let c = kubeadm(vec![rule], vec![]);
         let name = "frigate.video-management-system.svc.cluster.local.tailb45a71.ts.net";
         assert!(serve(&c, name, QType::A, &ctx(V1_14)).question_matches);
@@ -1407,62 +1779,148 @@ mod tests {
     #[test]
     fn template_without_fallthrough_fails_names_it_does_not_match() {
         let t = |fallthrough: bool| {
-            let mut lines = vec![d("match", &["^[^.]+[.].+[.]openstacklocal[.]$"], vec![]), d("rcode", &["NXDOMAIN"], vec![])];
+            let mut lines = vec![
+                d("match", &["^[^.]+[.].+[.]openstacklocal[.]$"], vec![]),
+                d("rcode", &["NXDOMAIN"], vec![]),
+            ];
             if fallthrough {
                 lines.push(d("fallthrough", &[], vec![]));
             }
-            kubeadm(vec![d("template", &["ANY", "ANY", "openstacklocal"], lines)], vec![])
+            kubeadm(
+                vec![d("template", &["ANY", "ANY", "openstacklocal"], lines)],
+                vec![],
+            )
         };
-        let s = serve(&t(true), "api.github.com.openstacklocal", QType::A, &ctx(V1_14));
+        let s = serve(
+            &t(true),
+            "api.github.com.openstacklocal",
+            QType::A,
+            &ctx(V1_14),
+        );
         assert_eq!(s.outcome, Outcome::NxDomain);
         let s = serve(&t(true), "myhost.openstacklocal", QType::A, &ctx(V1_14));
         assert!(matches!(s.outcome, Outcome::Upstream { .. }));
-        assert_eq!(serve(&t(false), "myhost.openstacklocal", QType::A, &ctx(V1_14)).outcome, Outcome::ServFail);
-        assert_eq!(serve(&t(false), "myhost.openstacklocal", QType::A, &ctx(V1_8)).outcome, Outcome::NoReply);
+        assert_eq!(
+            serve(&t(false), "myhost.openstacklocal", QType::A, &ctx(V1_14)).outcome,
+            Outcome::ServFail
+        );
+        assert_eq!(
+            serve(&t(false), "myhost.openstacklocal", QType::A, &ctx(V1_8)).outcome,
+            Outcome::NoReply
+        );
     }
 
     #[test]
     fn a_block_for_the_suffix_captures_every_name_in_it_unless_a_view_filters() {
-        let plain = block("tailb45a71.ts.net:53", vec![d("forward", &[".", "100.100.100.100"], vec![])]);
+        let plain = block(
+            "tailb45a71.ts.net:53",
+            vec![d("forward", &[".", "100.100.100.100"], vec![])],
+        );
         let c = kubeadm(vec![], vec![plain]);
-        let s = serve(&c, "frigate.video-management-system.svc.cluster.local.tailb45a71.ts.net", QType::A, &ctx(V1_14));
+        let s = serve(
+            &c,
+            "frigate.video-management-system.svc.cluster.local.tailb45a71.ts.net",
+            QType::A,
+            &ctx(V1_14),
+        );
         assert_eq!(s.block, "tailb45a71.ts.net:53");
 
-        let view = d("view", &["tailnet"], vec![d("expr", &["name()", "matches", "'^(?:[^.]+[.])?tailb45a71[.]ts[.]net[.]$'"], vec![])]);
-        let filtered = block("tailb45a71.ts.net:53", vec![view, d("forward", &[".", "100.100.100.100:53"], vec![])]);
+        let view = d(
+            "view",
+            &["tailnet"],
+            vec![d(
+                "expr",
+                &[
+                    "name()",
+                    "matches",
+                    "'^(?:[^.]+[.])?tailb45a71[.]ts[.]net[.]$'",
+                ],
+                vec![],
+            )],
+        );
+        let filtered = block(
+            "tailb45a71.ts.net:53",
+            vec![view, d("forward", &[".", "100.100.100.100:53"], vec![])],
+        );
         let c = kubeadm(vec![], vec![filtered]);
-        let s = serve(&c, "frigate.video-management-system.svc.cluster.local.tailb45a71.ts.net", QType::A, &ctx(V1_14));
+        let s = serve(
+            &c,
+            "frigate.video-management-system.svc.cluster.local.tailb45a71.ts.net",
+            QType::A,
+            &ctx(V1_14),
+        );
         assert_eq!(s.block, ".:53");
         let s = serve(&c, "myhost.tailb45a71.ts.net", QType::A, &ctx(V1_14));
         assert_eq!(s.block, "tailb45a71.ts.net:53");
         assert_eq!(
             s.outcome,
-            Outcome::Upstream { targets: vec!["100.100.100.100:53".into()], name: "myhost.tailb45a71.ts.net.".into() }
+            Outcome::Upstream {
+                targets: vec!["100.100.100.100:53".into()],
+                name: "myhost.tailb45a71.ts.net.".into()
+            }
         );
         // Another port is another listener.
-        let other = block("tailb45a71.ts.net:5353", vec![d("forward", &[".", "100.100.100.100"], vec![])]);
+        let other = block(
+            "tailb45a71.ts.net:5353",
+            vec![d("forward", &[".", "100.100.100.100"], vec![])],
+        );
         let c = kubeadm(vec![], vec![other]);
-        assert_eq!(serve(&c, "myhost.tailb45a71.ts.net", QType::A, &ctx(V1_14)).block, ".:53");
+        assert_eq!(
+            serve(&c, "myhost.tailb45a71.ts.net", QType::A, &ctx(V1_14)).block,
+            ".:53"
+        );
     }
 
     #[test]
     fn forwarding_to_itself_serves_the_query_again() {
-        let strip = d("rewrite", &["stop", "name", "regex", "^([^.]+[.].+)[.]tailb45a71[.]ts[.]net[.]$", "{1}.", "answer", "auto"], vec![]);
-        let gated = block("tailb45a71.ts.net:53", vec![strip, d("forward", &[".", "127.0.0.1:53"], vec![])]);
+        let strip = d(
+            "rewrite",
+            &[
+                "stop",
+                "name",
+                "regex",
+                "^([^.]+[.].+)[.]tailb45a71[.]ts[.]net[.]$",
+                "{1}.",
+                "answer",
+                "auto",
+            ],
+            vec![],
+        );
+        let gated = block(
+            "tailb45a71.ts.net:53",
+            vec![strip, d("forward", &[".", "127.0.0.1:53"], vec![])],
+        );
         let c = kubeadm(vec![], vec![gated]);
         for version in [V1_8, V1_14] {
-            let s = serve(&c, "api.github.com.tailb45a71.ts.net", QType::A, &ctx(version));
+            let s = serve(
+                &c,
+                "api.github.com.tailb45a71.ts.net",
+                QType::A,
+                &ctx(version),
+            );
             assert_eq!(s.block, "tailb45a71.ts.net:53");
-            assert_eq!(s.outcome, Outcome::Upstream { targets: vec!["/etc/resolv.conf".into()], name: "api.github.com.".into() });
+            assert_eq!(
+                s.outcome,
+                Outcome::Upstream {
+                    targets: vec!["/etc/resolv.conf".into()],
+                    name: "api.github.com.".into()
+                }
+            );
             assert!(s.question_matches && s.question_matches_if_upstream_fails);
         }
         // Another port is somebody else.
-        let elsewhere = block("corp.example:53", vec![d("forward", &[".", "127.0.0.1:5353"], vec![])]);
+        let elsewhere = block(
+            "corp.example:53",
+            vec![d("forward", &[".", "127.0.0.1:5353"], vec![])],
+        );
         let c = kubeadm(vec![], vec![elsewhere]);
         let s = serve(&c, "a.corp.example", QType::A, &ctx(V1_14));
         assert!(matches!(s.outcome, Outcome::Upstream { .. }), "{s:?}");
         // A block that sends its own names back to itself loops.
-        let looping = block("corp.example:53", vec![d("forward", &[".", "127.0.0.1"], vec![])]);
+        let looping = block(
+            "corp.example:53",
+            vec![d("forward", &[".", "127.0.0.1"], vec![])],
+        );
         let c = kubeadm(vec![], vec![looping]);
         let s = serve(&c, "a.corp.example", QType::A, &ctx(V1_14));
         assert_eq!(s.outcome, Outcome::ServFail);
@@ -1471,7 +1929,10 @@ mod tests {
 
     #[test]
     fn no_block_for_the_name_is_refused() {
-        let c = Corefile { blocks: vec![block("cluster.local:53", vec![d("whoami", &[], vec![])])], top_level_imports: vec![] };
+        let c = Corefile {
+            blocks: vec![block("cluster.local:53", vec![d("whoami", &[], vec![])])],
+            top_level_imports: vec![],
+        };
         let s = serve(&c, "api.github.com", QType::A, &ctx(V1_14));
         assert_eq!(s.outcome, Outcome::Refused);
         assert_eq!(s.block, "");
@@ -1479,13 +1940,39 @@ mod tests {
 
     #[test]
     fn forward_except_and_hosts_fallthrough() {
-        let hosts = d("hosts", &[], vec![d("10.96.0.50", &["registry.corp.example"], vec![]), d("fallthrough", &[], vec![])]);
-        let fwd = d("forward", &[".", "8.8.8.8"], vec![d("except", &["corp.example"], vec![])]);
-        let c = Corefile { blocks: vec![block(".:53", vec![fwd, hosts])], top_level_imports: vec![] };
-        assert_eq!(serve(&c, "registry.corp.example", QType::A, &ctx(V1_14)).outcome, Outcome::Answer);
-        assert_eq!(serve(&c, "registry.corp.example", QType::Aaaa, &ctx(V1_14)).outcome, Outcome::NoData);
-        assert_eq!(serve(&c, "other.corp.example", QType::A, &ctx(V1_14)).outcome, Outcome::ServFail);
-        assert!(matches!(serve(&c, "api.github.com", QType::A, &ctx(V1_14)).outcome, Outcome::Upstream { .. }));
+        let hosts = d(
+            "hosts",
+            &[],
+            vec![
+                d("10.96.0.50", &["registry.corp.example"], vec![]),
+                d("fallthrough", &[], vec![]),
+            ],
+        );
+        let fwd = d(
+            "forward",
+            &[".", "8.8.8.8"],
+            vec![d("except", &["corp.example"], vec![])],
+        );
+        let c = Corefile {
+            blocks: vec![block(".:53", vec![fwd, hosts])],
+            top_level_imports: vec![],
+        };
+        assert_eq!(
+            serve(&c, "registry.corp.example", QType::A, &ctx(V1_14)).outcome,
+            Outcome::Answer
+        );
+        assert_eq!(
+            serve(&c, "registry.corp.example", QType::Aaaa, &ctx(V1_14)).outcome,
+            Outcome::NoData
+        );
+        assert_eq!(
+            serve(&c, "other.corp.example", QType::A, &ctx(V1_14)).outcome,
+            Outcome::ServFail
+        );
+        assert!(matches!(
+            serve(&c, "api.github.com", QType::A, &ctx(V1_14)).outcome,
+            Outcome::Upstream { .. }
+        ));
     }
 
     #[test]
@@ -1507,7 +1994,10 @@ mod tests {
         let r = re::Regex::new("x{2}y{1,}z?[a-c-]+$").unwrap();
         assert!(r.is_match("..xxyyyb-c"));
         assert!(!r.is_match("xyb"));
-        assert!(re::Regex::new("a{,").is_ok(), "a brace that is no repeat is a literal");
+        assert!(
+            re::Regex::new("a{,").is_ok(),
+            "a brace that is no repeat is a literal"
+        );
         assert!(re::Regex::new("(unclosed").is_err());
         assert!(re::Regex::new("(a*)*$").unwrap().is_match("aaab"));
     }
@@ -1515,13 +2005,37 @@ mod tests {
     #[test]
     fn view_expressions() {
         let name = "myhost.tailb45a71.ts.net.";
-        assert_eq!(expr::eval("name() matches '^(?:[^.]+[.])?tailb45a71[.]ts[.]net[.]$'", name, QType::A), Some(true));
         assert_eq!(
-            expr::eval("name() matches '^.+$' && !(name() matches '^my')", name, QType::A),
+            expr::eval(
+                "name() matches '^(?:[^.]+[.])?tailb45a71[.]ts[.]net[.]$'",
+                name,
+                QType::A
+            ),
+            Some(true)
+        );
+        assert_eq!(
+            expr::eval(
+                "name() matches '^.+$' && !(name() matches '^my')",
+                name,
+                QType::A
+            ),
             Some(false)
         );
-        assert_eq!(expr::eval("type() in ['A', 'AAAA'] and not (name() == 'x.')", name, QType::Aaaa), Some(true));
-        assert_eq!(expr::eval("incidr(client_ip(), '10.0.0.0/8')", name, QType::A), None);
-        assert_eq!(expr::eval(r"name() matches '^abc\\..*$'", "abc.example.", QType::A), Some(true));
+        assert_eq!(
+            expr::eval(
+                "type() in ['A', 'AAAA'] and not (name() == 'x.')",
+                name,
+                QType::Aaaa
+            ),
+            Some(true)
+        );
+        assert_eq!(
+            expr::eval("incidr(client_ip(), '10.0.0.0/8')", name, QType::A),
+            None
+        );
+        assert_eq!(
+            expr::eval(r"name() matches '^abc\\..*$'", "abc.example.", QType::A),
+            Some(true)
+        );
     }
 }

@@ -76,7 +76,12 @@ impl RenderContext {
     /// A context for a `.` block with no port and no `bind` (the command
     /// line's default when there is no Corefile to read it from).
     pub fn new(version: CoreDnsVersion) -> Self {
-        RenderContext { version, port: None, bind: Vec::new(), zones_in_use: Vec::new() }
+        RenderContext {
+            version,
+            port: None,
+            bind: Vec::new(),
+            zones_in_use: Vec::new(),
+        }
     }
 
     /// The context of `corefile.blocks[dot]`, the `.` block the directives go
@@ -104,9 +109,18 @@ impl RenderContext {
             .filter(|(i, _)| *i != dot)
             .flat_map(|(_, b)| b.keys.iter().map(move |k| (b, k)))
             .filter(|(_, k)| k.zone != "." && k.port.unwrap_or(DEFAULT_DNS_PORT) == listen)
-            .map(|(b, k)| ZoneInUse { zone: k.zone.clone(), key: k.raw.clone(), line: b.span.line })
+            .map(|(b, k)| ZoneInUse {
+                zone: k.zone.clone(),
+                key: k.raw.clone(),
+                line: b.span.line,
+            })
             .collect();
-        RenderContext { version, port, bind, zones_in_use }
+        RenderContext {
+            version,
+            port,
+            bind,
+            zones_in_use,
+        }
     }
 }
 
@@ -140,6 +154,19 @@ pub enum RenderError {
         policy: String,
         message: String,
     },
+}
+
+impl RenderError {
+    /// A CamelCase reason for conditions, events and metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            RenderError::Version(VersionError::Unsupported { .. }) => "UnsupportedCoreDNS",
+            RenderError::Version(_) => "UnknownCoreDNSVersion",
+            RenderError::NeedsNewerCoreDns { .. } => "NeedsNewerCoreDNS",
+            RenderError::ZoneTaken { .. } => "ZoneTaken",
+            RenderError::InvalidName { .. } => "InvalidName",
+        }
+    }
 }
 
 /// Renders the merged policies as text for the editor to place: directives
@@ -205,7 +232,10 @@ pub fn warnings(merged: &MergedPolicies, version: CoreDnsVersion) -> Vec<String>
 fn check(rule: &SuffixRule, cluster_domain: &str, ctx: &RenderContext) -> Result<(), RenderError> {
     // Validation already guarantees both names; checked again because they
     // are written into regexes and server keys unquoted.
-    for (what, name) in [("suffix", rule.suffix.as_str()), ("cluster domain", cluster_domain)] {
+    for (what, name) in [
+        ("suffix", rule.suffix.as_str()),
+        ("cluster domain", cluster_domain),
+    ] {
         check_dns_name(name).map_err(|message| RenderError::InvalidName {
             what,
             name: name.to_string(),
@@ -279,33 +309,55 @@ impl<'a> Stanza<'a> {
             SuffixAction::NXDomain => Some(Gate::Answer),
             SuffixAction::Rewrite => self_address(ctx).map(Gate::Forward),
         };
-        Stanza { rule, ctx, suffix_re: literal(&rule.suffix), cluster_re, gated }
+        Stanza {
+            rule,
+            ctx,
+            suffix_re: literal(&rule.suffix),
+            cluster_re,
+            gated,
+        }
     }
 
     /// Names with more than `hostLabels` labels before the suffix.
     fn artifact(&self) -> String {
-        format!("^{}.+[.]{}[.]$", exactly_labels(self.rule.host_labels), self.suffix_re)
+        format!(
+            "^{}.+[.]{}[.]$",
+            exactly_labels(self.rule.host_labels),
+            self.suffix_re
+        )
     }
 
     /// Names below `<cluster domain>.<suffix>.` that `artifact` misses.
     fn cluster(&self) -> Option<String> {
-        self.cluster_re.as_ref().map(|d| format!("^.+[.]{d}[.]{}[.]$", self.suffix_re))
+        self.cluster_re
+            .as_ref()
+            .map(|d| format!("^.+[.]{d}[.]{}[.]$", self.suffix_re))
     }
 
     /// `artifact` with group 1 the name without the suffix and its dot.
     fn artifact_capture(&self) -> String {
-        format!("^({}.+)[.]{}[.]$", exactly_labels(self.rule.host_labels), self.suffix_re)
+        format!(
+            "^({}.+)[.]{}[.]$",
+            exactly_labels(self.rule.host_labels),
+            self.suffix_re
+        )
     }
 
     /// `cluster` with group 1 the name without the suffix and its dot.
     fn cluster_capture(&self) -> Option<String> {
-        self.cluster_re.as_ref().map(|d| format!("^(.+[.]{d})[.]{}[.]$", self.suffix_re))
+        self.cluster_re
+            .as_ref()
+            .map(|d| format!("^(.+[.]{d})[.]{}[.]$", self.suffix_re))
     }
 
     /// The names the suffix's own resolvers answer: the suffix itself and up
     /// to `hostLabels` labels before it.
     fn real_host(&self) -> String {
-        format!("^{}{}[.]$", up_to_labels(self.rule.host_labels), self.suffix_re)
+        format!(
+            "^{}{}[.]$",
+            up_to_labels(self.rule.host_labels),
+            self.suffix_re
+        )
     }
 
     /// Comment naming the rule, so an admin reading the Corefile sees why.
@@ -326,8 +378,16 @@ impl<'a> Stanza<'a> {
 
     fn rewrite_rules(&self, indent: &str) -> String {
         let mut out = String::new();
-        for regex in self.cluster_capture().into_iter().chain([self.artifact_capture()]) {
-            writeln!(out, "{indent}rewrite stop name regex {regex} {{1}}. answer auto").unwrap();
+        for regex in self
+            .cluster_capture()
+            .into_iter()
+            .chain([self.artifact_capture()])
+        {
+            writeln!(
+                out,
+                "{indent}rewrite stop name regex {regex} {{1}}. answer auto"
+            )
+            .unwrap();
         }
         out
     }
@@ -353,7 +413,11 @@ impl<'a> Stanza<'a> {
     fn nxdomain_template(&self, indent: &str, matching: bool) -> String {
         let mut out = format!("{indent}template ANY ANY {} {{\n", self.rule.suffix);
         if matching {
-            let matches: Vec<String> = self.cluster().into_iter().chain([self.artifact()]).collect();
+            let matches: Vec<String> = self
+                .cluster()
+                .into_iter()
+                .chain([self.artifact()])
+                .collect();
             writeln!(out, "{indent}    match {}", matches.join(" ")).unwrap();
         }
         writeln!(out, "{indent}    rcode NXDOMAIN").unwrap();
@@ -378,11 +442,19 @@ impl<'a> Stanza<'a> {
     }
 
     fn view(&self, kind: &str, expr: &str) -> String {
-        format!("    view dnspolicy-{}-{kind} {{\n        expr {expr}\n    }}\n", self.rule.suffix)
+        format!(
+            "    view dnspolicy-{}-{kind} {{\n        expr {expr}\n    }}\n",
+            self.rule.suffix
+        )
     }
 
     fn forward_to(&self) -> String {
-        let targets: Vec<String> = self.rule.forward_to.iter().map(ToString::to_string).collect();
+        let targets: Vec<String> = self
+            .rule
+            .forward_to
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         format!("    forward . {}\n", targets.join(" "))
     }
 
@@ -390,22 +462,25 @@ impl<'a> Stanza<'a> {
     fn server_blocks(&self) -> Vec<String> {
         let r = self.rule;
         let mut blocks = Vec::new();
-        if let Some(gate) = self.gated {
-            if gate_takes_artifacts(gate, r) {
-                let mut expr = format!("name() matches '{}'", self.artifact());
-                if let Some(cluster) = self.cluster() {
-                    write!(expr, " || name() matches '{cluster}'").unwrap();
-                }
-                let mut b = self.comment() + &self.open_block() + &self.view("artifacts", &expr) + "    errors\n";
-                match gate {
-                    Gate::Forward(me) => {
-                        b += &self.rewrite_rules("    ");
-                        writeln!(b, "    forward . {me}").unwrap();
-                    }
-                    Gate::Answer => b += &self.nxdomain_template("    ", false),
-                }
-                blocks.push(b + "}\n");
+        if let Some(gate) = self.gated
+            && gate_takes_artifacts(gate, r)
+        {
+            let mut expr = format!("name() matches '{}'", self.artifact());
+            if let Some(cluster) = self.cluster() {
+                write!(expr, " || name() matches '{cluster}'").unwrap();
             }
+            let mut b = self.comment()
+                + &self.open_block()
+                + &self.view("artifacts", &expr)
+                + "    errors\n";
+            match gate {
+                Gate::Forward(me) => {
+                    b += &self.rewrite_rules("    ");
+                    writeln!(b, "    forward . {me}").unwrap();
+                }
+                Gate::Answer => b += &self.nxdomain_template("    ", false),
+            }
+            blocks.push(b + "}\n");
         }
         if r.forward_to.is_empty() {
             return blocks;
@@ -482,12 +557,20 @@ mod tests {
     const V1_8: CoreDnsVersion = CoreDnsVersion::new(1, 8, 4);
     const V1_9: CoreDnsVersion = CoreDnsVersion::new(1, 9, 4);
 
-    fn rule(suffix: &str, action: SuffixAction, host_labels: u8, forward_to: &[&str]) -> SuffixRule {
+    fn rule(
+        suffix: &str,
+        action: SuffixAction,
+        host_labels: u8,
+        forward_to: &[&str],
+    ) -> SuffixRule {
         SuffixRule {
             suffix: suffix.into(),
             action,
             host_labels,
-            forward_to: forward_to.iter().map(|t| parse_forward_target(t).unwrap()).collect(),
+            forward_to: forward_to
+                .iter()
+                .map(|t| parse_forward_target(t).unwrap())
+                .collect(),
             policy: "tailnet".into(),
         }
     }
@@ -502,12 +585,20 @@ mod tests {
     }
 
     fn ctx(version: CoreDnsVersion) -> RenderContext {
-        RenderContext { port: Some(53), ..RenderContext::new(version) }
+        RenderContext {
+            port: Some(53),
+            ..RenderContext::new(version)
+        }
     }
 
     #[test]
     fn rewrite_from_1_10_is_a_block_for_the_artifacts_that_asks_coredns_again() {
-        let m = merged(vec![rule("tailb45a71.ts.net", SuffixAction::Rewrite, 1, &[])]);
+        let m = merged(vec![rule(
+            "tailb45a71.ts.net",
+            SuffixAction::Rewrite,
+            1,
+            &[],
+        )]);
         let text = render(&m, &ctx(V1_14)).unwrap();
         assert_eq!(text.dot_block, "");
         assert_eq!(
@@ -526,7 +617,12 @@ mod tests {
 
     #[test]
     fn rewrite_before_1_10_strips_the_suffix_in_the_dot_block() {
-        let m = merged(vec![rule("tailb45a71.ts.net", SuffixAction::Rewrite, 1, &[])]);
+        let m = merged(vec![rule(
+            "tailb45a71.ts.net",
+            SuffixAction::Rewrite,
+            1,
+            &[],
+        )]);
         for version in [V1_8, V1_9] {
             let text = render(&m, &ctx(version)).unwrap();
             assert_eq!(
@@ -537,16 +633,26 @@ mod tests {
             assert_eq!(text.server_blocks, "");
         }
         // From 1.10 too, when CoreDNS cannot be reached at an address it binds.
-        let c = RenderContext { bind: vec!["eth0".into()], ..ctx(V1_14) };
+        let c = RenderContext {
+            bind: vec!["eth0".into()],
+            ..ctx(V1_14)
+        };
         let text = render(&m, &c).unwrap();
-        assert!(text.dot_block.contains("rewrite stop name regex"), "{}", text.dot_block);
+        assert!(
+            text.dot_block.contains("rewrite stop name regex"),
+            "{}",
+            text.dot_block
+        );
         assert_eq!(text.server_blocks, "");
     }
 
     #[test]
     fn nxdomain_from_1_10_is_a_block_for_the_artifacts() {
         let m = merged(vec![rule("openstacklocal", SuffixAction::NXDomain, 1, &[])]);
-        let c = RenderContext { bind: vec!["10.96.0.10".into()], ..ctx(V1_14) };
+        let c = RenderContext {
+            bind: vec!["10.96.0.10".into()],
+            ..ctx(V1_14)
+        };
         let text = render(&m, &c).unwrap();
         assert_eq!(text.dot_block, "");
         assert_eq!(
@@ -585,8 +691,16 @@ mod tests {
 
     #[test]
     fn rewrite_with_forward_to_adds_a_block_for_the_real_hosts() {
-        let m = merged(vec![rule("tailb45a71.ts.net", SuffixAction::Rewrite, 1, &["100.100.100.100"])]);
-        let c = RenderContext { bind: vec!["10.96.0.10".into(), "{$POD_IP}".into()], ..ctx(V1_14) };
+        let m = merged(vec![rule(
+            "tailb45a71.ts.net",
+            SuffixAction::Rewrite,
+            1,
+            &["100.100.100.100"],
+        )]);
+        let c = RenderContext {
+            bind: vec!["10.96.0.10".into(), "{$POD_IP}".into()],
+            ..ctx(V1_14)
+        };
         let text = render(&m, &c).unwrap();
         assert_eq!(text.dot_block, "");
         assert_eq!(
@@ -617,7 +731,12 @@ mod tests {
 
     #[test]
     fn rewrite_with_forward_to_is_refused_before_the_view_plugin() {
-        let m = merged(vec![rule("tailb45a71.ts.net", SuffixAction::Rewrite, 1, &["100.100.100.100"])]);
+        let m = merged(vec![rule(
+            "tailb45a71.ts.net",
+            SuffixAction::Rewrite,
+            1,
+            &["100.100.100.100"],
+        )]);
         let err = render(&m, &ctx(V1_9)).unwrap_err();
         assert_eq!(
             err,
@@ -634,7 +753,12 @@ mod tests {
 
     #[test]
     fn nxdomain_with_forward_to_is_one_block_on_every_version() {
-        let m = merged(vec![rule("eu-west-1.compute.internal", SuffixAction::NXDomain, 1, &["10.0.0.2", "[fd00::2]:5353"])]);
+        let m = merged(vec![rule(
+            "eu-west-1.compute.internal",
+            SuffixAction::NXDomain,
+            1,
+            &["10.0.0.2", "[fd00::2]:5353"],
+        )]);
         for version in [V1_8, V1_9, V1_14] {
             let text = render(&m, &ctx(version)).unwrap();
             assert_eq!(text.dot_block, "");
@@ -659,11 +783,21 @@ mod tests {
     fn host_labels_shape_the_regexes() {
         let m = merged(vec![rule("corp.example", SuffixAction::Rewrite, 0, &[])]);
         let text = render(&m, &ctx(V1_8)).unwrap();
-        assert!(text.dot_block.contains("regex ^(.+)[.]corp[.]example[.]$ {1}."), "{}", text.dot_block);
+        assert!(
+            text.dot_block
+                .contains("regex ^(.+)[.]corp[.]example[.]$ {1}."),
+            "{}",
+            text.dot_block
+        );
 
         // With 3 host labels, `x.cluster.local.corp.example` would count as a
         // host; a rule ahead of the general one strips it anyway.
-        let m = merged(vec![rule("corp.example", SuffixAction::Rewrite, 3, &["10.0.0.53"])]);
+        let m = merged(vec![rule(
+            "corp.example",
+            SuffixAction::Rewrite,
+            3,
+            &["10.0.0.53"],
+        )]);
         let text = render(&m, &ctx(V1_14)).unwrap();
         for line in [
             "expr name() matches '^(?:[^.]+[.]){3}.+[.]corp[.]example[.]$' || name() matches '^.+[.]cluster[.]local[.]corp[.]example[.]$'\n",
@@ -671,7 +805,11 @@ mod tests {
              rewrite stop name regex ^((?:[^.]+[.]){3}.+)[.]corp[.]example[.]$ {1}. answer auto\n",
             "expr name() matches '^(?:[^.]+[.]){0,3}corp[.]example[.]$' && !(name() matches '^.+[.]cluster[.]local[.]corp[.]example[.]$')\n",
         ] {
-            assert!(text.server_blocks.contains(line), "{line}\nnot in\n{}", text.server_blocks);
+            assert!(
+                text.server_blocks.contains(line),
+                "{line}\nnot in\n{}",
+                text.server_blocks
+            );
         }
         let m = merged(vec![rule("corp.example", SuffixAction::NXDomain, 3, &[])]);
         let text = render(&m, &ctx(V1_8)).unwrap();
@@ -687,45 +825,90 @@ mod tests {
     #[test]
     fn several_suffixes_render_in_suffix_order() {
         let m = merged(vec![
-            rule("eu-west-1.compute.internal", SuffixAction::NXDomain, 1, &["10.0.0.2"]),
+            rule(
+                "eu-west-1.compute.internal",
+                SuffixAction::NXDomain,
+                1,
+                &["10.0.0.2"],
+            ),
             rule("openstacklocal", SuffixAction::NXDomain, 1, &[]),
             rule("tailb45a71.ts.net", SuffixAction::Rewrite, 1, &[]),
         ]);
         let old = render(&m, &RenderContext::new(V1_8)).unwrap();
-        let comments: Vec<&str> = old.dot_block.lines().filter(|l| l.starts_with('#')).collect();
-        assert_eq!(comments, ["# openstacklocal: NXDomain, hostLabels 1", "# tailb45a71.ts.net: Rewrite, hostLabels 1"]);
+        let comments: Vec<&str> = old
+            .dot_block
+            .lines()
+            .filter(|l| l.starts_with('#'))
+            .collect();
+        assert_eq!(
+            comments,
+            [
+                "# openstacklocal: NXDomain, hostLabels 1",
+                "# tailb45a71.ts.net: Rewrite, hostLabels 1"
+            ]
+        );
         let new = render(&m, &RenderContext::new(V1_14)).unwrap();
         assert_eq!(new.dot_block, "");
-        let keys: Vec<&str> = new.server_blocks.lines().filter(|l| l.ends_with(" {") && !l.starts_with(' ')).collect();
+        let keys: Vec<&str> = new
+            .server_blocks
+            .lines()
+            .filter(|l| l.ends_with(" {") && !l.starts_with(' '))
+            .collect();
         // No port on the `.` key: none on the added keys either.
-        assert_eq!(keys, ["eu-west-1.compute.internal {", "openstacklocal {", "tailb45a71.ts.net {"]);
+        assert_eq!(
+            keys,
+            [
+                "eu-west-1.compute.internal {",
+                "openstacklocal {",
+                "tailb45a71.ts.net {"
+            ]
+        );
         assert!(new.server_blocks.contains("}\n\n# openstacklocal"));
     }
 
     #[test]
     fn coredns_reaches_itself_where_the_dot_block_listens() {
         let at = |bind: &[&str], port| {
-            let c = RenderContext { port, bind: bind.iter().map(|b| b.to_string()).collect(), ..RenderContext::new(V1_14) };
+            let c = RenderContext {
+                port,
+                bind: bind.iter().map(|b| b.to_string()).collect(),
+                ..RenderContext::new(V1_14)
+            };
             self_address(&c).map(|a| a.to_string())
         };
         assert_eq!(at(&[], None).as_deref(), Some("127.0.0.1:53"));
         assert_eq!(at(&[], Some(5353)).as_deref(), Some("127.0.0.1:5353"));
         assert_eq!(at(&["0.0.0.0"], Some(53)).as_deref(), Some("127.0.0.1:53"));
         assert_eq!(at(&["::"], Some(53)).as_deref(), Some("[::1]:53"));
-        assert_eq!(at(&["lo", "169.254.20.10"], Some(53)).as_deref(), Some("169.254.20.10:53"));
+        assert_eq!(
+            at(&["lo", "169.254.20.10"], Some(53)).as_deref(),
+            Some("169.254.20.10:53")
+        );
         assert_eq!(at(&["eth0"], Some(53)), None);
     }
 
     #[test]
     fn unsupported_versions_and_taken_zones_are_refused() {
-        let m = merged(vec![rule("tailb45a71.ts.net", SuffixAction::Rewrite, 1, &[])]);
+        let m = merged(vec![rule(
+            "tailb45a71.ts.net",
+            SuffixAction::Rewrite,
+            1,
+            &[],
+        )]);
         let err = render(&m, &ctx(CoreDnsVersion::new(1, 8, 3))).unwrap_err();
         assert!(err.to_string().contains("answer auto"), "{err}");
         // No policy, nothing to write, whatever the version.
-        assert_eq!(render(&merged(vec![]), &ctx(CoreDnsVersion::new(1, 6, 0))), Ok(ManagedText::default()));
+        assert_eq!(
+            render(&merged(vec![]), &ctx(CoreDnsVersion::new(1, 6, 0))),
+            Ok(ManagedText::default())
+        );
 
         let taken = |zone: &str| RenderContext {
-            zones_in_use: vec![ZoneInUse { zone: zone.into(), key: format!("{}:53", zone.trim_end_matches('.')), line: 23 }],
+            zones_in_use: vec![ZoneInUse {
+                zone: zone.into(),
+                key: format!("{}:53", zone.trim_end_matches('.')),
+                line: 23,
+            }],
             ..ctx(V1_14)
         };
         let err = render(&m, &taken("ts.net.")).unwrap_err();

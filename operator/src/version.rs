@@ -21,7 +21,11 @@ pub struct CoreDnsVersion {
 
 impl CoreDnsVersion {
     pub const fn new(major: u32, minor: u32, patch: u32) -> Self {
-        CoreDnsVersion { major, minor, patch }
+        CoreDnsVersion {
+            major,
+            minor,
+            patch,
+        }
     }
 
     /// The oldest release the stanzas work on: `rewrite ... answer auto`
@@ -48,7 +52,9 @@ impl CoreDnsVersion {
     /// Parses `1.12.1`, `v1.12.1`, `1.12` (patch 0), and vendor tags that
     /// append to the version: `v1.11.3-eksbuild.1`, `v1.9.4-hotfix.20240704`.
     pub fn parse(text: &str) -> Result<Self, VersionError> {
-        let unparseable = || VersionError::Unparseable { text: text.to_string() };
+        let unparseable = || VersionError::Unparseable {
+            text: text.to_string(),
+        };
         let trimmed = text.trim();
         let bare = trimmed.strip_prefix(['v', 'V']).unwrap_or(trimmed);
         // The version is the leading `N.N[.N]`; whatever follows a `-` or `+`
@@ -56,7 +62,9 @@ impl CoreDnsVersion {
         let core = bare.split(['-', '+']).next().unwrap_or("");
         let parts: Vec<&str> = core.split('.').collect();
         if !(2..=3).contains(&parts.len())
-            || parts.iter().any(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()))
+            || parts
+                .iter()
+                .any(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()))
         {
             return Err(unparseable());
         }
@@ -83,8 +91,12 @@ impl CoreDnsVersion {
         let last = name.rsplit('/').next().unwrap_or(name);
         let Some((_, tag)) = last.split_once(':') else {
             return Err(match digest {
-                Some(_) => VersionError::DigestOnly { image: image.to_string() },
-                None => VersionError::NoTag { image: image.to_string() },
+                Some(_) => VersionError::DigestOnly {
+                    image: image.to_string(),
+                },
+                None => VersionError::NoTag {
+                    image: image.to_string(),
+                },
             });
         };
         CoreDnsVersion::parse(tag).map_err(|_| VersionError::TagNotAVersion {
@@ -150,7 +162,10 @@ pub enum VersionError {
     )]
     TagNotAVersion { image: String, tag: String },
     #[error("CoreDNS {version} is not supported: {reason}")]
-    Unsupported { version: CoreDnsVersion, reason: String },
+    Unsupported {
+        version: CoreDnsVersion,
+        reason: String,
+    },
 }
 
 #[cfg(test)]
@@ -168,11 +183,20 @@ mod tests {
             ("registry.k8s.io/coredns/coredns:v1.14.2", v(1, 14, 2)),
             ("k8s.gcr.io/coredns:1.7.0", v(1, 7, 0)),
             ("coredns/coredns:1.8.7", v(1, 8, 7)),
-            ("602401143452.dkr.ecr.us-west-2.amazonaws.com/eks/coredns:v1.11.3-eksbuild.1", v(1, 11, 3)),
-            ("mcr.microsoft.com/oss/kubernetes/coredns:v1.9.4-hotfix.20240704", v(1, 9, 4)),
+            (
+                "602401143452.dkr.ecr.us-west-2.amazonaws.com/eks/coredns:v1.11.3-eksbuild.1",
+                v(1, 11, 3),
+            ),
+            (
+                "mcr.microsoft.com/oss/kubernetes/coredns:v1.9.4-hotfix.20240704",
+                v(1, 9, 4),
+            ),
             ("rancher/mirrored-coredns-coredns:1.12.0", v(1, 12, 0)),
             ("localhost:5000/coredns/coredns:1.10.1", v(1, 10, 1)),
-            ("registry.k8s.io/coredns/coredns:v1.12.1@sha256:0123456789abcdef", v(1, 12, 1)),
+            (
+                "registry.k8s.io/coredns/coredns:v1.12.1@sha256:0123456789abcdef",
+                v(1, 12, 1),
+            ),
         ] {
             assert_eq!(CoreDnsVersion::from_image(image), Ok(version), "{image}");
         }
@@ -202,7 +226,9 @@ mod tests {
     fn command_line_versions() {
         assert_eq!("1.12.1".parse(), Ok(v(1, 12, 1)));
         assert_eq!("v1.9".parse(), Ok(v(1, 9, 0)));
-        for bad in ["", "1", "one.two", "1..2", "1.2.3.4", "latest", "v", "1.2.x"] {
+        for bad in [
+            "", "1", "one.two", "1..2", "1.2.3.4", "latest", "v", "1.2.x",
+        ] {
             assert!(bad.parse::<CoreDnsVersion>().is_err(), "{bad:?}");
         }
         assert_eq!(v(1, 10, 0).to_string(), "1.10.0");

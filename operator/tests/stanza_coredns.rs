@@ -28,7 +28,9 @@ const FRIGATE: &str = "frigate.video-management-system.svc.cluster.local";
 fn binary(version: &str) -> Option<PathBuf> {
     let dir = std::env::var_os("DNSPOLICY_COREDNS_DIR")
         .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/dnspolicy-e2e/coredns")))?;
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/dnspolicy-e2e/coredns"))
+        })?;
     let path = dir.join(format!("v{version}")).join("coredns");
     path.exists().then_some(path)
 }
@@ -38,7 +40,10 @@ fn rule(suffix: &str, action: SuffixAction, host_labels: u8, forward_to: &[Strin
         suffix: suffix.into(),
         action,
         host_labels,
-        forward_to: forward_to.iter().map(|t| parse_forward_target(t).unwrap()).collect(),
+        forward_to: forward_to
+            .iter()
+            .map(|t| parse_forward_target(t).unwrap())
+            .collect(),
         policy: "e2e".into(),
     }
 }
@@ -47,7 +52,11 @@ fn rule(suffix: &str, action: SuffixAction, host_labels: u8, forward_to: &[Strin
 
 fn encode_name(name: &str) -> Vec<u8> {
     let mut out = Vec::new();
-    for label in name.trim_end_matches('.').split('.').filter(|l| !l.is_empty()) {
+    for label in name
+        .trim_end_matches('.')
+        .split('.')
+        .filter(|l| !l.is_empty())
+    {
         out.push(label.len() as u8);
         out.extend_from_slice(label.as_bytes());
     }
@@ -107,7 +116,11 @@ fn responder(addr: &str, octet: u8) -> Arc<Mutex<Vec<String>>> {
                 rcode = 3;
             } else if name == "www.cname.test." && qtype == 1 {
                 answers.push(rr(&[0xc0, 12], 5, &encode_name("edge.cdn.test.")));
-                answers.push(rr(&encode_name("edge.cdn.test."), 1, &[198, 51, 100, octet]));
+                answers.push(rr(
+                    &encode_name("edge.cdn.test."),
+                    1,
+                    &[198, 51, 100, octet],
+                ));
             } else if qtype == 1 {
                 answers.push(rr(&[0xc0, 12], 1, &[198, 51, 100, octet]));
             }
@@ -134,7 +147,9 @@ struct Reply {
 
 fn query(server: SocketAddr, name: &str, qtype: u16) -> Option<Reply> {
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    socket.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
     static NEXT_ID: AtomicU16 = AtomicU16::new(1);
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     let mut q = id.to_be_bytes().to_vec();
@@ -162,13 +177,23 @@ fn query(server: SocketAddr, name: &str, qtype: u16) -> Option<Reply> {
         let len = u16::from_be_bytes([m[o + 8], m[o + 9]]) as usize;
         let rdata = o + 10;
         answers.push(match rtype {
-            1 => format!("{owner} A {}.{}.{}.{}", m[rdata], m[rdata + 1], m[rdata + 2], m[rdata + 3]),
+            1 => format!(
+                "{owner} A {}.{}.{}.{}",
+                m[rdata],
+                m[rdata + 1],
+                m[rdata + 2],
+                m[rdata + 3]
+            ),
             5 => format!("{owner} CNAME {}", read_name(m, rdata).0),
             t => format!("{owner} TYPE{t}"),
         });
         off = rdata + len;
     }
-    Some(Reply { rcode, question, answers })
+    Some(Reply {
+        rcode,
+        question,
+        answers,
+    })
 }
 
 // ---- one CoreDNS with the rendered stanzas ----
@@ -190,7 +215,15 @@ impl Drop for CoreDns {
 }
 
 fn indent(text: &str, by: &str) -> String {
-    text.lines().map(|l| if l.is_empty() { "\n".to_string() } else { format!("{by}{l}\n") }).collect()
+    text.lines()
+        .map(|l| {
+            if l.is_empty() {
+                "\n".to_string()
+            } else {
+                format!("{by}{l}\n")
+            }
+        })
+        .collect()
 }
 
 fn start(bin: &PathBuf, net: u8, rules: Vec<SuffixRule>, version: CoreDnsVersion) -> CoreDns {
@@ -212,7 +245,11 @@ fn start(bin: &PathBuf, net: u8, rules: Vec<SuffixRule>, version: CoreDnsVersion
         applied: vec!["e2e".into()],
         conflicts: vec![],
     };
-    let ctx = RenderContext { port: Some(PORT), bind: vec![ip(1)], ..RenderContext::new(version) };
+    let ctx = RenderContext {
+        port: Some(PORT),
+        bind: vec![ip(1)],
+        ..RenderContext::new(version)
+    };
     let text = render(&merged, &ctx).unwrap();
     let corefile = format!(
         ".:{PORT} {{\n    bind {bind}\n    errors\n    file {db} cluster.local\n    # dnspolicy: begin\n{dot}    # dnspolicy: end\n    forward . {up}:{PORT}\n    cache 30\n    loop\n    loadbalance\n}}\n\n{blocks}",
@@ -236,10 +273,19 @@ fn start(bin: &PathBuf, net: u8, rules: Vec<SuffixRule>, version: CoreDnsVersion
     let server: SocketAddr = format!("{}:{PORT}", ip(1)).parse().unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while query(server, &format!("{FRIGATE}."), 1).is_none() {
-        assert!(Instant::now() < deadline, "CoreDNS {version} did not start with:\n{corefile}");
+        assert!(
+            Instant::now() < deadline,
+            "CoreDNS {version} did not start with:\n{corefile}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
-    CoreDns { child, server, upstream, forward_to, dir }
+    CoreDns {
+        child,
+        server,
+        upstream,
+        forward_to,
+        dir,
+    }
 }
 
 /// What one query must get: rcode, answers, and the names (with type) that
@@ -253,9 +299,23 @@ struct Case {
     forward_to: Vec<String>,
 }
 
-fn case(name: &str, qtype: u16, rcode: &'static str, answers: &[&str], upstream: &[&str], forward_to: &[&str]) -> Case {
+fn case(
+    name: &str,
+    qtype: u16,
+    rcode: &'static str,
+    answers: &[&str],
+    upstream: &[&str],
+    forward_to: &[&str],
+) -> Case {
     let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect();
-    Case { name: name.into(), qtype, rcode, answers: s(answers), upstream: s(upstream), forward_to: s(forward_to) }
+    Case {
+        name: name.into(),
+        qtype,
+        rcode,
+        answers: s(answers),
+        upstream: s(upstream),
+        forward_to: s(forward_to),
+    }
 }
 
 fn check(dns: &CoreDns, cases: &[Case]) {
@@ -268,10 +328,16 @@ fn check(dns: &CoreDns, cases: &[Case]) {
         let up = dns.upstream.lock().unwrap().clone();
         let fw = dns.forward_to.lock().unwrap().clone();
         let ok = reply.as_ref().is_some_and(|r| {
-            r.rcode == c.rcode && r.question.eq_ignore_ascii_case(&format!("{}.", c.name.trim_end_matches('.'))) && r.answers == c.answers
+            r.rcode == c.rcode
+                && r.question
+                    .eq_ignore_ascii_case(&format!("{}.", c.name.trim_end_matches('.')))
+                && r.answers == c.answers
         }) && up == c.upstream
             && fw == c.forward_to;
-        eprintln!("{} {} -> {reply:?} upstream={up:?} forwardTo={fw:?}", c.name, c.qtype);
+        eprintln!(
+            "{} {} -> {reply:?} upstream={up:?} forwardTo={fw:?}",
+            c.name, c.qtype
+        );
         if !ok {
             failures.push(c.name.clone());
         }
@@ -288,43 +354,198 @@ fn common_cases(tail_forward: bool) -> Vec<Case> {
     let f = format!("{FRIGATE}.");
     let mut cases = vec![
         // Case 5: names without a suffix are untouched.
-        case(FRIGATE, 1, "NOERROR", &[&format!("{f} A 10.96.0.50")], &[], &[]),
+        case(
+            FRIGATE,
+            1,
+            "NOERROR",
+            &[&format!("{f} A 10.96.0.50")],
+            &[],
+            &[],
+        ),
         case("nosuch.svc.cluster.local", 1, "NXDOMAIN", &[], &[], &[]),
-        case("api.github.com", 1, "NOERROR", &["api.github.com. A 198.51.100.2"], &["api.github.com. 1"], &[]),
+        case(
+            "api.github.com",
+            1,
+            "NOERROR",
+            &["api.github.com. A 198.51.100.2"],
+            &["api.github.com. 1"],
+            &[],
+        ),
         // Rewrite without forwardTo (reddog.microsoft.com).
-        case(&format!("{FRIGATE}.reddog.microsoft.com"), 1, "NOERROR", &[&format!("{f}reddog.microsoft.com. A 10.96.0.50")], &[], &[]),
-        case(&format!("{FRIGATE}.reddog.microsoft.com"), 28, "NOERROR", &[], &[], &[]),
-        case("nosuch.default.svc.cluster.local.reddog.microsoft.com", 1, "NXDOMAIN", &[], &[], &[]),
-        case("www.cname.test.reddog.microsoft.com", 1, "NOERROR",
-            &["www.cname.test.reddog.microsoft.com. CNAME edge.cdn.test.", "edge.cdn.test. A 198.51.100.2"], &["www.cname.test. 1"], &[]),
-        case("nx.example.com.reddog.microsoft.com", 1, "NXDOMAIN", &[], &["nx.example.com. 1"], &[]),
-        case("myhost.reddog.microsoft.com", 1, "NOERROR", &["myhost.reddog.microsoft.com. A 198.51.100.2"], &["myhost.reddog.microsoft.com. 1"], &[]),
+        case(
+            &format!("{FRIGATE}.reddog.microsoft.com"),
+            1,
+            "NOERROR",
+            &[&format!("{f}reddog.microsoft.com. A 10.96.0.50")],
+            &[],
+            &[],
+        ),
+        case(
+            &format!("{FRIGATE}.reddog.microsoft.com"),
+            28,
+            "NOERROR",
+            &[],
+            &[],
+            &[],
+        ),
+        case(
+            "nosuch.default.svc.cluster.local.reddog.microsoft.com",
+            1,
+            "NXDOMAIN",
+            &[],
+            &[],
+            &[],
+        ),
+        case(
+            "www.cname.test.reddog.microsoft.com",
+            1,
+            "NOERROR",
+            &[
+                "www.cname.test.reddog.microsoft.com. CNAME edge.cdn.test.",
+                "edge.cdn.test. A 198.51.100.2",
+            ],
+            &["www.cname.test. 1"],
+            &[],
+        ),
+        case(
+            "nx.example.com.reddog.microsoft.com",
+            1,
+            "NXDOMAIN",
+            &[],
+            &["nx.example.com. 1"],
+            &[],
+        ),
+        case(
+            "myhost.reddog.microsoft.com",
+            1,
+            "NOERROR",
+            &["myhost.reddog.microsoft.com. A 198.51.100.2"],
+            &["myhost.reddog.microsoft.com. 1"],
+            &[],
+        ),
         // NXDomain without forwardTo (openstacklocal).
-        case(&format!("{FRIGATE}.openstacklocal"), 1, "NXDOMAIN", &[], &[], &[]),
-        case("api.github.com.openstacklocal", 28, "NXDOMAIN", &[], &[], &[]),
-        case("myhost.openstacklocal", 1, "NOERROR", &["myhost.openstacklocal. A 198.51.100.2"], &["myhost.openstacklocal. 1"], &[]),
+        case(
+            &format!("{FRIGATE}.openstacklocal"),
+            1,
+            "NXDOMAIN",
+            &[],
+            &[],
+            &[],
+        ),
+        case(
+            "api.github.com.openstacklocal",
+            28,
+            "NXDOMAIN",
+            &[],
+            &[],
+            &[],
+        ),
+        case(
+            "myhost.openstacklocal",
+            1,
+            "NOERROR",
+            &["myhost.openstacklocal. A 198.51.100.2"],
+            &["myhost.openstacklocal. 1"],
+            &[],
+        ),
         // NXDomain with forwardTo (eu-west-1.compute.internal).
-        case(&format!("{FRIGATE}.eu-west-1.compute.internal"), 1, "NXDOMAIN", &[], &[], &[]),
-        case("api.github.com.eu-west-1.compute.internal", 1, "NXDOMAIN", &[], &[], &[]),
-        case("ip-10-0-0-1.eu-west-1.compute.internal", 1, "NOERROR",
-            &["ip-10-0-0-1.eu-west-1.compute.internal. A 198.51.100.3"], &[], &["ip-10-0-0-1.eu-west-1.compute.internal. 1"]),
+        case(
+            &format!("{FRIGATE}.eu-west-1.compute.internal"),
+            1,
+            "NXDOMAIN",
+            &[],
+            &[],
+            &[],
+        ),
+        case(
+            "api.github.com.eu-west-1.compute.internal",
+            1,
+            "NXDOMAIN",
+            &[],
+            &[],
+            &[],
+        ),
+        case(
+            "ip-10-0-0-1.eu-west-1.compute.internal",
+            1,
+            "NOERROR",
+            &["ip-10-0-0-1.eu-west-1.compute.internal. A 198.51.100.3"],
+            &[],
+            &["ip-10-0-0-1.eu-west-1.compute.internal. 1"],
+        ),
         // NXDomain with 3 host labels (lab.example): the cluster-domain regex.
-        case("nosuch.cluster.local.lab.example", 1, "NXDOMAIN", &[], &[], &[]),
+        case(
+            "nosuch.cluster.local.lab.example",
+            1,
+            "NXDOMAIN",
+            &[],
+            &[],
+            &[],
+        ),
         case("a.b.c.d.lab.example", 1, "NXDOMAIN", &[], &[], &[]),
-        case("a.b.c.lab.example", 1, "NOERROR", &["a.b.c.lab.example. A 198.51.100.2"], &["a.b.c.lab.example. 1"], &[]),
+        case(
+            "a.b.c.lab.example",
+            1,
+            "NOERROR",
+            &["a.b.c.lab.example. A 198.51.100.2"],
+            &["a.b.c.lab.example. 1"],
+            &[],
+        ),
         // Rewrite of the tailnet: cases 1 and 2 whatever forwardTo says.
-        case(&ts(FRIGATE), 1, "NOERROR", &[&format!("{f}tailb45a71.ts.net. A 10.96.0.50")], &[], &[]),
+        case(
+            &ts(FRIGATE),
+            1,
+            "NOERROR",
+            &[&format!("{f}tailb45a71.ts.net. A 10.96.0.50")],
+            &[],
+            &[],
+        ),
         // (A name not asked before: from 1.10 the stripped name is answered by
         // the `.` block, whose cache may already hold it.)
-        case(&ts("api.gitlab.com"), 1, "NOERROR", &["api.gitlab.com.tailb45a71.ts.net. A 198.51.100.2"], &["api.gitlab.com. 1"], &[]),
-        case(&ts("api.github.com"), 28, "NOERROR", &[], &["api.github.com. 28"], &[]),
+        case(
+            &ts("api.gitlab.com"),
+            1,
+            "NOERROR",
+            &["api.gitlab.com.tailb45a71.ts.net. A 198.51.100.2"],
+            &["api.gitlab.com. 1"],
+            &[],
+        ),
+        case(
+            &ts("api.github.com"),
+            28,
+            "NOERROR",
+            &[],
+            &["api.github.com. 28"],
+            &[],
+        ),
     ];
     // Case 3: the tailnet's real hosts.
     if tail_forward {
-        cases.push(case(&ts("myhost"), 1, "NOERROR", &["myhost.tailb45a71.ts.net. A 198.51.100.3"], &[], &["myhost.tailb45a71.ts.net. 1"]));
-        cases.push(case("tailb45a71.ts.net", 1, "NOERROR", &["tailb45a71.ts.net. A 198.51.100.3"], &[], &["tailb45a71.ts.net. 1"]));
+        cases.push(case(
+            &ts("myhost"),
+            1,
+            "NOERROR",
+            &["myhost.tailb45a71.ts.net. A 198.51.100.3"],
+            &[],
+            &["myhost.tailb45a71.ts.net. 1"],
+        ));
+        cases.push(case(
+            "tailb45a71.ts.net",
+            1,
+            "NOERROR",
+            &["tailb45a71.ts.net. A 198.51.100.3"],
+            &[],
+            &["tailb45a71.ts.net. 1"],
+        ));
     } else {
-        cases.push(case(&ts("myhost"), 1, "NOERROR", &["myhost.tailb45a71.ts.net. A 198.51.100.2"], &["myhost.tailb45a71.ts.net. 1"], &[]));
+        cases.push(case(
+            &ts("myhost"),
+            1,
+            "NOERROR",
+            &["myhost.tailb45a71.ts.net. A 198.51.100.2"],
+            &["myhost.tailb45a71.ts.net. 1"],
+            &[],
+        ));
     }
     cases
 }
@@ -332,11 +553,21 @@ fn common_cases(tail_forward: bool) -> Vec<Case> {
 fn rules(net: u8, tail_forward: bool) -> Vec<SuffixRule> {
     let fwd = vec![format!("127.0.{net}.3:{PORT}")];
     vec![
-        rule("eu-west-1.compute.internal", SuffixAction::NXDomain, 1, &fwd),
+        rule(
+            "eu-west-1.compute.internal",
+            SuffixAction::NXDomain,
+            1,
+            &fwd,
+        ),
         rule("lab.example", SuffixAction::NXDomain, 3, &[]),
         rule("openstacklocal", SuffixAction::NXDomain, 1, &[]),
         rule("reddog.microsoft.com", SuffixAction::Rewrite, 1, &[]),
-        rule("tailb45a71.ts.net", SuffixAction::Rewrite, 1, if tail_forward { &fwd } else { &[] }),
+        rule(
+            "tailb45a71.ts.net",
+            SuffixAction::Rewrite,
+            1,
+            if tail_forward { &fwd } else { &[] },
+        ),
     ]
 }
 
@@ -349,15 +580,48 @@ fn current_coredns_keeps_cases_1_to_5() {
     let net = 77;
     let mut all = rules(net, true);
     // Rewrite, forwardTo and 3 host labels: the view's `&& !(...)` expression.
-    all.push(rule("corp.example", SuffixAction::Rewrite, 3, &[format!("127.0.{net}.3:{PORT}")]));
+    all.push(rule(
+        "corp.example",
+        SuffixAction::Rewrite,
+        3,
+        &[format!("127.0.{net}.3:{PORT}")],
+    ));
     all.sort_by(|a, b| a.suffix.cmp(&b.suffix));
     let dns = start(&bin, net, all, CoreDnsVersion::new(1, 14, 2));
     let mut cases = common_cases(true);
     cases.extend([
-        case(&format!("{FRIGATE}.corp.example"), 1, "NOERROR", &[&format!("{FRIGATE}.corp.example. A 10.96.0.50")], &[], &[]),
-        case("nosuch.cluster.local.corp.example", 1, "NXDOMAIN", &[], &[], &[]),
-        case("a.b.c.corp.example", 1, "NOERROR", &["a.b.c.corp.example. A 198.51.100.3"], &[], &["a.b.c.corp.example. 1"]),
-        case("a.b.c.d.corp.example", 1, "NOERROR", &["a.b.c.d.corp.example. A 198.51.100.2"], &["a.b.c.d. 1"], &[]),
+        case(
+            &format!("{FRIGATE}.corp.example"),
+            1,
+            "NOERROR",
+            &[&format!("{FRIGATE}.corp.example. A 10.96.0.50")],
+            &[],
+            &[],
+        ),
+        case(
+            "nosuch.cluster.local.corp.example",
+            1,
+            "NXDOMAIN",
+            &[],
+            &[],
+            &[],
+        ),
+        case(
+            "a.b.c.corp.example",
+            1,
+            "NOERROR",
+            &["a.b.c.corp.example. A 198.51.100.3"],
+            &[],
+            &["a.b.c.corp.example. 1"],
+        ),
+        case(
+            "a.b.c.d.corp.example",
+            1,
+            "NOERROR",
+            &["a.b.c.d.corp.example. A 198.51.100.2"],
+            &["a.b.c.d. 1"],
+            &[],
+        ),
     ]);
     check(&dns, &cases);
 }

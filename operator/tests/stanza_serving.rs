@@ -32,7 +32,10 @@ const FIXTURES: [&str; 4] = [
 ];
 
 fn fixture(name: &str) -> String {
-    let path = format!("{}/tests/fixtures/corefiles/{name}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/tests/fixtures/corefiles/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
@@ -43,7 +46,10 @@ fn policy(suffix: &str, action: SuffixAction, forward_to: &[&str]) -> MergedPoli
             suffix: suffix.into(),
             action,
             host_labels: 1,
-            forward_to: forward_to.iter().map(|t| parse_forward_target(t).unwrap()).collect(),
+            forward_to: forward_to
+                .iter()
+                .map(|t| parse_forward_target(t).unwrap())
+                .collect(),
             policy: "tailnet".into(),
         }],
         applied: vec!["tailnet".into()],
@@ -52,7 +58,11 @@ fn policy(suffix: &str, action: SuffixAction, forward_to: &[&str]) -> MergedPoli
 }
 
 /// Renders `merged` into the fixture with the editor; the parsed result.
-fn apply(text: &str, merged: &MergedPolicies, version: CoreDnsVersion) -> Result<corefile::Corefile, RenderError> {
+fn apply(
+    text: &str,
+    merged: &MergedPolicies,
+    version: CoreDnsVersion,
+) -> Result<corefile::Corefile, RenderError> {
     let parsed = corefile::parse(text).unwrap();
     let dot = corefile::dot_server(&parsed).unwrap();
     let ctx = RenderContext::for_block(&parsed, dot.index, version);
@@ -66,11 +76,23 @@ fn frigate_exists(name: &str) -> bool {
 }
 
 fn ask(c: &corefile::Corefile, name: &str, qtype: QType, version: CoreDnsVersion) -> Served {
-    serve(c, name, qtype, &ServeContext { version, port: None, in_cluster: &frigate_exists })
+    serve(
+        c,
+        name,
+        qtype,
+        &ServeContext {
+            version,
+            port: None,
+            in_cluster: &frigate_exists,
+        },
+    )
 }
 
 fn upstream(targets: &[&str], name: &str) -> Outcome {
-    Outcome::Upstream { targets: targets.iter().map(|t| t.to_string()).collect(), name: name.into() }
+    Outcome::Upstream {
+        targets: targets.iter().map(|t| t.to_string()).collect(),
+        name: name.into(),
+    }
 }
 
 const RESOLV: &[&str] = &["/etc/resolv.conf"];
@@ -78,10 +100,18 @@ const RESOLV: &[&str] = &["/etc/resolv.conf"];
 #[test]
 fn the_kubeadm_corefile_leaks_search_artifacts_before_any_policy() {
     let c = corefile::parse(&fixture("kubeadm-v1.36.3.Corefile")).unwrap();
-    let s = ask(&c, &format!("{FRIGATE}.{TAILNET}"), QType::A, CoreDnsVersion::new(1, 14, 2));
+    let s = ask(
+        &c,
+        &format!("{FRIGATE}.{TAILNET}"),
+        QType::A,
+        CoreDnsVersion::new(1, 14, 2),
+    );
     assert_eq!(s.block, ".:53");
     assert_eq!(s.plugin, "forward");
-    assert_eq!(s.outcome, upstream(RESOLV, &format!("{FRIGATE}.{TAILNET}.")));
+    assert_eq!(
+        s.outcome,
+        upstream(RESOLV, &format!("{FRIGATE}.{TAILNET}."))
+    );
 }
 
 #[test]
@@ -93,29 +123,51 @@ fn rewrite_keeps_cases_1_to_5_on_every_fixture_and_version() {
             for forward_to in [&[][..], &["100.100.100.100"][..]] {
                 let merged = policy(TAILNET, SuffixAction::Rewrite, forward_to);
                 let after = match apply(&original, &merged, version) {
-                    Err(RenderError::NeedsNewerCoreDns { .. }) if !version.has_view() && !forward_to.is_empty() => continue,
+                    Err(RenderError::NeedsNewerCoreDns { .. })
+                        if !version.has_view() && !forward_to.is_empty() =>
+                    {
+                        continue;
+                    }
                     other => other.unwrap(),
                 };
                 let at = format!("{file} on {version}, forwardTo {forward_to:?}");
 
                 // From 1.10 a block for the suffix takes the artifacts and asks
                 // CoreDNS again for the stripped name; before, the `.` block strips it.
-                let artifacts = if version.has_view() { format!("{TAILNET}:53") } else { ".:53".into() };
+                let artifacts = if version.has_view() {
+                    format!("{TAILNET}:53")
+                } else {
+                    ".:53".into()
+                };
 
                 // Case 1: answered by kubernetes as the in-cluster name, mapped back.
                 for qtype in [QType::A, QType::Aaaa] {
                     let s = ask(&after, &format!("{FRIGATE}.{TAILNET}"), qtype, version);
-                    assert_eq!((&s.block, s.plugin.as_str()), (&artifacts, "kubernetes"), "{at}: {s:?}");
+                    assert_eq!(
+                        (&s.block, s.plugin.as_str()),
+                        (&artifacts, "kubernetes"),
+                        "{at}: {s:?}"
+                    );
                     assert_eq!(s.outcome, Outcome::Answer, "{at}");
                     assert_eq!(s.resolved_name, format!("{FRIGATE}."), "{at}");
                     assert!(s.question_matches, "{at}");
                 }
-                let s = ask(&after, &format!("nosuch.default.svc.cluster.local.{TAILNET}"), QType::A, version);
+                let s = ask(
+                    &after,
+                    &format!("nosuch.default.svc.cluster.local.{TAILNET}"),
+                    QType::A,
+                    version,
+                );
                 assert_eq!(s.outcome, Outcome::NxDomain, "{at}");
                 assert!(s.question_matches, "{at}");
 
                 // Case 2: upstream as the outside name, never with the suffix.
-                let s = ask(&after, &format!("api.github.com.{TAILNET}"), QType::A, version);
+                let s = ask(
+                    &after,
+                    &format!("api.github.com.{TAILNET}"),
+                    QType::A,
+                    version,
+                );
                 assert_eq!(s.outcome, upstream(RESOLV, "api.github.com."), "{at}");
                 assert!(s.question_matches, "{at}");
                 assert_eq!(
@@ -128,15 +180,33 @@ fn rewrite_keeps_cases_1_to_5_on_every_fixture_and_version() {
                 // Case 3: real hosts through forwardTo, or exactly as before.
                 let s = ask(&after, &format!("myhost.{TAILNET}"), QType::A, version);
                 if forward_to.is_empty() {
-                    assert_eq!(s, ask(&before, &format!("myhost.{TAILNET}"), QType::A, version), "{at}");
+                    assert_eq!(
+                        s,
+                        ask(&before, &format!("myhost.{TAILNET}"), QType::A, version),
+                        "{at}"
+                    );
                 } else {
                     assert_eq!(s.block, format!("{TAILNET}:53"), "{at}");
-                    assert_eq!(s.outcome, upstream(&["100.100.100.100:53"], &format!("myhost.{TAILNET}.")), "{at}");
+                    assert_eq!(
+                        s.outcome,
+                        upstream(&["100.100.100.100:53"], &format!("myhost.{TAILNET}.")),
+                        "{at}"
+                    );
                 }
 
                 // Case 5: names without the suffix, exactly as before.
-                for name in [FRIGATE, "nosuch.svc.cluster.local", "api.github.com", "10.0.96.10.in-addr.arpa", "myhost.ts.net"] {
-                    assert_eq!(ask(&after, name, QType::A, version), ask(&before, name, QType::A, version), "{at}: {name}");
+                for name in [
+                    FRIGATE,
+                    "nosuch.svc.cluster.local",
+                    "api.github.com",
+                    "10.0.96.10.in-addr.arpa",
+                    "myhost.ts.net",
+                ] {
+                    assert_eq!(
+                        ask(&after, name, QType::A, version),
+                        ask(&before, name, QType::A, version),
+                        "{at}: {name}"
+                    );
                 }
             }
         }
@@ -153,24 +223,52 @@ fn nxdomain_keeps_cases_1_to_5_on_every_fixture_and_version() {
                 let merged = policy(TAILNET, SuffixAction::NXDomain, forward_to);
                 let after = apply(&original, &merged, version).unwrap();
                 let at = format!("{file} on {version}, forwardTo {forward_to:?}");
-                let block = if forward_to.is_empty() && !version.has_view() { ".:53".to_string() } else { format!("{TAILNET}:53") };
+                let block = if forward_to.is_empty() && !version.has_view() {
+                    ".:53".to_string()
+                } else {
+                    format!("{TAILNET}:53")
+                };
 
-                for name in [format!("{FRIGATE}.{TAILNET}"), format!("api.github.com.{TAILNET}")] {
+                for name in [
+                    format!("{FRIGATE}.{TAILNET}"),
+                    format!("api.github.com.{TAILNET}"),
+                ] {
                     for qtype in [QType::A, QType::Aaaa] {
                         let s = ask(&after, &name, qtype, version);
-                        assert_eq!((&s.block, s.plugin.as_str()), (&block, "template"), "{at}: {name}");
+                        assert_eq!(
+                            (&s.block, s.plugin.as_str()),
+                            (&block, "template"),
+                            "{at}: {name}"
+                        );
                         assert_eq!(s.outcome, Outcome::NxDomain, "{at}: {name}");
                         assert!(s.question_matches, "{at}");
                     }
                 }
                 let s = ask(&after, &format!("myhost.{TAILNET}"), QType::A, version);
                 if forward_to.is_empty() {
-                    assert_eq!(s.outcome, ask(&before, &format!("myhost.{TAILNET}"), QType::A, version).outcome, "{at}");
+                    assert_eq!(
+                        s.outcome,
+                        ask(&before, &format!("myhost.{TAILNET}"), QType::A, version).outcome,
+                        "{at}"
+                    );
                 } else {
-                    assert_eq!(s.outcome, upstream(&["100.100.100.100:53"], &format!("myhost.{TAILNET}.")), "{at}");
+                    assert_eq!(
+                        s.outcome,
+                        upstream(&["100.100.100.100:53"], &format!("myhost.{TAILNET}.")),
+                        "{at}"
+                    );
                 }
-                for name in [FRIGATE, "nosuch.svc.cluster.local", "api.github.com", "myhost.ts.net"] {
-                    assert_eq!(ask(&after, name, QType::A, version), ask(&before, name, QType::A, version), "{at}: {name}");
+                for name in [
+                    FRIGATE,
+                    "nosuch.svc.cluster.local",
+                    "api.github.com",
+                    "myhost.ts.net",
+                ] {
+                    assert_eq!(
+                        ask(&after, name, QType::A, version),
+                        ask(&before, name, QType::A, version),
+                        "{at}: {name}"
+                    );
                 }
             }
         }
@@ -193,8 +291,16 @@ fn openstack_and_eks_suffixes_together() {
     let original = fixture("eks-addon.Corefile");
     let version = CoreDnsVersion::new(1, 11, 3);
     let after = apply(&original, &merged, version).unwrap();
-    let s = ask(&after, &format!("{FRIGATE}.ec2.internal"), QType::A, version);
-    assert_eq!((s.block.as_str(), s.plugin.as_str(), &s.outcome), ("ec2.internal:53", "kubernetes", &Outcome::Answer));
+    let s = ask(
+        &after,
+        &format!("{FRIGATE}.ec2.internal"),
+        QType::A,
+        version,
+    );
+    assert_eq!(
+        (s.block.as_str(), s.plugin.as_str(), &s.outcome),
+        ("ec2.internal:53", "kubernetes", &Outcome::Answer)
+    );
     assert_eq!(
         s.steps,
         [
@@ -208,7 +314,12 @@ fn openstack_and_eks_suffixes_together() {
     assert_eq!(s.outcome, upstream(RESOLV, "api.github.com."));
     let s = ask(&after, "ip-10-0-0-1.ec2.internal", QType::A, version);
     assert_eq!(s.outcome, upstream(RESOLV, "ip-10-0-0-1.ec2.internal."));
-    let s = ask(&after, &format!("{FRIGATE}.openstacklocal"), QType::A, version);
+    let s = ask(
+        &after,
+        &format!("{FRIGATE}.openstacklocal"),
+        QType::A,
+        version,
+    );
     assert_eq!(s.outcome, Outcome::NxDomain);
     let s = ask(&after, "myhost.openstacklocal", QType::A, version);
     assert_eq!(s.outcome, upstream(RESOLV, "myhost.openstacklocal."));
@@ -222,7 +333,10 @@ fn a_tailscale_split_dns_block_is_refused_not_worked_around() {
     );
     let merged = policy(TAILNET, SuffixAction::Rewrite, &[]);
     let err = apply(&original, &merged, CoreDnsVersion::new(1, 14, 2)).unwrap_err();
-    assert!(matches!(err, RenderError::ZoneTaken { ref key, .. } if key == "tailb45a71.ts.net:53"), "{err}");
+    assert!(
+        matches!(err, RenderError::ZoneTaken { ref key, .. } if key == "tailb45a71.ts.net:53"),
+        "{err}"
+    );
     assert!(err.to_string().contains("forwardTo"), "{err}");
 }
 
@@ -231,5 +345,11 @@ fn old_releases_get_a_warning_about_failed_upstreams() {
     let merged = policy(TAILNET, SuffixAction::Rewrite, &[]);
     assert_eq!(warnings(&merged, CoreDnsVersion::new(1, 8, 7)).len(), 1);
     assert!(warnings(&merged, CoreDnsVersion::new(1, 9, 0)).is_empty());
-    assert!(warnings(&policy(TAILNET, SuffixAction::NXDomain, &[]), CoreDnsVersion::new(1, 8, 4)).is_empty());
+    assert!(
+        warnings(
+            &policy(TAILNET, SuffixAction::NXDomain, &[]),
+            CoreDnsVersion::new(1, 8, 4)
+        )
+        .is_empty()
+    );
 }
