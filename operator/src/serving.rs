@@ -12,8 +12,11 @@
 //!   continue; `answer auto` and `answer name`), `template`, `hosts` (inline
 //!   entries), `kubernetes` (the caller says which in-cluster names exist),
 //!   `file`/`auto`/`secondary` (authoritative for their zones; contents not
-//!   modelled), `forward` and `grpc` (the query leaves CoreDNS), `local`,
-//!   `whoami`, `erratic`. Other plugins pass the query on.
+//!   modelled), `forward` and `grpc` (the query leaves CoreDNS, unless it
+//!   goes to CoreDNS's own listener: then it is served again from routing
+//!   on), `local`, `whoami`, `erratic`. Other plugins pass the query on.
+//! - Not modelled: `cache` (a cached reply is the reply the model gives),
+//!   listeners that differ only by `bind`, `acl`, DS routing, zone data.
 
 use std::fmt;
 use std::str::FromStr;

@@ -19,7 +19,10 @@
 //!   answer auto`, then `forward` to CoreDNS's own listener, where the `.`
 //!   block answers the stripped name as it always did; `answer auto` maps the
 //!   reply back, question included. NXDomain: `template ANY ANY S { rcode
-//!   NXDOMAIN }`.
+//!   NXDOMAIN }`. On 1.14.2 with a black-holed upstream, an in-cluster name
+//!   with the suffix still answers in about 0.1 ms (two passes through
+//!   CoreDNS); the artifacts cost twice the CPU of a plain query, every other
+//!   name nothing.
 //! - Before 1.10.0 (no `view`) they are handled in the `.` block: the same
 //!   `rewrite` rule, or `template ANY ANY S { match ...; rcode NXDOMAIN;
 //!   fallthrough }`. Without `fallthrough`, a name in the zone that no
@@ -192,7 +195,8 @@ pub fn render(merged: &MergedPolicies, ctx: &RenderContext) -> Result<ManagedTex
 }
 
 /// Where CoreDNS reaches itself: the `.` block's first `bind` address (the
-/// loopback address when it binds everything or nothing), on its port.
+/// loopback address when it binds everything or nothing), on its port (53
+/// when the key has none: `-dns.port` is not visible from the Corefile).
 /// `None` when `bind` names only interfaces or placeholders.
 fn self_address(ctx: &RenderContext) -> Option<SocketAddr> {
     let port = ctx.port.unwrap_or(DEFAULT_DNS_PORT);
