@@ -81,50 +81,122 @@ pub struct ManagedText {
 pub enum CorefileError {
     #[error("line {line}, column {column}: quoted text is never closed; add the closing \"")]
     UnterminatedQuote { line: usize, column: usize },
-    #[error("line {line}, column {column}: '}}' closes nothing; remove it or add the '{{' it belongs to")]
+    #[error(
+        "line {line}, column {column}: '}}' closes nothing; remove it or add the '{{' it belongs to"
+    )]
     UnexpectedCloseBrace { line: usize, column: usize },
     #[error("line {line}, column {column}: '{{' is never closed; add the matching '}}'")]
     UnclosedBrace { line: usize, column: usize },
-    #[error("line {line}, column {column}: '{{' must come after a directive or server key on the same line")]
+    #[error(
+        "line {line}, column {column}: '{{' must come after a directive or server key on the same line"
+    )]
     StrayOpenBrace { line: usize, column: usize },
-    #[error("line {line}, column {column}: import takes exactly one argument (a file, a glob or a snippet name) on the same line")]
+    #[error(
+        "line {line}, column {column}: import takes exactly one argument (a file, a glob or a snippet name) on the same line"
+    )]
     ImportArguments { line: usize, column: usize },
-    #[error("line {line}, column {column}: import of {pattern:?} among server keys cannot be resolved from the Corefile alone; put the import on its own line")]
-    ImportAmongKeys { pattern: String, line: usize, column: usize },
-    #[error("line {line}, column {column}: a server key ends with ',' but no key follows; remove the comma or add the key")]
+    #[error(
+        "line {line}, column {column}: import of {pattern:?} among server keys cannot be resolved from the Corefile alone; put the import on its own line"
+    )]
+    ImportAmongKeys {
+        pattern: String,
+        line: usize,
+        column: usize,
+    },
+    #[error(
+        "line {line}, column {column}: a server key ends with ',' but no key follows; remove the comma or add the key"
+    )]
     MissingServerKey { line: usize, column: usize },
-    #[error("line {line}, column {column}: snippet ({name}) is declared twice; rename or remove one")]
-    DuplicateSnippet { name: String, line: usize, column: usize },
-    #[error("line {line}, column {column}: snippet ({name}) needs a body in braces: ({name}) {{ ... }}")]
-    SnippetWithoutBody { name: String, line: usize, column: usize },
-    #[error("line {line}, column {column}: snippet imports expand more than {limit} times; a snippet probably imports itself")]
-    SnippetLoop { limit: usize, line: usize, column: usize },
+    #[error(
+        "line {line}, column {column}: snippet ({name}) is declared twice; rename or remove one"
+    )]
+    DuplicateSnippet {
+        name: String,
+        line: usize,
+        column: usize,
+    },
+    #[error(
+        "line {line}, column {column}: snippet ({name}) needs a body in braces: ({name}) {{ ... }}"
+    )]
+    SnippetWithoutBody {
+        name: String,
+        line: usize,
+        column: usize,
+    },
+    #[error(
+        "line {line}, column {column}: snippet imports expand more than {limit} times; a snippet probably imports itself"
+    )]
+    SnippetLoop {
+        limit: usize,
+        line: usize,
+        column: usize,
+    },
     #[error("line {line}, column {column}: blocks nest more than {limit} levels deep")]
-    TooDeep { limit: usize, line: usize, column: usize },
+    TooDeep {
+        limit: usize,
+        line: usize,
+        column: usize,
+    },
     #[error("line {line}, column {column}: server key {key:?} is invalid: {reason}")]
-    InvalidServerKey { key: String, reason: String, line: usize, column: usize },
-    #[error("no server block serves \".\" over plain DNS; add one (for example `.:53 {{ ... }}`) so dnspolicy has a place for its directives")]
+    InvalidServerKey {
+        key: String,
+        reason: String,
+        line: usize,
+        column: usize,
+    },
+    #[error(
+        "no server block serves \".\" over plain DNS; add one (for example `.:53 {{ ... }}`) so dnspolicy has a place for its directives"
+    )]
     NoDotBlock,
-    #[error("several server blocks could be the cluster DNS \".\" block ({candidates}); dnspolicy will not guess: keep one \".\" block on port 53 (or one in all)")]
+    #[error(
+        "several server blocks could be the cluster DNS \".\" block ({candidates}); dnspolicy will not guess: keep one \".\" block on port 53 (or one in all)"
+    )]
     AmbiguousDotBlock { candidates: String },
-    #[error("line {line}: the \".\" server block {reason}; write it as `.:53 {{` ... `}}` with its closing brace on a line of its own")]
+    #[error(
+        "line {line}: the \".\" server block {reason}; write it as `.:53 {{` ... `}}` with its closing brace on a line of its own"
+    )]
     DotBlockShape { line: usize, reason: &'static str },
-    #[error("line {line}: managed region {kind:?} begins here but never ends; put back `# dnspolicy:end {kind}` or delete the region by hand")]
+    #[error(
+        "line {line}: managed region {kind:?} begins here but never ends; put back `# dnspolicy:end {kind}` or delete the region by hand"
+    )]
     MarkerNotClosed { kind: String, line: usize },
-    #[error("line {line}: managed region {kind:?} begins inside the region begun on line {outer_line}; remove one of the two begin markers")]
-    MarkerNested { kind: String, line: usize, outer_line: usize },
-    #[error("line {line}: managed region {kind:?} ends here but never began; remove this end marker")]
+    #[error(
+        "line {line}: managed region {kind:?} begins inside the region begun on line {outer_line}; remove one of the two begin markers"
+    )]
+    MarkerNested {
+        kind: String,
+        line: usize,
+        outer_line: usize,
+    },
+    #[error(
+        "line {line}: managed region {kind:?} ends here but never began; remove this end marker"
+    )]
     MarkerNotOpened { kind: String, line: usize },
-    #[error("line {line}: end marker {end_kind:?} does not match begin marker {begin_kind:?} on line {begin_line}; make them name the same region")]
-    MarkerMismatch { begin_kind: String, end_kind: String, begin_line: usize, line: usize },
-    #[error("line {line}: unknown managed region {found:?}; dnspolicy writes only \"dot-block\" and \"server-blocks\"")]
+    #[error(
+        "line {line}: end marker {end_kind:?} does not match begin marker {begin_kind:?} on line {begin_line}; make them name the same region"
+    )]
+    MarkerMismatch {
+        begin_kind: String,
+        end_kind: String,
+        begin_line: usize,
+        line: usize,
+    },
+    #[error(
+        "line {line}: unknown managed region {found:?}; dnspolicy writes only \"dot-block\" and \"server-blocks\""
+    )]
     MarkerUnknown { found: String, line: usize },
-    #[error("line {line}, column {column}: a dnspolicy marker must be alone on its line; move it to a line of its own")]
+    #[error(
+        "line {line}, column {column}: a dnspolicy marker must be alone on its line; move it to a line of its own"
+    )]
     MarkerNotAlone { line: usize, column: usize },
-    #[error("lines {begin_line}-{end_line}: the managed region crosses a brace of the Corefile around it; restore the braces or delete the region by hand")]
+    #[error(
+        "lines {begin_line}-{end_line}: the managed region crosses a brace of the Corefile around it; restore the braces or delete the region by hand"
+    )]
     MarkerCrossesBrace { begin_line: usize, end_line: usize },
     #[error("managed {part} text is invalid: {reason}")]
     ManagedText { part: &'static str, reason: String },
-    #[error("the Corefile imports {override_glob:?} but has no top-level import of *.server files, so server blocks cannot go into coredns-custom; add `import <dir>/*.server` at the top level")]
+    #[error(
+        "the Corefile imports {override_glob:?} but has no top-level import of *.server files, so server blocks cannot go into coredns-custom; add `import <dir>/*.server` at the top level"
+    )]
     NoServerImport { override_glob: String },
 }

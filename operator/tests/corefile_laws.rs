@@ -24,9 +24,24 @@ fn directive(indent: &'static str) -> impl Strategy<Value = String> {
         Just("import /etc/coredns/custom/*.override".to_string()),
         Just("prometheus :9153".to_string()),
         Just(nested("forward . 8.8.8.8", &["max_concurrent 1000"])),
-        Just(nested("kubernetes cluster.local in-addr.arpa ip6.arpa", &["pods insecure", "fallthrough in-addr.arpa ip6.arpa"])),
-        Just(nested("template ANY ANY internal.cloudapp.net", &["match \"^(?:[^.]+\\.){4,}internal\\.cloudapp\\.net\\.$\"", "rcode NXDOMAIN"])),
-        Just(nested("hosts", &["10.0.0.1 frigate.video-management-system.svc.cluster.local", "fallthrough"])),
+        Just(nested(
+            "kubernetes cluster.local in-addr.arpa ip6.arpa",
+            &["pods insecure", "fallthrough in-addr.arpa ip6.arpa"]
+        )),
+        Just(nested(
+            "template ANY ANY internal.cloudapp.net",
+            &[
+                "match \"^(?:[^.]+\\.){4,}internal\\.cloudapp\\.net\\.$\"",
+                "rcode NXDOMAIN"
+            ]
+        )),
+        Just(nested(
+            "hosts",
+            &[
+                "10.0.0.1 frigate.video-management-system.svc.cluster.local",
+                "fallthrough"
+            ]
+        )),
     ]
 }
 
@@ -96,7 +111,10 @@ fn managed() -> impl Strategy<Value = ManagedText> {
         Just("tailb45a71.ts.net:53 {\n    forward . 100.100.100.100\n}\n".to_string()),
         Just("openstacklocal:53 {\n    template ANY ANY {\n        rcode NXDOMAIN\n    }\n}\ntailb45a71.ts.net:53 {\n    bind 169.254.20.10\n    forward . 100.100.100.100\n}".to_string()),
     ];
-    (dot, server).prop_map(|(dot_block, server_blocks)| ManagedText { dot_block, server_blocks })
+    (dot, server).prop_map(|(dot_block, server_blocks)| ManagedText {
+        dot_block,
+        server_blocks,
+    })
 }
 
 proptest! {

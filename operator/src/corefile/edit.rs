@@ -12,11 +12,13 @@ use super::parse::{Braces, parse, parse_detailed};
 use super::{Corefile, CorefileError, Directive, ManagedText, ServerBlock};
 
 /// Opens the region inside the `.` server block.
-pub const DOT_BEGIN: &str = "# dnspolicy:begin dot-block (managed by dnspolicy; edits here are reverted)";
+pub const DOT_BEGIN: &str =
+    "# dnspolicy:begin dot-block (managed by dnspolicy; edits here are reverted)";
 /// Closes the region inside the `.` server block.
 pub const DOT_END: &str = "# dnspolicy:end dot-block";
 /// Opens the region of whole server blocks at the end of the Corefile.
-pub const SERVER_BEGIN: &str = "# dnspolicy:begin server-blocks (managed by dnspolicy; edits here are reverted)";
+pub const SERVER_BEGIN: &str =
+    "# dnspolicy:begin server-blocks (managed by dnspolicy; edits here are reverted)";
 /// Closes the region of whole server blocks.
 pub const SERVER_END: &str = "# dnspolicy:end server-blocks";
 
@@ -73,7 +75,11 @@ fn dot_choice(corefile: &Corefile) -> Result<(usize, u16), CorefileError> {
             let plain_dns = matches!(key.scheme.as_deref(), None | Some("dns"));
             if plain_dns && key.zone == "." {
                 let from_env = key.raw.contains("{$") || key.raw.contains("{%");
-                let port = if from_env { None } else { Some(key.port.unwrap_or(53)) };
+                let port = if from_env {
+                    None
+                } else {
+                    Some(key.port.unwrap_or(53))
+                };
                 candidates.push((index, port, key.raw.as_str()));
             }
         }
@@ -88,13 +94,25 @@ fn dot_choice(corefile: &Corefile) -> Result<(usize, u16), CorefileError> {
         return Err(CorefileError::NoDotBlock);
     }
     if candidates.iter().any(|(_, port, _)| port.is_none()) {
-        return Err(CorefileError::AmbiguousDotBlock { candidates: describe(&candidates) });
+        return Err(CorefileError::AmbiguousDotBlock {
+            candidates: describe(&candidates),
+        });
     }
-    let on_53: Vec<_> = candidates.iter().copied().filter(|(_, port, _)| *port == Some(53)).collect();
-    let chosen = if on_53.is_empty() { candidates.clone() } else { on_53 };
+    let on_53: Vec<_> = candidates
+        .iter()
+        .copied()
+        .filter(|(_, port, _)| *port == Some(53))
+        .collect();
+    let chosen = if on_53.is_empty() {
+        candidates.clone()
+    } else {
+        on_53
+    };
     let first = chosen[0].0;
     if chosen.iter().any(|(index, _, _)| *index != first) {
-        return Err(CorefileError::AmbiguousDotBlock { candidates: describe(&chosen) });
+        return Err(CorefileError::AmbiguousDotBlock {
+            candidates: describe(&chosen),
+        });
     }
     Ok((first, chosen[0].1.unwrap_or(53)))
 }
@@ -140,14 +158,24 @@ fn custom_key(glob: &str, extension: &str) -> Option<String> {
     let valid = file.ends_with(extension)
         && file.matches('*').count() == 1
         && !file.contains(['?', '['])
-        && file.replace('*', "").bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b));
+        && file
+            .replace('*', "")
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b));
     valid.then(|| file.replace('*', "dnspolicy"))
 }
 
 /// `coredns-custom` keys and values for the managed text: the dot-block text under
 /// the override glob's key, the server blocks under the server glob's key.
-pub fn custom_keys(managed: &ManagedText, channel: &Channel) -> Result<Vec<(String, String)>, CorefileError> {
-    let Channel::Custom { override_glob, server_glob } = channel else {
+pub fn custom_keys(
+    managed: &ManagedText,
+    channel: &Channel,
+) -> Result<Vec<(String, String)>, CorefileError> {
+    let Channel::Custom {
+        override_glob,
+        server_glob,
+    } = channel
+    else {
         return Ok(Vec::new());
     };
     check_managed(managed)?;
@@ -160,16 +188,19 @@ pub fn custom_keys(managed: &ManagedText, channel: &Channel) -> Result<Vec<(Stri
         value
     };
     if !managed.dot_block.is_empty() {
-        let key = custom_key(override_glob, ".override").ok_or_else(|| CorefileError::ManagedText {
-            part: "dot-block",
-            reason: format!("cannot name a key for the import {override_glob:?}"),
-        })?;
+        let key =
+            custom_key(override_glob, ".override").ok_or_else(|| CorefileError::ManagedText {
+                part: "dot-block",
+                reason: format!("cannot name a key for the import {override_glob:?}"),
+            })?;
         keys.push((key, body(&managed.dot_block)));
     }
     if !managed.server_blocks.is_empty() {
         let glob = server_glob
             .as_ref()
-            .ok_or_else(|| CorefileError::NoServerImport { override_glob: override_glob.clone() })?;
+            .ok_or_else(|| CorefileError::NoServerImport {
+                override_glob: override_glob.clone(),
+            })?;
         let key = custom_key(glob, ".server").ok_or_else(|| CorefileError::ManagedText {
             part: "server-blocks",
             reason: format!("cannot name a key for the import {glob:?}"),
@@ -217,11 +248,17 @@ fn markers(text: &str, comments: &[super::Span]) -> Result<Vec<Marker>, Corefile
         };
         let start = line_start(text, comment.start);
         if !text[start..comment.start].chars().all(char::is_whitespace) {
-            return Err(CorefileError::MarkerNotAlone { line: comment.line, column: comment.column });
+            return Err(CorefileError::MarkerNotAlone {
+                line: comment.line,
+                column: comment.column,
+            });
         }
         let kind = words.next().unwrap_or("").to_string();
         if kind != DOT_KIND && kind != SERVER_KIND {
-            return Err(CorefileError::MarkerUnknown { found: body.to_string(), line: comment.line });
+            return Err(CorefileError::MarkerUnknown {
+                found: body.to_string(),
+                line: comment.line,
+            });
         }
         let (line_end, newline) = match text[comment.end..].find('\n') {
             Some(i) => {
@@ -231,7 +268,15 @@ fn markers(text: &str, comments: &[super::Span]) -> Result<Vec<Marker>, Corefile
             }
             None => (text.len(), ""),
         };
-        out.push(Marker { mark, kind, line: comment.line, line_start: start, line_end, newline, at: comment.start });
+        out.push(Marker {
+            mark,
+            kind,
+            line: comment.line,
+            line_start: start,
+            line_end,
+            newline,
+            at: comment.start,
+        });
     }
     Ok(out)
 }
@@ -246,9 +291,18 @@ fn regions(text: &str) -> Result<Vec<(usize, usize)>, CorefileError> {
         match (marker.mark, open) {
             (Mark::Begin, None) => open = Some(marker),
             (Mark::Begin, Some(outer)) => {
-                return Err(CorefileError::MarkerNested { kind: marker.kind.clone(), line: marker.line, outer_line: outer.line });
+                return Err(CorefileError::MarkerNested {
+                    kind: marker.kind.clone(),
+                    line: marker.line,
+                    outer_line: outer.line,
+                });
             }
-            (Mark::End, None) => return Err(CorefileError::MarkerNotOpened { kind: marker.kind.clone(), line: marker.line }),
+            (Mark::End, None) => {
+                return Err(CorefileError::MarkerNotOpened {
+                    kind: marker.kind.clone(),
+                    line: marker.line,
+                });
+            }
             (Mark::End, Some(begin)) => {
                 if begin.kind != marker.kind {
                     return Err(CorefileError::MarkerMismatch {
@@ -260,7 +314,11 @@ fn regions(text: &str) -> Result<Vec<(usize, usize)>, CorefileError> {
                 }
                 // braces inside the region must balance, or removing it breaks the Corefile
                 let mut depth = 0i64;
-                for token in lexed.tokens.iter().filter(|t| t.span.start > begin.at && t.span.start < marker.at) {
+                for token in lexed
+                    .tokens
+                    .iter()
+                    .filter(|t| t.span.start > begin.at && t.span.start < marker.at)
+                {
                     match token.text.as_str() {
                         "{" => depth += 1,
                         "}" => depth -= 1,
@@ -271,7 +329,10 @@ fn regions(text: &str) -> Result<Vec<(usize, usize)>, CorefileError> {
                     }
                 }
                 if depth != 0 {
-                    return Err(CorefileError::MarkerCrossesBrace { begin_line: begin.line, end_line: marker.line });
+                    return Err(CorefileError::MarkerCrossesBrace {
+                        begin_line: begin.line,
+                        end_line: marker.line,
+                    });
                 }
                 let mut start = begin.line_start;
                 if marker.line_end == text.len() && marker.newline.is_empty() {
@@ -286,7 +347,10 @@ fn regions(text: &str) -> Result<Vec<(usize, usize)>, CorefileError> {
         }
     }
     if let Some(begin) = open {
-        return Err(CorefileError::MarkerNotClosed { kind: begin.kind.clone(), line: begin.line });
+        return Err(CorefileError::MarkerNotClosed {
+            kind: begin.kind.clone(),
+            line: begin.line,
+        });
     }
     Ok(ranges)
 }
@@ -315,7 +379,14 @@ pub fn render(original: &str, managed: &ManagedText) -> Result<String, CorefileE
     if managed.dot_block.is_empty() && managed.server_blocks.is_empty() {
         return Ok(base);
     }
-    let newline = if base.find('\n').is_some_and(|i| i > 0 && base.as_bytes()[i - 1] == b'\r') { "\r\n" } else { "\n" };
+    let newline = if base
+        .find('\n')
+        .is_some_and(|i| i > 0 && base.as_bytes()[i - 1] == b'\r')
+    {
+        "\r\n"
+    } else {
+        "\n"
+    };
     let mut out = base.clone();
 
     if !managed.dot_block.is_empty() {
@@ -348,15 +419,30 @@ pub fn render(original: &str, managed: &ManagedText) -> Result<String, CorefileE
 }
 
 /// The start of the line holding the block's closing brace.
-fn insertion_point(text: &str, block: &ServerBlock, braces: Braces) -> Result<usize, CorefileError> {
+fn insertion_point(
+    text: &str,
+    block: &ServerBlock,
+    braces: Braces,
+) -> Result<usize, CorefileError> {
     let line = block.span.line;
-    let close = braces.close.filter(|_| braces.open.is_some()).ok_or(CorefileError::DotBlockShape {
-        line,
-        reason: "has no braces",
-    })?;
+    let close =
+        braces
+            .close
+            .filter(|_| braces.open.is_some())
+            .ok_or(CorefileError::DotBlockShape {
+                line,
+                reason: "has no braces",
+            })?;
     let start = line_start(text, close.start);
-    if close.start < block.span.start || !text[start..close.start].chars().all(|c| c == ' ' || c == '\t') {
-        return Err(CorefileError::DotBlockShape { line, reason: "does not end with '}' on a line of its own" });
+    if close.start < block.span.start
+        || !text[start..close.start]
+            .chars()
+            .all(|c| c == ' ' || c == '\t')
+    {
+        return Err(CorefileError::DotBlockShape {
+            line,
+            reason: "does not end with '}' on a line of its own",
+        });
     }
     Ok(start)
 }
@@ -386,12 +472,18 @@ fn push_lines(out: &mut String, text: &str, indent: &str, newline: &str) {
 
 /// Managed text must be well-formed on its own and must not carry markers.
 fn check_managed(managed: &ManagedText) -> Result<(), CorefileError> {
-    for (part, text) in [(DOT_KIND, &managed.dot_block), (SERVER_KIND, &managed.server_blocks)] {
+    for (part, text) in [
+        (DOT_KIND, &managed.dot_block),
+        (SERVER_KIND, &managed.server_blocks),
+    ] {
         let invalid = |reason: String| CorefileError::ManagedText { part, reason };
         let lexed = lex(text).map_err(|e| invalid(e.to_string()))?;
         for comment in &lexed.comments {
             if text[comment.start..comment.end].contains("dnspolicy:") {
-                return Err(invalid(format!("line {} looks like a dnspolicy marker", comment.line)));
+                return Err(invalid(format!(
+                    "line {} looks like a dnspolicy marker",
+                    comment.line
+                )));
             }
         }
     }
@@ -399,13 +491,19 @@ fn check_managed(managed: &ManagedText) -> Result<(), CorefileError> {
         dot_directives(&managed.dot_block)?;
     }
     if !managed.server_blocks.is_empty() {
-        let invalid = |reason: String| CorefileError::ManagedText { part: SERVER_KIND, reason };
-        let (blocks, braces) = parse_detailed(&managed.server_blocks).map_err(|e| invalid(e.to_string()))?;
+        let invalid = |reason: String| CorefileError::ManagedText {
+            part: SERVER_KIND,
+            reason,
+        };
+        let (blocks, braces) =
+            parse_detailed(&managed.server_blocks).map_err(|e| invalid(e.to_string()))?;
         if !blocks.top_level_imports.is_empty() {
             return Err(invalid("must not import files".into()));
         }
         if braces.iter().any(|b| b.open.is_none() || b.close.is_none()) {
-            return Err(invalid("every server block needs { } around its directives".into()));
+            return Err(invalid(
+                "every server block needs { } around its directives".into(),
+            ));
         }
     }
     Ok(())
@@ -414,29 +512,49 @@ fn check_managed(managed: &ManagedText) -> Result<(), CorefileError> {
 /// The managed dot-block text read as the body of a server block.
 fn dot_directives(text: &str) -> Result<Vec<Directive>, CorefileError> {
     let wrapped = format!(". {{\n{text}\n}}\n");
-    let invalid = |reason: String| CorefileError::ManagedText { part: DOT_KIND, reason };
+    let invalid = |reason: String| CorefileError::ManagedText {
+        part: DOT_KIND,
+        reason,
+    };
     let corefile = parse(&wrapped).map_err(|e| invalid(e.to_string()))?;
     match corefile.blocks.as_slice() {
         [block] if corefile.top_level_imports.is_empty() => Ok(block.directives.clone()),
-        _ => Err(invalid("must be directives only, with balanced braces".into())),
+        _ => Err(invalid(
+            "must be directives only, with balanced braces".into(),
+        )),
     }
 }
 
 /// The rendered text must parse to exactly the original plus the managed parts,
 /// so no managed text can escape its region or change what is around it.
-fn check_result(base: &Corefile, rendered: &str, managed: &ManagedText) -> Result<(), CorefileError> {
-    let after = parse(rendered).map_err(|e| CorefileError::ManagedText { part: DOT_KIND, reason: format!("the result does not parse: {e}") })?;
+fn check_result(
+    base: &Corefile,
+    rendered: &str,
+    managed: &ManagedText,
+) -> Result<(), CorefileError> {
+    let after = parse(rendered).map_err(|e| CorefileError::ManagedText {
+        part: DOT_KIND,
+        reason: format!("the result does not parse: {e}"),
+    })?;
     let mut expected = base.clone();
     if !managed.dot_block.is_empty() {
         let (index, _) = dot_choice(base)?;
-        expected.blocks[index].directives.extend(dot_directives(&managed.dot_block)?);
+        expected.blocks[index]
+            .directives
+            .extend(dot_directives(&managed.dot_block)?);
     }
     if !managed.server_blocks.is_empty() {
-        expected.blocks.extend(parse(&managed.server_blocks)?.blocks);
+        expected
+            .blocks
+            .extend(parse(&managed.server_blocks)?.blocks);
     }
     if shape(&expected) != shape(&after) {
         return Err(CorefileError::ManagedText {
-            part: if managed.server_blocks.is_empty() { DOT_KIND } else { SERVER_KIND },
+            part: if managed.server_blocks.is_empty() {
+                DOT_KIND
+            } else {
+                SERVER_KIND
+            },
             reason: "placed in the Corefile it would change more than its own region".into(),
         });
     }
@@ -493,7 +611,10 @@ mod tests {
 
     #[test]
     fn empty_parts_write_no_region() {
-        let only_blocks = ManagedText { dot_block: String::new(), ..tailnet() };
+        let only_blocks = ManagedText {
+            dot_block: String::new(),
+            ..tailnet()
+        };
         let rendered = render(KUBEADM, &only_blocks).unwrap();
         assert!(!rendered.contains(DOT_BEGIN) && rendered.contains(SERVER_BEGIN));
         assert_eq!(render(&rendered, &ManagedText::default()).unwrap(), KUBEADM);
@@ -517,35 +638,102 @@ mod tests {
 
     #[test]
     fn damaged_markers_are_named_by_line() {
-        let only_dot = ManagedText { server_blocks: String::new(), ..tailnet() };
+        let only_dot = ManagedText {
+            server_blocks: String::new(),
+            ..tailnet()
+        };
         let rendered = render(KUBEADM, &only_dot).unwrap();
         let without_end = rendered.replacen(&format!("    {DOT_END}\n"), "", 1);
-        assert!(matches!(strip(&without_end), Err(CorefileError::MarkerNotClosed { line: 9, .. })));
+        assert!(matches!(
+            strip(&without_end),
+            Err(CorefileError::MarkerNotClosed { line: 9, .. })
+        ));
         let without_begin = rendered.replacen(&format!("    {DOT_BEGIN}\n"), "", 1);
-        assert!(matches!(strip(&without_begin), Err(CorefileError::MarkerNotOpened { line: 13, .. })));
+        assert!(matches!(
+            strip(&without_begin),
+            Err(CorefileError::MarkerNotOpened { line: 13, .. })
+        ));
         let nested = rendered.replacen(DOT_END, SERVER_BEGIN, 1);
-        assert!(matches!(strip(&nested), Err(CorefileError::MarkerNested { line: 14, outer_line: 9, .. })));
+        assert!(matches!(
+            strip(&nested),
+            Err(CorefileError::MarkerNested {
+                line: 14,
+                outer_line: 9,
+                ..
+            })
+        ));
         let mismatched = rendered.replacen(DOT_END, SERVER_END, 1);
-        assert!(matches!(strip(&mismatched), Err(CorefileError::MarkerMismatch { line: 14, begin_line: 9, .. })));
+        assert!(matches!(
+            strip(&mismatched),
+            Err(CorefileError::MarkerMismatch {
+                line: 14,
+                begin_line: 9,
+                ..
+            })
+        ));
         let unknown = rendered.replacen("dnspolicy:end dot-block", "dnspolicy:end dots", 1);
-        assert!(matches!(strip(&unknown), Err(CorefileError::MarkerUnknown { line: 14, .. })));
-        let trailing = rendered.replacen(&format!("    {DOT_END}"), &format!("    cache 30 {DOT_END}"), 1);
-        assert!(matches!(strip(&trailing), Err(CorefileError::MarkerNotAlone { line: 14, .. })));
+        assert!(matches!(
+            strip(&unknown),
+            Err(CorefileError::MarkerUnknown { line: 14, .. })
+        ));
+        let trailing = rendered.replacen(
+            &format!("    {DOT_END}"),
+            &format!("    cache 30 {DOT_END}"),
+            1,
+        );
+        assert!(matches!(
+            strip(&trailing),
+            Err(CorefileError::MarkerNotAlone { line: 14, .. })
+        ));
         // the end marker moved below the block's closing brace
-        let crossing = rendered.replacen(&format!("    {DOT_END}\n}}\n"), &format!("}}\n{DOT_END}\n"), 1);
-        assert!(matches!(strip(&crossing), Err(CorefileError::MarkerCrossesBrace { begin_line: 9, end_line: 15 })));
+        let crossing = rendered.replacen(
+            &format!("    {DOT_END}\n}}\n"),
+            &format!("}}\n{DOT_END}\n"),
+            1,
+        );
+        assert!(matches!(
+            strip(&crossing),
+            Err(CorefileError::MarkerCrossesBrace {
+                begin_line: 9,
+                end_line: 15
+            })
+        ));
         assert!(render(&crossing, &tailnet()).is_err());
     }
 
     #[test]
     fn managed_text_cannot_escape_its_region() {
-        let escape = ManagedText { dot_block: "}\nevil.example:53 {\n    forward . 6.6.6.6\n".into(), server_blocks: String::new() };
-        assert!(matches!(render(KUBEADM, &escape), Err(CorefileError::ManagedText { part: "dot-block", .. })));
-        let quote = ManagedText { dot_block: "log \"\n".into(), server_blocks: String::new() };
-        assert!(matches!(render(KUBEADM, &quote), Err(CorefileError::ManagedText { .. })));
-        let marker = ManagedText { dot_block: format!("{DOT_END}\nlog\n"), server_blocks: String::new() };
-        assert!(matches!(render(KUBEADM, &marker), Err(CorefileError::ManagedText { .. })));
-        let directives_as_blocks = ManagedText { dot_block: String::new(), server_blocks: "forward . 6.6.6.6\n".into() };
+        let escape = ManagedText {
+            dot_block: "}\nevil.example:53 {\n    forward . 6.6.6.6\n".into(),
+            server_blocks: String::new(),
+        };
+        assert!(matches!(
+            render(KUBEADM, &escape),
+            Err(CorefileError::ManagedText {
+                part: "dot-block",
+                ..
+            })
+        ));
+        let quote = ManagedText {
+            dot_block: "log \"\n".into(),
+            server_blocks: String::new(),
+        };
+        assert!(matches!(
+            render(KUBEADM, &quote),
+            Err(CorefileError::ManagedText { .. })
+        ));
+        let marker = ManagedText {
+            dot_block: format!("{DOT_END}\nlog\n"),
+            server_blocks: String::new(),
+        };
+        assert!(matches!(
+            render(KUBEADM, &marker),
+            Err(CorefileError::ManagedText { .. })
+        ));
+        let directives_as_blocks = ManagedText {
+            dot_block: String::new(),
+            server_blocks: "forward . 6.6.6.6\n".into(),
+        };
         assert!(render(KUBEADM, &directives_as_blocks).is_err());
     }
 
@@ -553,28 +741,56 @@ mod tests {
     fn the_dot_block_is_chosen_by_port_and_never_guessed() {
         let two = ".:5353 {\n    errors\n}\n.:53 {\n    bind 169.254.20.10\n}\n";
         let corefile = parse(two).unwrap();
-        assert_eq!(dot_server(&corefile).unwrap(), DotServer { index: 1, port: 53, bind: vec!["169.254.20.10".into()] });
+        assert_eq!(
+            dot_server(&corefile).unwrap(),
+            DotServer {
+                index: 1,
+                port: 53,
+                bind: vec!["169.254.20.10".into()]
+            }
+        );
         let openshift = parse(".:5353 {\n    bind 127.0.0.1\n}\n").unwrap();
         assert_eq!(dot_server(&openshift).unwrap().port, 5353);
         let bare = parse(". {\n    errors\n}\n").unwrap();
         assert_eq!(dot_server(&bare).unwrap().port, 53);
         let twice = parse(".:53 {\n    bind 10.0.0.1\n}\n.:53 {\n    bind 10.0.0.2\n}\n").unwrap();
-        assert!(matches!(dot_block(&twice), Err(CorefileError::AmbiguousDotBlock { .. })));
+        assert!(matches!(
+            dot_block(&twice),
+            Err(CorefileError::AmbiguousDotBlock { .. })
+        ));
         let two_others = parse(".:5353 {\n}\n.:5454 {\n}\n").unwrap();
-        assert!(matches!(dot_block(&two_others), Err(CorefileError::AmbiguousDotBlock { .. })));
+        assert!(matches!(
+            dot_block(&two_others),
+            Err(CorefileError::AmbiguousDotBlock { .. })
+        ));
         let tls_only = parse("tls://.:853 {\n}\ncluster.local:53 {\n}\n").unwrap();
         assert_eq!(dot_block(&tls_only), Err(CorefileError::NoDotBlock));
         let env = parse(".:{$PORT} {\n}\n").unwrap();
-        assert!(matches!(dot_block(&env), Err(CorefileError::AmbiguousDotBlock { .. })));
+        assert!(matches!(
+            dot_block(&env),
+            Err(CorefileError::AmbiguousDotBlock { .. })
+        ));
     }
 
     #[test]
     fn a_dot_block_without_its_own_closing_line_is_refused() {
         let one_line = ".:53 { }\n";
-        assert!(matches!(render(one_line, &tailnet()), Err(CorefileError::DotBlockShape { line: 1, .. })));
+        assert!(matches!(
+            render(one_line, &tailnet()),
+            Err(CorefileError::DotBlockShape { line: 1, .. })
+        ));
         let braceless = ".:53\nerrors\n";
-        assert!(matches!(render(braceless, &tailnet()), Err(CorefileError::DotBlockShape { reason: "has no braces", .. })));
-        assert_eq!(render("cluster.local:53 {\n}\n", &tailnet()), Err(CorefileError::NoDotBlock));
+        assert!(matches!(
+            render(braceless, &tailnet()),
+            Err(CorefileError::DotBlockShape {
+                reason: "has no braces",
+                ..
+            })
+        ));
+        assert_eq!(
+            render("cluster.local:53 {\n}\n", &tailnet()),
+            Err(CorefileError::NoDotBlock)
+        );
     }
 
     #[test]
@@ -583,22 +799,40 @@ mod tests {
         let channel = channel(&k3s).unwrap();
         assert_eq!(
             channel,
-            Channel::Custom { override_glob: "/etc/coredns/custom/*.override".into(), server_glob: Some("/etc/coredns/custom/*.server".into()) }
+            Channel::Custom {
+                override_glob: "/etc/coredns/custom/*.override".into(),
+                server_glob: Some("/etc/coredns/custom/*.server".into())
+            }
         );
         let keys = custom_keys(&tailnet(), &channel).unwrap();
         assert_eq!(keys[0].0, "dnspolicy.override");
         assert_eq!(keys[0].1, format!("{CUSTOM_HEADER}{}", tailnet().dot_block));
         assert_eq!(keys[1].0, "dnspolicy.server");
-        assert_eq!(keys[1].1, format!("{CUSTOM_HEADER}{}", tailnet().server_blocks));
+        assert_eq!(
+            keys[1].1,
+            format!("{CUSTOM_HEADER}{}", tailnet().server_blocks)
+        );
 
-        let override_only = Channel::Custom { override_glob: "custom/*.override".into(), server_glob: None };
-        assert!(matches!(custom_keys(&tailnet(), &override_only), Err(CorefileError::NoServerImport { .. })));
-        assert_eq!(super::channel(&parse(KUBEADM).unwrap()).unwrap(), Channel::Main);
+        let override_only = Channel::Custom {
+            override_glob: "custom/*.override".into(),
+            server_glob: None,
+        };
+        assert!(matches!(
+            custom_keys(&tailnet(), &override_only),
+            Err(CorefileError::NoServerImport { .. })
+        ));
+        assert_eq!(
+            super::channel(&parse(KUBEADM).unwrap()).unwrap(),
+            Channel::Main
+        );
         assert_eq!(custom_keys(&tailnet(), &Channel::Main).unwrap(), Vec::new());
     }
 
     #[test]
     fn the_hash_is_sha256_hex() {
-        assert_eq!(corefile_hash(""), "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+        assert_eq!(
+            corefile_hash(""),
+            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
     }
 }

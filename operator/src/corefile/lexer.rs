@@ -63,18 +63,37 @@ pub(crate) fn lex(text: &str) -> Result<Lexed, CorefileError> {
     let body = text.strip_prefix('\u{feff}').unwrap_or(text);
     let offset = text.len() - body.len();
 
-    let emit = |out: &mut Lexed, val: &mut String, start: &mut Option<Start>, end: usize, end_line: usize, quoted: bool| {
-        let s = start.take().unwrap_or(Start { byte: end, line: end_line, column: 1 });
+    let emit = |out: &mut Lexed,
+                val: &mut String,
+                start: &mut Option<Start>,
+                end: usize,
+                end_line: usize,
+                quoted: bool| {
+        let s = start.take().unwrap_or(Start {
+            byte: end,
+            line: end_line,
+            column: 1,
+        });
         out.tokens.push(Token {
             text: std::mem::take(val),
-            span: Span { start: s.byte, end, line: s.line, column: s.column },
+            span: Span {
+                start: s.byte,
+                end,
+                line: s.line,
+                column: s.column,
+            },
             end_line,
             quoted,
         });
     };
     let close_comment = |out: &mut Lexed, comment_start: &mut Option<Start>, end: usize| {
         if let Some(s) = comment_start.take() {
-            out.comments.push(Span { start: s.byte, end, line: s.line, column: s.column });
+            out.comments.push(Span {
+                start: s.byte,
+                end,
+                line: s.line,
+                column: s.column,
+            });
         }
     };
 
@@ -127,7 +146,11 @@ pub(crate) fn lex(text: &str) -> Result<Lexed, CorefileError> {
         if ch == '#' && !comment {
             comment = true;
             if val.is_empty() {
-                comment_start = Some(Start { byte: at, line: here_line, column: here_column });
+                comment_start = Some(Start {
+                    byte: at,
+                    line: here_line,
+                    column: here_column,
+                });
             }
         }
         if comment {
@@ -135,7 +158,11 @@ pub(crate) fn lex(text: &str) -> Result<Lexed, CorefileError> {
         }
 
         if val.is_empty() && start.is_none() {
-            start = Some(Start { byte: at, line: here_line, column: here_column });
+            start = Some(Start {
+                byte: at,
+                line: here_line,
+                column: here_column,
+            });
             if ch == '"' {
                 quoted = true;
                 continue;
@@ -145,8 +172,15 @@ pub(crate) fn lex(text: &str) -> Result<Lexed, CorefileError> {
     }
 
     if quoted {
-        let s = start.unwrap_or(Start { byte: text.len(), line, column });
-        return Err(CorefileError::UnterminatedQuote { line: s.line, column: s.column });
+        let s = start.unwrap_or(Start {
+            byte: text.len(),
+            line,
+            column,
+        });
+        return Err(CorefileError::UnterminatedQuote {
+            line: s.line,
+            column: s.column,
+        });
     }
     close_comment(&mut out, &mut comment_start, text.len());
     if !val.is_empty() {
@@ -178,8 +212,14 @@ mod tests {
 
     #[test]
     fn quotes_group_words_and_only_escape_quotes() {
-        assert_eq!(texts(r#"match "^(?:[^.]+\.){4,}internal\.cloudapp\.net\.$""#), ["match", r"^(?:[^.]+\.){4,}internal\.cloudapp\.net\.$"]);
-        assert_eq!(texts(r#"answer "say \"hi\" there""#), ["answer", r#"say "hi" there"#]);
+        assert_eq!(
+            texts(r#"match "^(?:[^.]+\.){4,}internal\.cloudapp\.net\.$""#),
+            ["match", r"^(?:[^.]+\.){4,}internal\.cloudapp\.net\.$"]
+        );
+        assert_eq!(
+            texts(r#"answer "say \"hi\" there""#),
+            ["answer", r#"say "hi" there"#]
+        );
         assert_eq!(texts(r#""a\\b""#), [r"a\\b"]);
         assert_eq!(texts(r#""a"b"#), ["a", "b"]);
         assert_eq!(texts(r#"x"y z""#), [r#"x"y"#, r#"z""#]);
@@ -196,28 +236,46 @@ mod tests {
 
     #[test]
     fn hash_at_a_token_start_hides_the_rest_of_the_line() {
-        assert_eq!(texts("errors # log everything {\nhealth"), ["errors", "health"]);
+        assert_eq!(
+            texts("errors # log everything {\nhealth"),
+            ["errors", "health"]
+        );
         let lexed = lex("  # dnspolicy:begin dot-block\r\nx").unwrap();
         assert_eq!(lexed.comments.len(), 1);
-        assert_eq!(&"  # dnspolicy:begin dot-block\r\nx"[lexed.comments[0].start..lexed.comments[0].end], "# dnspolicy:begin dot-block\r");
+        assert_eq!(
+            &"  # dnspolicy:begin dot-block\r\nx"[lexed.comments[0].start..lexed.comments[0].end],
+            "# dnspolicy:begin dot-block\r"
+        );
     }
 
     #[test]
     fn hash_inside_a_token_cuts_only_that_token() {
         // An unquoted regex containing `#` loses its tail, and the next word comes back.
-        assert_eq!(texts("name regex ^a#b.tailb45a71.ts.net$ {1}\nanswer auto"), ["name", "regex", "^a", "{1}", "answer", "auto"]);
-        assert_eq!(texts(r#"name regex "^a#b$" x"#), ["name", "regex", "^a#b$", "x"]);
+        assert_eq!(
+            texts("name regex ^a#b.tailb45a71.ts.net$ {1}\nanswer auto"),
+            ["name", "regex", "^a", "{1}", "answer", "auto"]
+        );
+        assert_eq!(
+            texts(r#"name regex "^a#b$" x"#),
+            ["name", "regex", "^a#b$", "x"]
+        );
     }
 
     #[test]
     fn carriage_returns_never_split_tokens() {
-        assert_eq!(texts("forward\r\n. 1.1.1.1\r\n"), ["forward", ".", "1.1.1.1"]);
+        assert_eq!(
+            texts("forward\r\n. 1.1.1.1\r\n"),
+            ["forward", ".", "1.1.1.1"]
+        );
         assert_eq!(texts("ab\rcd"), ["abcd"]);
     }
 
     #[test]
     fn env_placeholders_stay_as_written() {
-        assert_eq!(texts(".:{$DNS_PORT} {\n forward . {$UPSTREAM}\n}"), [".:{$DNS_PORT}", "{", "forward", ".", "{$UPSTREAM}", "}"]);
+        assert_eq!(
+            texts(".:{$DNS_PORT} {\n forward . {$UPSTREAM}\n}"),
+            [".:{$DNS_PORT}", "{", "forward", ".", "{$UPSTREAM}", "}"]
+        );
         assert_eq!(texts("{$ENV}"), ["{$ENV}"]);
     }
 
@@ -243,6 +301,12 @@ mod tests {
 
     #[test]
     fn an_open_quote_at_the_end_is_an_error_at_the_quote() {
-        assert_eq!(tokenize(".:53 {\n  forward . \"1.1.1.1\n}\n"), Err(CorefileError::UnterminatedQuote { line: 2, column: 13 }));
+        assert_eq!(
+            tokenize(".:53 {\n  forward . \"1.1.1.1\n}\n"),
+            Err(CorefileError::UnterminatedQuote {
+                line: 2,
+                column: 13
+            })
+        );
     }
 }

@@ -33,8 +33,16 @@ pub(crate) struct Braces {
 
 pub(crate) fn parse_detailed(text: &str) -> Result<(Corefile, Vec<Braces>), CorefileError> {
     let tokens = lex(text)?.tokens;
-    let mut parser = Parser { toks: tokens, pos: 0, snippets: HashMap::new(), expansions: 0 };
-    let mut corefile = Corefile { blocks: Vec::new(), top_level_imports: Vec::new() };
+    let mut parser = Parser {
+        toks: tokens,
+        pos: 0,
+        snippets: HashMap::new(),
+        expansions: 0,
+    };
+    let mut corefile = Corefile {
+        blocks: Vec::new(),
+        top_level_imports: Vec::new(),
+    };
     let mut braces = Vec::new();
     while parser.pos < parser.toks.len() {
         parser.server_block(&mut corefile, &mut braces)?;
@@ -79,10 +87,16 @@ impl Parser {
 
     /// Replaces `import NAME` at `self.pos` with the snippet's tokens, if NAME is one.
     fn expand_snippet(&mut self, name: &str) -> Result<bool, CorefileError> {
-        let Some(body) = self.snippets.get(name) else { return Ok(false) };
+        let Some(body) = self.snippets.get(name) else {
+            return Ok(false);
+        };
         if self.expansions >= MAX_EXPANSIONS {
             let (line, column) = at(self.toks[self.pos].span);
-            return Err(CorefileError::SnippetLoop { limit: MAX_EXPANSIONS, line, column });
+            return Err(CorefileError::SnippetLoop {
+                limit: MAX_EXPANSIONS,
+                line,
+                column,
+            });
         }
         self.expansions += 1;
         let body = body.clone();
@@ -96,11 +110,18 @@ impl Parser {
             name: import.text.clone(),
             args: vec![argument.text.clone()],
             block: Vec::new(),
-            span: Span { end: argument.span.end.max(import.span.end), ..import.span },
+            span: Span {
+                end: argument.span.end.max(import.span.end),
+                ..import.span
+            },
         }
     }
 
-    fn server_block(&mut self, corefile: &mut Corefile, braces: &mut Vec<Braces>) -> Result<(), CorefileError> {
+    fn server_block(
+        &mut self,
+        corefile: &mut Corefile,
+        braces: &mut Vec<Braces>,
+    ) -> Result<(), CorefileError> {
         let mut keys: Vec<(String, Span)> = Vec::new();
         let mut expecting_another = false;
         let mut eof = false;
@@ -116,9 +137,15 @@ impl Parser {
                 }
                 if !keys.is_empty() {
                     let (line, column) = at(token.span);
-                    return Err(CorefileError::ImportAmongKeys { pattern: argument.text, line, column });
+                    return Err(CorefileError::ImportAmongKeys {
+                        pattern: argument.text,
+                        line,
+                        column,
+                    });
                 }
-                corefile.top_level_imports.push(self.import_directive(&argument));
+                corefile
+                    .top_level_imports
+                    .push(self.import_directive(&argument));
                 self.pos += 2;
                 continue;
             }
@@ -154,14 +181,19 @@ impl Parser {
         let Some(&(_, first)) = keys.first() else {
             // caddy parses and drops a block without keys; we refuse it rather than hide it
             return match self.toks.get(self.pos) {
-                Some(open) if !eof && open.text == "{" => {
-                    Err(CorefileError::StrayOpenBrace { line: open.span.line, column: open.span.column })
-                }
+                Some(open) if !eof && open.text == "{" => Err(CorefileError::StrayOpenBrace {
+                    line: open.span.line,
+                    column: open.span.column,
+                }),
                 _ => Ok(()),
             };
         };
 
-        if keys.len() == 1 && keys[0].0.len() >= 2 && keys[0].0.starts_with('(') && keys[0].0.ends_with(')') {
+        if keys.len() == 1
+            && keys[0].0.len() >= 2
+            && keys[0].0.starts_with('(')
+            && keys[0].0.ends_with(')')
+        {
             let name = keys[0].0[1..keys[0].0.len() - 1].to_string();
             let (line, column) = at(first);
             if self.snippets.contains_key(&name) {
@@ -179,11 +211,25 @@ impl Parser {
             .iter()
             .map(|(raw, span)| parse_key(raw, *span))
             .collect::<Result<Vec<_>, _>>()?;
-        let last_key_end = keys.iter().map(|(_, span)| span.end).max().unwrap_or(first.end);
+        let last_key_end = keys
+            .iter()
+            .map(|(_, span)| span.end)
+            .max()
+            .unwrap_or(first.end);
         if eof {
             // caddy keeps a line of keys with nothing after it as an empty server
-            corefile.blocks.push(ServerBlock { keys: server_keys, directives: Vec::new(), span: Span { end: last_key_end, ..first } });
-            braces.push(Braces { open: None, close: None });
+            corefile.blocks.push(ServerBlock {
+                keys: server_keys,
+                directives: Vec::new(),
+                span: Span {
+                    end: last_key_end,
+                    ..first
+                },
+            });
+            braces.push(Braces {
+                open: None,
+                close: None,
+            });
             return Ok(());
         }
 
@@ -197,7 +243,11 @@ impl Parser {
             .or_else(|| directives.last().map(|d| d.span.end))
             .unwrap_or(last_key_end)
             .max(first.end);
-        corefile.blocks.push(ServerBlock { keys: server_keys, directives, span: Span { end, ..first } });
+        corefile.blocks.push(ServerBlock {
+            keys: server_keys,
+            directives,
+            span: Span { end, ..first },
+        });
         braces.push(Braces { open, close });
         Ok(())
     }
@@ -224,12 +274,18 @@ impl Parser {
         Err(CorefileError::UnclosedBrace { line, column })
     }
 
-    fn directives(&mut self, open: Option<Span>) -> Result<(Vec<Directive>, Option<Span>), CorefileError> {
+    fn directives(
+        &mut self,
+        open: Option<Span>,
+    ) -> Result<(Vec<Directive>, Option<Span>), CorefileError> {
         let mut out = Vec::new();
         loop {
             let Some(token) = self.toks.get(self.pos) else {
                 return match open {
-                    Some(open) => Err(CorefileError::UnclosedBrace { line: open.line, column: open.column }),
+                    Some(open) => Err(CorefileError::UnclosedBrace {
+                        line: open.line,
+                        column: open.column,
+                    }),
                     None => Ok((out, None)),
                 };
             };
@@ -266,7 +322,11 @@ impl Parser {
                 open.push(token.span);
                 if open.len() > MAX_DEPTH {
                     let (line, column) = at(token.span);
-                    return Err(CorefileError::TooDeep { limit: MAX_DEPTH, line, column });
+                    return Err(CorefileError::TooDeep {
+                        limit: MAX_DEPTH,
+                        line,
+                        column,
+                    });
                 }
             } else if open.is_empty() && self.new_line(self.pos) {
                 break;
@@ -285,7 +345,10 @@ impl Parser {
             self.pos += 1;
         }
         if let Some(innermost) = open.last() {
-            return Err(CorefileError::UnclosedBrace { line: innermost.line, column: innermost.column });
+            return Err(CorefileError::UnclosedBrace {
+                line: innermost.line,
+                column: innermost.column,
+            });
         }
         build(&name, &body)
     }
@@ -293,7 +356,12 @@ impl Parser {
 
 /// Builds a directive from its name and the balanced tokens after it.
 fn build(name: &Token, body: &[Token]) -> Result<Directive, CorefileError> {
-    let mut directive = Directive { name: name.text.clone(), args: Vec::new(), block: Vec::new(), span: name.span };
+    let mut directive = Directive {
+        name: name.text.clone(),
+        args: Vec::new(),
+        block: Vec::new(),
+        span: name.span,
+    };
     let mut i = 0;
     while i < body.len() {
         if body[i].text == "{" {
@@ -372,17 +440,28 @@ pub(crate) fn parse_key(raw: &str, span: Span) -> Result<ServerKey, CorefileErro
     if let Some(colon) = rest.rfind(':') {
         let after = &rest[colon + 1..];
         if after.is_empty() {
-            return Err(invalid("nothing follows the last ':'; write a port such as :53"));
+            return Err(invalid(
+                "nothing follows the last ':'; write a port such as :53",
+            ));
         }
         if after.bytes().all(|b| b.is_ascii_digit()) {
-            port = Some(after.parse::<u16>().map_err(|_| invalid("the port is above 65535"))?);
+            port = Some(
+                after
+                    .parse::<u16>()
+                    .map_err(|_| invalid("the port is above 65535"))?,
+            );
             host = &rest[..colon];
         } else if is_placeholder(after) {
             // the port comes from the environment; callers see it as unknown
             host = &rest[..colon];
         }
     }
-    Ok(ServerKey { raw: raw.to_string(), scheme, zone: normalize_zone(host), port })
+    Ok(ServerKey {
+        raw: raw.to_string(),
+        scheme,
+        zone: normalize_zone(host),
+        port,
+    })
 }
 
 pub(crate) fn is_placeholder(s: &str) -> bool {
@@ -440,21 +519,52 @@ mod tests {
 
     #[test]
     fn server_keys_carry_scheme_zone_and_port() {
-        let corefile = parse("dns://.:53 tls://Cluster.Local cluster.local:53 in-addr.arpa:53 .:5353 {\n}\n").unwrap();
+        let corefile =
+            parse("dns://.:53 tls://Cluster.Local cluster.local:53 in-addr.arpa:53 .:5353 {\n}\n")
+                .unwrap();
         let keys = &corefile.blocks[0].keys;
-        assert_eq!((keys[0].scheme.as_deref(), keys[0].zone.as_str(), keys[0].port), (Some("dns"), ".", Some(53)));
-        assert_eq!((keys[1].scheme.as_deref(), keys[1].zone.as_str(), keys[1].port), (Some("tls"), "cluster.local.", None));
-        assert_eq!((keys[2].zone.as_str(), keys[2].port), ("cluster.local.", Some(53)));
-        assert_eq!((keys[3].zone.as_str(), keys[3].port), ("in-addr.arpa.", Some(53)));
+        assert_eq!(
+            (
+                keys[0].scheme.as_deref(),
+                keys[0].zone.as_str(),
+                keys[0].port
+            ),
+            (Some("dns"), ".", Some(53))
+        );
+        assert_eq!(
+            (
+                keys[1].scheme.as_deref(),
+                keys[1].zone.as_str(),
+                keys[1].port
+            ),
+            (Some("tls"), "cluster.local.", None)
+        );
+        assert_eq!(
+            (keys[2].zone.as_str(), keys[2].port),
+            ("cluster.local.", Some(53))
+        );
+        assert_eq!(
+            (keys[3].zone.as_str(), keys[3].port),
+            ("in-addr.arpa.", Some(53))
+        );
         assert_eq!((keys[4].zone.as_str(), keys[4].port), (".", Some(5353)));
     }
 
     #[test]
     fn keys_continue_after_a_trailing_comma_and_cidrs_become_reverse_zones() {
-        let corefile = parse("tailb45a71.ts.net:53,\n  10.0.0.0/8:53 {\n forward . 100.100.100.100\n}").unwrap();
-        let zones: Vec<_> = corefile.blocks[0].keys.iter().map(|k| k.zone.as_str()).collect();
+        let corefile =
+            parse("tailb45a71.ts.net:53,\n  10.0.0.0/8:53 {\n forward . 100.100.100.100\n}")
+                .unwrap();
+        let zones: Vec<_> = corefile.blocks[0]
+            .keys
+            .iter()
+            .map(|k| k.zone.as_str())
+            .collect();
         assert_eq!(zones, ["tailb45a71.ts.net.", "10.in-addr.arpa."]);
-        assert_eq!(reverse_zone("192.168.1.0/24").unwrap(), "1.168.192.in-addr.arpa.");
+        assert_eq!(
+            reverse_zone("192.168.1.0/24").unwrap(),
+            "1.168.192.in-addr.arpa."
+        );
         assert_eq!(reverse_zone("fd00::/8").unwrap(), "d.f.ip6.arpa.");
         assert_eq!(normalize_zone(""), ".");
     }
@@ -462,8 +572,21 @@ mod tests {
     #[test]
     fn a_bad_port_is_an_error_at_the_key() {
         let err = parse("\n  .:99999 {\n}\n").unwrap_err();
-        assert!(matches!(err, CorefileError::InvalidServerKey { line: 2, column: 3, .. }), "{err}");
-        assert!(matches!(parse(".: {\n}").unwrap_err(), CorefileError::InvalidServerKey { .. }));
+        assert!(
+            matches!(
+                err,
+                CorefileError::InvalidServerKey {
+                    line: 2,
+                    column: 3,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(matches!(
+            parse(".: {\n}").unwrap_err(),
+            CorefileError::InvalidServerKey { .. }
+        ));
     }
 
     #[test]
@@ -473,29 +596,57 @@ mod tests {
         )
         .unwrap();
         let block = &corefile.blocks[0];
-        assert_eq!(names(&block.directives), ["errors", "kubernetes", "rewrite"]);
-        assert_eq!(block.directives[1].args, ["cluster.local", "in-addr.arpa", "ip6.arpa"]);
+        assert_eq!(
+            names(&block.directives),
+            ["errors", "kubernetes", "rewrite"]
+        );
+        assert_eq!(
+            block.directives[1].args,
+            ["cluster.local", "in-addr.arpa", "ip6.arpa"]
+        );
         assert_eq!(names(&block.directives[1].block), ["pods", "fallthrough"]);
-        assert_eq!(block.directives[2].block[0].args, ["regex", "^(.+)[.]tailb45a71[.]ts[.]net[.]$", "{1}."]);
+        assert_eq!(
+            block.directives[2].block[0].args,
+            ["regex", "^(.+)[.]tailb45a71[.]ts[.]net[.]$", "{1}."]
+        );
         assert_eq!((block.span.start, block.span.line), (0, 1));
         assert_eq!(block.directives[1].span.line, 3);
     }
 
     #[test]
     fn an_open_brace_on_the_next_line_still_opens_the_directives_block() {
-        let corefile = parse(".:53 {\n  forward . 1.1.1.1\n  {\n    max_concurrent 1000\n  }\n}").unwrap();
-        assert_eq!(corefile.blocks[0].directives[0].block[0].name, "max_concurrent");
+        let corefile =
+            parse(".:53 {\n  forward . 1.1.1.1\n  {\n    max_concurrent 1000\n  }\n}").unwrap();
+        assert_eq!(
+            corefile.blocks[0].directives[0].block[0].name,
+            "max_concurrent"
+        );
     }
 
     #[test]
     fn a_close_brace_on_a_directives_line_is_an_error() {
-        assert_eq!(parse(".:53 {\n  errors }\n"), Err(CorefileError::UnexpectedCloseBrace { line: 2, column: 10 }));
+        assert_eq!(
+            parse(".:53 {\n  errors }\n"),
+            Err(CorefileError::UnexpectedCloseBrace {
+                line: 2,
+                column: 10
+            })
+        );
     }
 
     #[test]
     fn an_unclosed_block_names_its_open_brace() {
-        assert_eq!(parse(".:53 {\n  cache 30 {\n    success 9984\n"), Err(CorefileError::UnclosedBrace { line: 2, column: 12 }));
-        assert_eq!(parse(".:53 {\n  errors\n"), Err(CorefileError::UnclosedBrace { line: 1, column: 6 }));
+        assert_eq!(
+            parse(".:53 {\n  cache 30 {\n    success 9984\n"),
+            Err(CorefileError::UnclosedBrace {
+                line: 2,
+                column: 12
+            })
+        );
+        assert_eq!(
+            parse(".:53 {\n  errors\n"),
+            Err(CorefileError::UnclosedBrace { line: 1, column: 6 })
+        );
     }
 
     #[test]
@@ -506,11 +657,20 @@ mod tests {
         .unwrap();
         assert_eq!(corefile.blocks.len(), 2);
         assert_eq!(corefile.blocks[0].directives[1].name, "import");
-        assert_eq!(corefile.blocks[0].directives[1].args, ["/etc/coredns/custom/*.override"]);
-        assert_eq!(corefile.top_level_imports[0].args, ["/etc/coredns/custom/*.server"]);
+        assert_eq!(
+            corefile.blocks[0].directives[1].args,
+            ["/etc/coredns/custom/*.override"]
+        );
+        assert_eq!(
+            corefile.top_level_imports[0].args,
+            ["/etc/coredns/custom/*.server"]
+        );
         assert_eq!(corefile.top_level_imports[0].span.line, 8);
         assert_eq!(corefile.blocks[1].directives[0].name, "forward");
-        assert_eq!(corefile.blocks[1].directives[0].args, [".", "100.100.100.100"]);
+        assert_eq!(
+            corefile.blocks[1].directives[0].args,
+            [".", "100.100.100.100"]
+        );
     }
 
     #[test]
@@ -521,14 +681,26 @@ mod tests {
 
     #[test]
     fn snippet_mistakes_are_named() {
-        assert!(matches!(parse("(a) {\n}\n(a) {\n}\n").unwrap_err(), CorefileError::DuplicateSnippet { line: 3, .. }));
-        assert!(matches!(parse("(a)\n.:53 {\n}\n").unwrap_err(), CorefileError::SnippetWithoutBody { line: 1, .. }));
+        assert!(matches!(
+            parse("(a) {\n}\n(a) {\n}\n").unwrap_err(),
+            CorefileError::DuplicateSnippet { line: 3, .. }
+        ));
+        assert!(matches!(
+            parse("(a)\n.:53 {\n}\n").unwrap_err(),
+            CorefileError::SnippetWithoutBody { line: 1, .. }
+        ));
     }
 
     #[test]
     fn import_needs_one_argument_on_its_line() {
-        assert_eq!(parse(".:53 {\n  import\n}\n"), Err(CorefileError::ImportArguments { line: 2, column: 3 }));
-        assert_eq!(parse(".:53 {\n  import a b\n}\n"), Err(CorefileError::ImportArguments { line: 2, column: 3 }));
+        assert_eq!(
+            parse(".:53 {\n  import\n}\n"),
+            Err(CorefileError::ImportArguments { line: 2, column: 3 })
+        );
+        assert_eq!(
+            parse(".:53 {\n  import a b\n}\n"),
+            Err(CorefileError::ImportArguments { line: 2, column: 3 })
+        );
     }
 
     #[test]
@@ -539,7 +711,9 @@ mod tests {
 
     #[test]
     fn comments_and_placeholders_do_not_confuse_the_structure() {
-        let corefile = parse("# cluster DNS\n.:{$PORT} { # main\n  forward . {$UPSTREAM} # upstream\n}\n").unwrap();
+        let corefile =
+            parse("# cluster DNS\n.:{$PORT} { # main\n  forward . {$UPSTREAM} # upstream\n}\n")
+                .unwrap();
         let key = &corefile.blocks[0].keys[0];
         assert_eq!((key.zone.as_str(), key.port), (".", None));
         assert_eq!(corefile.blocks[0].directives[0].args, [".", "{$UPSTREAM}"]);
@@ -554,18 +728,30 @@ mod tests {
 
     #[test]
     fn a_block_without_keys_is_refused() {
-        assert_eq!(parse("{\n  errors\n}\n"), Err(CorefileError::StrayOpenBrace { line: 1, column: 1 }));
-        assert_eq!(parse("\"\" {\n}\n"), Err(CorefileError::StrayOpenBrace { line: 1, column: 4 }));
+        assert_eq!(
+            parse("{\n  errors\n}\n"),
+            Err(CorefileError::StrayOpenBrace { line: 1, column: 1 })
+        );
+        assert_eq!(
+            parse("\"\" {\n}\n"),
+            Err(CorefileError::StrayOpenBrace { line: 1, column: 4 })
+        );
     }
 
     #[test]
     fn a_lone_open_brace_is_not_a_directive() {
-        assert!(matches!(parse(".:53 {\n{\n}\n}\n").unwrap_err(), CorefileError::StrayOpenBrace { line: 2, .. }));
+        assert!(matches!(
+            parse(".:53 {\n{\n}\n}\n").unwrap_err(),
+            CorefileError::StrayOpenBrace { line: 2, .. }
+        ));
     }
 
     #[test]
     fn nesting_is_bounded() {
         let deep = format!(".:53 {{\n a {}{}\n}}", "{ ".repeat(100), "} ".repeat(100));
-        assert!(matches!(parse(&deep).unwrap_err(), CorefileError::TooDeep { .. }));
+        assert!(matches!(
+            parse(&deep).unwrap_err(),
+            CorefileError::TooDeep { .. }
+        ));
     }
 }
