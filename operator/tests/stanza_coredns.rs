@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use dnspolicy::corefile;
 use dnspolicy::policy::{MergedPolicies, SuffixRule, parse_forward_target};
 use dnspolicy::stanza::{RenderContext, RenderError, render};
 use dnspolicy::version::CoreDnsVersion;
@@ -214,18 +215,6 @@ impl Drop for CoreDns {
     }
 }
 
-fn indent(text: &str, by: &str) -> String {
-    text.lines()
-        .map(|l| {
-            if l.is_empty() {
-                "\n".to_string()
-            } else {
-                format!("{by}{l}\n")
-            }
-        })
-        .collect()
-}
-
 fn start(bin: &PathBuf, net: u8, rules: Vec<SuffixRule>, version: CoreDnsVersion) -> CoreDns {
     let ip = |host: u8| format!("127.0.{net}.{host}");
     let dir = std::env::temp_dir().join(format!("dnspolicy-stanza-{net}-{}", std::process::id()));
@@ -245,20 +234,24 @@ fn start(bin: &PathBuf, net: u8, rules: Vec<SuffixRule>, version: CoreDnsVersion
         applied: vec!["e2e".into()],
         conflicts: vec![],
     };
-    let ctx = RenderContext {
-        port: Some(PORT),
-        bind: vec![ip(1)],
-        ..RenderContext::new(version)
-    };
-    let text = render(&merged, &ctx).unwrap();
-    let corefile = format!(
-        ".:{PORT} {{\n    bind {bind}\n    errors\n    file {db} cluster.local\n    # dnspolicy: begin\n{dot}    # dnspolicy: end\n    forward . {up}:{PORT}\n    cache 30\n    loop\n    loadbalance\n}}\n\n{blocks}",
+    // kubeadm's `.` block, with `file` for `kubernetes` and loopback addresses,
+    // edited exactly as the operator edits it.
+    let base = format!(
+        ".:{PORT} {{\n    bind {bind}\n    errors\n    file {db} cluster.local\n    forward . {up}:{PORT}\n    cache 30\n    loop\n    loadbalance\n}}\n",
         bind = ip(1),
         db = dir.join("cluster.local.db").display(),
-        dot = indent(&text.dot_block, "    "),
         up = ip(2),
-        blocks = text.server_blocks,
     );
+    let parsed = corefile::parse(&base).unwrap();
+    let dot = corefile::dot_server(&parsed).unwrap();
+    let ctx = RenderContext::for_block(&parsed, dot.index, version);
+    let text = render(&merged, &ctx).unwrap();
+    let corefile = corefile::render(&base, &text).unwrap();
+    assert_eq!(corefile::strip(&corefile).unwrap(), base);
+    if version.has_view() {
+        // Nothing is added to the `.` block: other names pay nothing.
+        assert_eq!(text.dot_block, "");
+    }
     std::fs::write(dir.join("Corefile"), &corefile).unwrap();
     eprintln!("--- Corefile for CoreDNS {version}:\n{corefile}");
     let upstream = responder(&format!("{}:{PORT}", ip(2)), 2);
