@@ -2,7 +2,19 @@
 //!
 //! `lexer` cuts tokens exactly as CoreDNS does, `parse` groups them into the
 //! types below, and `edit` places dnspolicy's managed text between marker
-//! comments so that every byte outside the markers is kept.
+//! comments so that every byte outside the markers is kept:
+//!
+//! ```text
+//! .:53 {
+//!     ...
+//!     # dnspolicy:begin dot-block (managed by dnspolicy; edits here are reverted)
+//!     rewrite stop { ... }
+//!     # dnspolicy:end dot-block
+//! }
+//! # dnspolicy:begin server-blocks (managed by dnspolicy; edits here are reverted)
+//! tailb45a71.ts.net:53 { ... }
+//! # dnspolicy:end server-blocks
+//! ```
 
 mod edit;
 mod lexer;
@@ -15,7 +27,8 @@ pub use edit::{
 pub use lexer::{Token, tokenize};
 pub use parse::parse;
 
-/// Byte range in the Corefile text, with the 1-based line and column of its start.
+/// Byte range in the Corefile text, with the 1-based line and column (in
+/// characters) of its start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Span {
     pub start: usize,
@@ -51,7 +64,9 @@ pub struct ServerKey {
     pub scheme: Option<String>,
     /// Lower-case, absolute with a trailing dot: `.`, `cluster.local.`.
     pub zone: String,
-    /// `None` when the key has no port (CoreDNS then uses `-dns.port`, 53 by default).
+    /// `None` when the key has no port (CoreDNS then uses the scheme's default:
+    /// `-dns.port`, 53, for dns; 853 for tls; 443 for grpc and https), or when the
+    /// port comes from the environment (`.:{$PORT}`, visible in `raw`).
     pub port: Option<u16>,
 }
 
