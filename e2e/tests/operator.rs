@@ -23,22 +23,41 @@ async fn apply_change_reapply_and_delete() -> Result<()> {
     // Apply: managed stanzas in the ConfigMap, CoreDNS rolled, Ready for this generation.
     let t0 = Instant::now();
     apply(&c, TAILSCALE)?;
-    let p = wait_ready(&c, "tailnet", WAIT).await.with_context(|| op.log_text())?;
+    let p = wait_ready(&c, "tailnet", WAIT)
+        .await
+        .with_context(|| op.log_text())?;
     println!("apply -> Ready=True in {:?}", t0.elapsed());
     let applied = corefile(&c)?;
     ensure!(applied.contains(BEGIN_DOT), "no managed region:\n{applied}");
-    ensure!(applied.contains("tailb45a71[.]ts[.]net"), "no rewrite for the suffix:\n{applied}");
-    let hash = p["status"]["corefileHash"].as_str().context("no corefileHash")?.to_string();
-    ensure!(template_hash(&c)? == Some(hash.clone()), "Deployment not rolled to {hash}");
+    ensure!(
+        applied.contains("tailb45a71[.]ts[.]net"),
+        "no rewrite for the suffix:\n{applied}"
+    );
+    let hash = p["status"]["corefileHash"]
+        .as_str()
+        .context("no corefileHash")?
+        .to_string();
+    ensure!(
+        template_hash(&c)? == Some(hash.clone()),
+        "Deployment not rolled to {hash}"
+    );
     ensure!(p["status"]["observedGeneration"] == p["metadata"]["generation"]);
-    for (t, want) in [("Reconciling", "False"), ("Stalled", "False"), ("CorefileApplied", "True"), ("RolledOut", "True")] {
+    for (t, want) in [
+        ("Reconciling", "False"),
+        ("Stalled", "False"),
+        ("CorefileApplied", "True"),
+        ("RolledOut", "True"),
+    ] {
         let got = condition(&p, t).map(|c| c.0);
         ensure!(got.as_deref() == Some(want), "{t} is {got:?}, want {want}");
     }
     rolled(&c).await?;
 
     // Change: one more rollout to a new hash.
-    apply(&c, &TAILSCALE.replace("action: Rewrite", "action: NXDomain"))?;
+    apply(
+        &c,
+        &TAILSCALE.replace("action: Rewrite", "action: NXDomain"),
+    )?;
     let p = wait_for("the changed policy to roll out", WAIT, || {
         let p = policy(&c, "tailnet")?;
         Ok((is_ready(&p) && p["status"]["corefileHash"].as_str() != Some(&hash)).then_some(p))
@@ -52,25 +71,44 @@ async fn apply_change_reapply_and_delete() -> Result<()> {
     // Apply the same spec again: no write at all, counted in the audit log.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let mark = audit_mark(&c)?;
-    apply(&c, &TAILSCALE.replace("action: Rewrite", "action: NXDomain"))?;
+    apply(
+        &c,
+        &TAILSCALE.replace("action: Rewrite", "action: NXDomain"),
+    )?;
     tokio::time::sleep(Duration::from_secs(15)).await;
     let writes = operator_writes_since(&c, mark)?;
-    ensure!(writes.is_empty(), "re-applying the same spec wrote: {writes:?}");
+    ensure!(
+        writes.is_empty(),
+        "re-applying the same spec wrote: {writes:?}"
+    );
     println!("re-apply of the same spec: 0 operator writes in 15 s");
 
     // Delete: the Corefile is byte for byte the original, CoreDNS rolled back.
     c.kubectl(&["delete", "cdp", "tailnet", "--wait=true", "--timeout=60s"])?;
     let restored = corefile(&c)?;
-    ensure!(restored == original, "Corefile not restored byte for byte:\n--- original\n{original}\n--- now\n{restored}");
+    ensure!(
+        restored == original,
+        "Corefile not restored byte for byte:\n--- original\n{original}\n--- now\n{restored}"
+    );
     let stock_hash = dnspolicy::corefile::corefile_hash(&original);
-    ensure!(template_hash(&c)? == Some(stock_hash.clone()), "Deployment not rolled back to {stock_hash}");
+    ensure!(
+        template_hash(&c)? == Some(stock_hash.clone()),
+        "Deployment not rolled back to {stock_hash}"
+    );
     rolled(&c).await?;
     let cm = get_json(&c, &["-n", "kube-system", "configmap", "coredns"])?;
     let leftovers: Vec<&String> = cm["metadata"]["annotations"]
         .as_object()
-        .map(|a| a.keys().filter(|k| k.starts_with("dnspolicy.dev/")).collect())
+        .map(|a| {
+            a.keys()
+                .filter(|k| k.starts_with("dnspolicy.dev/"))
+                .collect()
+        })
         .unwrap_or_default();
-    ensure!(leftovers.is_empty(), "dnspolicy annotations left on the ConfigMap: {leftovers:?}");
+    ensure!(
+        leftovers.is_empty(),
+        "dnspolicy annotations left on the ConfigMap: {leftovers:?}"
+    );
     op.stop()?;
     Ok(())
 }
@@ -84,10 +122,15 @@ async fn policies_merge_conflicts_stall_and_hand_edits() -> Result<()> {
 
     apply(&c, TAILSCALE)?;
     apply(&c, OPENSTACK)?;
-    wait_ready(&c, "tailnet", WAIT).await.with_context(|| op.log_text())?;
+    wait_ready(&c, "tailnet", WAIT)
+        .await
+        .with_context(|| op.log_text())?;
     let openstack = wait_ready(&c, "openstack", WAIT).await?;
     let merged = corefile(&c)?;
-    ensure!(merged.contains("tailb45a71[.]ts[.]net") && merged.contains("openstacklocal"), "not merged:\n{merged}");
+    ensure!(
+        merged.contains("tailb45a71[.]ts[.]net") && merged.contains("openstacklocal"),
+        "not merged:\n{merged}"
+    );
     let hash = openstack["status"]["corefileHash"].clone();
     rolled(&c).await?;
 
@@ -99,15 +142,23 @@ async fn policies_merge_conflicts_stall_and_hand_edits() -> Result<()> {
     )?;
     let rogue = wait_for("zz-rogue Stalled", WAIT, || {
         let p = policy(&c, "zz-rogue")?;
-        Ok(condition(&p, "Stalled").filter(|s| s.0 == "True").map(|s| (s, p)))
+        Ok(condition(&p, "Stalled")
+            .filter(|s| s.0 == "True")
+            .map(|s| (s, p)))
     })
     .await?;
     ensure!(rogue.0.1 == "Conflict", "reason {:?}", rogue.0);
-    ensure!(rogue.0.2.contains("tailnet"), "message does not name the winner: {}", rogue.0.2);
+    ensure!(
+        rogue.0.2.contains("tailnet"),
+        "message does not name the winner: {}",
+        rogue.0.2
+    );
     ensure!(corefile(&c)? == merged, "the conflict changed the Corefile");
     let writes = operator_writes_since(&c, mark)?;
     ensure!(
-        writes.iter().all(|w| w.contains("clusterdnspolicies/zz-rogue") || w.contains("events/zz-rogue.")),
+        writes
+            .iter()
+            .all(|w| w.contains("clusterdnspolicies/zz-rogue") || w.contains("events/zz-rogue.")),
         "the conflict wrote more than the rogue's own status: {writes:?}"
     );
     ensure!(policy(&c, "openstack")?["status"]["corefileHash"] == hash);
@@ -123,9 +174,20 @@ async fn policies_merge_conflicts_stall_and_hand_edits() -> Result<()> {
         Ok((!now.contains("rcode REFUSED")).then_some(now))
     })
     .await?;
-    ensure!(fixed.contains("# tuned by hand"), "the hand edit outside the region was lost:\n{fixed}");
+    ensure!(
+        fixed.contains("# tuned by hand"),
+        "the hand edit outside the region was lost:\n{fixed}"
+    );
     ensure!(fixed.contains("rcode NXDOMAIN"));
-    let events = c.kubectl(&["get", "events", "-A", "--field-selector", "reason=DriftCorrected", "-o", "name"])?;
+    let events = c.kubectl(&[
+        "get",
+        "events",
+        "-A",
+        "--field-selector",
+        "reason=DriftCorrected",
+        "-o",
+        "name",
+    ])?;
     ensure!(!events.trim().is_empty(), "no DriftCorrected event");
 
     c.kubectl(&["delete", "cdp", "--all", "--wait=true", "--timeout=60s"])?;
@@ -140,22 +202,43 @@ async fn k3s_corefile_gets_coredns_custom_keys_and_stays_unchanged() -> Result<(
     let original = fresh(&c, Flavor::K3s, &env::coredns_kubeadm_version()).await?;
     let mut op = Operator::start(&c, "k3s", &[])?;
     apply(&c, TAILSCALE)?;
-    wait_ready(&c, "tailnet", WAIT).await.with_context(|| op.log_text())?;
-    ensure!(corefile(&c)? == original, "the k3s main Corefile was edited");
+    wait_ready(&c, "tailnet", WAIT)
+        .await
+        .with_context(|| op.log_text())?;
+    ensure!(
+        corefile(&c)? == original,
+        "the k3s main Corefile was edited"
+    );
     let custom = get_json(&c, &["-n", "kube-system", "configmap", "coredns-custom"])?;
-    let data = custom["data"].as_object().context("coredns-custom has no data")?;
+    let data = custom["data"]
+        .as_object()
+        .context("coredns-custom has no data")?;
     let keys: Vec<&String> = data.keys().collect();
-    ensure!(keys.iter().any(|k| k.ends_with(".override")), "no .override key: {keys:?}");
-    ensure!(keys.iter().any(|k| k.ends_with(".server")), "no .server key: {keys:?}");
+    ensure!(
+        keys.iter().any(|k| k.ends_with(".override")),
+        "no .override key: {keys:?}"
+    );
+    ensure!(
+        keys.iter().any(|k| k.ends_with(".server")),
+        "no .server key: {keys:?}"
+    );
     rolled(&c).await?;
     c.kubectl(&["delete", "cdp", "tailnet", "--wait=true", "--timeout=60s"])?;
     ensure!(corefile(&c)? == original);
     let custom = get_json(&c, &["-n", "kube-system", "configmap", "coredns-custom"])?;
     let left: Vec<String> = custom["data"]
         .as_object()
-        .map(|d| d.keys().filter(|k| k.starts_with("dnspolicy")).cloned().collect())
+        .map(|d| {
+            d.keys()
+                .filter(|k| k.starts_with("dnspolicy"))
+                .cloned()
+                .collect()
+        })
         .unwrap_or_default();
-    ensure!(left.is_empty(), "dnspolicy keys left in coredns-custom: {left:?}");
+    ensure!(
+        left.is_empty(),
+        "dnspolicy keys left in coredns-custom: {left:?}"
+    );
     op.stop()?;
     Ok(())
 }
@@ -167,7 +250,11 @@ async fn a_corefile_coredns_refuses_is_rolled_back() -> Result<()> {
     let old = env::coredns_old_version();
     let original = fresh(&c, Flavor::Kubeadm, &old).await?;
     // Told the wrong version, the operator writes a `view` block the old CoreDNS does not know.
-    let mut op = Operator::start(&c, "rollback", &["--coredns-version", "1.14.2", "--rollout-deadline", "15s"])?;
+    let mut op = Operator::start(
+        &c,
+        "rollback",
+        &["--coredns-version", "1.14.2", "--rollout-deadline", "15s"],
+    )?;
     apply(&c, TAILSCALE)?;
     let stalled = wait_for("Stalled=RolloutFailed", Duration::from_secs(90), || {
         let p = policy(&c, "tailnet")?;
@@ -177,17 +264,31 @@ async fn a_corefile_coredns_refuses_is_rolled_back() -> Result<()> {
     .with_context(|| op.log_text())?;
     println!("Stalled: {}", stalled.2);
     let now = corefile(&c)?;
-    ensure!(now == original, "the refused Corefile is still live:\n{now}");
+    ensure!(
+        now == original,
+        "the refused Corefile is still live:\n{now}"
+    );
     let addrs = rolled(&c).await?;
     let reply = c
-        .query(addrs[0], "kubernetes.default.svc.cluster.local", 1, Duration::from_secs(2))
+        .query(
+            addrs[0],
+            "kubernetes.default.svc.cluster.local",
+            1,
+            Duration::from_secs(2),
+        )
         .await?;
-    ensure!(reply.rcode == 0 && !reply.addrs.is_empty(), "CoreDNS does not answer after the rollback: {reply:?}");
+    ensure!(
+        reply.rcode == 0 && !reply.addrs.is_empty(),
+        "CoreDNS does not answer after the rollback: {reply:?}"
+    );
     // It stays put: no retry loop while the spec is unchanged.
     let mark = audit_mark(&c)?;
     tokio::time::sleep(Duration::from_secs(10)).await;
     let writes = operator_writes_since(&c, mark)?;
-    ensure!(writes.is_empty(), "the operator kept writing after the rollback: {writes:?}");
+    ensure!(
+        writes.is_empty(),
+        "the operator kept writing after the rollback: {writes:?}"
+    );
     c.kubectl(&["delete", "cdp", "--all", "--wait=true", "--timeout=60s"])?;
     op.stop()?;
     Ok(())
@@ -199,14 +300,37 @@ async fn a_crash_between_corefile_write_and_rollout_converges() -> Result<()> {
     let _guard = c.exclusive()?;
     fresh(&c, Flavor::Kubeadm, &env::coredns_kubeadm_version()).await?;
     let before = template_hash(&c)?;
-    let mut op = Operator::start_with(&c, "crash", &[], &[("DNSPOLICY_FAILPOINT", "exit-after-configmap-write")], None)?;
+    let mut op = Operator::start_with(
+        &c,
+        "crash",
+        &[],
+        &[("DNSPOLICY_FAILPOINT", "exit-after-configmap-write")],
+        None,
+    )?;
     apply(&c, TAILSCALE)?;
-    let status = wait_for("the operator to die after the ConfigMap write", WAIT, || Ok(op.exited())).await?;
-    ensure!(status.code() == Some(86), "exited {status:?}; log:\n{}", op.log_text());
-    ensure!(corefile(&c)?.contains(BEGIN_DOT), "the ConfigMap write did not happen");
-    ensure!(template_hash(&c)? == before, "the rollout happened before the crash");
+    let status = wait_for(
+        "the operator to die after the ConfigMap write",
+        WAIT,
+        || Ok(op.exited()),
+    )
+    .await?;
+    ensure!(
+        status.code() == Some(86),
+        "exited {status:?}; log:\n{}",
+        op.log_text()
+    );
+    ensure!(
+        corefile(&c)?.contains(BEGIN_DOT),
+        "the ConfigMap write did not happen"
+    );
+    ensure!(
+        template_hash(&c)? == before,
+        "the rollout happened before the crash"
+    );
     let mut op = Operator::start(&c, "crash", &[])?;
-    let p = wait_ready(&c, "tailnet", WAIT).await.with_context(|| op.log_text())?;
+    let p = wait_ready(&c, "tailnet", WAIT)
+        .await
+        .with_context(|| op.log_text())?;
     ensure!(template_hash(&c)?.as_deref() == p["status"]["corefileHash"].as_str());
     rolled(&c).await?;
     c.kubectl(&["delete", "cdp", "--all", "--wait=true", "--timeout=60s"])?;
@@ -218,17 +342,387 @@ async fn a_crash_between_corefile_write_and_rollout_converges() -> Result<()> {
 async fn invalid_specs_are_refused_at_admission_naming_the_field() -> Result<()> {
     let c = Cluster::ensure().await?;
     let _guard = c.exclusive()?;
-    c.kubectl(&["apply", "--server-side", "--force-conflicts", "-f", crd_path().to_str().unwrap()])?;
-    c.kubectl(&["wait", "--for=condition=Established", "--timeout=30s", "crd/clusterdnspolicies.dnspolicy.dev"])?;
+    c.kubectl(&[
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "-f",
+        crd_path().to_str().unwrap(),
+    ])?;
+    c.kubectl(&[
+        "wait",
+        "--for=condition=Established",
+        "--timeout=30s",
+        "crd/clusterdnspolicies.dnspolicy.dev",
+    ])?;
     for (spec, field) in [
-        ("foreignSuffixes: [{suffix: \"x }\\nforward . 6.6.6.6\"}]", "spec.foreignSuffixes[0].suffix"),
-        ("foreignSuffixes: [{suffix: svc.cluster.local}]", "spec.foreignSuffixes"),
+        (
+            "foreignSuffixes: [{suffix: \"x }\\nforward . 6.6.6.6\"}]",
+            "spec.foreignSuffixes[0].suffix",
+        ),
+        (
+            "foreignSuffixes: [{suffix: svc.cluster.local}]",
+            "spec.foreignSuffixes",
+        ),
         ("foreignSuffixes: []", "spec.foreignSuffixes"),
-        ("foreignSuffixes: [{suffix: a.example}, {suffix: a.example}]", "spec.foreignSuffixes"),
+        (
+            "foreignSuffixes: [{suffix: a.example}, {suffix: a.example}]",
+            "spec.foreignSuffixes",
+        ),
     ] {
-        let yaml = format!("apiVersion: dnspolicy.dev/v1alpha1\nkind: ClusterDNSPolicy\nmetadata: {{name: bad}}\nspec:\n  {spec}\n");
-        let err = c.kubectl_stdin(&["apply", "-f", "-"], &yaml).err().context(format!("accepted: {spec}"))?;
-        ensure!(format!("{err:#}").contains(field), "error for {spec} does not name {field}: {err:#}");
+        let yaml = format!(
+            "apiVersion: dnspolicy.dev/v1alpha1\nkind: ClusterDNSPolicy\nmetadata: {{name: bad}}\nspec:\n  {spec}\n"
+        );
+        let err = c
+            .kubectl_stdin(&["apply", "-f", "-"], &yaml)
+            .err()
+            .context(format!("accepted: {spec}"))?;
+        ensure!(
+            format!("{err:#}").contains(field),
+            "error for {spec} does not name {field}: {err:#}"
+        );
     }
+    Ok(())
+}
+
+/// (namespace, pods, polluted) entries of a policy's status.
+fn namespaces(p: &serde_json::Value) -> Vec<(String, u64, u64)> {
+    p["status"]["namespaces"]
+        .as_array()
+        .map(|list| {
+            list.iter()
+                .map(|n| {
+                    (
+                        n["name"].as_str().unwrap_or_default().to_string(),
+                        n["pods"].as_u64().unwrap_or(0),
+                        n["polluted"].as_u64().unwrap_or(0),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn pod_yaml(ns: &str, name: &str, node: &str, extra_spec: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  nodeName: {node}\n  containers: [{{name: app, image: registry.example/app:1}}]\n{extra_spec}---\n"
+    )
+}
+
+async fn wait_counts(c: &Cluster, want: &[(&str, u64, u64)], what: &str) -> Result<Duration> {
+    let t0 = Instant::now();
+    wait_for(what, Duration::from_secs(30), || {
+        let p = policy(c, "tailnet")?;
+        let got = namespaces(&p);
+        let ok = want.iter().all(|(ns, pods, polluted)| {
+            let entry = got.iter().find(|g| g.0 == *ns);
+            match entry {
+                Some(g) => g.1 == *pods && g.2 == *polluted,
+                // A namespace with no polluted pod is not listed.
+                None => *polluted == 0,
+            }
+        });
+        Ok(ok.then_some(()))
+    })
+    .await?;
+    Ok(t0.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polluted_pods_are_counted_as_kubelet_builds_their_search_lists() -> Result<()> {
+    let c = Cluster::ensure().await?;
+    let _guard = c.exclusive()?;
+    fresh(&c, Flavor::Kubeadm, &env::coredns_kubeadm_version()).await?;
+    for ns in ["pollution-a", "pollution-b"] {
+        c.kubectl(&[
+            "delete",
+            "namespace",
+            ns,
+            "--ignore-not-found",
+            "--wait=true",
+        ])?;
+        c.kubectl(&["create", "namespace", ns])?;
+    }
+    add_node(&c, "tail-node", &[])?;
+    add_node(&c, "clean-node", &[])?;
+    let dir = c.layout.dir.join("node-agents");
+    std::fs::create_dir_all(&dir)?;
+    let tail_conf = dir.join("tail-node.resolv.conf");
+    let clean_conf = dir.join("clean-node.resolv.conf");
+    std::fs::write(
+        &tail_conf,
+        "nameserver 100.100.100.100\nsearch tailb45a71.ts.net\n",
+    )?;
+    std::fs::write(
+        &clean_conf,
+        "nameserver 10.0.0.2\nsearch example.internal\n",
+    )?;
+    let mut agents = vec![
+        node_agent(&c, "tail-node", &tail_conf)?,
+        node_agent(&c, "clean-node", &clean_conf)?,
+    ];
+    wait_for("node agents to publish", Duration::from_secs(20), || {
+        let n = get_json(&c, &["node", "tail-node"])?;
+        Ok(
+            (n["metadata"]["annotations"]["dnspolicy.dev/host-search"] == "tailb45a71.ts.net")
+                .then_some(()),
+        )
+    })
+    .await?;
+
+    let mut op = Operator::start(&c, "pollution", &[])?;
+    apply(&c, TAILSCALE)?;
+    wait_ready(&c, "tailnet", WAIT)
+        .await
+        .with_context(|| op.log_text())?;
+
+    // What kubelet writes (pkg/kubelet/network/dns): ClusterFirst = cluster
+    // entries + host search; hostNetwork with ClusterFirst falls back to
+    // Default = host search only; ClusterFirstWithHostNet = ClusterFirst;
+    // None = only dnsConfig; dnsConfig.searches are appended to any policy.
+    let pods = [
+        pod_yaml("pollution-a", "a1-clusterfirst", "tail-node", ""),
+        pod_yaml("pollution-a", "a2-default", "tail-node", "  dnsPolicy: Default\n"),
+        pod_yaml("pollution-a", "a3-none", "tail-node", "  dnsPolicy: None\n  dnsConfig: {nameservers: [10.96.0.10], searches: [corp.example]}\n"),
+        pod_yaml("pollution-a", "a4-hostnet", "tail-node", "  hostNetwork: true\n"),
+        pod_yaml("pollution-a", "a5-hostnet-cf", "tail-node", "  hostNetwork: true\n  dnsPolicy: ClusterFirstWithHostNet\n"),
+        pod_yaml("pollution-b", "b1-clusterfirst", "clean-node", ""),
+        pod_yaml("pollution-b", "b2-own-search", "clean-node", "  dnsConfig: {searches: [tailb45a71.ts.net]}\n"),
+        pod_yaml("pollution-b", "b3-default", "clean-node", "  dnsPolicy: Default\n"),
+    ]
+    .concat();
+    c.kubectl_stdin(&["apply", "-f", "-"], &pods)?;
+    let took = wait_counts(
+        &c,
+        &[("pollution-a", 5, 4), ("pollution-b", 3, 1)],
+        "counts of the first pods",
+    )
+    .await?;
+    println!("status counted 8 new pods in {took:?}");
+
+    // Churn: counts follow deletions and creations.
+    c.kubectl(&[
+        "-n",
+        "pollution-a",
+        "delete",
+        "pod",
+        "a1-clusterfirst",
+        "a2-default",
+        "--wait=false",
+    ])?;
+    c.kubectl_stdin(
+        &["apply", "-f", "-"],
+        &pod_yaml("pollution-b", "b4-clusterfirst", "tail-node", ""),
+    )?;
+    let took = wait_counts(
+        &c,
+        &[("pollution-a", 3, 2), ("pollution-b", 4, 2)],
+        "counts after churn",
+    )
+    .await?;
+    println!("status followed churn in {took:?}");
+
+    // The node is cleaned: its existing pods keep the list they started
+    // with; pods started afterwards are clean.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    std::fs::write(&tail_conf, "nameserver 10.0.0.2\nsearch example.internal\n")?;
+    wait_for(
+        "the agent to publish the clean list",
+        Duration::from_secs(20),
+        || {
+            let n = get_json(&c, &["node", "tail-node"])?;
+            Ok(
+                (n["metadata"]["annotations"]["dnspolicy.dev/host-search"] == "example.internal")
+                    .then_some(()),
+            )
+        },
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    c.kubectl_stdin(
+        &["apply", "-f", "-"],
+        &pod_yaml("pollution-a", "a6-after-cleanup", "tail-node", ""),
+    )?;
+    wait_counts(
+        &c,
+        &[("pollution-a", 4, 2), ("pollution-b", 4, 2)],
+        "counts after the node was cleaned",
+    )
+    .await?;
+
+    for a in &mut agents {
+        let _ = a.kill();
+        let _ = a.wait();
+    }
+    c.kubectl(&["delete", "cdp", "--all", "--wait=true", "--timeout=60s"])?;
+    for ns in ["pollution-a", "pollution-b"] {
+        c.kubectl(&["delete", "namespace", ns, "--wait=false"])?;
+    }
+    c.kubectl(&["delete", "node", "tail-node", "clean-node", "--wait=false"])?;
+    op.stop()?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_one_leads_and_the_other_takes_over() -> Result<()> {
+    let c = Cluster::ensure().await?;
+    let _guard = c.exclusive()?;
+    fresh(&c, Flavor::Kubeadm, &env::coredns_kubeadm_version()).await?;
+    let lease = "dnspolicy-ha";
+    let holder = |c: &Cluster| -> Result<Option<String>> {
+        let l = get_json(c, &["-n", "kube-system", "lease", lease])?;
+        Ok(l["spec"]["holderIdentity"].as_str().map(str::to_string))
+    };
+    let mut first = Operator::start(&c, "ha", &["--identity", "ha-1"])?;
+    wait_for("ha-1 to lead", Duration::from_secs(30), || {
+        Ok(holder(&c)?.filter(|h| h == "ha-1"))
+    })
+    .await?;
+    let mut second = Operator::start(
+        &c,
+        "ha-standby",
+        &["--lease-name", lease, "--identity", "ha-2"],
+    )?;
+    apply(&c, TAILSCALE)?;
+    wait_ready(&c, "tailnet", WAIT)
+        .await
+        .with_context(|| first.log_text())?;
+    ensure!(
+        !second.log_text().contains("starting the controller"),
+        "the standby started reconciling"
+    );
+
+    // The leader crashes (no Lease release): the standby takes over after the lease expires.
+    let t0 = Instant::now();
+    first.kill();
+    wait_for("ha-2 to take over", Duration::from_secs(40), || {
+        Ok(holder(&c)?.filter(|h| h == "ha-2"))
+    })
+    .await?;
+    println!(
+        "standby took over {:?} after the leader was killed",
+        t0.elapsed()
+    );
+    apply(
+        &c,
+        &TAILSCALE.replace("action: Rewrite", "action: NXDomain"),
+    )?;
+    let p = wait_for("the new leader to reconcile a change", WAIT, || {
+        let p = policy(&c, "tailnet")?;
+        Ok((is_ready(&p) && corefile(&c)?.contains("rcode NXDOMAIN")).then_some(p))
+    })
+    .await
+    .with_context(|| second.log_text())?;
+    ensure!(template_hash(&c)?.as_deref() == p["status"]["corefileHash"].as_str());
+    c.kubectl(&["delete", "cdp", "--all", "--wait=true", "--timeout=60s"])?;
+    second.stop()?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_apiserver_restarting_mid_run_is_survived() -> Result<()> {
+    let c = Cluster::ensure().await?;
+    let _guard = c.exclusive()?;
+    fresh(&c, Flavor::Kubeadm, &env::coredns_kubeadm_version()).await?;
+    let mut op = Operator::start(&c, "apiserver-restart", &[])?;
+    apply(&c, TAILSCALE)?;
+    wait_ready(&c, "tailnet", WAIT)
+        .await
+        .with_context(|| op.log_text())?;
+    let down = restart_apiserver(&c)?;
+    println!("kube-apiserver back after {down:?}");
+    ensure!(
+        op.exited().is_none(),
+        "the operator died with the apiserver:\n{}",
+        op.log_text()
+    );
+    // Watches resumed: a change made after the restart is reconciled.
+    apply(
+        &c,
+        &TAILSCALE.replace("action: Rewrite", "action: NXDomain"),
+    )?;
+    wait_for(
+        "a change after the apiserver restart to apply",
+        WAIT,
+        || {
+            let p = policy(&c, "tailnet")?;
+            Ok((is_ready(&p) && corefile(&c)?.contains("rcode NXDOMAIN")).then_some(()))
+        },
+    )
+    .await
+    .with_context(|| op.log_text())?;
+    c.kubectl(&["delete", "cdp", "--all", "--wait=true", "--timeout=60s"])?;
+    op.stop()?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kustomize_install_works_with_the_shipped_rbac() -> Result<()> {
+    let c = Cluster::ensure().await?;
+    let _guard = c.exclusive()?;
+    let original = fresh(&c, Flavor::Kubeadm, &env::coredns_kubeadm_version()).await?;
+    let manifests = env::repo_root().join("manifests");
+    c.kubectl(&[
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "-k",
+        manifests.to_str().unwrap(),
+    ])?;
+    let token = c.kubectl(&[
+        "-n",
+        "dnspolicy-system",
+        "create",
+        "token",
+        "dnspolicy",
+        "--duration=1h",
+    ])?;
+    // The admin kubeconfig's cluster, with the operator's ServiceAccount token as the user.
+    let raw = c.kubectl(&["config", "view", "--raw", "--minify"])?;
+    let mut config: serde_yaml::Value = serde_yaml::from_str(&raw)?;
+    config["users"][0]["user"] = serde_yaml::from_str(&format!("token: {}", token.trim()))?;
+    let path = c.layout.dir.join("dnspolicy-sa.kubeconfig");
+    std::fs::write(&path, serde_yaml::to_string(&config)?)?;
+    let sa = c.kubectl(&[
+        "--kubeconfig",
+        path.to_str().unwrap(),
+        "auth",
+        "whoami",
+        "-o",
+        "jsonpath={.status.userInfo.username}",
+    ])?;
+    ensure!(
+        sa.trim() == "system:serviceaccount:dnspolicy-system:dnspolicy",
+        "running as {sa}"
+    );
+
+    let mut op = Operator::start_with(
+        &c,
+        "rbac",
+        &[
+            "--lease-namespace",
+            "dnspolicy-system",
+            "--lease-name",
+            "dnspolicy",
+        ],
+        &[],
+        Some(path),
+    )?;
+    apply(&c, TAILSCALE)?;
+    wait_ready(&c, "tailnet", WAIT)
+        .await
+        .with_context(|| op.log_text())?;
+    rolled(&c).await?;
+    c.kubectl(&["delete", "cdp", "tailnet", "--wait=true", "--timeout=60s"])?;
+    ensure!(
+        corefile(&c)? == original,
+        "not restored under the shipped RBAC"
+    );
+    let log = op.log_text();
+    ensure!(
+        !log.contains("forbidden"),
+        "the shipped RBAC forbade something:\n{log}"
+    );
+    op.stop()?;
     Ok(())
 }
