@@ -175,7 +175,7 @@ fn wait_component(
 
 /// True when this state dir has a live apiserver (a cluster is up).
 pub fn is_running(l: &Layout) -> bool {
-    util::read_pid(&l.pidfile("kube-apiserver")).is_some_and(util::pid_alive)
+    util::read_pid(&l.pidfile("kube-apiserver")).is_some_and(|p| util::pid_owned(p, &l.dir))
         && l.kubeconfig().is_file()
 }
 
@@ -748,6 +748,12 @@ pub fn up(l: &Layout, opts: &UpOptions, self_bin: &Path) -> Result<String> {
 
 /// Every pid this state dir knows: components and CoreDNS processes.
 fn known_pids(l: &Layout) -> Vec<(String, i32)> {
+    let mut v = all_pids(l);
+    v.retain(|(_, p)| util::pid_owned(*p, &l.dir));
+    v
+}
+
+fn all_pids(l: &Layout) -> Vec<(String, i32)> {
     let mut v = Vec::new();
     for c in COMPONENTS.iter().rev() {
         if let Some(p) = util::read_pid(&l.pidfile(c)) {
@@ -836,10 +842,10 @@ pub fn down(l: &Layout) -> Result<()> {
 /// One line per component: name, pid, alive.
 pub fn status(l: &Layout) -> String {
     let mut s = String::new();
-    for (name, p) in known_pids(l) {
+    for (name, p) in all_pids(l) {
         s.push_str(&format!(
             "{name:<28} pid {p:<8} {}\n",
-            if util::pid_alive(p) {
+            if util::pid_owned(p, &l.dir) {
                 "running"
             } else {
                 "DEAD"

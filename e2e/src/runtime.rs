@@ -9,9 +9,12 @@
 //! condition. Crashed processes restart with back-off, as in CrashLoopBackOff.
 
 use anyhow::{Context, Result, bail};
+use futures::StreamExt;
 use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret, ServiceAccount, Volume};
-use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
@@ -115,6 +118,9 @@ impl PodProc {
 
 struct Runtime {
     client: Client,
+    // Watches (not polling) keep API traffic, and the audit log, quiet.
+    pod_store: Store<Pod>,
+    cm_store: Store<ConfigMap>,
     layout: Layout,
     pods: HashMap<String, PodProc>,
     ca: String,
@@ -163,6 +169,18 @@ fn shell_quote(s: &str) -> String {
 }
 
 impl Runtime {
+    async fn configmap(&self, ns: &str, name: &str) -> Result<Option<ConfigMap>> {
+        if ns == "kube-system" {
+            return Ok(self
+                .cm_store
+                .get(&ObjectRef::new(name).within(ns))
+                .map(|c| (*c).clone()));
+        }
+        Ok(Api::<ConfigMap>::namespaced(self.client.clone(), ns)
+            .get_opt(name)
+            .await?)
+    }
+
     async fn token(
         &self,
         pod: &Pod,
@@ -209,9 +227,8 @@ impl Runtime {
                 bail!("volume {} not found", vm.name);
             };
             let vdir = p.dir.join("volumes").join(&v.name);
-            let cms: Api<ConfigMap> = Api::namespaced(self.client.clone(), &ns);
             if let Some(cmv) = &v.config_map {
-                match cms.get_opt(&cmv.name).await? {
+                match self.configmap(&ns, &cmv.name).await? {
                     Some(cm) => sync_dir(&vdir, &configmap_files(&cm, cmv.items.as_ref()))?,
                     None if cmv.optional == Some(true) => sync_dir(&vdir, &BTreeMap::new())?,
                     None => bail!("configmap {}/{} not found", ns, cmv.name),
@@ -254,7 +271,7 @@ impl Runtime {
                         }
                     }
                     if let Some(cmp) = &src.config_map {
-                        match cms.get_opt(&cmp.name).await? {
+                        match self.configmap(&ns, &cmp.name).await? {
                             Some(cm) => files.extend(configmap_files(&cm, cmp.items.as_ref())),
                             None if cmp.optional == Some(true) => {}
                             None => bail!("configmap {}/{} not found", ns, cmp.name),
@@ -428,12 +445,8 @@ impl Runtime {
     }
 
     async fn tick(&mut self) -> Result<()> {
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), "kube-system");
-        let list = api
-            .list(&ListParams::default().labels("k8s-app=kube-dns"))
-            .await?;
         let mut live: HashMap<String, Pod> = HashMap::new();
-        for pod in list.items {
+        for pod in self.pod_store.state().into_iter().map(|p| (*p).clone()) {
             let scheduled = pod
                 .spec
                 .as_ref()
@@ -623,8 +636,30 @@ pub async fn run(dir: PathBuf) -> Result<()> {
     let layout = Layout::new(dir);
     let client = client_for(&layout.kubeconfig_for("runtime")).await?;
     let ca = fs::read_to_string(layout.pki().join("ca.crt"))?;
+    let pods_api: Api<Pod> = Api::namespaced(client.clone(), "kube-system");
+    let (pod_store, pod_writer) = reflector::store();
+    let pod_watch = reflector::reflector(
+        pod_writer,
+        watcher(
+            pods_api,
+            watcher::Config::default().labels("k8s-app=kube-dns"),
+        ),
+    )
+    .default_backoff()
+    .for_each(|_| futures::future::ready(()));
+    tokio::spawn(pod_watch);
+    let cm_api: Api<ConfigMap> = Api::namespaced(client.clone(), "kube-system");
+    let (cm_store, cm_writer) = reflector::store();
+    let cm_watch = reflector::reflector(cm_writer, watcher(cm_api, watcher::Config::default()))
+        .default_backoff()
+        .for_each(|_| futures::future::ready(()));
+    tokio::spawn(cm_watch);
+    pod_store.wait_until_ready().await?;
+    cm_store.wait_until_ready().await?;
     let mut rt = Runtime {
         client,
+        pod_store,
+        cm_store,
         layout,
         pods: HashMap::new(),
         ca,

@@ -172,3 +172,18 @@ pub fn e2e_bin() -> Result<PathBuf> {
         exe.display()
     )
 }
+
+/// True if `pid` is alive and one of ours: its cwd is under `dir` (every
+/// component and CoreDNS process is started there) or its args mention `dir`.
+/// Guards against signalling a recycled pid.
+pub fn pid_owned(pid: i32, dir: &Path) -> bool {
+    if !pid_alive(pid) {
+        return false;
+    }
+    if fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|c| c.starts_with(dir)) {
+        return true;
+    }
+    let needle = dir.to_string_lossy().into_owned();
+    fs::read(format!("/proc/{pid}/cmdline"))
+        .is_ok_and(|c| String::from_utf8_lossy(&c).contains(needle.as_str()))
+}

@@ -1,0 +1,253 @@
+//! The real `dnspolicy` binary as a process, policies applied with kubectl,
+//! status read back, and the operator's API writes counted from the audit
+//! log. Shared by the benchmark (`e2e-bench`); a copy of the few helpers of
+//! `tests/support/mod.rs` it needs, with the binary chosen by the caller
+//! (the bench runs the release build).
+
+use std::fs::{self, File};
+use std::io::{BufRead, BufReader, Seek, SeekFrom};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+
+use crate::{Cluster, Flavor, env};
+
+/// `target/<profile>/dnspolicy`, built by `cargo build [--release] -p dnspolicy`.
+pub fn operator_bin(release: bool) -> Result<PathBuf> {
+    let profile = if release { "release" } else { "debug" };
+    let bin = env::repo_root().join("target").join(profile).join("dnspolicy");
+    if !bin.is_file() {
+        bail!(
+            "{} is missing: run `cargo build{} -p dnspolicy`",
+            bin.display(),
+            if release { " --release" } else { "" }
+        );
+    }
+    Ok(bin)
+}
+
+/// A running `dnspolicy run`; killed on drop.
+pub struct Operator {
+    child: Option<Child>,
+    pub log: PathBuf,
+    pub metrics: String,
+    pub started: Instant,
+}
+
+impl Operator {
+    /// `dnspolicy run` (binary `bin`) against the cluster as its admin, with
+    /// its own Lease `dnspolicy-<name>` so it leads at once.
+    pub fn start(c: &Cluster, bin: &std::path::Path, name: &str, extra: &[&str]) -> Result<Operator> {
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let metrics = format!("127.0.0.1:{port}");
+        let log = c.layout.logs().join(format!("operator-{name}.log"));
+        let out = File::create(&log)?;
+        let mut cmd = Command::new(bin);
+        cmd.args([
+            "run",
+            "--metrics-addr",
+            &metrics,
+            "--lease-name",
+            &format!("dnspolicy-{name}"),
+            "--identity",
+            name,
+        ])
+        .args(extra)
+        .env("KUBECONFIG", c.kubeconfig())
+        .env("RUST_LOG", "info,kube=warn")
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .stdin(Stdio::null());
+        let started = Instant::now();
+        let child = cmd.spawn().context("start dnspolicy run")?;
+        Ok(Operator {
+            child: Some(child),
+            log,
+            metrics,
+            started,
+        })
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// SIGTERM and wait: the graceful path (releases the Lease).
+    pub fn stop(&mut self) -> Result<()> {
+        if let Some(mut child) = self.child.take() {
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let t0 = Instant::now();
+            while child.try_wait()?.is_none() {
+                if t0.elapsed() > Duration::from_secs(15) {
+                    child.kill()?;
+                    let _ = child.wait();
+                    bail!(
+                        "operator did not stop within 15 s after SIGTERM; log {}",
+                        self.log.display()
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Exit status if it has ended.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    pub fn log_tail(&self, n: usize) -> String {
+        crate::util::tail(&self.log, n)
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub fn crd_path() -> PathBuf {
+    env::repo_root().join("manifests/crd.yaml")
+}
+
+/// A clean slate: the CRD installed, no policies (finalizers cleared if an
+/// earlier run died), CoreDNS reinstalled as `flavor` without any dnspolicy
+/// state. Returns the stock Corefile.
+pub async fn fresh(c: &Cluster, flavor: Flavor, version: &str) -> Result<String> {
+    c.kubectl(&[
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "-f",
+        crd_path().to_str().context("CRD path")?,
+    ])?;
+    c.kubectl(&[
+        "wait",
+        "--for=condition=Established",
+        "--timeout=30s",
+        "crd/clusterdnspolicies.dnspolicy.dev",
+    ])?;
+    clear_policies(c)?;
+    c.kubectl(&[
+        "-n",
+        "kube-system",
+        "delete",
+        "configmap",
+        "coredns",
+        "coredns-custom",
+        "--ignore-not-found",
+    ])?;
+    c.install_coredns(flavor, version).await?;
+    corefile(c)
+}
+
+/// Delete every policy, clearing finalizers first so no operator is needed.
+pub fn clear_policies(c: &Cluster) -> Result<()> {
+    let names = c.kubectl(&["get", "cdp", "-o", "jsonpath={.items[*].metadata.name}"])?;
+    for name in names.split_whitespace() {
+        c.kubectl(&[
+            "patch",
+            "cdp",
+            name,
+            "--type=merge",
+            "-p",
+            r#"{"metadata":{"finalizers":null}}"#,
+        ])?;
+    }
+    c.kubectl(&["delete", "cdp", "--all", "--wait=true"])?;
+    Ok(())
+}
+
+pub fn apply(c: &Cluster, yaml: &str) -> Result<()> {
+    c.kubectl_stdin(&["apply", "-f", "-"], yaml)?;
+    Ok(())
+}
+
+pub fn get_json(c: &Cluster, args: &[&str]) -> Result<Value> {
+    let mut all = vec!["get"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["-o", "json"]);
+    Ok(serde_json::from_str(&c.kubectl(&all)?)?)
+}
+
+pub fn corefile(c: &Cluster) -> Result<String> {
+    let cm = get_json(c, &["-n", "kube-system", "configmap", "coredns"])?;
+    cm["data"]["Corefile"]
+        .as_str()
+        .map(str::to_string)
+        .context("coredns ConfigMap has no Corefile")
+}
+
+pub fn condition(p: &Value, type_: &str) -> Option<(String, String, String)> {
+    p["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+        .map(|c| {
+            (
+                c["status"].as_str().unwrap_or_default().to_string(),
+                c["reason"].as_str().unwrap_or_default().to_string(),
+                c["message"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+}
+
+/// `Ready=True` for the current generation.
+pub fn is_ready(p: &Value) -> bool {
+    p["status"]["observedGeneration"] == p["metadata"]["generation"]
+        && condition(p, "Ready").is_some_and(|(s, _, _)| s == "True")
+}
+
+/// The audit log's length now: writes are counted from here.
+pub fn audit_mark(c: &Cluster) -> Result<u64> {
+    Ok(fs::metadata(c.audit_log())?.len())
+}
+
+/// Writes (create, update, patch, delete) the operator (user agent
+/// `dnspolicy/<version>`) made since `mark`, as `verb resource/name[/sub]`;
+/// Lease renewals are leader election's heartbeat and are left out.
+pub fn operator_writes_since(c: &Cluster, mark: u64) -> Result<Vec<String>> {
+    let mut file = File::open(c.audit_log())?;
+    file.seek(SeekFrom::Start(mark))?;
+    let mut writes = Vec::new();
+    for line in BufReader::new(file).lines() {
+        let Ok(event) = serde_json::from_str::<Value>(&line?) else {
+            continue;
+        };
+        let agent = event["userAgent"].as_str().unwrap_or_default();
+        let verb = event["verb"].as_str().unwrap_or_default();
+        let resource = event["objectRef"]["resource"].as_str().unwrap_or_default();
+        if agent.starts_with("dnspolicy/")
+            && event["stage"] == "ResponseComplete"
+            && matches!(verb, "create" | "update" | "patch" | "delete")
+            && resource != "leases"
+        {
+            let sub = event["objectRef"]["subresource"]
+                .as_str()
+                .map(|s| format!("/{s}"))
+                .unwrap_or_default();
+            writes.push(format!(
+                "{verb} {resource}/{}{sub}",
+                event["objectRef"]["name"].as_str().unwrap_or("")
+            ));
+        }
+    }
+    Ok(writes)
+}
+
+pub const TAILSCALE: &str = include_str!("../../manifests/examples/tailscale.yaml");
