@@ -371,12 +371,14 @@ impl<'a> Stanza<'a> {
             SuffixAction::Rewrite => "Rewrite",
             SuffixAction::NXDomain => "NXDomain",
         };
-        let mut c = format!("# {}: {action}, hostLabels {}", r.suffix, r.host_labels);
+        // No `name:` shape: the editor takes `# dnspolicy:` for a marker, and
+        // `dnspolicy` is a valid suffix.
+        let mut c = format!("# {} ({action}, hostLabels {}", r.suffix, r.host_labels);
         if !r.forward_to.is_empty() {
             let targets: Vec<String> = r.forward_to.iter().map(ToString::to_string).collect();
             write!(c, ", forwardTo {}", targets.join(" ")).unwrap();
         }
-        c.push('\n');
+        c.push_str(")\n");
         c
     }
 
@@ -607,7 +609,7 @@ mod tests {
         assert_eq!(text.dot_block, "");
         assert_eq!(
             text.server_blocks,
-            "# tailb45a71.ts.net: Rewrite, hostLabels 1\n\
+            "# tailb45a71.ts.net (Rewrite, hostLabels 1)\n\
              tailb45a71.ts.net:53 {\n\
              \x20   view dnspolicy-tailb45a71.ts.net-artifacts {\n\
              \x20       expr name() matches '^[^.]+[.].+[.]tailb45a71[.]ts[.]net[.]$'\n\
@@ -631,7 +633,7 @@ mod tests {
             let text = render(&m, &ctx(version)).unwrap();
             assert_eq!(
                 text.dot_block,
-                "# tailb45a71.ts.net: Rewrite, hostLabels 1\n\
+                "# tailb45a71.ts.net (Rewrite, hostLabels 1)\n\
                  rewrite stop name regex ^([^.]+[.].+)[.]tailb45a71[.]ts[.]net[.]$ {1}. answer auto\n"
             );
             assert_eq!(text.server_blocks, "");
@@ -661,7 +663,7 @@ mod tests {
         assert_eq!(text.dot_block, "");
         assert_eq!(
             text.server_blocks,
-            "# openstacklocal: NXDomain, hostLabels 1\n\
+            "# openstacklocal (NXDomain, hostLabels 1)\n\
              openstacklocal:53 {\n\
              \x20   bind 10.96.0.10\n\
              \x20   view dnspolicy-openstacklocal-artifacts {\n\
@@ -682,7 +684,7 @@ mod tests {
             let text = render(&m, &ctx(version)).unwrap();
             assert_eq!(
                 text.dot_block,
-                "# openstacklocal: NXDomain, hostLabels 1\n\
+                "# openstacklocal (NXDomain, hostLabels 1)\n\
                  template ANY ANY openstacklocal {\n\
                  \x20   match ^[^.]+[.].+[.]openstacklocal[.]$\n\
                  \x20   rcode NXDOMAIN\n\
@@ -709,7 +711,7 @@ mod tests {
         assert_eq!(text.dot_block, "");
         assert_eq!(
             text.server_blocks,
-            "# tailb45a71.ts.net: Rewrite, hostLabels 1, forwardTo 100.100.100.100:53\n\
+            "# tailb45a71.ts.net (Rewrite, hostLabels 1, forwardTo 100.100.100.100:53)\n\
              tailb45a71.ts.net:53 {\n\
              \x20   bind 10.96.0.10 {$POD_IP}\n\
              \x20   view dnspolicy-tailb45a71.ts.net-artifacts {\n\
@@ -720,7 +722,7 @@ mod tests {
              \x20   forward . 10.96.0.10:53\n\
              }\n\
              \n\
-             # tailb45a71.ts.net: Rewrite, hostLabels 1, forwardTo 100.100.100.100:53\n\
+             # tailb45a71.ts.net (Rewrite, hostLabels 1, forwardTo 100.100.100.100:53)\n\
              tailb45a71.ts.net:53 {\n\
              \x20   bind 10.96.0.10 {$POD_IP}\n\
              \x20   view dnspolicy-tailb45a71.ts.net-hosts {\n\
@@ -768,7 +770,7 @@ mod tests {
             assert_eq!(text.dot_block, "");
             assert_eq!(
                 text.server_blocks,
-                "# eu-west-1.compute.internal: NXDomain, hostLabels 1, forwardTo 10.0.0.2:53 [fd00::2]:5353\n\
+                "# eu-west-1.compute.internal (NXDomain, hostLabels 1, forwardTo 10.0.0.2:53 [fd00::2]:5353)\n\
                  eu-west-1.compute.internal:53 {\n\
                  \x20   errors\n\
                  \x20   cache 30\n\
@@ -847,8 +849,8 @@ mod tests {
         assert_eq!(
             comments,
             [
-                "# openstacklocal: NXDomain, hostLabels 1",
-                "# tailb45a71.ts.net: Rewrite, hostLabels 1"
+                "# openstacklocal (NXDomain, hostLabels 1)",
+                "# tailb45a71.ts.net (Rewrite, hostLabels 1)"
             ]
         );
         let new = render(&m, &RenderContext::new(V1_14)).unwrap();

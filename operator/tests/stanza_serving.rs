@@ -353,3 +353,21 @@ fn old_releases_get_a_warning_about_failed_upstreams() {
         .is_empty()
     );
 }
+
+#[test]
+fn any_valid_suffix_passes_the_editor_even_one_named_like_its_markers() {
+    let original = fixture("kubeadm-v1.36.3.Corefile");
+    for suffix in ["dnspolicy", "begin.dnspolicy", "openstacklocal"] {
+        for action in [SuffixAction::Rewrite, SuffixAction::NXDomain] {
+            for version in BANDS {
+                let merged = policy(suffix, action, &["100.100.100.100"]);
+                match apply(&original, &merged, version) {
+                    Err(RenderError::NeedsNewerCoreDns { .. }) => assert!(!version.has_view()),
+                    other => {
+                        other.unwrap();
+                    }
+                }
+            }
+        }
+    }
+}
