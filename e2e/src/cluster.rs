@@ -179,6 +179,15 @@ pub fn is_running(l: &Layout) -> bool {
         && l.kubeconfig().is_file()
 }
 
+/// Components of a running cluster whose process is gone.
+pub fn dead_components(l: &Layout) -> Vec<&'static str> {
+    COMPONENTS
+        .iter()
+        .copied()
+        .filter(|c| !util::read_pid(&l.pidfile(c)).is_some_and(|p| util::pid_owned(p, &l.dir)))
+        .collect()
+}
+
 fn missing_binaries(opts: &UpOptions) -> Vec<PathBuf> {
     let mut v = vec![
         env::etcd_bin(),
@@ -429,6 +438,14 @@ fn export_line(l: &Layout) -> String {
 pub fn up(l: &Layout, opts: &UpOptions, self_bin: &Path) -> Result<String> {
     let _lock = FileLock::acquire(&l.lock())?;
     if is_running(l) {
+        let dead = dead_components(l);
+        if !dead.is_empty() {
+            bail!(
+                "cluster in {} is partly down ({dead:?} exited; logs in {}): run `e2e-cluster down` first",
+                l.dir.display(),
+                l.logs().display()
+            );
+        }
         eprintln!("[e2e] cluster already running (state {})", l.dir.display());
         return Ok(export_line(l));
     }

@@ -77,6 +77,13 @@ impl Cluster {
                 bail!("e2e-cluster up failed");
             }
         }
+        let dead = cluster::dead_components(&layout);
+        if !dead.is_empty() {
+            bail!(
+                "cluster components exited: {dead:?} (logs in {}); run `e2e-cluster down`",
+                layout.logs().display()
+            );
+        }
         Self::connect(layout).await
     }
 
