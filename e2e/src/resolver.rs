@@ -94,6 +94,22 @@ pub async fn lookup(spec: &LookupSpec) -> Result<Lookup> {
         &crate::util::sha256_hex(nonce.as_bytes())[..12]
     ));
     std::fs::write(&rc_path, &rc)?;
+    // A pod's /etc/hosts and a plain `hosts: files dns`, so the host's
+    // nsswitch (myhostname, resolve, ...) cannot change what glibc does.
+    let hosts = dir.join("hosts");
+    let nss = dir.join("nsswitch.conf");
+    for (p, text) in [
+        (
+            &hosts,
+            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+        ),
+        (&nss, "hosts: files dns\n"),
+    ] {
+        // Concurrent lookups share these: replace atomically, and only if needed.
+        if std::fs::read_to_string(p).ok().as_deref() != Some(text) {
+            crate::util::write_atomic(p, text)?;
+        }
+    }
     let (prog, args): (PathBuf, Vec<String>) = match spec.resolver {
         Resolver::Glibc => ("getent".into(), vec!["ahosts".into(), spec.name.clone()]),
         Resolver::Musl => {
@@ -106,7 +122,11 @@ pub async fn lookup(spec: &LookupSpec) -> Result<Lookup> {
             (b, vec![spec.name.clone()])
         }
     };
-    let script = "mount --bind \"$0\" /etc/resolv.conf && exec \"$@\"";
+    let script = format!(
+        "mount --bind \"$0\" /etc/resolv.conf && mount --bind {h} /etc/hosts && mount --bind {n} /etc/nsswitch.conf && exec \"$@\"",
+        h = hosts.display(),
+        n = nss.display()
+    );
     let mut cmd = tokio::process::Command::new("unshare");
     cmd.args([
         "--mount",
@@ -115,7 +135,7 @@ pub async fn lookup(spec: &LookupSpec) -> Result<Lookup> {
         "--",
         "/bin/sh",
         "-c",
-        script,
+        &script,
     ])
     .arg(&rc_path)
     .arg(&prog)

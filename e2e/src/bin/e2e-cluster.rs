@@ -36,6 +36,8 @@ enum Cmd {
     Status,
     /// Print `export KUBECONFIG=...`.
     Env,
+    /// Addresses (port 53) of the Ready CoreDNS pods, one per line.
+    Addresses,
     /// Resolve NAME as a pod would (resolv.conf bind-mounted under unshare).
     Lookup {
         name: String,
@@ -103,6 +105,13 @@ fn run(cli: Cli) -> Result<()> {
             println!("{line}");
         }
         Cmd::Down => cluster::down(&layout)?,
+        Cmd::Addresses => rt()?.block_on(async {
+            let c = dnspolicy_e2e::Cluster::connect(Layout::new(env::state_dir())).await?;
+            for a in c.coredns_addresses().await? {
+                println!("{a}");
+            }
+            anyhow::Ok(())
+        })?,
         Cmd::Env => println!("export KUBECONFIG={}", layout.kubeconfig().display()),
         Cmd::Status => {
             print!("{}", cluster::status(&layout));
