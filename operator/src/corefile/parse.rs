@@ -125,6 +125,7 @@ impl Parser {
         let mut keys: Vec<(String, Span)> = Vec::new();
         let mut expecting_another = false;
         let mut eof = false;
+        let mut empty_key: Option<Span> = None;
         loop {
             let Some(token) = self.toks.get(self.pos).cloned() else {
                 eof = true;
@@ -156,7 +157,9 @@ impl Parser {
                 }
                 break;
             }
-            if !token.text.is_empty() {
+            if token.text.is_empty() {
+                empty_key.get_or_insert(token.span);
+            } else {
                 let mut key = token.text.clone();
                 expecting_another = key.ends_with(',');
                 if expecting_another {
@@ -180,6 +183,16 @@ impl Parser {
         }
         let Some(&(_, first)) = keys.first() else {
             // caddy parses and drops a block without keys; we refuse it rather than hide it
+            if let Some(empty) = empty_key {
+                let (line, column) = at(empty);
+                let reason = "a quoted empty key names no zone; remove it".to_string();
+                return Err(CorefileError::InvalidServerKey {
+                    key: String::new(),
+                    reason,
+                    line,
+                    column,
+                });
+            }
             return match self.toks.get(self.pos) {
                 Some(open) if !eof && open.text == "{" => Err(CorefileError::StrayOpenBrace {
                     line: open.span.line,
@@ -732,10 +745,22 @@ mod tests {
             parse("{\n  errors\n}\n"),
             Err(CorefileError::StrayOpenBrace { line: 1, column: 1 })
         );
-        assert_eq!(
+        assert!(matches!(
             parse("\"\" {\n}\n"),
-            Err(CorefileError::StrayOpenBrace { line: 1, column: 4 })
-        );
+            Err(CorefileError::InvalidServerKey {
+                line: 1,
+                column: 1,
+                ..
+            })
+        ));
+        assert!(matches!(
+            parse("\"\"\n.:53 {\n}\n"),
+            Err(CorefileError::InvalidServerKey {
+                line: 1,
+                column: 1,
+                ..
+            })
+        ));
     }
 
     #[test]
