@@ -479,7 +479,12 @@ fn check_managed(managed: &ManagedText) -> Result<(), CorefileError> {
         let invalid = |reason: String| CorefileError::ManagedText { part, reason };
         let lexed = lex(text).map_err(|e| invalid(e.to_string()))?;
         for comment in &lexed.comments {
-            if text[comment.start..comment.end].contains("dnspolicy:") {
+            let body = text[comment.start..comment.end].trim_start_matches('#');
+            if body
+                .split_whitespace()
+                .next()
+                .is_some_and(|w| w.starts_with("dnspolicy:"))
+            {
                 return Err(invalid(format!(
                     "line {} looks like a dnspolicy marker",
                     comment.line
