@@ -255,7 +255,7 @@ pub fn render(args: &RenderArgs) -> Result<String, CliError> {
         return Err(CliError::Invalid(format!("ClusterDNSPolicy {:?} conflicts: {}", c.policy, c.message)));
     }
     let version = version_arg(args.coredns_version.as_deref())?;
-    let desired = plan::desired(&text, &merged, Some(version))
+    let desired = plan::desired(&text, &merged, Ok(version))
         .map_err(|r| CliError::Invalid(format!("{}: {} ({})", args.corefile.display(), r.message, r.reason)))?;
     match args.output {
         RenderOutput::Corefile => {
@@ -283,7 +283,7 @@ pub fn explain(args: &ExplainArgs) -> Result<String, CliError> {
             let policies = read_policies(&args.policies)?;
             let merged = policy::merge(&policies);
             let version = version_arg(args.coredns_version.as_deref())?;
-            let desired = plan::desired(&text, &merged, Some(version))
+            let desired = plan::desired(&text, &merged, Ok(version))
                 .map_err(|r| CliError::Invalid(format!("{}: {}", path.display(), r.message)))?;
             let parsed = corefile::parse(&desired.corefile)
                 .map_err(|e| CliError::Invalid(format!("{}: {e}", path.display())))?;

@@ -174,7 +174,7 @@ pub fn effective_hash(corefile: &str, custom_keys: &BTreeMap<String, String>) ->
 pub fn desired(
     current: &str,
     merged: &MergedPolicies,
-    version: Option<CoreDnsVersion>,
+    version: Result<CoreDnsVersion, String>,
 ) -> Result<Desired, Refusal> {
     let base = corefile::strip(current).map_err(|e| Refusal {
         reason: "CorefileUnparseable",
@@ -184,9 +184,9 @@ pub fn desired(
         let hash = effective_hash(&base, &BTreeMap::new());
         return Ok(Desired { corefile: base.clone(), base, custom_keys: BTreeMap::new(), hash });
     }
-    let version = version.ok_or_else(|| Refusal {
+    let version = version.map_err(|e| Refusal {
         reason: "UnknownCoreDNSVersion",
-        message: "the CoreDNS version cannot be read from the Deployment's image tag; set the operator's --coredns-version".into(),
+        message: format!("{e}; set the operator's --coredns-version to the version the image runs"),
     })?;
     let parsed = corefile::parse(&base).map_err(|e| Refusal {
         reason: "CorefileUnparseable",
@@ -198,7 +198,7 @@ pub fn desired(
     })?;
     let ctx = RenderContext::for_block(&parsed, dot.index, version);
     let managed = stanza::render(merged, &ctx).map_err(|e| Refusal {
-        reason: "UnsupportedCoreDNS",
+        reason: e.reason(),
         message: format!("{e}; nothing was written"),
     })?;
     let channel = corefile::channel(&parsed).map_err(|e| Refusal {
@@ -239,9 +239,13 @@ pub fn plan_target(input: &PlanInput<'_>) -> TargetPlan {
             format!("the ConfigMap has no {COREFILE_KEY:?} key; nothing was written"),
         );
     };
-    let version = input
-        .version_override
-        .or_else(|| input.deployment.image.as_deref().and_then(|i| CoreDnsVersion::from_image(i).ok()));
+    let version = match (input.version_override, input.deployment.image.as_deref()) {
+        (Some(v), _) => Ok(v),
+        (None, Some(image)) => {
+            CoreDnsVersion::from_image(image).map_err(|e| format!("the CoreDNS version cannot be read from image {image:?}: {e}"))
+        }
+        (None, None) => Err("the CoreDNS Deployment names no image".to_string()),
+    };
 
     let desired = match desired(current, input.merged, version) {
         Ok(d) => d,

@@ -196,20 +196,34 @@ pub fn render(merged: &MergedPolicies, ctx: &RenderContext) -> Result<ManagedTex
 
 /// Where CoreDNS reaches itself: the `.` block's first `bind` address (the
 /// loopback address when it binds everything or nothing), on its port (53
-/// when the key has none: `-dns.port` is not visible from the Corefile).
-/// `None` when `bind` names only interfaces or placeholders.
-fn self_address(ctx: &RenderContext) -> Option<SocketAddr> {
+/// when the key has none: `-dns.port` is not visible from the Corefile). A
+/// `{$ENV}` placeholder bind (one address per pod, e.g. `{$POD_IP}`) is
+/// forwarded to as written: CoreDNS expands it the same way in both places.
+/// `None` when `bind` names only interfaces.
+fn self_address(ctx: &RenderContext) -> Option<String> {
     let port = ctx.port.unwrap_or(DEFAULT_DNS_PORT);
     if ctx.bind.is_empty() {
-        return Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
+        return Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port).to_string());
     }
-    let ip = ctx.bind.iter().find_map(|a| a.parse::<IpAddr>().ok())?;
-    let ip = match ip {
-        IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-        IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
-        ip => ip,
-    };
-    Some(SocketAddr::new(ip, port))
+    ctx.bind.iter().find_map(|a| {
+        if let Ok(ip) = a.parse::<IpAddr>() {
+            let ip = match ip {
+                IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+                IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+                ip => ip,
+            };
+            return Some(SocketAddr::new(ip, port).to_string());
+        }
+        is_env_placeholder(a).then(|| format!("{a}:{port}"))
+    })
+}
+
+/// `{$NAME}` as CoreDNS's lexer expands it (a whole token, letters, digits, `_`).
+fn is_env_placeholder(token: &str) -> bool {
+    token
+        .strip_prefix("{$")
+        .and_then(|t| t.strip_suffix('}'))
+        .is_some_and(|name| !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
 }
 
 /// What an admin should know about rendering these policies for this
@@ -296,12 +310,13 @@ struct Stanza<'a> {
     gated: Option<Gate>,
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 enum Gate {
     /// NXDomain: the block answers artifacts itself.
     Answer,
     /// Rewrite: the block strips the suffix and asks CoreDNS again.
-    Forward(SocketAddr),
+    /// `ip:port` or `{$ENV}:port`.
+    Forward(String),
 }
 
 impl<'a> Stanza<'a> {
@@ -468,8 +483,8 @@ impl<'a> Stanza<'a> {
     fn server_blocks(&self) -> Vec<String> {
         let r = self.rule;
         let mut blocks = Vec::new();
-        if let Some(gate) = self.gated
-            && gate_takes_artifacts(gate, r)
+        if let Some(gate) = self.gated.clone()
+            && gate_takes_artifacts(&gate, r)
         {
             let mut expr = format!("name() matches '{}'", self.artifact());
             if let Some(cluster) = self.cluster() {
@@ -512,7 +527,7 @@ impl<'a> Stanza<'a> {
 }
 
 /// NXDomain with forwardTo answers artifacts in its one plain block.
-fn gate_takes_artifacts(gate: Gate, rule: &SuffixRule) -> bool {
+fn gate_takes_artifacts(gate: &Gate, rule: &SuffixRule) -> bool {
     !matches!(gate, Gate::Answer) || rule.forward_to.is_empty()
 }
 
@@ -880,7 +895,7 @@ mod tests {
                 bind: bind.iter().map(|b| b.to_string()).collect(),
                 ..RenderContext::new(V1_14)
             };
-            self_address(&c).map(|a| a.to_string())
+            self_address(&c)
         };
         assert_eq!(at(&[], None).as_deref(), Some("127.0.0.1:53"));
         assert_eq!(at(&[], Some(5353)).as_deref(), Some("127.0.0.1:5353"));
@@ -890,6 +905,7 @@ mod tests {
             at(&["lo", "169.254.20.10"], Some(53)).as_deref(),
             Some("169.254.20.10:53")
         );
+        assert_eq!(at(&["{$POD_IP}"], Some(53)).as_deref(), Some("{$POD_IP}:53"));
         assert_eq!(at(&["eth0"], Some(53)), None);
     }
 

@@ -2,7 +2,7 @@
 //! actions, with and without forwardTo, on the binaries the e2e harness
 //! builds (`~/.cache/dnspolicy-e2e/coredns/v<version>/coredns`, or
 //! `$DNSPOLICY_COREDNS_DIR/v<version>/coredns`). A version whose binary is
-//! missing is skipped with a note, never faked.
+//! missing fails the test (`just deps` builds it); nothing is faked.
 //!
 //! CoreDNS listens on 127.0.x.1:5300. `kubernetes` is replaced by `file`
 //! serving cluster.local (authoritative, NXDOMAIN for unknown names, as
@@ -26,14 +26,18 @@ use dnspolicy_crd::SuffixAction;
 const PORT: u16 = 5300;
 const FRIGATE: &str = "frigate.video-management-system.svc.cluster.local";
 
-fn binary(version: &str) -> Option<PathBuf> {
+/// The real CoreDNS the e2e harness built; a missing binary fails the test
+/// (`just deps` builds it), it is never skipped.
+fn binary(version: &str) -> PathBuf {
     let dir = std::env::var_os("DNSPOLICY_COREDNS_DIR")
         .map(PathBuf::from)
         .or_else(|| {
             std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/dnspolicy-e2e/coredns"))
-        })?;
+        })
+        .expect("HOME or DNSPOLICY_COREDNS_DIR");
     let path = dir.join(format!("v{version}")).join("coredns");
-    path.exists().then_some(path)
+    assert!(path.exists(), "{} is missing: run `just deps` to build CoreDNS {version}", path.display());
+    path
 }
 
 fn rule(suffix: &str, action: SuffixAction, host_labels: u8, forward_to: &[String]) -> SuffixRule {
@@ -566,10 +570,7 @@ fn rules(net: u8, tail_forward: bool) -> Vec<SuffixRule> {
 
 #[test]
 fn current_coredns_keeps_cases_1_to_5() {
-    let Some(bin) = binary("1.14.2") else {
-        eprintln!("skipped: no CoreDNS 1.14.2 binary (the e2e harness builds it)");
-        return;
-    };
+    let bin = binary("1.14.2");
     let net = 77;
     let mut all = rules(net, true);
     // Rewrite, forwardTo and 3 host labels: the view's `&& !(...)` expression.
@@ -621,10 +622,7 @@ fn current_coredns_keeps_cases_1_to_5() {
 
 #[test]
 fn coredns_1_8_4_keeps_cases_1_to_5_and_refuses_rewrite_with_forward_to() {
-    let Some(bin) = binary("1.8.4") else {
-        eprintln!("skipped: no CoreDNS 1.8.4 binary (the e2e harness builds it)");
-        return;
-    };
+    let bin = binary("1.8.4");
     let net = 78;
     let version = CoreDnsVersion::new(1, 8, 4);
     let merged = MergedPolicies {
