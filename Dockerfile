@@ -1,0 +1,13 @@
+# The dnspolicy image: one static-enough binary on a distroless base, run as
+# non-root (65532) with a read-only root filesystem (see manifests/operator.yaml).
+# Not built in CI here: this machine has no container runtime.
+FROM rust:1.95-bookworm AS build
+WORKDIR /src
+COPY . .
+RUN cargo build --release --locked -p dnspolicy --bin dnspolicy
+
+FROM gcr.io/distroless/cc-debian12:nonroot
+COPY --from=build /src/target/release/dnspolicy /usr/local/bin/dnspolicy
+USER 65532:65532
+ENTRYPOINT ["/usr/local/bin/dnspolicy"]
+CMD ["run"]
