@@ -195,16 +195,23 @@ main() {
   local what=("$@")
   [[ ${#what[@]} == 0 ]] && what=(all)
   local t0=$SECONDS
+  [[ " ${what[*]} " == *" all "* ]] && what=(k8s etcd kwok coredns musl)
   for c in "${what[@]}"; do
+    local c0=$SECONDS n0
+    n0=$(wc -l <"$LOG" 2>/dev/null || echo 0)
     case $c in
       k8s) build_k8s ;;
       etcd) build_etcd ;;
       kwok) build_kwok ;;
       coredns) build_coredns ;;
       musl) build_musl ;;
-      all) build_k8s; build_etcd; build_kwok; build_coredns; build_musl ;;
       *) say "unknown component $c"; exit 2 ;;
     esac
+    # Wall time including module downloads, when something was built.
+    if [[ $(wc -l <"$LOG" 2>/dev/null || echo 0) != "$n0" ]]; then
+      say "component $c: $((SECONDS - c0))s wall (downloads included)"
+      echo "$(date -u +%FT%TZ) component:$c $((SECONDS - c0))s" >>"$LOG"
+    fi
   done
   say "done in $((SECONDS - t0))s (cache: $CACHE)"
 }
