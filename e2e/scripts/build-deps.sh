@@ -14,7 +14,7 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 export GOFLAGS="${GOFLAGS:-} -trimpath -buildvcs=false"
 export CGO_ENABLED=0
 LOG="$CACHE/build-times.log"
-mkdir -p "$CACHE"
+mkdir -p "$CACHE"; touch "$LOG"
 
 say() { echo "[build-deps] $*" >&2; }
 
