@@ -101,3 +101,42 @@ data:
     restored?;
     Ok(())
 }
+
+/// The old CoreDNS (1.8.4 unless it stopped building) runs as the cluster's
+/// CoreDNS, from the image tag, with the kubeadm Corefile of its era.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_coredns_serves_the_cluster() -> Result<()> {
+    let c = Cluster::ensure().await?;
+    let _guard = c.exclusive()?;
+    let old = env::coredns_old_version();
+    let result = async {
+        let addrs = c.install_coredns(Flavor::Kubeadm, &old).await?;
+        for p in c.coredns_pods().await? {
+            assert!(p.image.ends_with(&format!(":{old}")), "{p:?}");
+        }
+        for a in addrs {
+            let r = c
+                .query(
+                    a,
+                    "kubernetes.default.svc.cluster.local",
+                    dns::TYPE_A,
+                    Duration::from_secs(5),
+                )
+                .await?;
+            assert_eq!(
+                r.addrs,
+                vec!["10.96.0.1".parse::<IpAddr>()?],
+                "via {a}: {r:?}"
+            );
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    let restored = c
+        .install_coredns(Flavor::Kubeadm, &env::coredns_kubeadm_version())
+        .await
+        .context("restore kubeadm CoreDNS");
+    result?;
+    restored?;
+    Ok(())
+}
