@@ -10,7 +10,7 @@ use anyhow::{Context, Result, ensure};
 use dnspolicy_e2e::{Cluster, Flavor, env};
 use support::*;
 
-const BEGIN_DOT: &str = "# dnspolicy:begin dot-block";
+const BEGIN_MANAGED: &str = "# dnspolicy:begin";
 const WAIT: Duration = Duration::from_secs(60);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -28,7 +28,10 @@ async fn apply_change_reapply_and_delete() -> Result<()> {
         .with_context(|| op.log_text())?;
     println!("apply -> Ready=True in {:?}", t0.elapsed());
     let applied = corefile(&c)?;
-    ensure!(applied.contains(BEGIN_DOT), "no managed region:\n{applied}");
+    ensure!(
+        applied.contains(BEGIN_MANAGED),
+        "no managed region:\n{applied}"
+    );
     ensure!(
         applied.contains("tailb45a71[.]ts[.]net"),
         "no rewrite for the suffix:\n{applied}"
@@ -52,6 +55,31 @@ async fn apply_change_reapply_and_delete() -> Result<()> {
         ensure!(got.as_deref() == Some(want), "{t} is {got:?}, want {want}");
     }
     rolled(&c).await?;
+
+    // What a person sees: `dnspolicy status`, and the operator's endpoints.
+    let status = std::process::Command::new(operator_bin()?)
+        .arg("status")
+        .env("KUBECONFIG", c.kubeconfig())
+        .output()?;
+    let table = String::from_utf8_lossy(&status.stdout);
+    ensure!(
+        status.status.success() && table.contains("tailnet") && table.contains("True"),
+        "dnspolicy status:\n{table}"
+    );
+    let metrics = http_get(&op.metrics, "/metrics")?;
+    for needle in [
+        "dnspolicy_reconciles_total",
+        "dnspolicy_rollouts_total",
+        "dnspolicy_polluted_pods",
+        "dnspolicy_reconcile_duration_seconds",
+    ] {
+        ensure!(
+            metrics.contains(needle),
+            "/metrics lacks {needle}:\n{metrics}"
+        );
+    }
+    ensure!(http_get(&op.metrics, "/healthz")?.starts_with("HTTP/1.1 200"));
+    ensure!(http_get(&op.metrics, "/readyz")?.starts_with("HTTP/1.1 200"));
 
     // Change: one more rollout to a new hash.
     apply(
@@ -214,13 +242,14 @@ async fn k3s_corefile_gets_coredns_custom_keys_and_stays_unchanged() -> Result<(
         .as_object()
         .context("coredns-custom has no data")?;
     let keys: Vec<&String> = data.keys().collect();
+    // CoreDNS >= 1.10: the stanzas are whole server blocks, imported from `*.server`.
+    let server = data
+        .get("dnspolicy.server")
+        .and_then(|v| v.as_str())
+        .context(format!("no dnspolicy.server key: {keys:?}"))?;
     ensure!(
-        keys.iter().any(|k| k.ends_with(".override")),
-        "no .override key: {keys:?}"
-    );
-    ensure!(
-        keys.iter().any(|k| k.ends_with(".server")),
-        "no .server key: {keys:?}"
+        server.contains("tailb45a71.ts.net:53 {"),
+        "dnspolicy.server:\n{server}"
     );
     rolled(&c).await?;
     c.kubectl(&["delete", "cdp", "tailnet", "--wait=true", "--timeout=60s"])?;
@@ -320,7 +349,7 @@ async fn a_crash_between_corefile_write_and_rollout_converges() -> Result<()> {
         op.log_text()
     );
     ensure!(
-        corefile(&c)?.contains(BEGIN_DOT),
+        corefile(&c)?.contains(BEGIN_MANAGED),
         "the ConfigMap write did not happen"
     );
     ensure!(
@@ -383,6 +412,20 @@ async fn invalid_specs_are_refused_at_admission_naming_the_field() -> Result<()>
         );
     }
     Ok(())
+}
+
+/// A plain HTTP/1.1 GET on loopback: status line, headers and body as text.
+fn http_get(addr: &str, path: &str) -> Result<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text)?;
+    Ok(text)
 }
 
 /// (namespace, pods, polluted) entries of a policy's status.

@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dnspolicy_crd::{
-    ClusterDNSPolicy, ClusterDNSPolicyStatus, CoreDnsTarget, NamespacePollution, PodCounts, RolloutMode,
+    ClusterDNSPolicy, ClusterDNSPolicyStatus, CoreDnsTarget, NamespacePollution, PodCounts,
+    RolloutMode,
 };
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -24,8 +25,8 @@ use tracing::{info, warn};
 
 use crate::metrics::Metrics;
 use crate::plan::{
-    self, ConfigMapView, CustomView, DeploymentView, Phase, PlanInput, TargetPlan, ANN_TEMPLATE_HASH,
-    COREFILE_KEY, CUSTOM_CONFIGMAP,
+    self, ANN_TEMPLATE_HASH, COREFILE_KEY, CUSTOM_CONFIGMAP, ConfigMapView, CustomView,
+    DeploymentView, Phase, PlanInput, TargetPlan,
 };
 use crate::policy::{self, MergedPolicies, ValidPolicy};
 use crate::pollution::{PolicyCounts, PollutionIndex};
@@ -71,7 +72,12 @@ pub struct Context {
 }
 
 /// Runs the controller until shutdown.
-pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
+pub async fn run(
+    client: Client,
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
     let policies: Api<ClusterDNSPolicy> = Api::all(client.clone());
     let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &settings.watch_namespace);
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &settings.watch_namespace);
@@ -81,7 +87,8 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, shut
     let store = controller.store();
     let pollution = Arc::new(Mutex::new(PollutionIndex::default()));
     // Pod churn that changes a policy's counts triggers its reconcile.
-    let (trigger_tx, trigger_rx) = futures::channel::mpsc::channel::<ObjectRef<ClusterDNSPolicy>>(256);
+    let (trigger_tx, trigger_rx) =
+        futures::channel::mpsc::channel::<ObjectRef<ClusterDNSPolicy>>(256);
     tokio::spawn(crate::pollution::watch(
         client.clone(),
         pollution.clone(),
@@ -101,17 +108,25 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, shut
     let cm_store = store.clone();
     let deploy_store = store.clone();
     controller
-        .watches(config_maps, watcher::Config::default(), move |cm: ConfigMap| {
-            policies_targeting(&cm_store, cm.namespace().as_deref(), |t| {
-                Some(t.config_map.as_str()) == cm.metadata.name.as_deref()
-                    || cm.metadata.name.as_deref() == Some(CUSTOM_CONFIGMAP)
-            })
-        })
-        .watches(deployments, watcher::Config::default(), move |d: Deployment| {
-            policies_targeting(&deploy_store, d.namespace().as_deref(), |t| {
-                Some(t.deployment.as_str()) == d.metadata.name.as_deref()
-            })
-        })
+        .watches(
+            config_maps,
+            watcher::Config::default(),
+            move |cm: ConfigMap| {
+                policies_targeting(&cm_store, cm.namespace().as_deref(), |t| {
+                    Some(t.config_map.as_str()) == cm.metadata.name.as_deref()
+                        || cm.metadata.name.as_deref() == Some(CUSTOM_CONFIGMAP)
+                })
+            },
+        )
+        .watches(
+            deployments,
+            watcher::Config::default(),
+            move |d: Deployment| {
+                policies_targeting(&deploy_store, d.namespace().as_deref(), |t| {
+                    Some(t.deployment.as_str()) == d.metadata.name.as_deref()
+                })
+            },
+        )
         .reconcile_on(trigger_rx)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
@@ -180,14 +195,24 @@ async fn reconcile(policy: Arc<ClusterDNSPolicy>, ctx: Arc<Context>) -> Result<A
         }
     }
     if let Some(message) = own_invalid {
-        let status = status_for(&policy, &ctx, None, Some(("InvalidSpec", message.clone())), None);
+        let status = status_for(
+            &policy,
+            &ctx,
+            None,
+            Some(("InvalidSpec", message.clone())),
+            None,
+        );
         write_status(&api, &policy, status).await?;
         publish(&ctx, &policy, EventType::Warning, "InvalidSpec", &message).await;
         ctx.metrics.reconciled("invalid", started.elapsed());
         return Ok(Action::await_change());
     }
     let merged = policy::merge(&valid);
-    let rollout = if siblings.iter().any(|p| p.spec.rollout == RolloutMode::Restart) || siblings.is_empty() {
+    let rollout = if siblings
+        .iter()
+        .any(|p| p.spec.rollout == RolloutMode::Restart)
+        || siblings.is_empty()
+    {
         RolloutMode::Restart
     } else {
         RolloutMode::None
@@ -207,14 +232,21 @@ async fn reconcile(policy: Arc<ClusterDNSPolicy>, ctx: Arc<Context>) -> Result<A
 
     let conflict = merged.conflicts.iter().find(|c| c.policy == name).cloned();
     let conflict_condition = conflict.as_ref().map(|c| ("Conflict", c.message.clone()));
-    let already_reported = policy
-        .status
-        .as_ref()
-        .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Stalled" && c.status == "True" && c.reason == "Conflict"));
+    let already_reported = policy.status.as_ref().is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == "Stalled" && c.status == "True" && c.reason == "Conflict")
+    });
     if let Some(c) = conflict.as_ref().filter(|_| !already_reported) {
         publish(&ctx, &policy, EventType::Warning, "Conflict", &c.message).await;
     }
-    let status = status_for(&policy, &ctx, Some(&plan), conflict_condition, Some(&merged));
+    let status = status_for(
+        &policy,
+        &ctx,
+        Some(&plan),
+        conflict_condition,
+        Some(&merged),
+    );
     write_status(&api, &policy, status).await?;
 
     let result = match &plan.phase {
@@ -230,13 +262,24 @@ async fn reconcile(policy: Arc<ClusterDNSPolicy>, ctx: Arc<Context>) -> Result<A
     })
 }
 
-async fn apply_finalizers(api: &Api<ClusterDNSPolicy>, name: &str, finalizers: &[&str]) -> Result<(), Error> {
+async fn apply_finalizers(
+    api: &Api<ClusterDNSPolicy>,
+    name: &str,
+    finalizers: &[&str],
+) -> Result<(), Error> {
     let patch = json!({
         "apiVersion": "dnspolicy.dev/v1alpha1",
         "kind": "ClusterDNSPolicy",
         "metadata": {"name": name, "finalizers": finalizers},
     });
-    match api.patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await {
+    match api
+        .patch(
+            name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+    {
         Ok(_) => Ok(()),
         // Already gone: nothing left to hold.
         Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
@@ -254,18 +297,25 @@ async fn plan_and_apply(
     siblings: &[Arc<ClusterDNSPolicy>],
 ) -> Result<TargetPlan, Error> {
     let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &target.namespace);
-    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &target.deployment_namespace());
+    let deployments: Api<Deployment> =
+        Api::namespaced(ctx.client.clone(), &target.deployment_namespace());
     let cm = cms.get_opt(&target.config_map).await?;
     let Some(cm) = cm else {
         return Ok(stalled_plan(
             "TargetNotFound",
-            format!("ConfigMap {}/{} not found; spec.target names the CoreDNS to configure", target.namespace, target.config_map),
+            format!(
+                "ConfigMap {}/{} not found; spec.target names the CoreDNS to configure",
+                target.namespace, target.config_map
+            ),
         ));
     };
     let Some(deployment) = deployments.get_opt(&target.deployment).await? else {
         return Ok(stalled_plan(
             "TargetNotFound",
-            format!("Deployment {}/{} not found; spec.target names the CoreDNS to configure", target.namespace, target.deployment),
+            format!(
+                "Deployment {}/{} not found; spec.target names the CoreDNS to configure",
+                target.namespace, target.deployment
+            ),
         ));
     };
     let custom = cms.get_opt(CUSTOM_CONFIGMAP).await?;
@@ -293,7 +343,8 @@ async fn plan_and_apply(
             "metadata": {"name": target.config_map, "namespace": target.namespace, "annotations": write.annotations},
             "data": {COREFILE_KEY: write.corefile},
         });
-        cms.patch(&target.config_map, &params, &Patch::Apply(&patch)).await?;
+        cms.patch(&target.config_map, &params, &Patch::Apply(&patch))
+            .await?;
         ctx.metrics.write("configmap");
         // For the crash-safety end-to-end test: die where a crash hurts most,
         // between the Corefile write and the rollout.
@@ -308,7 +359,8 @@ async fn plan_and_apply(
             "metadata": {"name": CUSTOM_CONFIGMAP, "namespace": target.namespace},
             "data": keys,
         });
-        cms.patch(CUSTOM_CONFIGMAP, &params, &Patch::Apply(&patch)).await?;
+        cms.patch(CUSTOM_CONFIGMAP, &params, &Patch::Apply(&patch))
+            .await?;
         ctx.metrics.write("configmap");
     }
     if let Some(hash) = &plan.roll_to {
@@ -318,18 +370,29 @@ async fn plan_and_apply(
             "metadata": {"name": target.deployment, "namespace": target.namespace},
             "spec": {"template": {"metadata": {"annotations": {ANN_TEMPLATE_HASH: hash}}}},
         });
-        deployments.patch(&target.deployment, &params, &Patch::Apply(&patch)).await?;
+        deployments
+            .patch(&target.deployment, &params, &Patch::Apply(&patch))
+            .await?;
         ctx.metrics.write("deployment");
         ctx.metrics.rollout("started");
     }
     match &plan.phase {
         Phase::RolledBack(_) => ctx.metrics.rollout("rolled-back"),
-        Phase::RolledOut if plan.events.iter().any(|(r, _)| *r == "RolloutFinished") => ctx.metrics.rollout("finished"),
+        Phase::RolledOut if plan.events.iter().any(|(r, _)| *r == "RolloutFinished") => {
+            ctx.metrics.rollout("finished")
+        }
         _ => {}
     }
     for (reason, note) in &plan.events {
-        let kind = if matches!(*reason, "Rollback" | "DriftCorrected") { EventType::Warning } else { EventType::Normal };
-        for p in siblings.iter().filter(|p| merged.applied.contains(&p.name_any()) || merged.applied.is_empty()) {
+        let kind = if matches!(*reason, "Rollback" | "DriftCorrected") {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
+        for p in siblings
+            .iter()
+            .filter(|p| merged.applied.contains(&p.name_any()) || merged.applied.is_empty())
+        {
             publish(ctx, p, kind, reason, note).await;
         }
         info!(target = %format!("{}/{}", target.namespace, target.config_map), reason, note, "target changed");
@@ -383,20 +446,35 @@ fn config_map_view(cm: &ConfigMap) -> ConfigMapView {
 }
 
 fn custom_view(cm: Option<&ConfigMap>) -> CustomView {
-    let Some(cm) = cm else { return CustomView::default() };
+    let Some(cm) = cm else {
+        return CustomView::default();
+    };
     let owned: Vec<String> = cm
         .metadata
         .managed_fields
         .iter()
         .flatten()
         .filter(|m| m.manager.as_deref() == Some(FIELD_MANAGER))
-        .filter_map(|m| m.fields_v1.as_ref().and_then(|f| f.0.get("f:data")).and_then(|d| d.as_object()).cloned())
-        .flat_map(|d| d.keys().filter_map(|k| k.strip_prefix("f:").map(str::to_string)).collect::<Vec<_>>())
+        .filter_map(|m| {
+            m.fields_v1
+                .as_ref()
+                .and_then(|f| f.0.get("f:data"))
+                .and_then(|d| d.as_object())
+                .cloned()
+        })
+        .flat_map(|d| {
+            d.keys()
+                .filter_map(|k| k.strip_prefix("f:").map(str::to_string))
+                .collect::<Vec<_>>()
+        })
         .collect();
     let data = cm.data.clone().unwrap_or_default();
     CustomView {
         exists: true,
-        managed_keys: data.into_iter().filter(|(k, _)| owned.contains(k)).collect(),
+        managed_keys: data
+            .into_iter()
+            .filter(|(k, _)| owned.contains(k))
+            .collect(),
     }
 }
 
@@ -446,18 +524,20 @@ fn status_for(
         }
         (None, Some(Phase::Stalled(r))) | (None, Some(Phase::RolledBack(r))) => {
             conds.stalled(r.reason, &r.message);
-            let applied = matches!(plan.map(|p| &p.phase), Some(Phase::RolledBack(_)));
             conds.set("CorefileApplied", false, r.reason, &r.message);
-            if applied {
-                conds.set("RolledOut", false, r.reason, &r.message);
-            }
+            conds.set("RolledOut", false, r.reason, &r.message);
         }
         (None, Some(Phase::Progressing)) => {
             let msg = "the Corefile is written; CoreDNS is rolling out";
             conds.set("Ready", false, "Progressing", msg);
             conds.set("Reconciling", true, "Progressing", msg);
             conds.set("Stalled", false, "Progressing", msg);
-            conds.set("CorefileApplied", true, "Applied", "the Corefile holds this policy's stanzas");
+            conds.set(
+                "CorefileApplied",
+                true,
+                "Applied",
+                "the Corefile holds this policy's stanzas",
+            );
             conds.set("RolledOut", false, "Progressing", msg);
         }
         (None, Some(Phase::RolledOut)) => {
@@ -465,26 +545,51 @@ fn status_for(
             conds.set("Ready", true, "RolledOut", msg);
             conds.set("Reconciling", false, "RolledOut", msg);
             conds.set("Stalled", false, "RolledOut", msg);
-            conds.set("CorefileApplied", true, "Applied", "the Corefile holds this policy's stanzas");
+            conds.set(
+                "CorefileApplied",
+                true,
+                "Applied",
+                "the Corefile holds this policy's stanzas",
+            );
             conds.set("RolledOut", true, "RolledOut", msg);
         }
         (None, None) => {}
     }
 
     let counts: PolicyCounts = {
-        let suffixes: Vec<String> = policy.spec.foreign_suffixes.iter().map(|s| s.suffix.clone()).collect();
+        let suffixes: Vec<String> = policy
+            .spec
+            .foreign_suffixes
+            .iter()
+            .map(|s| s.suffix.clone())
+            .collect();
         let index = ctx.pollution.lock().expect("pollution index lock");
-        index.counts(&suffixes, &policy.spec.node_selector, merged.map(|m| m.cluster_domain.as_str()).unwrap_or(&policy.spec.cluster_domain))
+        index.counts(
+            &suffixes,
+            &policy.spec.node_selector,
+            merged
+                .map(|m| m.cluster_domain.as_str())
+                .unwrap_or(&policy.spec.cluster_domain),
+        )
     };
     ClusterDNSPolicyStatus {
         observed_generation: generation,
         conditions: conds.into_vec(),
-        corefile_hash: plan.and_then(|p| p.desired_hash.clone()).or(old.corefile_hash),
-        pods: Some(PodCounts { total: counts.total, polluted: counts.polluted }),
+        corefile_hash: plan
+            .and_then(|p| p.desired_hash.clone())
+            .or(old.corefile_hash),
+        pods: Some(PodCounts {
+            total: counts.total,
+            polluted: counts.polluted,
+        }),
         namespaces: counts
             .namespaces
             .into_iter()
-            .map(|(name, pods, polluted)| NamespacePollution { name, pods, polluted })
+            .map(|(name, pods, polluted)| NamespacePollution {
+                name,
+                pods,
+                polluted,
+            })
             .collect(),
     }
 }
@@ -497,7 +602,11 @@ struct Conditions {
 
 impl Conditions {
     fn new(old: &[Condition], generation: Option<i64>) -> Self {
-        Self { old: old.to_vec(), new: BTreeMap::new(), generation }
+        Self {
+            old: old.to_vec(),
+            new: BTreeMap::new(),
+            generation,
+        }
     }
 
     fn set(&mut self, type_: &str, status: bool, reason: &str, message: &str) {
@@ -529,14 +638,29 @@ impl Conditions {
 
     fn into_vec(self) -> Vec<Condition> {
         // Fixed order so equal statuses compare equal.
-        ["Ready", "Reconciling", "Stalled", "CorefileApplied", "RolledOut"]
-            .iter()
-            .filter_map(|t| self.new.get(*t).cloned().or_else(|| self.old.iter().find(|c| c.type_ == *t).cloned()))
-            .collect()
+        [
+            "Ready",
+            "Reconciling",
+            "Stalled",
+            "CorefileApplied",
+            "RolledOut",
+        ]
+        .iter()
+        .filter_map(|t| {
+            self.new
+                .get(*t)
+                .cloned()
+                .or_else(|| self.old.iter().find(|c| c.type_ == *t).cloned())
+        })
+        .collect()
     }
 }
 
-async fn write_status(api: &Api<ClusterDNSPolicy>, policy: &ClusterDNSPolicy, status: ClusterDNSPolicyStatus) -> Result<(), Error> {
+async fn write_status(
+    api: &Api<ClusterDNSPolicy>,
+    policy: &ClusterDNSPolicy,
+    status: ClusterDNSPolicyStatus,
+) -> Result<(), Error> {
     if policy.status.as_ref() == Some(&status) {
         return Ok(());
     }
@@ -545,12 +669,22 @@ async fn write_status(api: &Api<ClusterDNSPolicy>, policy: &ClusterDNSPolicy, st
         "kind": "ClusterDNSPolicy",
         "status": status,
     });
-    api.patch_status(&policy.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
-        .await?;
+    api.patch_status(
+        &policy.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
     Ok(())
 }
 
-async fn publish(ctx: &Context, policy: &ClusterDNSPolicy, type_: EventType, reason: &str, note: &str) {
+async fn publish(
+    ctx: &Context,
+    policy: &ClusterDNSPolicy,
+    type_: EventType,
+    reason: &str,
+    note: &str,
+) {
     let event = Event {
         type_,
         reason: reason.into(),

@@ -178,11 +178,18 @@ pub fn desired(
 ) -> Result<Desired, Refusal> {
     let base = corefile::strip(current).map_err(|e| Refusal {
         reason: "CorefileUnparseable",
-        message: format!("the Corefile cannot be edited safely: {e}; fix it or restore it, nothing was written"),
+        message: format!(
+            "the Corefile cannot be edited safely: {e}; fix it or restore it, nothing was written"
+        ),
     })?;
     if merged.applied.is_empty() {
         let hash = effective_hash(&base, &BTreeMap::new());
-        return Ok(Desired { corefile: base.clone(), base, custom_keys: BTreeMap::new(), hash });
+        return Ok(Desired {
+            corefile: base.clone(),
+            base,
+            custom_keys: BTreeMap::new(),
+            hash,
+        });
     }
     let version = version.map_err(|e| Refusal {
         reason: "UnknownCoreDNSVersion",
@@ -212,18 +219,30 @@ pub fn desired(
                 message: format!("the managed text cannot be placed: {e}; nothing was written"),
             })?;
             let hash = effective_hash(&corefile, &BTreeMap::new());
-            Ok(Desired { base, corefile, custom_keys: BTreeMap::new(), hash })
+            Ok(Desired {
+                base,
+                corefile,
+                custom_keys: BTreeMap::new(),
+                hash,
+            })
         }
         channel @ Channel::Custom { .. } => {
             let custom_keys: BTreeMap<String, String> = corefile::custom_keys(&managed, &channel)
                 .map_err(|e| Refusal {
                     reason: "CorefileUnparseable",
-                    message: format!("the coredns-custom keys cannot be written: {e}; nothing was written"),
+                    message: format!(
+                        "the coredns-custom keys cannot be written: {e}; nothing was written"
+                    ),
                 })?
                 .into_iter()
                 .collect();
             let hash = effective_hash(&base, &custom_keys);
-            Ok(Desired { corefile: base.clone(), base, custom_keys, hash })
+            Ok(Desired {
+                corefile: base.clone(),
+                base,
+                custom_keys,
+                hash,
+            })
         }
     }
 }
@@ -241,9 +260,8 @@ pub fn plan_target(input: &PlanInput<'_>) -> TargetPlan {
     };
     let version = match (input.version_override, input.deployment.image.as_deref()) {
         (Some(v), _) => Ok(v),
-        (None, Some(image)) => {
-            CoreDnsVersion::from_image(image).map_err(|e| format!("the CoreDNS version cannot be read from image {image:?}: {e}"))
-        }
+        (None, Some(image)) => CoreDnsVersion::from_image(image)
+            .map_err(|e| format!("the CoreDNS version cannot be read from image {image:?}: {e}")),
         (None, None) => Err("the CoreDNS Deployment names no image".to_string()),
     };
 
@@ -274,14 +292,13 @@ pub fn plan_target(input: &PlanInput<'_>) -> TargetPlan {
     let releasing = input.merged.applied.is_empty();
 
     if cm.annotations.get(ANN_FAILED_HASH) == Some(&desired.hash) {
-        plan.phase = Phase::Stalled(Refusal {
-            reason: "RolloutFailed",
-            message: format!(
-                "CoreDNS did not become available on Corefile {} and the last good Corefile was put back; change the policy to try again",
-                desired.hash
-            ),
-        });
-        plan.desired_hash = cm.annotations.get(ANN_APPLIED_HASH).cloned();
+        let good = cm
+            .annotations
+            .get(ANN_APPLIED_HASH)
+            .cloned()
+            .unwrap_or_default();
+        plan.phase = Phase::Stalled(rollout_failed(&desired.hash, &good));
+        plan.desired_hash = Some(good);
         return plan;
     }
 
@@ -307,7 +324,10 @@ pub fn plan_target(input: &PlanInput<'_>) -> TargetPlan {
                 ),
             );
         }
-        plan.events.push(("DriftCorrected", "the Corefile was changed by someone else; dnspolicy's stanzas were put back".into()));
+        plan.events.push((
+            "DriftCorrected",
+            "the Corefile was changed by someone else; dnspolicy's stanzas were put back".into(),
+        ));
     }
 
     let corefile_changes = current != desired.corefile;
@@ -316,19 +336,38 @@ pub fn plan_target(input: &PlanInput<'_>) -> TargetPlan {
         BTreeMap::new()
     } else {
         let mut a = BTreeMap::new();
-        a.insert(ANN_ORIGINAL.to_string(), cm.annotations.get(ANN_ORIGINAL).cloned().unwrap_or_else(|| desired.base.clone()));
+        a.insert(
+            ANN_ORIGINAL.to_string(),
+            cm.annotations
+                .get(ANN_ORIGINAL)
+                .cloned()
+                .unwrap_or_else(|| desired.base.clone()),
+        );
         a.insert(ANN_APPLIED_HASH.to_string(), desired.hash.clone());
         a.insert(
             ANN_LAST_GOOD.to_string(),
-            cm.annotations.get(ANN_LAST_GOOD).cloned().unwrap_or_else(|| current.to_string()),
+            cm.annotations
+                .get(ANN_LAST_GOOD)
+                .cloned()
+                .unwrap_or_else(|| current.to_string()),
         );
         if !reverts.is_empty() {
-            a.insert(ANN_REVERTS.to_string(), reverts.iter().map(i64::to_string).collect::<Vec<_>>().join(","));
+            a.insert(
+                ANN_REVERTS.to_string(),
+                reverts
+                    .iter()
+                    .map(i64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
+            );
         }
         let started = if corefile_changes || custom_changes || applied_hash != Some(&desired.hash) {
             input.now.to_string()
         } else {
-            cm.annotations.get(ANN_ROLLOUT_STARTED).cloned().unwrap_or_else(|| input.now.to_string())
+            cm.annotations
+                .get(ANN_ROLLOUT_STARTED)
+                .cloned()
+                .unwrap_or_else(|| input.now.to_string())
         };
         a.insert(ANN_ROLLOUT_STARTED.to_string(), started);
         a
@@ -340,26 +379,42 @@ pub fn plan_target(input: &PlanInput<'_>) -> TargetPlan {
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     if corefile_changes || owned != annotations {
-        plan.write_config_map = Some(ConfigMapWrite { corefile: desired.corefile.clone(), annotations: annotations.clone() });
+        plan.write_config_map = Some(ConfigMapWrite {
+            corefile: desired.corefile.clone(),
+            annotations: annotations.clone(),
+        });
         if corefile_changes && !drifted {
-            plan.events.push(("CorefileApplied", format!("Corefile {} written", desired.hash)));
+            plan.events.push((
+                "CorefileApplied",
+                format!("Corefile {} written", desired.hash),
+            ));
         }
     }
     if custom_changes || (!input.custom.exists && !desired.custom_keys.is_empty()) {
         plan.write_custom = Some(desired.custom_keys.clone());
         if !drifted {
-            plan.events.push(("CorefileApplied", format!("coredns-custom keys {} written", desired.hash)));
+            plan.events.push((
+                "CorefileApplied",
+                format!("coredns-custom keys {} written", desired.hash),
+            ));
         }
     }
 
     let deployment = input.deployment;
     if input.rollout == RolloutMode::None {
-        plan.phase = if plan.writes() { Phase::Progressing } else { Phase::RolledOut };
+        plan.phase = if plan.writes() {
+            Phase::Progressing
+        } else {
+            Phase::RolledOut
+        };
         return plan;
     }
     if deployment.template_hash.as_deref() != Some(desired.hash.as_str()) {
         plan.roll_to = Some(desired.hash.clone());
-        plan.events.push(("RolloutStarted", format!("rolling CoreDNS onto Corefile {}", desired.hash)));
+        plan.events.push((
+            "RolloutStarted",
+            format!("rolling CoreDNS onto Corefile {}", desired.hash),
+        ));
         return plan;
     }
     if deployment.rolled_out() {
@@ -367,30 +422,71 @@ pub fn plan_target(input: &PlanInput<'_>) -> TargetPlan {
         if !releasing && cm.annotations.get(ANN_LAST_GOOD) != Some(&desired.corefile) {
             let mut annotations = annotations;
             annotations.insert(ANN_LAST_GOOD.to_string(), desired.corefile.clone());
-            plan.write_config_map = Some(ConfigMapWrite { corefile: desired.corefile.clone(), annotations });
-            plan.events.push(("RolloutFinished", format!("CoreDNS runs Corefile {}", desired.hash)));
+            plan.write_config_map = Some(ConfigMapWrite {
+                corefile: desired.corefile.clone(),
+                annotations,
+            });
+            plan.events.push((
+                "RolloutFinished",
+                format!("CoreDNS runs Corefile {}", desired.hash),
+            ));
         }
         return plan;
     }
-    let started: i64 = cm.annotations.get(ANN_ROLLOUT_STARTED).and_then(|s| s.parse().ok()).unwrap_or(input.now);
+    let started: i64 = cm
+        .annotations
+        .get(ANN_ROLLOUT_STARTED)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(input.now);
     if !releasing && input.now - started > input.rollout_deadline_secs {
-        let last_good = cm.annotations.get(ANN_LAST_GOOD).cloned().unwrap_or_else(|| desired.base.clone());
+        let last_good = cm
+            .annotations
+            .get(ANN_LAST_GOOD)
+            .cloned()
+            .unwrap_or_else(|| desired.base.clone());
         let good_hash = effective_hash(&last_good, &BTreeMap::new());
         let mut annotations = annotations;
         annotations.insert(ANN_FAILED_HASH.to_string(), desired.hash.clone());
         annotations.insert(ANN_APPLIED_HASH.to_string(), good_hash.clone());
         annotations.insert(ANN_ROLLOUT_STARTED.to_string(), input.now.to_string());
-        let message = format!(
-            "CoreDNS did not become available within {} s on Corefile {} ({} of {} new pods available); the last good Corefile {} was put back",
-            input.rollout_deadline_secs, desired.hash, deployment.available_replicas.min(deployment.updated_replicas), deployment.replicas, good_hash
-        );
-        plan.write_config_map = Some(ConfigMapWrite { corefile: last_good, annotations });
-        plan.write_custom = if desired.custom_keys.is_empty() { None } else { Some(BTreeMap::new()) };
-        plan.roll_to = Some(good_hash);
-        plan.events.push(("Rollback", message.clone()));
-        plan.phase = Phase::RolledBack(Refusal { reason: "RolloutFailed", message });
+        let refusal = rollout_failed(&desired.hash, &good_hash);
+        plan.events.push((
+            "Rollback",
+            format!(
+                "{} ({} of {} pods available after {} s)",
+                refusal.message,
+                deployment
+                    .available_replicas
+                    .min(deployment.updated_replicas),
+                deployment.replicas,
+                input.rollout_deadline_secs
+            ),
+        ));
+        plan.write_config_map = Some(ConfigMapWrite {
+            corefile: last_good,
+            annotations,
+        });
+        plan.write_custom = if desired.custom_keys.is_empty() {
+            None
+        } else {
+            Some(BTreeMap::new())
+        };
+        plan.roll_to = Some(good_hash.clone());
+        plan.desired_hash = Some(good_hash);
+        plan.phase = Phase::RolledBack(refusal);
     }
     plan
+}
+
+/// The same words when the rollback happens and on every run after it, so
+/// status settles and is not rewritten.
+fn rollout_failed(bad: &str, good: &str) -> Refusal {
+    Refusal {
+        reason: "RolloutFailed",
+        message: format!(
+            "CoreDNS did not become available on Corefile {bad} within the rollout deadline; the last good Corefile {good} was put back. Check the CoreDNS pods' logs, then change the policy to try again"
+        ),
+    }
 }
 
 /// Revert times (seconds) still inside the contest window.
@@ -430,7 +526,12 @@ mod tests {
         }
     }
 
-    fn plan(merged: &MergedPolicies, cm: &ConfigMapView, d: &DeploymentView, now: i64) -> TargetPlan {
+    fn plan(
+        merged: &MergedPolicies,
+        cm: &ConfigMapView,
+        d: &DeploymentView,
+        now: i64,
+    ) -> TargetPlan {
         plan_target(&PlanInput {
             merged,
             rollout: RolloutMode::Restart,
@@ -444,12 +545,19 @@ mod tests {
     }
 
     fn stock() -> ConfigMapView {
-        ConfigMapView { corefile: Some(KUBEADM.into()), ..Default::default() }
+        ConfigMapView {
+            corefile: Some(KUBEADM.into()),
+            ..Default::default()
+        }
     }
 
     /// The ConfigMap after `write` was applied by dnspolicy's field manager.
     fn after(write: &ConfigMapWrite) -> ConfigMapView {
-        ConfigMapView { corefile: Some(write.corefile.clone()), annotations: write.annotations.clone(), ..Default::default() }
+        ConfigMapView {
+            corefile: Some(write.corefile.clone()),
+            annotations: write.annotations.clone(),
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -471,7 +579,10 @@ mod tests {
         let first = plan(&merged, &stock(), &deployment(None, true), 1000);
         let cm = after(first.write_config_map.as_ref().unwrap());
         let again = plan(&merged, &cm, &deployment(None, true), 1005);
-        assert_eq!(again.write_config_map, None, "the Corefile is already written");
+        assert_eq!(
+            again.write_config_map, None,
+            "the Corefile is already written"
+        );
         assert_eq!(again.roll_to, first.desired_hash);
     }
 
@@ -488,8 +599,16 @@ mod tests {
         assert_eq!(done.phase, Phase::RolledOut);
         let write = done.write_config_map.as_ref().expect("last good recorded");
         assert_eq!(write.annotations[ANN_LAST_GOOD], write.corefile);
-        let settled = plan(&merged, &after(write), &deployment(hash.as_deref(), true), 1030);
-        assert!(!settled.writes(), "an unchanged world writes nothing: {settled:?}");
+        let settled = plan(
+            &merged,
+            &after(write),
+            &deployment(hash.as_deref(), true),
+            1030,
+        );
+        assert!(
+            !settled.writes(),
+            "an unchanged world writes nothing: {settled:?}"
+        );
         assert_eq!(settled.phase, Phase::RolledOut);
     }
 
@@ -500,14 +619,24 @@ mod tests {
         let cm = after(first.write_config_map.as_ref().unwrap());
         let hash = first.desired_hash.clone();
         let late = plan(&merged, &cm, &deployment(hash.as_deref(), false), 1061);
-        let Phase::RolledBack(r) = &late.phase else { panic!("{late:?}") };
+        let Phase::RolledBack(r) = &late.phase else {
+            panic!("{late:?}")
+        };
         assert_eq!(r.reason, "RolloutFailed");
         let write = late.write_config_map.as_ref().unwrap();
         assert_eq!(write.corefile, KUBEADM);
         assert_eq!(late.roll_to, Some(corefile::corefile_hash(KUBEADM)));
         // Next time: Stalled, no retry loop until the spec changes.
-        let next = plan(&merged, &after(write), &deployment(late.roll_to.as_deref(), true), 1070);
-        assert!(matches!(next.phase, Phase::Stalled(ref r) if r.reason == "RolloutFailed"), "{next:?}");
+        let next = plan(
+            &merged,
+            &after(write),
+            &deployment(late.roll_to.as_deref(), true),
+            1070,
+        );
+        assert!(
+            matches!(next.phase, Phase::Stalled(ref r) if r.reason == "RolloutFailed"),
+            "{next:?}"
+        );
         assert!(!next.writes());
     }
 
@@ -516,15 +645,32 @@ mod tests {
         let merged = tailnet();
         let first = plan(&merged, &stock(), &deployment(None, true), 1000);
         let cm = after(first.write_config_map.as_ref().unwrap());
-        let released = plan(&MergedPolicies::default(), &cm, &deployment(first.desired_hash.as_deref(), true), 1100);
+        let released = plan(
+            &MergedPolicies::default(),
+            &cm,
+            &deployment(first.desired_hash.as_deref(), true),
+            1100,
+        );
         let write = released.write_config_map.as_ref().unwrap();
         assert_eq!(write.corefile, KUBEADM);
-        assert!(write.annotations.is_empty(), "dnspolicy's annotations are dropped");
+        assert!(
+            write.annotations.is_empty(),
+            "dnspolicy's annotations are dropped"
+        );
         assert_eq!(released.roll_to, Some(corefile::corefile_hash(KUBEADM)));
         // Even when someone damaged the markers, the kept original comes back.
         let mut damaged = cm.clone();
-        damaged.corefile = Some(cm.corefile.unwrap().replace("# dnspolicy:end dot-block", ""));
-        let restored = plan(&MergedPolicies::default(), &damaged, &deployment(None, true), 1100);
+        damaged.corefile = Some(
+            cm.corefile
+                .unwrap()
+                .replace("# dnspolicy:end dot-block", ""),
+        );
+        let restored = plan(
+            &MergedPolicies::default(),
+            &damaged,
+            &deployment(None, true),
+            1100,
+        );
         assert_eq!(restored.write_config_map.unwrap().corefile, KUBEADM);
     }
 
@@ -538,30 +684,56 @@ mod tests {
             // Argo CD syncs the stock Corefile back.
             cm.corefile = Some(KUBEADM.into());
             cm.other_corefile_managers = vec!["argocd-controller".into()];
-            let p = plan(&merged, &cm, &deployment(hash.as_deref(), true), 1100 + round as i64);
-            assert!(p.events.iter().any(|(r, _)| *r == "DriftCorrected"), "round {round}: {p:?}");
-            cm = ConfigMapView { other_corefile_managers: vec![], ..after(p.write_config_map.as_ref().unwrap()) };
+            let p = plan(
+                &merged,
+                &cm,
+                &deployment(hash.as_deref(), true),
+                1100 + round as i64,
+            );
+            assert!(
+                p.events.iter().any(|(r, _)| *r == "DriftCorrected"),
+                "round {round}: {p:?}"
+            );
+            cm = ConfigMapView {
+                other_corefile_managers: vec![],
+                ..after(p.write_config_map.as_ref().unwrap())
+            };
         }
         cm.corefile = Some(KUBEADM.into());
         cm.other_corefile_managers = vec!["argocd-controller".into()];
         let p = plan(&merged, &cm, &deployment(hash.as_deref(), true), 1200);
-        let Phase::Stalled(r) = &p.phase else { panic!("{p:?}") };
+        let Phase::Stalled(r) = &p.phase else {
+            panic!("{p:?}")
+        };
         assert_eq!(r.reason, "CorefileContested");
-        assert!(r.message.contains("argocd-controller") && r.message.contains("coredns-custom"), "{}", r.message);
+        assert!(
+            r.message.contains("argocd-controller") && r.message.contains("coredns-custom"),
+            "{}",
+            r.message
+        );
         assert!(!p.writes());
     }
 
     #[test]
     fn an_unparseable_corefile_or_unknown_version_writes_nothing() {
         let merged = tailnet();
-        let broken = ConfigMapView { corefile: Some(".:53 {\n    forward . 8.8.8.8 {\n".into()), ..Default::default() };
+        let broken = ConfigMapView {
+            corefile: Some(".:53 {\n    forward . 8.8.8.8 {\n".into()),
+            ..Default::default()
+        };
         let p = plan(&merged, &broken, &deployment(None, true), 1000);
-        assert!(matches!(p.phase, Phase::Stalled(ref r) if r.reason == "CorefileUnparseable"), "{p:?}");
+        assert!(
+            matches!(p.phase, Phase::Stalled(ref r) if r.reason == "CorefileUnparseable"),
+            "{p:?}"
+        );
         assert!(!p.writes());
         let mut digest = deployment(None, true);
         digest.image = Some("registry.k8s.io/coredns/coredns@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef".into());
         let p = plan(&merged, &stock(), &digest, 1000);
-        assert!(matches!(p.phase, Phase::Stalled(ref r) if r.reason == "UnknownCoreDNSVersion" && r.message.contains("--coredns-version")), "{p:?}");
+        assert!(
+            matches!(p.phase, Phase::Stalled(ref r) if r.reason == "UnknownCoreDNSVersion" && r.message.contains("--coredns-version")),
+            "{p:?}"
+        );
         assert!(!p.writes());
     }
 }
