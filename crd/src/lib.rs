@@ -21,7 +21,8 @@ pub const MAX_FORWARD_TARGETS: usize = 15;
 /// A DNS name label by label: lower-case letters, digits, hyphens, underscores
 /// (seen in corporate AD suffixes); no leading or trailing dot. The operator
 /// re-checks label lengths and the 253-byte total.
-pub const DNS_NAME_PATTERN: &str = r"^[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?)*$";
+pub const DNS_NAME_PATTERN: &str =
+    r"^[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?)*$";
 
 /// Declares the foreign search suffixes that nodes leak into pods, and what
 /// CoreDNS should do with queries that carry them.
@@ -98,7 +99,20 @@ fn default_host_labels() -> u8 {
     1
 }
 
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema)]
+#[derive(
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    JsonSchema,
+)]
 pub enum SuffixAction {
     #[default]
     Rewrite,
@@ -106,7 +120,9 @@ pub enum SuffixAction {
 }
 
 /// The CoreDNS ConfigMap and Deployment to manage.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema)]
+#[derive(
+    Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema,
+)]
 #[serde(rename_all = "camelCase")]
 pub struct CoreDnsTarget {
     #[serde(default = "default_target_namespace")]

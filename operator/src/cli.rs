@@ -21,7 +21,11 @@ use crate::policy::{self, ValidPolicy};
 use crate::version::CoreDnsVersion;
 
 #[derive(Debug, Parser)]
-#[command(name = "dnspolicy", version, about = "Keeps foreign DNS search suffixes from breaking cluster DNS")]
+#[command(
+    name = "dnspolicy",
+    version,
+    about = "Keeps foreign DNS search suffixes from breaking cluster DNS"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -142,8 +146,13 @@ pub enum CliError {
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
-    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
-    let n: u64 = number.parse().map_err(|_| format!("{text:?} is not a duration like 60s, 2m or 500ms"))?;
+    let (number, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 60s, 2m or 500ms"))?;
     match unit {
         "ms" => Ok(Duration::from_millis(n)),
         "s" | "" => Ok(Duration::from_secs(n)),
@@ -197,12 +206,16 @@ pub fn read_policies(paths: &[PathBuf]) -> Result<Vec<ValidPolicy>, CliError> {
     for path in paths {
         let text = read_input(path)?;
         for (i, document) in serde_yaml::Deserializer::from_str(&text).enumerate() {
-            let value = serde_yaml::Value::deserialize_from(document)
-                .map_err(|e| CliError::Invalid(format!("{}: {}", path.display(), yaml_error(&e))))?;
+            let value = serde_yaml::Value::deserialize_from(document).map_err(|e| {
+                CliError::Invalid(format!("{}: {}", path.display(), yaml_error(&e)))
+            })?;
             if value.is_null() {
                 continue;
             }
-            let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or_default();
+            let kind = value
+                .get("kind")
+                .and_then(|k| k.as_str())
+                .unwrap_or_default();
             if kind != "ClusterDNSPolicy" {
                 return Err(CliError::Invalid(format!(
                     "{} (document {}): kind is {kind:?}, not ClusterDNSPolicy",
@@ -211,11 +224,19 @@ pub fn read_policies(paths: &[PathBuf]) -> Result<Vec<ValidPolicy>, CliError> {
                 )));
             }
             let policy: ClusterDNSPolicy = serde_yaml::from_value(value).map_err(|e| {
-                CliError::Invalid(format!("{} (document {}): not a valid ClusterDNSPolicy: {e}", path.display(), i + 1))
+                CliError::Invalid(format!(
+                    "{} (document {}): not a valid ClusterDNSPolicy: {e}",
+                    path.display(),
+                    i + 1
+                ))
             })?;
             let name = policy.name_any();
-            let v = policy::validate(&name, &policy.spec)
-                .map_err(|e| CliError::Invalid(format!("{}: ClusterDNSPolicy {name:?}: {e}", path.display())))?;
+            let v = policy::validate(&name, &policy.spec).map_err(|e| {
+                CliError::Invalid(format!(
+                    "{}: ClusterDNSPolicy {name:?}: {e}",
+                    path.display()
+                ))
+            })?;
             valid.push(v);
         }
     }
@@ -241,7 +262,8 @@ impl DeserializeFrom for serde_yaml::Value {
 
 fn version_arg(text: Option<&str>) -> Result<CoreDnsVersion, CliError> {
     match text {
-        Some(t) => CoreDnsVersion::parse(t).map_err(|e| CliError::Invalid(format!("--coredns-version: {e}"))),
+        Some(t) => CoreDnsVersion::parse(t)
+            .map_err(|e| CliError::Invalid(format!("--coredns-version: {e}"))),
         None => Ok(CoreDnsVersion::NEWEST_CHECKED),
     }
 }
@@ -252,11 +274,20 @@ pub fn render(args: &RenderArgs) -> Result<String, CliError> {
     let policies = read_policies(&args.policies)?;
     let merged = policy::merge(&policies);
     if let Some(c) = merged.conflicts.first() {
-        return Err(CliError::Invalid(format!("ClusterDNSPolicy {:?} conflicts: {}", c.policy, c.message)));
+        return Err(CliError::Invalid(format!(
+            "ClusterDNSPolicy {:?} conflicts: {}",
+            c.policy, c.message
+        )));
     }
     let version = version_arg(args.coredns_version.as_deref())?;
-    let desired = plan::desired(&text, &merged, Ok(version))
-        .map_err(|r| CliError::Invalid(format!("{}: {} ({})", args.corefile.display(), r.message, r.reason)))?;
+    let desired = plan::desired(&text, &merged, Ok(version)).map_err(|r| {
+        CliError::Invalid(format!(
+            "{}: {} ({})",
+            args.corefile.display(),
+            r.message,
+            r.reason
+        ))
+    })?;
     match args.output {
         RenderOutput::Corefile => {
             if !desired.custom_keys.is_empty() {
@@ -290,7 +321,9 @@ pub fn explain(args: &ExplainArgs) -> Result<String, CliError> {
             Some((parsed, desired.custom_keys))
         }
         None if !args.policies.is_empty() => {
-            return Err(CliError::Invalid("--policy needs --corefile: the policy edits a Corefile".into()));
+            return Err(CliError::Invalid(
+                "--policy needs --corefile: the policy edits a Corefile".into(),
+            ));
         }
         None => None,
     };
@@ -327,7 +360,12 @@ async fn run(args: RunArgs) -> Result<(), CliError> {
         .with_grace(5)
         .build()
         .await
-        .map_err(|e| CliError::Failed(format!("cannot set up leader election on Lease {}/{}: {e}", args.lease_namespace, args.lease_name)))?;
+        .map_err(|e| {
+            CliError::Failed(format!(
+                "cannot set up leader election on Lease {}/{}: {e}",
+                args.lease_namespace, args.lease_name
+            ))
+        })?;
     metrics.ready.store(true, Ordering::Relaxed);
     let (mut leading, lease_task) = leases.watch().await;
     tracing::info!(identity, lease = %args.lease_name, "waiting for leadership");
@@ -380,11 +418,13 @@ pub async fn client() -> Result<kube::Client, CliError> {
         http::header::USER_AGENT,
         http::HeaderValue::from_static(concat!("dnspolicy/", env!("CARGO_PKG_VERSION"))),
     ));
-    kube::Client::try_from(config).map_err(|e| CliError::Failed(format!("cannot reach the Kubernetes API: {e}")))
+    kube::Client::try_from(config)
+        .map_err(|e| CliError::Failed(format!("cannot reach the Kubernetes API: {e}")))
 }
 
 async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
     tokio::select! {
         _ = term.recv() => {},
         _ = tokio::signal::ctrl_c() => {},

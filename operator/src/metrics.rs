@@ -42,12 +42,32 @@ impl Default for Metrics {
         let polluted = Family::<Labels, Gauge>::default();
         let watched_pods = Gauge::default();
         registry.register("reconciles", "Reconciles by result", reconciles.clone());
-        registry.register("reconcile_failures", "Reconciles that failed, by error kind", reconcile_failures.clone());
-        registry.register("reconcile_duration_seconds", "Time one reconcile took", reconcile_seconds.clone());
-        registry.register("api_writes", "Writes to the Kubernetes API by object kind", writes.clone());
+        registry.register(
+            "reconcile_failures",
+            "Reconciles that failed, by error kind",
+            reconcile_failures.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time one reconcile took",
+            reconcile_seconds.clone(),
+        );
+        registry.register(
+            "api_writes",
+            "Writes to the Kubernetes API by object kind",
+            writes.clone(),
+        );
         registry.register("rollouts", "CoreDNS rollouts by outcome", rollouts.clone());
-        registry.register("polluted_pods", "Pods whose search list carries a policy's suffixes", polluted.clone());
-        registry.register("watched_pods", "Pods in the accounting index", watched_pods.clone());
+        registry.register(
+            "polluted_pods",
+            "Pods whose search list carries a policy's suffixes",
+            polluted.clone(),
+        );
+        registry.register(
+            "watched_pods",
+            "Pods in the accounting index",
+            watched_pods.clone(),
+        );
         Self {
             registry,
             reconciles,
@@ -64,24 +84,34 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn reconciled(&self, result: &str, took: Duration) {
-        self.reconciles.get_or_create(&vec![("result", result.to_string())]).inc();
+        self.reconciles
+            .get_or_create(&vec![("result", result.to_string())])
+            .inc();
         self.reconcile_seconds.observe(took.as_secs_f64());
     }
 
     pub fn reconcile_failure(&self, kind: &str) {
-        self.reconcile_failures.get_or_create(&vec![("kind", kind.to_string())]).inc();
+        self.reconcile_failures
+            .get_or_create(&vec![("kind", kind.to_string())])
+            .inc();
     }
 
     pub fn write(&self, kind: &str) {
-        self.writes.get_or_create(&vec![("kind", kind.to_string())]).inc();
+        self.writes
+            .get_or_create(&vec![("kind", kind.to_string())])
+            .inc();
     }
 
     pub fn rollout(&self, outcome: &str) {
-        self.rollouts.get_or_create(&vec![("outcome", outcome.to_string())]).inc();
+        self.rollouts
+            .get_or_create(&vec![("outcome", outcome.to_string())])
+            .inc();
     }
 
     pub fn polluted_pods(&self, policy: &str, polluted: u64) {
-        self.polluted.get_or_create(&vec![("policy", policy.to_string())]).set(polluted as i64);
+        self.polluted
+            .get_or_create(&vec![("policy", policy.to_string())])
+            .set(polluted as i64);
     }
 
     pub fn watched_pods(&self, pods: usize) {
@@ -98,7 +128,10 @@ impl Metrics {
 /// Serves the endpoints until the process ends.
 pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<()> {
     let app = Router::new()
-        .route("/metrics", get(|State(m): State<Arc<Metrics>>| async move { m.render() }))
+        .route(
+            "/metrics",
+            get(|State(m): State<Arc<Metrics>>| async move { m.render() }),
+        )
         .route("/healthz", get(|| async { "ok" }))
         .route(
             "/readyz",
@@ -106,7 +139,10 @@ pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<(
                 if m.ready.load(Ordering::Relaxed) {
                     (StatusCode::OK, "ready")
                 } else {
-                    (StatusCode::SERVICE_UNAVAILABLE, "not connected to the API server yet")
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "not connected to the API server yet",
+                    )
                 }
             }),
         )

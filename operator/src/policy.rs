@@ -113,21 +113,32 @@ pub fn check_dns_name(name: &str) -> Result<(), String> {
         return Err(format!("{name:?} must not end with a dot"));
     }
     if name.len() > MAX_NAME_LEN {
-        return Err(format!("{} bytes long; a DNS name has at most {MAX_NAME_LEN}", name.len()));
+        return Err(format!(
+            "{} bytes long; a DNS name has at most {MAX_NAME_LEN}",
+            name.len()
+        ));
     }
     for label in name.split('.') {
         if label.is_empty() {
             return Err(format!("{name:?} has an empty label"));
         }
         if label.len() > MAX_LABEL_LEN {
-            return Err(format!("label {label:?} is longer than {MAX_LABEL_LEN} bytes"));
+            return Err(format!(
+                "label {label:?} is longer than {MAX_LABEL_LEN} bytes"
+            ));
         }
         if let Some(c) = label
             .chars()
             .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-' || *c == '_'))
         {
-            let hint = if c.is_ascii_uppercase() { " (write it in lower case)" } else { "" };
-            return Err(format!("{name:?} contains {c:?}; labels take a-z, 0-9, '-' and '_'{hint}"));
+            let hint = if c.is_ascii_uppercase() {
+                " (write it in lower case)"
+            } else {
+                ""
+            };
+            return Err(format!(
+                "{name:?} contains {c:?}; labels take a-z, 0-9, '-' and '_'{hint}"
+            ));
         }
         if label.starts_with('-') || label.ends_with('-') {
             return Err(format!("label {label:?} must not start or end with '-'"));
@@ -165,12 +176,18 @@ pub fn validate(name: &str, spec: &ClusterDNSPolicySpec) -> Result<ValidPolicy, 
         err("spec.clusterDomain".into(), m);
     }
     if spec.foreign_suffixes.is_empty() {
-        err("spec.foreignSuffixes".into(), "declare at least one suffix".into());
+        err(
+            "spec.foreignSuffixes".into(),
+            "declare at least one suffix".into(),
+        );
     }
     if spec.foreign_suffixes.len() > MAX_SUFFIXES {
         err(
             "spec.foreignSuffixes".into(),
-            format!("{} entries; at most {MAX_SUFFIXES}", spec.foreign_suffixes.len()),
+            format!(
+                "{} entries; at most {MAX_SUFFIXES}",
+                spec.foreign_suffixes.len()
+            ),
         );
     }
     for (field, value) in [
@@ -195,13 +212,17 @@ pub fn validate(name: &str, spec: &ClusterDNSPolicySpec) -> Result<ValidPolicy, 
         } else if is_same_or_below(suffix, domain) {
             err(
                 format!("{field}.suffix"),
-                format!("{suffix:?} is the cluster domain {domain:?} or a name under it; CoreDNS must keep answering it"),
+                format!(
+                    "{suffix:?} is the cluster domain {domain:?} or a name under it; CoreDNS must keep answering it"
+                ),
             );
             suffix_ok = false;
         } else if is_same_or_below(domain, suffix) {
             err(
                 format!("{field}.suffix"),
-                format!("{suffix:?} is a parent of the cluster domain {domain:?}; rewriting it would capture in-cluster names"),
+                format!(
+                    "{suffix:?} is a parent of the cluster domain {domain:?}; rewriting it would capture in-cluster names"
+                ),
             );
             suffix_ok = false;
         }
@@ -213,20 +234,27 @@ pub fn validate(name: &str, spec: &ClusterDNSPolicySpec) -> Result<ValidPolicy, 
             suffix_ok = false;
         }
         if entry.host_labels > 8 {
-            err(format!("{field}.hostLabels"), format!("{} is more than 8", entry.host_labels));
+            err(
+                format!("{field}.hostLabels"),
+                format!("{} is more than 8", entry.host_labels),
+            );
         }
         if entry.forward_to.len() > MAX_FORWARD_TARGETS {
             err(
                 format!("{field}.forwardTo"),
-                format!("{} targets; CoreDNS's forward takes at most {MAX_FORWARD_TARGETS}", entry.forward_to.len()),
+                format!(
+                    "{} targets; CoreDNS's forward takes at most {MAX_FORWARD_TARGETS}",
+                    entry.forward_to.len()
+                ),
             );
         }
         let mut forward_to = Vec::new();
         for (j, target) in entry.forward_to.iter().enumerate() {
             match parse_forward_target(target) {
-                Ok(t) if forward_to.contains(&t) => {
-                    err(format!("{field}.forwardTo[{j}]"), format!("{t} is listed twice"))
-                }
+                Ok(t) if forward_to.contains(&t) => err(
+                    format!("{field}.forwardTo[{j}]"),
+                    format!("{t} is listed twice"),
+                ),
                 Ok(t) => forward_to.push(t),
                 Err(m) => err(format!("{field}.forwardTo[{j}]"), m),
             }
@@ -260,14 +288,17 @@ fn check_object_name(name: &str) -> Result<(), String> {
         && name.len() <= MAX_NAME_LEN
         && name.split('.').all(|l| {
             !l.is_empty()
-                && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && l.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
                 && !l.starts_with('-')
                 && !l.ends_with('-')
         });
     if ok {
         Ok(())
     } else {
-        Err(format!("{name:?} is not a Kubernetes object name (lower-case a-z, 0-9, '-', '.')"))
+        Err(format!(
+            "{name:?} is not a Kubernetes object name (lower-case a-z, 0-9, '-', '.')"
+        ))
     }
 }
 
@@ -390,7 +421,14 @@ mod tests {
                 "suffix {bad:?}"
             );
         }
-        for bad in ["8.8.8.8; rm", "8.8.8.8 }", "dns.google", "8.8.8.8:0", "1.2.3.4:99999", "fd00::1:"] {
+        for bad in [
+            "8.8.8.8; rm",
+            "8.8.8.8 }",
+            "dns.google",
+            "8.8.8.8:0",
+            "1.2.3.4:99999",
+            "fd00::1:",
+        ] {
             let s = spec(&format!(
                 "foreignSuffixes: [{{suffix: ok.example, forwardTo: ['1.1.1.1', {bad:?}]}}]"
             ));
@@ -406,7 +444,11 @@ mod tests {
     fn the_cluster_domain_its_parents_and_children_are_refused() {
         for bad in ["cluster.local", "svc.cluster.local", "local"] {
             let s = spec(&format!("foreignSuffixes: [{{suffix: {bad}}}]"));
-            assert_eq!(fields(validate("p", &s)), ["spec.foreignSuffixes[0].suffix"], "{bad}");
+            assert_eq!(
+                fields(validate("p", &s)),
+                ["spec.foreignSuffixes[0].suffix"],
+                "{bad}"
+            );
         }
         // String containment is not label containment.
         let s = spec("foreignSuffixes: [{suffix: mycluster.local}]");
@@ -416,10 +458,16 @@ mod tests {
     #[test]
     fn duplicates_and_too_many_targets_are_refused() {
         let s = spec("foreignSuffixes: [{suffix: openstacklocal}, {suffix: openstacklocal}]");
-        assert_eq!(fields(validate("p", &s)), ["spec.foreignSuffixes[1].suffix"]);
+        assert_eq!(
+            fields(validate("p", &s)),
+            ["spec.foreignSuffixes[1].suffix"]
+        );
         let mut s = spec("foreignSuffixes: [{suffix: openstacklocal}]");
         s.foreign_suffixes[0].forward_to = (1..=16).map(|i| format!("10.0.0.{i}")).collect();
-        assert_eq!(fields(validate("p", &s)), ["spec.foreignSuffixes[0].forwardTo"]);
+        assert_eq!(
+            fields(validate("p", &s)),
+            ["spec.foreignSuffixes[0].forwardTo"]
+        );
         let mut s = spec("foreignSuffixes: []");
         assert_eq!(fields(validate("p", &s)), ["spec.foreignSuffixes"]);
         s.foreign_suffixes = (0..33)
@@ -435,10 +483,19 @@ mod tests {
 
     #[test]
     fn ipv6_forward_targets_are_bracketed() {
-        let s = spec("foreignSuffixes: [{suffix: corp.example, forwardTo: ['fd7a:115c:a1e0::53', '[fd7a:115c:a1e0::54]:5353']}]");
+        let s = spec(
+            "foreignSuffixes: [{suffix: corp.example, forwardTo: ['fd7a:115c:a1e0::53', '[fd7a:115c:a1e0::54]:5353']}]",
+        );
         let p = validate("p", &s).unwrap();
-        let shown: Vec<String> = p.rules[0].forward_to.iter().map(ToString::to_string).collect();
-        assert_eq!(shown, ["[fd7a:115c:a1e0::53]:53", "[fd7a:115c:a1e0::54]:5353"]);
+        let shown: Vec<String> = p.rules[0]
+            .forward_to
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            shown,
+            ["[fd7a:115c:a1e0::53]:53", "[fd7a:115c:a1e0::54]:5353"]
+        );
     }
 
     fn valid(name: &str, yaml: &str) -> ValidPolicy {
@@ -447,9 +504,18 @@ mod tests {
 
     #[test]
     fn policies_merge_by_name_and_the_later_contradiction_is_left_out() {
-        let tailnet = valid("a-tailnet", "foreignSuffixes: [{suffix: tailb45a71.ts.net}]");
-        let openstack = valid("b-openstack", "foreignSuffixes: [{suffix: openstacklocal}, {suffix: tailb45a71.ts.net}]");
-        let rogue = valid("c-rogue", "foreignSuffixes: [{suffix: tailb45a71.ts.net, action: NXDomain}]");
+        let tailnet = valid(
+            "a-tailnet",
+            "foreignSuffixes: [{suffix: tailb45a71.ts.net}]",
+        );
+        let openstack = valid(
+            "b-openstack",
+            "foreignSuffixes: [{suffix: openstacklocal}, {suffix: tailb45a71.ts.net}]",
+        );
+        let rogue = valid(
+            "c-rogue",
+            "foreignSuffixes: [{suffix: tailb45a71.ts.net, action: NXDomain}]",
+        );
         let merged = merge(&[rogue.clone(), openstack.clone(), tailnet.clone()]);
         assert_eq!(merged.applied, ["a-tailnet", "b-openstack"]);
         let suffixes: Vec<&str> = merged.rules.iter().map(|r| r.suffix.as_str()).collect();
@@ -465,7 +531,10 @@ mod tests {
     fn nested_suffixes_and_other_cluster_domains_conflict() {
         let a = valid("a", "foreignSuffixes: [{suffix: ts.net}]");
         let b = valid("b", "foreignSuffixes: [{suffix: tailb45a71.ts.net}]");
-        let c = valid("c", "clusterDomain: k8s.internal\nforeignSuffixes: [{suffix: openstacklocal}]");
+        let c = valid(
+            "c",
+            "clusterDomain: k8s.internal\nforeignSuffixes: [{suffix: openstacklocal}]",
+        );
         let merged = merge(&[a, b, c]);
         assert_eq!(merged.applied, ["a"]);
         let losers: Vec<&str> = merged.conflicts.iter().map(|c| c.policy.as_str()).collect();

@@ -67,7 +67,10 @@ pub struct PollutionIndex {
 
 impl PollutionIndex {
     pub fn apply_pod(&mut self, namespace: &str, name: &str, facts: PodFacts) {
-        self.pods.entry(namespace.to_string()).or_default().insert(name.to_string(), facts);
+        self.pods
+            .entry(namespace.to_string())
+            .or_default()
+            .insert(name.to_string(), facts);
     }
 
     pub fn delete_pod(&mut self, namespace: &str, name: &str) {
@@ -94,15 +97,25 @@ impl PollutionIndex {
     /// The host search list kubelet used for a pod on `node`, created at
     /// `created`: kubelet writes resolv.conf when the pod starts, so a pod
     /// older than the node's last change still has the previous list.
-    fn host_search_for(&self, node: Option<&str>, created: i64, suffixes: &[String], selector: &BTreeMap<String, String>) -> Vec<String> {
-        let Some(node) = node.and_then(|n| self.nodes.get(n)) else { return vec![] };
+    fn host_search_for(
+        &self,
+        node: Option<&str>,
+        created: i64,
+        suffixes: &[String],
+        selector: &BTreeMap<String, String>,
+    ) -> Vec<String> {
+        let Some(node) = node.and_then(|n| self.nodes.get(n)) else {
+            return vec![];
+        };
         match &node.host_search {
             Some(current) => match (node.host_search_since, &node.previous_host_search) {
                 (Some(since), Some(previous)) if created < since => previous.clone(),
                 _ => current.clone(),
             },
             // No agent: the policy's nodeSelector says which nodes carry its suffixes.
-            None if !selector.is_empty() && selector.iter().all(|(k, v)| node.labels.get(k) == Some(v)) => {
+            None if !selector.is_empty()
+                && selector.iter().all(|(k, v)| node.labels.get(k) == Some(v)) =>
+            {
                 suffixes.to_vec()
             }
             None => vec![],
@@ -110,13 +123,19 @@ impl PollutionIndex {
     }
 
     /// Pods and polluted pods for one policy's suffixes.
-    pub fn counts(&self, suffixes: &[String], selector: &BTreeMap<String, String>, cluster_domain: &str) -> PolicyCounts {
+    pub fn counts(
+        &self,
+        suffixes: &[String],
+        selector: &BTreeMap<String, String>,
+        cluster_domain: &str,
+    ) -> PolicyCounts {
         let mut counts = PolicyCounts::default();
         let mut namespaces = Vec::new();
         for (namespace, pods) in &self.pods {
             let mut polluted = 0;
             for pod in pods.values() {
-                let host_search = self.host_search_for(pod.node.as_deref(), pod.created, suffixes, selector);
+                let host_search =
+                    self.host_search_for(pod.node.as_deref(), pod.created, suffixes, selector);
                 let searches = kubelet::pod_searches(
                     &PodDns {
                         namespace: namespace.clone(),
@@ -127,7 +146,10 @@ impl PollutionIndex {
                             ..Default::default()
                         }),
                     },
-                    &NodeDns { host_search, ..Default::default() },
+                    &NodeDns {
+                        host_search,
+                        ..Default::default()
+                    },
                     cluster_domain,
                 );
                 if kubelet::is_polluted(&searches, suffixes) {
@@ -158,14 +180,23 @@ pub fn pod_facts(pod: &Pod) -> PodFacts {
             .and_then(|s| s.dns_config.as_ref())
             .and_then(|c| c.searches.clone())
             .unwrap_or_default(),
-        created: pod.metadata.creation_timestamp.as_ref().map(|t| t.0.as_second()).unwrap_or(0),
+        created: pod
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|t| t.0.as_second())
+            .unwrap_or(0),
     }
 }
 
 /// The few fields of a Node the index keeps.
 pub fn node_facts(node: &Node) -> NodeFacts {
     let annotations = node.metadata.annotations.clone().unwrap_or_default();
-    let list = |key: &str| annotations.get(key).map(|v| v.split_whitespace().map(str::to_string).collect());
+    let list = |key: &str| {
+        annotations
+            .get(key)
+            .map(|v| v.split_whitespace().map(str::to_string).collect())
+    };
     NodeFacts {
         labels: node.metadata.labels.clone().unwrap_or_default(),
         host_search: list(ANN_HOST_SEARCH),
@@ -200,7 +231,12 @@ pub async fn watch(
             let index = index.lock().expect("pollution index lock");
             metrics.watched_pods(index.pod_count());
             for p in &policies {
-                let suffixes: Vec<String> = p.spec.foreign_suffixes.iter().map(|s| s.suffix.clone()).collect();
+                let suffixes: Vec<String> = p
+                    .spec
+                    .foreign_suffixes
+                    .iter()
+                    .map(|s| s.suffix.clone())
+                    .collect();
                 let counts = index.counts(&suffixes, &p.spec.node_selector, &p.spec.cluster_domain);
                 metrics.polluted_pods(&p.name_any(), counts.polluted);
                 if last.get(&p.name_any()) != Some(&counts) {
@@ -219,13 +255,19 @@ pub async fn watch(
 
 async fn watch_pods(api: Api<Pod>, index: Arc<Mutex<PollutionIndex>>) {
     let mut relist: Option<PollutionIndex> = None;
-    let mut events = watcher(api, watcher::Config::default().any_semantic()).default_backoff().boxed();
+    let mut events = watcher(api, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .boxed();
     while let Some(event) = events.next().await {
         match event {
             Ok(watcher::Event::Init) => relist = Some(PollutionIndex::default()),
             Ok(watcher::Event::InitApply(pod)) => {
                 if let Some(r) = relist.as_mut() {
-                    r.apply_pod(&pod.namespace().unwrap_or_default(), &pod.name_any(), pod_facts(&pod));
+                    r.apply_pod(
+                        &pod.namespace().unwrap_or_default(),
+                        &pod.name_any(),
+                        pod_facts(&pod),
+                    );
                 }
             }
             Ok(watcher::Event::InitDone) => {
@@ -234,11 +276,13 @@ async fn watch_pods(api: Api<Pod>, index: Arc<Mutex<PollutionIndex>>) {
                     index.pods = r.pods;
                 }
             }
-            Ok(watcher::Event::Apply(pod)) => index.lock().expect("pollution index lock").apply_pod(
-                &pod.namespace().unwrap_or_default(),
-                &pod.name_any(),
-                pod_facts(&pod),
-            ),
+            Ok(watcher::Event::Apply(pod)) => {
+                index.lock().expect("pollution index lock").apply_pod(
+                    &pod.namespace().unwrap_or_default(),
+                    &pod.name_any(),
+                    pod_facts(&pod),
+                )
+            }
             Ok(watcher::Event::Delete(pod)) => index
                 .lock()
                 .expect("pollution index lock")
@@ -250,7 +294,9 @@ async fn watch_pods(api: Api<Pod>, index: Arc<Mutex<PollutionIndex>>) {
 
 async fn watch_nodes(api: Api<Node>, index: Arc<Mutex<PollutionIndex>>) {
     let mut relist: Option<HashMap<String, NodeFacts>> = None;
-    let mut events = watcher(api, watcher::Config::default().any_semantic()).default_backoff().boxed();
+    let mut events = watcher(api, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .boxed();
     while let Some(event) = events.next().await {
         match event {
             Ok(watcher::Event::Init) => relist = Some(HashMap::new()),
@@ -264,10 +310,14 @@ async fn watch_nodes(api: Api<Node>, index: Arc<Mutex<PollutionIndex>>) {
                     index.lock().expect("pollution index lock").nodes = r;
                 }
             }
-            Ok(watcher::Event::Apply(node)) => {
-                index.lock().expect("pollution index lock").apply_node(&node.name_any(), node_facts(&node))
-            }
-            Ok(watcher::Event::Delete(node)) => index.lock().expect("pollution index lock").delete_node(&node.name_any()),
+            Ok(watcher::Event::Apply(node)) => index
+                .lock()
+                .expect("pollution index lock")
+                .apply_node(&node.name_any(), node_facts(&node)),
+            Ok(watcher::Event::Delete(node)) => index
+                .lock()
+                .expect("pollution index lock")
+                .delete_node(&node.name_any()),
             Err(e) => warn!(error = %e, "node watch failed; retrying"),
         }
     }
@@ -280,11 +330,20 @@ mod tests {
     const TAILNET: &str = "tailb45a71.ts.net";
 
     fn pod(node: &str, policy: DnsPolicy, host_network: bool, created: i64) -> PodFacts {
-        PodFacts { node: Some(node.into()), dns_policy: policy, host_network, extra_searches: vec![], created }
+        PodFacts {
+            node: Some(node.into()),
+            dns_policy: policy,
+            host_network,
+            extra_searches: vec![],
+            created,
+        }
     }
 
     fn agent_node(search: &str) -> NodeFacts {
-        NodeFacts { host_search: Some(search.split_whitespace().map(str::to_string).collect()), ..Default::default() }
+        NodeFacts {
+            host_search: Some(search.split_whitespace().map(str::to_string).collect()),
+            ..Default::default()
+        }
     }
 
     fn counts(index: &PollutionIndex) -> PolicyCounts {
@@ -296,13 +355,33 @@ mod tests {
         let mut index = PollutionIndex::default();
         index.apply_node("tailnode", agent_node(TAILNET));
         index.apply_node("clean", agent_node(""));
-        index.apply_pod("workflow-engine", "api", pod("tailnode", DnsPolicy::ClusterFirst, false, 10));
+        index.apply_pod(
+            "workflow-engine",
+            "api",
+            pod("tailnode", DnsPolicy::ClusterFirst, false, 10),
+        );
         // hostNetwork + ClusterFirst falls back to the node's own resolv.conf: still polluted.
-        index.apply_pod("workflow-engine", "hostnet", pod("tailnode", DnsPolicy::ClusterFirst, true, 10));
-        index.apply_pod("workflow-engine", "default", pod("tailnode", DnsPolicy::Default, false, 10));
+        index.apply_pod(
+            "workflow-engine",
+            "hostnet",
+            pod("tailnode", DnsPolicy::ClusterFirst, true, 10),
+        );
+        index.apply_pod(
+            "workflow-engine",
+            "default",
+            pod("tailnode", DnsPolicy::Default, false, 10),
+        );
         // dnsPolicy None takes only its own dnsConfig: clean.
-        index.apply_pod("workflow-engine", "none", pod("tailnode", DnsPolicy::None, false, 10));
-        index.apply_pod("video-management-system", "frigate", pod("clean", DnsPolicy::ClusterFirst, false, 10));
+        index.apply_pod(
+            "workflow-engine",
+            "none",
+            pod("tailnode", DnsPolicy::None, false, 10),
+        );
+        index.apply_pod(
+            "video-management-system",
+            "frigate",
+            pod("clean", DnsPolicy::ClusterFirst, false, 10),
+        );
         let c = counts(&index);
         assert_eq!((c.total, c.polluted), (5, 3));
         assert_eq!(c.namespaces, [("workflow-engine".to_string(), 4, 3)]);
@@ -330,8 +409,16 @@ mod tests {
                 ..Default::default()
             },
         );
-        index.apply_pod("default", "old", pod("n1", DnsPolicy::ClusterFirst, false, 50));
-        index.apply_pod("default", "new", pod("n1", DnsPolicy::ClusterFirst, false, 150));
+        index.apply_pod(
+            "default",
+            "old",
+            pod("n1", DnsPolicy::ClusterFirst, false, 50),
+        );
+        index.apply_pod(
+            "default",
+            "new",
+            pod("n1", DnsPolicy::ClusterFirst, false, 150),
+        );
         assert_eq!(counts(&index).polluted, 1);
         index.delete_pod("default", "old");
         let c = counts(&index);
@@ -342,12 +429,20 @@ mod tests {
     #[test]
     fn without_an_agent_the_node_selector_says_which_nodes_carry_the_suffix() {
         let mut index = PollutionIndex::default();
-        let labelled = NodeFacts { labels: [("tailscale".to_string(), "true".to_string())].into(), ..Default::default() };
+        let labelled = NodeFacts {
+            labels: [("tailscale".to_string(), "true".to_string())].into(),
+            ..Default::default()
+        };
         index.apply_node("tailnode", labelled);
         index.apply_node("other", NodeFacts::default());
-        index.apply_pod("a", "p1", pod("tailnode", DnsPolicy::ClusterFirst, false, 1));
+        index.apply_pod(
+            "a",
+            "p1",
+            pod("tailnode", DnsPolicy::ClusterFirst, false, 1),
+        );
         index.apply_pod("a", "p2", pod("other", DnsPolicy::ClusterFirst, false, 1));
-        let selector: BTreeMap<String, String> = [("tailscale".to_string(), "true".to_string())].into();
+        let selector: BTreeMap<String, String> =
+            [("tailscale".to_string(), "true".to_string())].into();
         let c = index.counts(&[TAILNET.to_string()], &selector, "cluster.local");
         assert_eq!((c.total, c.polluted), (2, 1));
         // No selector and no agent: nothing is assumed.
@@ -360,7 +455,11 @@ mod tests {
         index.apply_node("tailnode", agent_node(TAILNET));
         for ns in 0..100 {
             for p in 0..=(ns % 7) {
-                index.apply_pod(&format!("ns-{ns:03}"), &format!("p{p}"), pod("tailnode", DnsPolicy::ClusterFirst, false, 1));
+                index.apply_pod(
+                    &format!("ns-{ns:03}"),
+                    &format!("p{p}"),
+                    pod("tailnode", DnsPolicy::ClusterFirst, false, 1),
+                );
             }
         }
         let c = counts(&index);

@@ -223,7 +223,9 @@ fn is_env_placeholder(token: &str) -> bool {
     token
         .strip_prefix("{$")
         .and_then(|t| t.strip_suffix('}'))
-        .is_some_and(|name| !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+        .is_some_and(|name| {
+            !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        })
 }
 
 /// What an admin should know about rendering these policies for this
@@ -905,7 +907,10 @@ mod tests {
             at(&["lo", "169.254.20.10"], Some(53)).as_deref(),
             Some("169.254.20.10:53")
         );
-        assert_eq!(at(&["{$POD_IP}"], Some(53)).as_deref(), Some("{$POD_IP}:53"));
+        assert_eq!(
+            at(&["{$POD_IP}"], Some(53)).as_deref(),
+            Some("{$POD_IP}:53")
+        );
         assert_eq!(at(&["eth0"], Some(53)), None);
     }
 

@@ -12,7 +12,10 @@ fn bin() -> Command {
 }
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn fixtures() -> Vec<PathBuf> {
@@ -34,7 +37,12 @@ fn run(args: &[&str], stdin: Option<&str>) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(stdin.unwrap_or("").as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.unwrap_or("").as_bytes())
+        .unwrap();
     child.wait_with_output().unwrap()
 }
 
@@ -47,7 +55,11 @@ fn stderr(o: &Output) -> String {
 }
 
 fn example(name: &str) -> String {
-    repo().join("manifests/examples").join(name).to_string_lossy().into_owned()
+    repo()
+        .join("manifests/examples")
+        .join(name)
+        .to_string_lossy()
+        .into_owned()
 }
 
 #[test]
@@ -56,17 +68,35 @@ fn render_laws_hold_for_every_fixture_and_example() {
         let f = fixture.to_str().unwrap();
         let original = fs::read_to_string(&fixture).unwrap();
         for policy in ["tailscale.yaml", "openstack.yaml", "eks.yaml"] {
-            let first = run(&["render", "--corefile", f, "--policy", &example(policy)], None);
+            let first = run(
+                &["render", "--corefile", f, "--policy", &example(policy)],
+                None,
+            );
             assert!(first.status.success(), "{f} + {policy}: {}", stderr(&first));
             let rendered = stdout(&first);
             // Rendering the output again changes nothing.
-            let again = run(&["render", "--corefile", "-", "--policy", &example(policy)], Some(&rendered));
-            assert!(again.status.success(), "{f} + {policy} again: {}", stderr(&again));
-            assert_eq!(stdout(&again), rendered, "{f} + {policy}: render is not idempotent");
+            let again = run(
+                &["render", "--corefile", "-", "--policy", &example(policy)],
+                Some(&rendered),
+            );
+            assert!(
+                again.status.success(),
+                "{f} + {policy} again: {}",
+                stderr(&again)
+            );
+            assert_eq!(
+                stdout(&again),
+                rendered,
+                "{f} + {policy}: render is not idempotent"
+            );
             // With no policy, the managed text goes and the fixture comes back byte for byte.
             let stripped = run(&["render", "--corefile", "-"], Some(&rendered));
             assert!(stripped.status.success(), "{f}: {}", stderr(&stripped));
-            assert_eq!(stdout(&stripped), original, "{f} + {policy}: strip does not restore the fixture");
+            assert_eq!(
+                stdout(&stripped),
+                original,
+                "{f} + {policy}: strip does not restore the fixture"
+            );
         }
     }
 }
@@ -75,16 +105,47 @@ fn render_laws_hold_for_every_fixture_and_example() {
 fn k3s_and_aks_get_coredns_custom_keys_instead() {
     for name in ["k3s-66c487bd.Corefile", "aks-2023.Corefile"] {
         let f = repo().join("operator/tests/fixtures/corefiles").join(name);
-        let o = run(&["render", "--corefile", f.to_str().unwrap(), "--policy", &example("tailscale.yaml"), "--output", "custom"], None);
+        let o = run(
+            &[
+                "render",
+                "--corefile",
+                f.to_str().unwrap(),
+                "--policy",
+                &example("tailscale.yaml"),
+                "--output",
+                "custom",
+            ],
+            None,
+        );
         assert!(o.status.success(), "{name}: {}", stderr(&o));
         let keys = stdout(&o);
         // From CoreDNS 1.10 the stanzas are whole server blocks: the `.server` key.
-        assert!(keys.contains("# coredns-custom key dnspolicy.server"), "{name}: {keys}");
+        assert!(
+            keys.contains("# coredns-custom key dnspolicy.server"),
+            "{name}: {keys}"
+        );
         assert!(keys.contains("tailb45a71.ts.net:53 {"), "{name}: {keys}");
-        let old = run(&["render", "--corefile", f.to_str().unwrap(), "--policy", &example("eks.yaml"), "--output", "custom", "--coredns-version", "1.8.4"], None);
+        let old = run(
+            &[
+                "render",
+                "--corefile",
+                f.to_str().unwrap(),
+                "--policy",
+                &example("eks.yaml"),
+                "--output",
+                "custom",
+                "--coredns-version",
+                "1.8.4",
+            ],
+            None,
+        );
         assert!(old.status.success(), "{name}: {}", stderr(&old));
         // Before `view`, the rules go into the `.` block: the `.override` key.
-        assert!(stdout(&old).contains("# coredns-custom key dnspolicy.override"), "{name}: {}", stdout(&old));
+        assert!(
+            stdout(&old).contains("# coredns-custom key dnspolicy.override"),
+            "{name}: {}",
+            stdout(&old)
+        );
     }
 }
 
@@ -106,7 +167,10 @@ fn explain_shows_the_leak_and_its_fix() {
     let before = run(&base, None);
     assert!(before.status.success(), "{}", stderr(&before));
     let text = stdout(&before);
-    assert!(text.contains("frigate.video-management-system.svc.cluster.local.tailb45a71.ts.net"), "{text}");
+    assert!(
+        text.contains("frigate.video-management-system.svc.cluster.local.tailb45a71.ts.net"),
+        "{text}"
+    );
     let tailscale = example("tailscale.yaml");
     let mut with_policy = base.to_vec();
     with_policy.extend(["--policy", tailscale.as_str()]);
@@ -130,40 +194,105 @@ fn bad_input_exits_2_naming_the_field_file_or_line() {
     let kubeadm = repo().join("operator/tests/fixtures/corefiles/kubeadm-v1.36.3.Corefile");
     let k = kubeadm.to_str().unwrap();
     let policy = |spec: &str| {
-        format!("apiVersion: dnspolicy.dev/v1alpha1\nkind: ClusterDNSPolicy\nmetadata: {{name: bad}}\nspec:\n{spec}")
+        format!(
+            "apiVersion: dnspolicy.dev/v1alpha1\nkind: ClusterDNSPolicy\nmetadata: {{name: bad}}\nspec:\n{spec}"
+        )
     };
     let cases: Vec<(String, &str)> = vec![
-        (policy("  foreignSuffixes: [{suffix: \"x }\\nforward . 6.6.6.6\"}]\n"), "spec.foreignSuffixes[0].suffix"),
-        (policy("  foreignSuffixes: [{suffix: \"evil.com #\"}]\n"), "spec.foreignSuffixes[0].suffix"),
-        (policy("  foreignSuffixes: [{suffix: ok.example, forwardTo: [\"8.8.8.8; rm\"]}]\n"), "spec.foreignSuffixes[0].forwardTo[0]"),
-        (policy("  foreignSuffixes: [{suffix: svc.cluster.local}]\n"), "spec.foreignSuffixes[0].suffix"),
-        (policy("  foreignSuffixes: [{suffix: local}]\n"), "spec.foreignSuffixes[0].suffix"),
-        (policy("  foreignSuffixes: [{suffix: a.example}, {suffix: a.example}]\n"), "spec.foreignSuffixes[1].suffix"),
+        (
+            policy("  foreignSuffixes: [{suffix: \"x }\\nforward . 6.6.6.6\"}]\n"),
+            "spec.foreignSuffixes[0].suffix",
+        ),
+        (
+            policy("  foreignSuffixes: [{suffix: \"evil.com #\"}]\n"),
+            "spec.foreignSuffixes[0].suffix",
+        ),
+        (
+            policy("  foreignSuffixes: [{suffix: ok.example, forwardTo: [\"8.8.8.8; rm\"]}]\n"),
+            "spec.foreignSuffixes[0].forwardTo[0]",
+        ),
+        (
+            policy("  foreignSuffixes: [{suffix: svc.cluster.local}]\n"),
+            "spec.foreignSuffixes[0].suffix",
+        ),
+        (
+            policy("  foreignSuffixes: [{suffix: local}]\n"),
+            "spec.foreignSuffixes[0].suffix",
+        ),
+        (
+            policy("  foreignSuffixes: [{suffix: a.example}, {suffix: a.example}]\n"),
+            "spec.foreignSuffixes[1].suffix",
+        ),
         (policy("  foreignSuffixes: []\n"), "spec.foreignSuffixes"),
         ("kind: ConfigMap\n".to_string(), "not ClusterDNSPolicy"),
         ("foreignSuffixes: [\n".to_string(), "line"),
     ];
     for (i, (yaml, needle)) in cases.iter().enumerate() {
         let p = write_temp(&format!("bad{i}.yaml"), yaml);
-        let o = run(&["render", "--corefile", k, "--policy", p.to_str().unwrap()], None);
-        assert_eq!(o.status.code(), Some(2), "case {i} ({yaml:?}) exit {:?}: {}", o.status, stderr(&o));
-        assert!(stderr(&o).contains(needle), "case {i}: {:?} does not name {needle:?}", stderr(&o));
+        let o = run(
+            &["render", "--corefile", k, "--policy", p.to_str().unwrap()],
+            None,
+        );
+        assert_eq!(
+            o.status.code(),
+            Some(2),
+            "case {i} ({yaml:?}) exit {:?}: {}",
+            o.status,
+            stderr(&o)
+        );
+        assert!(
+            stderr(&o).contains(needle),
+            "case {i}: {:?} does not name {needle:?}",
+            stderr(&o)
+        );
         assert!(stdout(&o).is_empty(), "case {i} printed a Corefile");
     }
     // A Corefile that does not parse: exit 2 with its line.
-    let broken = write_temp("broken.Corefile", ".:53 {\n    errors\n    forward . 8.8.8.8 {\n");
-    let o = run(&["render", "--corefile", broken.to_str().unwrap(), "--policy", &example("tailscale.yaml")], None);
+    let broken = write_temp(
+        "broken.Corefile",
+        ".:53 {\n    errors\n    forward . 8.8.8.8 {\n",
+    );
+    let o = run(
+        &[
+            "render",
+            "--corefile",
+            broken.to_str().unwrap(),
+            "--policy",
+            &example("tailscale.yaml"),
+        ],
+        None,
+    );
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("line"), "{}", stderr(&o));
     // No `.` block: refused, nothing printed.
     let no_dot = write_temp("nodot.Corefile", "example.org:53 {\n    whoami\n}\n");
-    let o = run(&["render", "--corefile", no_dot.to_str().unwrap(), "--policy", &example("tailscale.yaml")], None);
+    let o = run(
+        &[
+            "render",
+            "--corefile",
+            no_dot.to_str().unwrap(),
+            "--policy",
+            &example("tailscale.yaml"),
+        ],
+        None,
+    );
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     // A missing file and a bad version are input errors too.
     let o = run(&["render", "--corefile", "/nonexistent/Corefile"], None);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("/nonexistent/Corefile"));
-    let o = run(&["render", "--corefile", k, "--policy", &example("tailscale.yaml"), "--coredns-version", "1.7.0"], None);
+    let o = run(
+        &[
+            "render",
+            "--corefile",
+            k,
+            "--policy",
+            &example("tailscale.yaml"),
+            "--coredns-version",
+            "1.7.0",
+        ],
+        None,
+    );
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }
 
@@ -172,5 +301,8 @@ fn the_committed_crd_is_what_the_binary_prints() {
     let o = run(&["crd"], None);
     assert!(o.status.success());
     let committed = fs::read_to_string(repo().join("manifests/crd.yaml")).unwrap();
-    assert!(stdout(&o) == committed, "manifests/crd.yaml is stale: run `just crd`");
+    assert!(
+        stdout(&o) == committed,
+        "manifests/crd.yaml is stale: run `just crd`"
+    );
 }

@@ -36,7 +36,11 @@ fn binary(version: &str) -> PathBuf {
         })
         .expect("HOME or DNSPOLICY_COREDNS_DIR");
     let path = dir.join(format!("v{version}")).join("coredns");
-    assert!(path.exists(), "{} is missing: run `just deps` to build CoreDNS {version}", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: run `just deps` to build CoreDNS {version}",
+        path.display()
+    );
     path
 }
 
