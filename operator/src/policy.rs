@@ -336,8 +336,8 @@ pub fn merge(policies: &[ValidPolicy]) -> MergedPolicies {
 }
 
 fn contradiction(merged: &MergedPolicies, policy: &ValidPolicy) -> Option<(String, String)> {
-    if let Some(first) = merged.applied.first() {
-        if merged.cluster_domain != policy.cluster_domain {
+    if let Some(first) = merged.applied.first()
+        && merged.cluster_domain != policy.cluster_domain {
             return Some((
                 first.clone(),
                 format!(
@@ -346,7 +346,6 @@ fn contradiction(merged: &MergedPolicies, policy: &ValidPolicy) -> Option<(Strin
                 ),
             ));
         }
-    }
     for rule in &policy.rules {
         for earlier in &merged.rules {
             if earlier.suffix == rule.suffix && !earlier.same_behaviour(rule) {
