@@ -37,7 +37,12 @@ data:
             custom,
         )?;
         // The running pods' custom dir gets the key (kubelet's ConfigMap update).
-        let pods = c.coredns_pods().await?;
+        let pods: Vec<_> = c
+            .coredns_pods()
+            .await?
+            .into_iter()
+            .filter(|p| p.ready && !p.terminating)
+            .collect();
         let t0 = Instant::now();
         for p in &pods {
             let f = c
