@@ -84,6 +84,11 @@ impl PodProc {
         };
         match c.try_wait() {
             Ok(None) => true,
+            Ok(Some(_)) if self.stopping.is_some() => {
+                self.child = None;
+                let _ = fs::remove_file(self.dir.join("pid"));
+                false
+            }
             Ok(Some(st)) => {
                 let log = self.dir.join("coredns.log");
                 self.last_error = format!(
