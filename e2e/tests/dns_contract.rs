@@ -253,14 +253,28 @@ fn answer(r: &dns::Reply) -> Answer {
 struct Figures(Vec<String>);
 
 impl Figures {
-    fn lookup(&mut self, state: &str, l: &Lookup, r: Resolver, name: &str, ndots: u32) {
+    fn lookup(
+        &mut self,
+        state: &str,
+        l: &Lookup,
+        r: Resolver,
+        name: &str,
+        search: &[&str],
+        ndots: u32,
+    ) {
+        // The seed's list or the one with every suffix.
+        let list = if search == SEED_SEARCH {
+            "seed"
+        } else {
+            "cloud"
+        };
         let outcome = if l.ok {
             format!("{:?}", l.addrs)
         } else {
             l.output.trim().replace('\n', " ")
         };
         let row = format!(
-            "{state:<34} {:<5} ndots {ndots} {name:<52} {:>8.1} ms  {outcome}",
+            "{state:<34} {:<5} {list:<5} ndots {ndots} {name:<52} {:>8.1} ms  {outcome}",
             format!("{r:?}"),
             l.elapsed.as_secs_f64() * 1e3
         );
@@ -381,7 +395,7 @@ impl<'a> Probe<'a> {
     ) -> Result<Lookup> {
         let spec = dnspolicy_e2e::LookupSpec::new(r, name, IpAddr::V4(self.at), search, ndots);
         let l = self.c.lookup_with(&spec).await?;
-        f.lookup(&self.state, &l, r, name, ndots);
+        f.lookup(&self.state, &l, r, name, search, ndots);
         Ok(l)
     }
 
