@@ -517,7 +517,9 @@ pub fn up(l: &Layout, opts: &UpOptions, self_bin: &Path) -> Result<String> {
         &env::k8s_bin("kube-apiserver"),
         &[
             format!("--bind-address={ip}"),
-            format!("--advertise-address={ip}"),
+            // Published in the `kubernetes` Endpoints, never dialled; a loopback
+            // address there is rejected by validation. It is the kwok node IP.
+            "--advertise-address=10.240.0.1".into(),
             format!("--secure-port={}", env::APISERVER_PORT),
             format!("--etcd-servers={etcd_url}"),
             format!("--tls-cert-file={}", d(pki.join("apiserver.crt"))),
