@@ -78,6 +78,7 @@ async fn demo() -> Result<()> {
         &[
             "apply",
             "--server-side",
+            "--force-conflicts",
             "--field-manager=e2e-demo",
             "-f",
             "-",
