@@ -45,13 +45,27 @@ pub struct Table {
 
 impl Table {
     /// A row whose ratio is `figure / target` for an upper bound (<= 1 meets it).
-    pub fn at_most(&mut self, measure: &str, figure: String, value: f64, target: f64, target_text: &str) {
+    pub fn at_most(
+        &mut self,
+        measure: &str,
+        figure: String,
+        value: f64,
+        target: f64,
+        target_text: &str,
+    ) {
         let ratio = value / target;
         self.push(measure, figure, target_text, ratio, ratio <= 1.0);
     }
 
     /// A row whose ratio is `figure / target` for a lower bound (>= 1 meets it).
-    pub fn at_least(&mut self, measure: &str, figure: String, value: f64, target: f64, target_text: &str) {
+    pub fn at_least(
+        &mut self,
+        measure: &str,
+        figure: String,
+        value: f64,
+        target: f64,
+        target_text: &str,
+    ) {
         let ratio = value / target;
         self.push(measure, figure, target_text, ratio, ratio >= 1.0);
     }
@@ -67,7 +81,14 @@ impl Table {
         });
     }
 
-    pub fn row(&mut self, measure: &str, figure: String, target: &str, ratio: &str, verdict: Verdict) {
+    pub fn row(
+        &mut self,
+        measure: &str,
+        figure: String,
+        target: &str,
+        ratio: &str,
+        verdict: Verdict,
+    ) {
         self.rows.push(Row {
             measure: measure.into(),
             figure,
@@ -173,7 +194,14 @@ pub struct StandaloneCoredns {
 impl StandaloneCoredns {
     /// `upstream` is the nameserver of its /etc/resolv.conf, which the stock
     /// `forward . /etc/resolv.conf` uses.
-    pub fn start(c: &Cluster, name: &str, version: &str, addr: Ipv4Addr, corefile: &str, upstream: Ipv4Addr) -> Result<Self> {
+    pub fn start(
+        c: &Cluster,
+        name: &str,
+        version: &str,
+        addr: Ipv4Addr,
+        corefile: &str,
+        upstream: Ipv4Addr,
+    ) -> Result<Self> {
         let bin = env::coredns_bin(version);
         if !bin.is_file() {
             bail!("no CoreDNS {version} binary at {}", bin.display());
@@ -186,7 +214,10 @@ impl StandaloneCoredns {
         let sa = dir.join("serviceaccount");
         std::fs::create_dir_all(&sa)?;
         std::fs::write(dir.join("Corefile"), corefile)?;
-        std::fs::write(dir.join("resolv.conf"), format!("nameserver {upstream}\nsearch {}\n", env::NODE_SEARCH))?;
+        std::fs::write(
+            dir.join("resolv.conf"),
+            format!("nameserver {upstream}\nsearch {}\n", env::NODE_SEARCH),
+        )?;
         std::fs::copy(c.layout.token(), sa.join("token")).context("admin token")?;
         std::fs::copy(c.layout.pki().join("ca.crt"), sa.join("ca.crt"))?;
         std::fs::write(sa.join("namespace"), "kube-system")?;
@@ -195,18 +226,26 @@ impl StandaloneCoredns {
                       mount --bind \"$0/resolv.conf\" /etc/resolv.conf\nexec \"$@\"\n";
         let log = std::fs::File::create(dir.join("coredns.log"))?;
         let mut cmd = Command::new("unshare");
-        cmd.args(["--mount", "--propagation", "private", "--", "/bin/sh", "-c", script])
-            .arg(&dir)
-            .arg(&bin)
-            .arg("-conf")
-            .arg(dir.join("Corefile"))
-            .env("POD_IP", addr.to_string())
-            .env("KUBERNETES_SERVICE_HOST", env::CONTROL_IP.to_string())
-            .env("KUBERNETES_SERVICE_PORT", env::APISERVER_PORT.to_string())
-            .current_dir(&dir)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log);
+        cmd.args([
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+            "/bin/sh",
+            "-c",
+            script,
+        ])
+        .arg(&dir)
+        .arg(&bin)
+        .arg("-conf")
+        .arg(dir.join("Corefile"))
+        .env("POD_IP", addr.to_string())
+        .env("KUBERNETES_SERVICE_HOST", env::CONTROL_IP.to_string())
+        .env("KUBERNETES_SERVICE_PORT", env::APISERVER_PORT.to_string())
+        .current_dir(&dir)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
         unsafe {
             use std::os::unix::process::CommandExt;
             cmd.pre_exec(|| {
@@ -220,13 +259,20 @@ impl StandaloneCoredns {
         let t0 = Instant::now();
         loop {
             if let Ok(Some(st)) = me.child.try_wait() {
-                bail!("CoreDNS {name} exited ({st}): {}", util::tail(&me.dir.join("coredns.log"), 20));
+                bail!(
+                    "CoreDNS {name} exited ({st}): {}",
+                    util::tail(&me.dir.join("coredns.log"), 20)
+                );
             }
-            if util::http_get_status(ready, "/ready", Duration::from_millis(500)).ok() == Some(200) {
+            if util::http_get_status(ready, "/ready", Duration::from_millis(500)).ok() == Some(200)
+            {
                 return Ok(me);
             }
             if t0.elapsed() > Duration::from_secs(30) {
-                bail!("CoreDNS {name} not ready in 30 s: {}", util::tail(&me.dir.join("coredns.log"), 20));
+                bail!(
+                    "CoreDNS {name} not ready in 30 s: {}",
+                    util::tail(&me.dir.join("coredns.log"), 20)
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -243,7 +289,13 @@ impl Drop for StandaloneCoredns {
 
 /// Install Debian's dnsperf if it is missing.
 pub fn ensure_dnsperf() -> Result<()> {
-    if Command::new("dnsperf").arg("-h").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok() {
+    if Command::new("dnsperf")
+        .arg("-h")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+    {
         return Ok(());
     }
     eprintln!("[bench] apt-get install dnsperf");
@@ -279,7 +331,10 @@ pub fn dnsperf(addr: Ipv4Addr, queries: &Path, secs: u64) -> Result<DnsperfRun> 
         .context("run dnsperf")?;
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     if !out.status.success() {
-        bail!("dnsperf failed: {text}{}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "dnsperf failed: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let num = |key: &str| -> Option<f64> {
         text.lines()
@@ -295,7 +350,9 @@ pub fn dnsperf(addr: Ipv4Addr, queries: &Path, secs: u64) -> Result<DnsperfRun> 
                 let rest = l.split_once(':')?.1;
                 rest.split(',').find_map(|part| {
                     let mut it = part.split_whitespace();
-                    (it.next()? == name).then(|| it.next()?.parse().ok()).flatten()
+                    (it.next()? == name)
+                        .then(|| it.next()?.parse().ok())
+                        .flatten()
                 })
             })
             .unwrap_or(0)
@@ -405,7 +462,11 @@ fn is_status(e: &kube::Error, code: u16) -> bool {
 pub async fn create_nodes(client: &Client) -> Result<()> {
     let api: Api<Node> = Api::all(client.clone());
     for i in 0..BENCH_NODES {
-        let search = if i < POLLUTED_NODES { env::NODE_SEARCH } else { "corp.example.internal" };
+        let search = if i < POLLUTED_NODES {
+            env::NODE_SEARCH
+        } else {
+            "corp.example.internal"
+        };
         let node: Node = serde_json::from_value(json!({
             "apiVersion": "v1", "kind": "Node",
             "metadata": {
@@ -479,7 +540,12 @@ pub async fn create_namespaces(client: &Client, n: usize, concurrency: usize) ->
         let have = list
             .items
             .iter()
-            .filter(|s| s.metadata.namespace.as_deref().is_some_and(|n| n.starts_with(BENCH_NS_PREFIX)))
+            .filter(|s| {
+                s.metadata
+                    .namespace
+                    .as_deref()
+                    .is_some_and(|n| n.starts_with(BENCH_NS_PREFIX))
+            })
             .count();
         if have >= n {
             return Ok(());
@@ -493,7 +559,12 @@ pub async fn create_namespaces(client: &Client, n: usize, concurrency: usize) ->
 
 /// Create the pods `range` with `concurrency` requests in flight; returns the
 /// creation rate (pods/s). Existing pods count as created.
-pub async fn create_pods(client: &Client, range: std::ops::Range<usize>, namespaces: usize, concurrency: usize) -> Result<f64> {
+pub async fn create_pods(
+    client: &Client,
+    range: std::ops::Range<usize>,
+    namespaces: usize,
+    concurrency: usize,
+) -> Result<f64> {
     let t0 = Instant::now();
     let n = range.len();
     let done = std::sync::atomic::AtomicUsize::new(0);
@@ -518,16 +589,22 @@ pub async fn create_pods(client: &Client, range: std::ops::Range<usize>, namespa
                         }
                         Err(e) => {
                             last = Some(e);
-                            tokio::time::sleep(Duration::from_millis(200 * (attempt + 1).min(10))).await;
+                            tokio::time::sleep(Duration::from_millis(200 * (attempt + 1).min(10)))
+                                .await;
                         }
                     }
                 }
                 if let Some(e) = last {
-                    return Err(anyhow::Error::from(e).context(format!("create pod {}/{}", p.ns, p.name)));
+                    return Err(
+                        anyhow::Error::from(e).context(format!("create pod {}/{}", p.ns, p.name))
+                    );
                 }
                 let d = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-                if d % 5000 == 0 {
-                    eprintln!("[bench]   {d}/{n} pods created ({:.0}/s)", d as f64 / t0.elapsed().as_secs_f64());
+                if d.is_multiple_of(5000) {
+                    eprintln!(
+                        "[bench]   {d}/{n} pods created ({:.0}/s)",
+                        d as f64 / t0.elapsed().as_secs_f64()
+                    );
                 }
                 Ok(())
             }
@@ -541,23 +618,33 @@ pub async fn create_pods(client: &Client, range: std::ops::Range<usize>, namespa
 
 /// Delete the pods `idx` at once (grace period 0, as `kubectl delete --force
 /// --grace-period=0`).
-pub async fn delete_pods(client: &Client, idx: &[usize], namespaces: usize, concurrency: usize) -> Result<()> {
-    let results: Vec<Result<()>> = futures::stream::iter(idx.iter().copied())
-        .map(|i| {
-            let client = client.clone();
-            async move {
-                let p = PodSpec::new(i, namespaces);
-                let api: Api<Pod> = Api::namespaced(client, &p.ns);
-                match api.delete(&p.name, &DeleteParams::default().grace_period(0)).await {
-                    Ok(_) => Ok(()),
-                    Err(e) if is_status(&e, 404) => Ok(()),
-                    Err(e) => Err(anyhow::Error::from(e).context(format!("delete pod {}/{}", p.ns, p.name))),
+pub async fn delete_pods(
+    client: &Client,
+    idx: &[usize],
+    namespaces: usize,
+    concurrency: usize,
+) -> Result<()> {
+    let results: Vec<Result<()>> =
+        futures::stream::iter(idx.iter().copied())
+            .map(|i| {
+                let client = client.clone();
+                async move {
+                    let p = PodSpec::new(i, namespaces);
+                    let api: Api<Pod> = Api::namespaced(client, &p.ns);
+                    match api
+                        .delete(&p.name, &DeleteParams::default().grace_period(0))
+                        .await
+                    {
+                        Ok(_) => Ok(()),
+                        Err(e) if is_status(&e, 404) => Ok(()),
+                        Err(e) => Err(anyhow::Error::from(e)
+                            .context(format!("delete pod {}/{}", p.ns, p.name))),
+                    }
                 }
-            }
-        })
-        .buffer_unordered(concurrency)
-        .collect()
-        .await;
+            })
+            .buffer_unordered(concurrency)
+            .collect()
+            .await;
     results.into_iter().collect::<Result<Vec<()>>>()?;
     Ok(())
 }
@@ -575,7 +662,10 @@ pub async fn cleanup_scale(client: &Client) -> Result<()> {
         .filter(|n| n.starts_with(BENCH_NS_PREFIX))
         .collect();
     if !names.is_empty() {
-        eprintln!("[bench] deleting {} bench namespaces and their pods", names.len());
+        eprintln!(
+            "[bench] deleting {} bench namespaces and their pods",
+            names.len()
+        );
     }
     let results: Vec<Result<()>> = futures::stream::iter(names.clone())
         .map(|ns| {
@@ -584,7 +674,10 @@ pub async fn cleanup_scale(client: &Client) -> Result<()> {
             async move {
                 let pods: Api<Pod> = Api::namespaced(client, &ns);
                 let _ = pods
-                    .delete_collection(&DeleteParams::default().grace_period(0), &ListParams::default())
+                    .delete_collection(
+                        &DeleteParams::default().grace_period(0),
+                        &ListParams::default(),
+                    )
                     .await;
                 match nsapi.delete(&ns, &DeleteParams::default()).await {
                     Ok(_) => Ok(()),

@@ -7,9 +7,11 @@
 //! binary; `just down` (or `e2e-cluster down`) stops it.
 
 pub mod audit;
+pub mod bench;
 pub mod cluster;
 pub mod dns;
 pub mod env;
+pub mod operator;
 pub mod pki;
 pub mod resolver;
 pub mod runtime;

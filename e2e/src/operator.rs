@@ -19,7 +19,10 @@ use crate::{Cluster, Flavor, env};
 /// `target/<profile>/dnspolicy`, built by `cargo build [--release] -p dnspolicy`.
 pub fn operator_bin(release: bool) -> Result<PathBuf> {
     let profile = if release { "release" } else { "debug" };
-    let bin = env::repo_root().join("target").join(profile).join("dnspolicy");
+    let bin = env::repo_root()
+        .join("target")
+        .join(profile)
+        .join("dnspolicy");
     if !bin.is_file() {
         bail!(
             "{} is missing: run `cargo build{} -p dnspolicy`",
@@ -41,7 +44,12 @@ pub struct Operator {
 impl Operator {
     /// `dnspolicy run` (binary `bin`) against the cluster as its admin, with
     /// its own Lease `dnspolicy-<name>` so it leads at once.
-    pub fn start(c: &Cluster, bin: &std::path::Path, name: &str, extra: &[&str]) -> Result<Operator> {
+    pub fn start(
+        c: &Cluster,
+        bin: &std::path::Path,
+        name: &str,
+        extra: &[&str],
+    ) -> Result<Operator> {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let metrics = format!("127.0.0.1:{port}");
         let log = c.layout.logs().join(format!("operator-{name}.log"));
