@@ -142,6 +142,14 @@ pub enum RenderError {
         needed: CoreDnsVersion,
     },
     #[error(
+        "suffix {suffix:?} (policy {policy:?}): forwardTo with action Rewrite needs an address where CoreDNS reaches itself, but the `.` block binds only {bind:?}; bind an IP address (or an {{$ENV}} placeholder), use action NXDomain, or drop forwardTo"
+    )]
+    NoSelfAddress {
+        suffix: String,
+        policy: String,
+        bind: Vec<String>,
+    },
+    #[error(
         "suffix {suffix:?} (policy {policy:?}): the Corefile already has server block {key:?} (line {line}), which takes queries for names in {suffix:?} before the `.` block can handle them; remove that block (declare its resolvers as forwardTo) or drop the suffix"
     )]
     ZoneTaken {
@@ -167,6 +175,7 @@ impl RenderError {
             RenderError::Version(_) => "UnknownCoreDNSVersion",
             RenderError::NeedsNewerCoreDns { .. } => "NeedsNewerCoreDNS",
             RenderError::ZoneTaken { .. } => "ZoneTaken",
+            RenderError::NoSelfAddress { .. } => "NoSelfAddress",
             RenderError::InvalidName { .. } => "InvalidName",
         }
     }
@@ -285,6 +294,19 @@ fn check(rule: &SuffixRule, cluster_domain: &str, ctx: &RenderContext) -> Result
             policy: rule.policy.clone(),
             have: ctx.version,
             needed: CoreDnsVersion::VIEW_PLUGIN,
+        });
+    }
+    // Without a self address the rules fall back to the `.` block, where a
+    // stripped real-host artifact (`myhost.S.S` -> `myhost.S`) is already
+    // routed and would leave through the default upstream, not forwardTo.
+    if !rule.forward_to.is_empty()
+        && rule.action == SuffixAction::Rewrite
+        && self_address(ctx).is_none()
+    {
+        return Err(RenderError::NoSelfAddress {
+            suffix: rule.suffix.clone(),
+            policy: rule.policy.clone(),
+            bind: ctx.bind.clone(),
         });
     }
     Ok(())
@@ -912,6 +934,20 @@ mod tests {
             Some("{$POD_IP}:53")
         );
         assert_eq!(at(&["eth0"], Some(53)), None);
+        let lo_only = RenderContext {
+            bind: vec!["lo".into()],
+            ..RenderContext::new(V1_14)
+        };
+        let m = merged(vec![rule(
+            "tailb45a71.ts.net",
+            SuffixAction::Rewrite,
+            1,
+            &["100.100.100.100:53"],
+        )]);
+        assert!(matches!(
+            render(&m, &lo_only),
+            Err(RenderError::NoSelfAddress { .. })
+        ));
     }
 
     #[test]
