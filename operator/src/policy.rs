@@ -337,15 +337,16 @@ pub fn merge(policies: &[ValidPolicy]) -> MergedPolicies {
 
 fn contradiction(merged: &MergedPolicies, policy: &ValidPolicy) -> Option<(String, String)> {
     if let Some(first) = merged.applied.first()
-        && merged.cluster_domain != policy.cluster_domain {
-            return Some((
-                first.clone(),
-                format!(
-                    "spec.clusterDomain {:?} differs from {:?} set by policy {first:?} for the same CoreDNS",
-                    policy.cluster_domain, merged.cluster_domain
-                ),
-            ));
-        }
+        && merged.cluster_domain != policy.cluster_domain
+    {
+        return Some((
+            first.clone(),
+            format!(
+                "spec.clusterDomain {:?} differs from {:?} set by policy {first:?} for the same CoreDNS",
+                policy.cluster_domain, merged.cluster_domain
+            ),
+        ));
+    }
     for rule in &policy.rules {
         for earlier in &merged.rules {
             if earlier.suffix == rule.suffix && !earlier.same_behaviour(rule) {
