@@ -19,12 +19,15 @@ demo: deps
     cargo run -q -p dnspolicy-e2e --bin e2e-demo
 
 # Every test: unit, property, CLI and end to end on the real components.
+# The local cluster is started by the first e2e test and left up for the next; `just down` stops it.
 test: deps
     just crd-check
+    cargo build -p dnspolicy
     cargo test --workspace --no-fail-fast -- --test-threads=1
 
 # Only the end-to-end suites.
 e2e: deps
+    cargo build -p dnspolicy
     cargo test -p dnspolicy-e2e --no-fail-fast -- --test-threads=1
 
 # Start the local cluster (prints the KUBECONFIG line).
@@ -45,7 +48,7 @@ crd:
 
 # Fail when manifests/crd.yaml differs from what `dnspolicy crd` prints.
 crd-check:
-    diff -u manifests/crd.yaml <(cargo run -q -p dnspolicy -- crd) || { echo "manifests/crd.yaml is stale: run just crd" >&2; exit 1; }
+    cargo run -q -p dnspolicy -- crd | diff -u manifests/crd.yaml - || { echo "manifests/crd.yaml is stale: run just crd" >&2; exit 1; }
 
 fmt:
     cargo fmt --all
