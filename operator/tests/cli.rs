@@ -72,6 +72,22 @@ fn render_laws_hold_for_every_fixture_and_example() {
                 &["render", "--corefile", f, "--policy", &example(policy)],
                 None,
             );
+            if f.contains("nodelocaldns") && policy == "tailscale.yaml" {
+                // NodeLocal DNSCache binds __PILLAR__ placeholders, not addresses:
+                // Rewrite with forwardTo has no way back to itself and is refused.
+                assert_eq!(
+                    first.status.code(),
+                    Some(2),
+                    "{f} + {policy}: {}",
+                    stderr(&first)
+                );
+                assert!(
+                    stderr(&first).contains("NoSelfAddress"),
+                    "{}",
+                    stderr(&first)
+                );
+                continue;
+            }
             assert!(first.status.success(), "{f} + {policy}: {}", stderr(&first));
             let rendered = stdout(&first);
             // Rendering the output again changes nothing.
