@@ -66,18 +66,25 @@ async fn apply_change_reapply_and_delete() -> Result<()> {
         status.status.success() && table.contains("tailnet") && table.contains("True"),
         "dnspolicy status:\n{table}"
     );
-    let metrics = http_get(&op.metrics, "/metrics")?;
-    for needle in [
-        "dnspolicy_reconciles_total",
-        "dnspolicy_rollouts_total",
-        "dnspolicy_polluted_pods",
-        "dnspolicy_reconcile_duration_seconds",
-    ] {
-        ensure!(
-            metrics.contains(needle),
-            "/metrics lacks {needle}:\n{metrics}"
-        );
-    }
+    // Gauges per policy appear with the first accounting tick (every second).
+    wait_for(
+        "/metrics to carry every family",
+        Duration::from_secs(10),
+        || {
+            let metrics = http_get(&op.metrics, "/metrics")?;
+            Ok([
+                "dnspolicy_reconciles_total",
+                "dnspolicy_rollouts_total",
+                "dnspolicy_polluted_pods{",
+                "dnspolicy_watched_pods",
+                "dnspolicy_reconcile_duration_seconds",
+            ]
+            .iter()
+            .all(|needle| metrics.contains(needle))
+            .then_some(()))
+        },
+    )
+    .await?;
     ensure!(http_get(&op.metrics, "/healthz")?.starts_with("HTTP/1.1 200"));
     ensure!(http_get(&op.metrics, "/readyz")?.starts_with("HTTP/1.1 200"));
 

@@ -148,6 +148,8 @@ spec:
         &[
             "apply",
             "--server-side",
+            // The demo applies the same app; whoever ran last owns it.
+            "--force-conflicts",
             "--field-manager=e2e-test",
             "-f",
             "-",
