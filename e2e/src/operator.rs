@@ -43,12 +43,14 @@ pub struct Operator {
 
 impl Operator {
     /// `dnspolicy run` (binary `bin`) against the cluster as its admin, with
-    /// its own Lease `dnspolicy-<name>` so it leads at once.
+    /// its own Lease `dnspolicy-<name>` so it leads at once; `envs` are added
+    /// to its environment.
     pub fn start(
         c: &Cluster,
         bin: &std::path::Path,
         name: &str,
         extra: &[&str],
+        envs: &[(String, String)],
     ) -> Result<Operator> {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let metrics = format!("127.0.0.1:{port}");
@@ -70,6 +72,9 @@ impl Operator {
         .stdout(out.try_clone()?)
         .stderr(out)
         .stdin(Stdio::null());
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
         let started = Instant::now();
         let child = cmd.spawn().context("start dnspolicy run")?;
         Ok(Operator {

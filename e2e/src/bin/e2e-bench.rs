@@ -45,6 +45,10 @@ struct Cli {
     /// Do not run `cargo build --release` for the operator and e2e-cluster first.
     #[arg(long)]
     no_build: bool,
+    /// KEY=VALUE added to the operator's environment (repeatable), e.g.
+    /// MALLOC_ARENA_MAX=2 to see what the allocator does to RSS.
+    #[arg(long = "operator-env", value_parser = parse_kv)]
+    operator_env: Vec<(String, String)>,
 }
 
 struct Params {
@@ -130,6 +134,7 @@ fn chrono_now() -> String {
 async fn async_main(cli: Cli) -> i32 {
     let p = Params::new(&cli);
     let t_all = Instant::now();
+    let started_at = sh("date -u '+%Y-%m-%d %H:%M UTC'");
     let mut table = Table::default();
     let mut b = match Bench::setup(&cli, p).await {
         Ok(b) => b,
@@ -154,10 +159,15 @@ async fn async_main(cli: Cli) -> i32 {
     }
     let took = t_all.elapsed();
     table.note(format!(
-        "whole bench: {:.1} min{}; operator binary: {}",
+        "whole bench: {:.1} min{}; operator binary: {}{}",
         took.as_secs_f64() / 60.0,
         if cli.quick { " (--quick)" } else { "" },
-        b.operator_bin.display()
+        b.operator_bin.display(),
+        if cli.operator_env.is_empty() {
+            String::new()
+        } else {
+            format!(" with {:?}", cli.operator_env)
+        }
     ));
     let md = table.markdown();
     println!("{md}");
@@ -165,7 +175,7 @@ async fn async_main(cli: Cli) -> i32 {
         let header = format!(
             "# dnspolicy benchmarks (`just bench{}`)\n\n{}\n\n",
             if cli.quick { " -- --quick" } else { "" },
-            machine_line()
+            machine_line(&started_at)
         );
         if let Err(e) = std::fs::write(out, format!("{header}{md}")) {
             eprintln!("write {}: {e}", out.display());
@@ -174,17 +184,23 @@ async fn async_main(cli: Cli) -> i32 {
     i32::from(result.is_err())
 }
 
-fn machine_line() -> String {
-    let sh = |c: &str| {
-        Command::new("bash")
-            .args(["-c", c])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-            .unwrap_or_default()
-    };
+fn parse_kv(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("{s}: want KEY=VALUE"))
+}
+
+fn sh(c: &str) -> String {
+    Command::new("bash")
+        .args(["-c", c])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+fn machine_line(started_at: &str) -> String {
     format!(
-        "Run {} on {} ({} cores, {} RAM, kernel {}); Kubernetes {}, CoreDNS {}, etcd {}, kwok {}.",
-        sh("date -u '+%Y-%m-%d %H:%M UTC'"),
+        "Run started {started_at} on {} ({} cores, {} RAM, kernel {}); Kubernetes {}, CoreDNS {}, etcd {}, kwok {}.",
         sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'"),
         sh("nproc"),
         sh("free -g | awk '/Mem:/{print $2\" GiB\"}'"),
@@ -205,6 +221,7 @@ struct Bench {
     stock: String,
     upstream_zone: Option<String>,
     scale_started: bool,
+    operator_env: Vec<(String, String)>,
     /// The admin token of the cluster the bench started on: a new one means
     /// someone ran `down`/`up` under it.
     token: String,
@@ -286,6 +303,7 @@ impl Bench {
             stock,
             upstream_zone,
             scale_started: false,
+            operator_env: cli.operator_env.clone(),
             token,
         })
     }
@@ -336,7 +354,13 @@ impl Bench {
         }
 
         // 2. The operator; apply -> ConfigMap written / Ready with CoreDNS rolled.
-        let mut operator = Operator::start(&self.c, &self.operator_bin, "bench", &[])?;
+        let mut operator = Operator::start(
+            &self.c,
+            &self.operator_bin,
+            "bench",
+            &[],
+            &self.operator_env,
+        )?;
         let a = policy_a();
         let b_spec = policy_b();
         if want("apply") {
@@ -413,6 +437,15 @@ impl Bench {
             "lookups {phase} the policy: {n} x glibc, {n} x musl of {NAME} (search {})",
             search.join(" ")
         ));
+        // CoreDNS binds with SO_REUSEPORT: a second process on the same
+        // address (a stray one) would silently take a share of the queries.
+        let listeners = sh(&format!("ss -Hulpn 'src {ns}:53' | grep -c coredns"));
+        if listeners.trim() != "1" {
+            t.note(format!(
+                "{phase} the policy, {ns}:53 had {} CoreDNS listeners (SO_REUSEPORT shares queries between them): these lookups may not all have reached the pod's own CoreDNS.",
+                listeners.trim()
+            ));
+        }
         let bh = self.c.blackhole();
         let mark = bh.mark();
         for r in [Resolver::Glibc, Resolver::Musl] {
@@ -455,13 +488,21 @@ impl Bench {
                 let measure = format!(
                     "{rname} lookup before a policy (stock Corefile, black-holed upstream)"
                 );
-                if failed > 0 {
+                if failed == n || (failed > 0 && med >= 5.0) {
                     t.row(
                         &measure,
                         figure,
                         ">= 5 s or failure",
                         "failure: ok",
                         Verdict::Met,
+                    );
+                } else if failed > 0 {
+                    t.row(
+                        &measure,
+                        figure,
+                        ">= 5 s or failure",
+                        &format!("MISS: {} of {n} answered under 5 s", n - failed),
+                        Verdict::Missed,
                     );
                 } else {
                     t.at_least(&measure, figure, med, 5.0, ">= 5 s or failure");
@@ -787,7 +828,13 @@ impl Bench {
         let nns = p.namespaces;
         let conc = p.concurrency;
         // Baseline: pods already in the cluster, as a running operator counts them.
-        let mut base_op = Operator::start(&self.c, &self.operator_bin, "bench-base", &[])?;
+        let mut base_op = Operator::start(
+            &self.c,
+            &self.operator_bin,
+            "bench-base",
+            &[],
+            &self.operator_env,
+        )?;
         let pods: Api<Pod> = Api::all(self.client.clone());
         let base_total = pods
             .list_metadata(&ListParams::default())
@@ -847,7 +894,13 @@ impl Bench {
             log(format!("  {:.0} pods/s", rate));
             created = n;
             let want = (base.0 + n as u64, base.1 + polluted_created);
-            let mut o = Operator::start(&self.c, &self.operator_bin, &format!("bench-{n}"), &[])?;
+            let mut o = Operator::start(
+                &self.c,
+                &self.operator_bin,
+                &format!("bench-{n}"),
+                &[],
+                &self.operator_env,
+            )?;
             let pid = o.pid().context("operator pid")?;
             self.wait_counts(want, Duration::from_secs(600), &mut o)
                 .await?;
