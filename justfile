@@ -39,8 +39,9 @@ down:
     cargo run -q -p dnspolicy-e2e --bin e2e-cluster -- down
 
 # Benchmarks against DESIGN section 11's targets (never part of `just test`).
-bench: deps
-    cargo run -q --release -p dnspolicy-e2e --bin e2e-bench
+# (`just bench --quick` for a short run; see e2e/bench-results.md)
+bench *ARGS: deps
+    cargo run -q --release -p dnspolicy-e2e --bin e2e-bench -- {{ARGS}}
 
 # Regenerate manifests/crd.yaml from the Rust types.
 crd:
