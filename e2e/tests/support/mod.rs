@@ -347,8 +347,8 @@ pub fn restart_apiserver(c: &Cluster) -> Result<Duration> {
         if c.kubectl(&["get", "--raw", "/readyz"]).is_ok() {
             return Ok(t0.elapsed());
         }
-        if t0.elapsed() > Duration::from_secs(60) {
-            bail!("kube-apiserver did not come back within 60 s");
+        if t0.elapsed() > Duration::from_secs(120) {
+            bail!("kube-apiserver did not come back within 120 s");
         }
         std::thread::sleep(Duration::from_millis(200));
     }
