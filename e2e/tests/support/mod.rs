@@ -4,7 +4,6 @@
 #![allow(dead_code)]
 
 use std::fs::{self, File};
-use std::io::{BufRead, BufReader, Seek, SeekFrom};
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -12,6 +11,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use dnspolicy_e2e::{Cluster, Flavor, env};
+// One copy of the cluster-state helpers, shared with the benchmarks.
+#[allow(unused_imports)] // each suite uses a different subset
+pub use dnspolicy_e2e::operator::{
+    apply, audit_mark, clear_policies, condition, corefile, crd_path, get_json, is_ready,
+    operator_writes_since,
+};
 use serde_json::Value;
 
 /// The operator binary `cargo build -p dnspolicy` made.
@@ -121,10 +126,6 @@ impl Drop for Operator {
     }
 }
 
-pub fn crd_path() -> PathBuf {
-    env::repo_root().join("manifests/crd.yaml")
-}
-
 /// A clean slate: the CRD installed, no policies (finalizers cleared if an
 /// earlier run died), CoreDNS reinstalled as `flavor` without any dnspolicy
 /// state. Returns the stock Corefile.
@@ -156,64 +157,8 @@ pub async fn fresh(c: &Cluster, flavor: Flavor, version: &str) -> Result<String>
     corefile(c)
 }
 
-pub fn clear_policies(c: &Cluster) -> Result<()> {
-    let names = c.kubectl(&["get", "cdp", "-o", "jsonpath={.items[*].metadata.name}"])?;
-    for name in names.split_whitespace() {
-        c.kubectl(&[
-            "patch",
-            "cdp",
-            name,
-            "--type=merge",
-            "-p",
-            r#"{"metadata":{"finalizers":null}}"#,
-        ])?;
-    }
-    c.kubectl(&["delete", "cdp", "--all", "--wait=true"])?;
-    Ok(())
-}
-
-pub fn apply(c: &Cluster, yaml: &str) -> Result<()> {
-    c.kubectl_stdin(&["apply", "-f", "-"], yaml)?;
-    Ok(())
-}
-
-pub fn get_json(c: &Cluster, args: &[&str]) -> Result<Value> {
-    let mut all = vec!["get"];
-    all.extend_from_slice(args);
-    all.extend_from_slice(&["-o", "json"]);
-    Ok(serde_json::from_str(&c.kubectl(&all)?)?)
-}
-
-pub fn corefile(c: &Cluster) -> Result<String> {
-    let cm = get_json(c, &["-n", "kube-system", "configmap", "coredns"])?;
-    cm["data"]["Corefile"]
-        .as_str()
-        .map(str::to_string)
-        .context("coredns ConfigMap has no Corefile")
-}
-
 pub fn policy(c: &Cluster, name: &str) -> Result<Value> {
     get_json(c, &["cdp", name])
-}
-
-pub fn condition(p: &Value, type_: &str) -> Option<(String, String, String)> {
-    p["status"]["conditions"]
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == type_)
-        .map(|c| {
-            (
-                c["status"].as_str().unwrap_or_default().to_string(),
-                c["reason"].as_str().unwrap_or_default().to_string(),
-                c["message"].as_str().unwrap_or_default().to_string(),
-            )
-        })
-}
-
-/// `Ready=True` for the current generation.
-pub fn is_ready(p: &Value) -> bool {
-    p["status"]["observedGeneration"] == p["metadata"]["generation"]
-        && condition(p, "Ready").is_some_and(|(s, _, _)| s == "True")
 }
 
 /// Polls `check` every 200 ms until it returns Some, or fails with `what`.
@@ -253,43 +198,6 @@ pub fn template_hash(c: &Cluster) -> Result<Option<String>> {
             .as_str()
             .map(str::to_string),
     )
-}
-
-/// The audit log's length now: writes are counted from here.
-pub fn audit_mark(c: &Cluster) -> Result<u64> {
-    Ok(fs::metadata(c.audit_log())?.len())
-}
-
-/// Writes (create, update, patch, delete) the operator made since `mark`,
-/// as `verb resource/name[/subresource]`; Lease renewals are leader
-/// election's heartbeat and are left out.
-pub fn operator_writes_since(c: &Cluster, mark: u64) -> Result<Vec<String>> {
-    let mut file = File::open(c.audit_log())?;
-    file.seek(SeekFrom::Start(mark))?;
-    let mut writes = Vec::new();
-    for line in BufReader::new(file).lines() {
-        let Ok(event) = serde_json::from_str::<Value>(&line?) else {
-            continue;
-        };
-        let agent = event["userAgent"].as_str().unwrap_or_default();
-        let verb = event["verb"].as_str().unwrap_or_default();
-        let resource = event["objectRef"]["resource"].as_str().unwrap_or_default();
-        if agent.starts_with("dnspolicy/")
-            && event["stage"] == "ResponseComplete"
-            && matches!(verb, "create" | "update" | "patch" | "delete")
-            && resource != "leases"
-        {
-            let sub = event["objectRef"]["subresource"]
-                .as_str()
-                .map(|s| format!("/{s}"))
-                .unwrap_or_default();
-            writes.push(format!(
-                "{verb} {resource}/{}{sub}",
-                event["objectRef"]["name"].as_str().unwrap_or("")
-            ));
-        }
-    }
-    Ok(writes)
 }
 
 /// Serving CoreDNS addresses after the rollout settles.
