@@ -4,10 +4,10 @@
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked -p dnspolicy --bin dnspolicy
+RUN cargo build --release --locked -p dnspolicy-operator --bin dnspolicy-operator
 
 FROM gcr.io/distroless/cc-debian12:nonroot
-COPY --from=build /src/target/release/dnspolicy /usr/local/bin/dnspolicy
+COPY --from=build /src/target/release/dnspolicy-operator /usr/local/bin/dnspolicy-operator
 USER 65532:65532
-ENTRYPOINT ["/usr/local/bin/dnspolicy"]
+ENTRYPOINT ["/usr/local/bin/dnspolicy-operator"]
 CMD ["run"]

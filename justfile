@@ -15,19 +15,19 @@ deps:
 
 # The main job: a local real cluster, the seed's polluted lookup, the operator, a policy, the lookup again.
 demo: deps
-    cargo build -q -p dnspolicy -p dnspolicy-e2e
+    cargo build -q -p dnspolicy-operator -p dnspolicy -p dnspolicy-e2e
     cargo run -q -p dnspolicy-e2e --bin e2e-demo
 
 # Every test: unit, property, CLI and end to end on the real components.
 # The local cluster is started by the first e2e test and left up for the next; `just down` stops it.
 test: deps
     just crd-check
-    cargo build -p dnspolicy
+    cargo build -p dnspolicy-operator -p dnspolicy
     cargo test --workspace --no-fail-fast -- --test-threads=1
 
 # Only the end-to-end suites.
 e2e: deps
-    cargo build -p dnspolicy
+    cargo build -p dnspolicy-operator -p dnspolicy
     cargo test -p dnspolicy-e2e --no-fail-fast -- --test-threads=1
 
 # Start the local cluster (prints the KUBECONFIG line).

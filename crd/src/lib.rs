@@ -7,7 +7,9 @@
 
 use std::collections::BTreeMap;
 
+#[cfg(feature = "kube")]
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+#[cfg(feature = "kube")]
 use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -26,21 +28,28 @@ pub const DNS_NAME_PATTERN: &str =
 
 /// Declares the foreign search suffixes that nodes leak into pods, and what
 /// CoreDNS should do with queries that carry them.
-#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[kube(
-    group = "dnspolicy.dev",
-    version = "v1alpha1",
-    kind = "ClusterDNSPolicy",
-    shortname = "cdp",
-    status = "ClusterDNSPolicyStatus",
-    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
-    printcolumn = r#"{"name":"Suffixes","type":"string","jsonPath":".spec.foreignSuffixes[*].suffix"}"#,
-    printcolumn = r#"{"name":"Polluted","type":"integer","jsonPath":".status.pods.polluted"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+// The pure DNS core reads the spec without kube (feature `kube` off); the
+// Kubernetes object, its status and the CRD exist only with the feature on.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "kube", derive(CustomResource, KubeSchema))]
+#[cfg_attr(not(feature = "kube"), derive(JsonSchema))]
+#[cfg_attr(
+    feature = "kube",
+    kube(
+        group = "dnspolicy.dev",
+        version = "v1alpha1",
+        kind = "ClusterDNSPolicy",
+        shortname = "cdp",
+        status = "ClusterDNSPolicyStatus",
+        printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+        printcolumn = r#"{"name":"Suffixes","type":"string","jsonPath":".spec.foreignSuffixes[*].suffix"}"#,
+        printcolumn = r#"{"name":"Polluted","type":"integer","jsonPath":".status.pods.polluted"}"#,
+        printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    )
 )]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("self.foreignSuffixes.all(f, f.suffix != self.clusterDomain && !f.suffix.endsWith('.' + self.clusterDomain) && !self.clusterDomain.endsWith('.' + f.suffix))").message("spec.foreignSuffixes: a suffix may not be the cluster domain, a name under it, or a parent of it"))]
-#[x_kube(validation = Rule::new("self.foreignSuffixes.all(f, self.foreignSuffixes.exists_one(g, g.suffix == f.suffix))").message("spec.foreignSuffixes: each suffix may appear once"))]
+#[cfg_attr(feature = "kube", x_kube(validation = Rule::new("self.foreignSuffixes.all(f, f.suffix != self.clusterDomain && !f.suffix.endsWith('.' + self.clusterDomain) && !self.clusterDomain.endsWith('.' + f.suffix))").message("spec.foreignSuffixes: a suffix may not be the cluster domain, a name under it, or a parent of it")))]
+#[cfg_attr(feature = "kube", x_kube(validation = Rule::new("self.foreignSuffixes.all(f, self.foreignSuffixes.exists_one(g, g.suffix == f.suffix))").message("spec.foreignSuffixes: each suffix may appear once")))]
 pub struct ClusterDNSPolicySpec {
     /// The cluster's DNS domain (kubelet `--cluster-domain`).
     #[serde(default = "default_cluster_domain")]
@@ -163,6 +172,7 @@ pub enum RolloutMode {
     None,
 }
 
+#[cfg(feature = "kube")]
 /// What the operator observed and did. Conditions follow kstatus so Flux and
 /// Argo CD read health: `Ready`, `Reconciling`, `Stalled`, plus
 /// `CorefileApplied` and `RolledOut`.
@@ -199,13 +209,14 @@ pub struct NamespacePollution {
     pub polluted: u64,
 }
 
+#[cfg(feature = "kube")]
 /// The CRD as YAML, exactly as `dnspolicy crd` prints it and
 /// `manifests/crd.yaml` holds it.
 pub fn crd_yaml() -> String {
     serde_yaml::to_string(&ClusterDNSPolicy::crd()).expect("the CRD serializes")
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "kube"))]
 mod tests {
     use super::*;
 

@@ -16,16 +16,23 @@ use serde_json::Value;
 
 use crate::{Cluster, Flavor, env};
 
-/// `target/<profile>/dnspolicy`, built by `cargo build [--release] -p dnspolicy`.
+/// `target/<profile>/dnspolicy-operator`, the controller and node agent,
+/// built by `cargo build [--release] -p dnspolicy-operator`.
 pub fn operator_bin(release: bool) -> Result<PathBuf> {
+    built_bin("dnspolicy-operator", release)
+}
+
+/// `target/debug/dnspolicy`, the user's command line (`status`).
+pub fn cli_bin() -> Result<PathBuf> {
+    built_bin("dnspolicy", false)
+}
+
+fn built_bin(package: &str, release: bool) -> Result<PathBuf> {
     let profile = if release { "release" } else { "debug" };
-    let bin = env::repo_root()
-        .join("target")
-        .join(profile)
-        .join("dnspolicy");
+    let bin = env::repo_root().join("target").join(profile).join(package);
     if !bin.is_file() {
         bail!(
-            "{} is missing: run `cargo build{} -p dnspolicy`",
+            "{} is missing: run `cargo build{} -p {package}` (just test does)",
             bin.display(),
             if release { " --release" } else { "" }
         );

@@ -57,7 +57,7 @@ async fn apply_change_reapply_and_delete() -> Result<()> {
     rolled(&c).await?;
 
     // What a person sees: `dnspolicy status`, and the operator's endpoints.
-    let status = std::process::Command::new(operator_bin()?)
+    let status = std::process::Command::new(dnspolicy_e2e::operator::cli_bin()?)
         .arg("status")
         .env("KUBECONFIG", c.kubeconfig())
         .output()?;
@@ -125,7 +125,7 @@ async fn apply_change_reapply_and_delete() -> Result<()> {
         restored == original,
         "Corefile not restored byte for byte:\n--- original\n{original}\n--- now\n{restored}"
     );
-    let stock_hash = dnspolicy::corefile::corefile_hash(&original);
+    let stock_hash = dnspolicy_dns::corefile::corefile_hash(&original);
     ensure!(
         template_hash(&c)? == Some(stock_hash.clone()),
         "Deployment not rolled back to {stock_hash}"

@@ -1,30 +1,23 @@
-//! The command line: argument parsing and the offline commands (`crd`,
-//! `render`, `explain`), plus the entry points of `run`, `node-agent` and `status`.
+//! The `dnspolicy-operator` command line: `run` (the controller) and
+//! `node-agent`, the two things the image runs in the cluster.
 
-use std::fs;
-use std::io::Read;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand, ValueEnum};
-use dnspolicy_crd::ClusterDNSPolicy;
-use kube::ResourceExt;
+use clap::{Parser, Subcommand};
 
 use crate::controller::{self, Settings};
-use crate::corefile;
 use crate::metrics::Metrics;
-use crate::plan;
-use crate::policy::{self, ValidPolicy};
-use crate::version::CoreDnsVersion;
+use dnspolicy_dns::version::CoreDnsVersion;
 
 #[derive(Debug, Parser)]
 #[command(
-    name = "dnspolicy",
+    name = "dnspolicy-operator",
     version,
-    about = "Keeps foreign DNS search suffixes from breaking cluster DNS"
+    about = "The dnspolicy controller and node agent (the user's tools are in `dnspolicy`)"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -37,15 +30,6 @@ pub enum Command {
     Run(RunArgs),
     /// Publish this node's host search list on its Node.
     NodeAgent(NodeAgentArgs),
-    /// Print the ClusterDNSPolicy CRD as YAML.
-    Crd,
-    /// Print the Corefile the policies produce; with no policy, the Corefile
-    /// with dnspolicy's managed text removed.
-    Render(RenderArgs),
-    /// Show the queries a resolver sends for NAME, who answers each, and the worst-case time.
-    Explain(ExplainArgs),
-    /// Show policies and polluted pods by namespace, from the cluster.
-    Status,
 }
 
 #[derive(Debug, clap::Args)]
@@ -88,55 +72,6 @@ pub struct NodeAgentArgs {
     pub interval: Duration,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
-pub enum RenderOutput {
-    /// The main Corefile.
-    Corefile,
-    /// The coredns-custom keys, where the Corefile imports them (k3s, AKS).
-    Custom,
-}
-
-#[derive(Debug, clap::Args)]
-pub struct RenderArgs {
-    /// The Corefile to edit; `-` reads standard input.
-    #[arg(long)]
-    pub corefile: PathBuf,
-    /// A ClusterDNSPolicy YAML file (several documents allowed); repeatable.
-    #[arg(long = "policy")]
-    pub policies: Vec<PathBuf>,
-    /// The CoreDNS version to render for, e.g. 1.12.1.
-    #[arg(long)]
-    pub coredns_version: Option<String>,
-    #[arg(long, value_enum, default_value = "corefile")]
-    pub output: RenderOutput,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
-pub enum ResolverKind {
-    Glibc,
-    Musl,
-}
-
-#[derive(Debug, clap::Args)]
-pub struct ExplainArgs {
-    /// The name the application looks up.
-    pub name: String,
-    /// The pod's search list, space-separated.
-    #[arg(long)]
-    pub search: String,
-    #[arg(long, default_value_t = 5)]
-    pub ndots: u8,
-    #[arg(long, value_enum, default_value = "glibc")]
-    pub resolver: ResolverKind,
-    /// The Corefile CoreDNS runs; without it every query is assumed to go upstream.
-    #[arg(long)]
-    pub corefile: Option<PathBuf>,
-    #[arg(long = "policy")]
-    pub policies: Vec<PathBuf>,
-    #[arg(long)]
-    pub coredns_version: Option<String>,
-}
-
 #[derive(Debug)]
 pub enum CliError {
     /// Bad input: exit 2.
@@ -163,21 +98,8 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 
 pub fn main(cli: Cli) -> Result<(), CliError> {
     match cli.command {
-        Command::Crd => {
-            print!("{}", dnspolicy_crd::crd_yaml());
-            Ok(())
-        }
-        Command::Render(args) => {
-            print!("{}", render(&args)?);
-            Ok(())
-        }
-        Command::Explain(args) => {
-            print!("{}", explain(&args)?);
-            Ok(())
-        }
         Command::Run(args) => runtime()?.block_on(run(args)),
         Command::NodeAgent(args) => runtime()?.block_on(node_agent(args)),
-        Command::Status => runtime()?.block_on(crate::status::print()),
     }
 }
 
@@ -186,155 +108,6 @@ fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
         .enable_all()
         .build()
         .map_err(|e| CliError::Failed(format!("cannot start the async runtime: {e}")))
-}
-
-fn read_input(path: &Path) -> Result<String, CliError> {
-    if path == Path::new("-") {
-        let mut text = String::new();
-        std::io::stdin()
-            .read_to_string(&mut text)
-            .map_err(|e| CliError::Invalid(format!("standard input: {e}")))?;
-        return Ok(text);
-    }
-    fs::read_to_string(path).map_err(|e| CliError::Invalid(format!("{}: {e}", path.display())))
-}
-
-/// Reads and validates every policy in the files, naming file, document,
-/// line and field in errors.
-pub fn read_policies(paths: &[PathBuf]) -> Result<Vec<ValidPolicy>, CliError> {
-    let mut valid = Vec::new();
-    for path in paths {
-        let text = read_input(path)?;
-        for (i, document) in serde_yaml::Deserializer::from_str(&text).enumerate() {
-            let value = serde_yaml::Value::deserialize_from(document).map_err(|e| {
-                CliError::Invalid(format!("{}: {}", path.display(), yaml_error(&e)))
-            })?;
-            if value.is_null() {
-                continue;
-            }
-            let kind = value
-                .get("kind")
-                .and_then(|k| k.as_str())
-                .unwrap_or_default();
-            if kind != "ClusterDNSPolicy" {
-                return Err(CliError::Invalid(format!(
-                    "{} (document {}): kind is {kind:?}, not ClusterDNSPolicy",
-                    path.display(),
-                    i + 1
-                )));
-            }
-            let policy: ClusterDNSPolicy = serde_yaml::from_value(value).map_err(|e| {
-                CliError::Invalid(format!(
-                    "{} (document {}): not a valid ClusterDNSPolicy: {e}",
-                    path.display(),
-                    i + 1
-                ))
-            })?;
-            let name = policy.name_any();
-            let v = policy::validate(&name, &policy.spec).map_err(|e| {
-                CliError::Invalid(format!(
-                    "{}: ClusterDNSPolicy {name:?}: {e}",
-                    path.display()
-                ))
-            })?;
-            valid.push(v);
-        }
-    }
-    Ok(valid)
-}
-
-fn yaml_error(e: &serde_yaml::Error) -> String {
-    match e.location() {
-        Some(l) => format!("line {} column {}: {e}", l.line(), l.column()),
-        None => e.to_string(),
-    }
-}
-
-trait DeserializeFrom: Sized {
-    fn deserialize_from(d: serde_yaml::Deserializer<'_>) -> Result<Self, serde_yaml::Error>;
-}
-
-impl DeserializeFrom for serde_yaml::Value {
-    fn deserialize_from(d: serde_yaml::Deserializer<'_>) -> Result<Self, serde_yaml::Error> {
-        serde::Deserialize::deserialize(d)
-    }
-}
-
-fn version_arg(text: Option<&str>) -> Result<CoreDnsVersion, CliError> {
-    match text {
-        Some(t) => CoreDnsVersion::parse(t)
-            .map_err(|e| CliError::Invalid(format!("--coredns-version: {e}"))),
-        None => Ok(CoreDnsVersion::NEWEST_CHECKED),
-    }
-}
-
-/// `dnspolicy render`: the same computation the controller makes.
-pub fn render(args: &RenderArgs) -> Result<String, CliError> {
-    let text = read_input(&args.corefile)?;
-    let policies = read_policies(&args.policies)?;
-    let merged = policy::merge(&policies);
-    if let Some(c) = merged.conflicts.first() {
-        return Err(CliError::Invalid(format!(
-            "ClusterDNSPolicy {:?} conflicts: {}",
-            c.policy, c.message
-        )));
-    }
-    let version = version_arg(args.coredns_version.as_deref())?;
-    let desired = plan::desired(&text, &merged, Ok(version)).map_err(|r| {
-        CliError::Invalid(format!(
-            "{}: {} ({})",
-            args.corefile.display(),
-            r.message,
-            r.reason
-        ))
-    })?;
-    match args.output {
-        RenderOutput::Corefile => {
-            if !desired.custom_keys.is_empty() {
-                eprintln!(
-                    "note: {} imports coredns-custom; dnspolicy writes its stanzas there and leaves this Corefile alone (see --output custom)",
-                    args.corefile.display()
-                );
-            }
-            Ok(desired.corefile)
-        }
-        RenderOutput::Custom => Ok(desired
-            .custom_keys
-            .iter()
-            .map(|(k, v)| format!("# coredns-custom key {k}\n{v}"))
-            .collect()),
-    }
-}
-
-/// `dnspolicy explain`.
-pub fn explain(args: &ExplainArgs) -> Result<String, CliError> {
-    let corefile = match &args.corefile {
-        Some(path) => {
-            let text = read_input(path)?;
-            let policies = read_policies(&args.policies)?;
-            let merged = policy::merge(&policies);
-            let version = version_arg(args.coredns_version.as_deref())?;
-            let desired = plan::desired(&text, &merged, Ok(version))
-                .map_err(|r| CliError::Invalid(format!("{}: {}", path.display(), r.message)))?;
-            let parsed = corefile::parse(&desired.corefile)
-                .map_err(|e| CliError::Invalid(format!("{}: {e}", path.display())))?;
-            Some((parsed, desired.custom_keys))
-        }
-        None if !args.policies.is_empty() => {
-            return Err(CliError::Invalid(
-                "--policy needs --corefile: the policy edits a Corefile".into(),
-            ));
-        }
-        None => None,
-    };
-    crate::explain::explain_cli(
-        &args.name,
-        &args.search,
-        args.ndots,
-        matches!(args.resolver, ResolverKind::Musl),
-        corefile.as_ref().map(|(c, k)| (c, k)),
-    )
-    .map_err(CliError::Invalid)
 }
 
 async fn run(args: RunArgs) -> Result<(), CliError> {

@@ -24,13 +24,13 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use crate::metrics::Metrics;
-use crate::plan::{
+use crate::pollution::{PolicyCounts, PollutionIndex};
+use dnspolicy_dns::plan::{
     self, ANN_TEMPLATE_HASH, COREFILE_KEY, CUSTOM_CONFIGMAP, ConfigMapView, CustomView,
     DeploymentView, Phase, PlanInput, TargetPlan,
 };
-use crate::policy::{self, MergedPolicies, ValidPolicy};
-use crate::pollution::{PolicyCounts, PollutionIndex};
-use crate::version::CoreDnsVersion;
+use dnspolicy_dns::policy::{self, MergedPolicies, ValidPolicy};
+use dnspolicy_dns::version::CoreDnsVersion;
 
 /// The one field manager for every write dnspolicy makes.
 pub const FIELD_MANAGER: &str = "dnspolicy";

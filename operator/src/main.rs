@@ -1,4 +1,4 @@
-//! `dnspolicy`: the operator, its node agent and its offline tools in one binary.
+//! `dnspolicy-operator`: the controller (`run`) and the node agent, as the image runs them.
 //!
 //! Exit codes: 0 success, 2 invalid input (naming the file, line or field),
 //! 1 any other failure.
@@ -7,11 +7,11 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use dnspolicy::cli::{Cli, CliError};
+use dnspolicy_operator::cli::{Cli, CliError};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match dnspolicy::cli::main(cli) {
+    match dnspolicy_operator::cli::main(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(CliError::Invalid(message)) => {
             eprintln!("error: {message}");

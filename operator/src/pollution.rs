@@ -18,8 +18,8 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use tracing::warn;
 
-use crate::kubelet::{self, DnsPolicy, NodeDns, PodDns, PodDnsConfig};
 use crate::metrics::Metrics;
+use dnspolicy_dns::kubelet::{self, DnsPolicy, NodeDns, PodDns, PodDnsConfig};
 
 /// Annotations the node agent publishes on its Node.
 pub const ANN_HOST_SEARCH: &str = "dnspolicy.dev/host-search";

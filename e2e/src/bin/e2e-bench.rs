@@ -39,7 +39,7 @@ struct Cli {
     /// Also write the table, with the date and the machine, to this file.
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Measure target/debug/dnspolicy instead of the release build.
+    /// Measure target/debug/dnspolicy-operator instead of the release build.
     #[arg(long)]
     debug_operator: bool,
     /// Do not run `cargo build --release` for the operator and e2e-cluster first.
@@ -243,11 +243,11 @@ impl Bench {
                 .args([
                     "-q",
                     "-p",
-                    "dnspolicy",
+                    "dnspolicy-operator",
                     "-p",
                     "dnspolicy-e2e",
                     "--bin",
-                    "dnspolicy",
+                    "dnspolicy-operator",
                     "--bin",
                     "e2e-cluster",
                 ])

@@ -42,7 +42,7 @@ fn operator_bin() -> Option<PathBuf> {
     let p = dnspolicy_e2e::util::e2e_bin()
         .ok()?
         .parent()?
-        .join("dnspolicy");
+        .join("dnspolicy-operator");
     p.is_file().then_some(p)
 }
 
@@ -113,27 +113,17 @@ async fn demo() -> Result<()> {
     lookups(&c, &search).await?;
 
     let Some(op) = operator_bin() else {
-        println!("\n== 3. (operator binary target/debug/dnspolicy not built yet: stopping here)");
+        println!(
+            "\n== 3. (operator binary target/debug/dnspolicy-operator not built yet: stopping here)"
+        );
         return Ok(());
     };
     println!(
         "\n== 3. Apply the example policy (manifests/examples/tailscale.yaml) with the operator"
     );
-    let crd = Command::new(&op)
-        .arg("crd")
-        .output()
-        .context("dnspolicy crd")?;
-    let mut crd_yaml = String::from_utf8_lossy(&crd.stdout).to_string();
-    if !crd.status.success() || crd_yaml.trim().is_empty() {
-        crd_yaml = std::fs::read_to_string(env::repo_root().join("manifests/crd.yaml"))
-            .unwrap_or_default();
-    }
-    if crd_yaml.trim().is_empty() {
-        println!(
-            "   (no CRD yet: `dnspolicy crd` printed nothing and manifests/crd.yaml is missing; stopping here)"
-        );
-        return Ok(());
-    }
+    // manifests/crd.yaml is what `dnspolicy crd` prints (just crd-check).
+    let crd_yaml = std::fs::read_to_string(env::repo_root().join("manifests/crd.yaml"))
+        .context("manifests/crd.yaml")?;
     c.kubectl_stdin(
         &["apply", "--server-side", "--force-conflicts", "-f", "-"],
         &crd_yaml,

@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use dnspolicy_e2e::{Cluster, Flavor, env};
+use dnspolicy_e2e::{Cluster, Flavor};
 // One copy of the cluster-state helpers, shared with the benchmarks.
 #[allow(unused_imports)] // each suite uses a different subset
 pub use dnspolicy_e2e::operator::{
@@ -19,16 +19,9 @@ pub use dnspolicy_e2e::operator::{
 };
 use serde_json::Value;
 
-/// The operator binary `cargo build -p dnspolicy` made.
+/// The operator binary `cargo build -p dnspolicy-operator` made.
 pub fn operator_bin() -> Result<PathBuf> {
-    let bin = env::repo_root().join("target/debug/dnspolicy");
-    if !bin.is_file() {
-        bail!(
-            "{} is missing: run `cargo build -p dnspolicy` (just test does)",
-            bin.display()
-        );
-    }
-    Ok(bin)
+    dnspolicy_e2e::operator::operator_bin(false)
 }
 
 /// A running `dnspolicy run` (or any dnspolicy subcommand); killed on drop.

@@ -3,8 +3,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use dnspolicy::kubelet::*;
-use dnspolicy::resolver::*;
+use dnspolicy_dns::kubelet::*;
+use dnspolicy_explain::resolver::*;
 use proptest::prelude::*;
 
 fn label() -> impl Strategy<Value = String> {

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use dnspolicy::corefile::{
+use dnspolicy_dns::corefile::{
     Channel, DOT_BEGIN, DOT_END, ManagedText, SERVER_BEGIN, SERVER_END, channel, custom_keys,
     dot_server, parse, render, strip,
 };

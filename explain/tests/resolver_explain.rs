@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
-use dnspolicy::explain::*;
-use dnspolicy::resolver::*;
+use dnspolicy_explain::explain::*;
+use dnspolicy_explain::resolver::*;
 
 const FRIGATE: &str = "frigate.video-management-system.svc.cluster.local";
 const LEAK: &str = "frigate.video-management-system.svc.cluster.local.tailb45a71.ts.net";

@@ -1,6 +1,6 @@
 //! The editing laws over generated Corefiles, and "never panics" over any input.
 
-use dnspolicy::corefile::{ManagedText, parse, render, strip, tokenize};
+use dnspolicy_dns::corefile::{ManagedText, parse, render, strip, tokenize};
 use proptest::collection::vec;
 use proptest::prelude::*;
 

@@ -2,7 +2,7 @@
 //! own (pkg/kubelet/network/dns/dns_test.go) with the same inputs and answers;
 //! the rest use the foreign suffixes from DESIGN 1.
 
-use dnspolicy::kubelet::*;
+use dnspolicy_dns::kubelet::*;
 
 fn s(items: &[&str]) -> Vec<String> {
     items.iter().map(|i| i.to_string()).collect()

@@ -17,11 +17,11 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use dnspolicy::corefile;
-use dnspolicy::policy::{MergedPolicies, SuffixRule, parse_forward_target};
-use dnspolicy::stanza::{RenderContext, RenderError, render};
-use dnspolicy::version::CoreDnsVersion;
 use dnspolicy_crd::SuffixAction;
+use dnspolicy_dns::corefile;
+use dnspolicy_dns::policy::{MergedPolicies, SuffixRule, parse_forward_target};
+use dnspolicy_dns::stanza::{RenderContext, RenderError, render};
+use dnspolicy_dns::version::CoreDnsVersion;
 
 const PORT: u16 = 5300;
 const FRIGATE: &str = "frigate.video-management-system.svc.cluster.local";

@@ -30,7 +30,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::kubelet::ResolvConf;
+use dnspolicy_dns::kubelet::ResolvConf;
 
 /// Which C library's stub resolver.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

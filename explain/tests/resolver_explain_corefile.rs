@@ -5,14 +5,14 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use dnspolicy::corefile;
-use dnspolicy::explain::*;
-use dnspolicy::resolver::*;
-use dnspolicy::version::CoreDnsVersion;
-use dnspolicy::{policy, stanza};
 use dnspolicy_crd::ClusterDNSPolicy;
+use dnspolicy_dns::corefile;
+use dnspolicy_dns::version::CoreDnsVersion;
+use dnspolicy_dns::{policy, stanza};
+use dnspolicy_explain::explain::*;
+use dnspolicy_explain::resolver::*;
 
-const KUBEADM: &str = include_str!("fixtures/corefiles/kubeadm-v1.36.3.Corefile");
+const KUBEADM: &str = include_str!("../../dns/tests/fixtures/corefiles/kubeadm-v1.36.3.Corefile");
 const TAILSCALE_POLICY: &str = include_str!("../../manifests/examples/tailscale.yaml");
 const FRIGATE: &str = "frigate.video-management-system.svc.cluster.local";
 const LEAK: &str = "frigate.video-management-system.svc.cluster.local.tailb45a71.ts.net";

@@ -3,12 +3,12 @@
 //! as CoreDNS would, on each supported version band. (The same stanzas on the
 //! real CoreDNS binaries: stanza_coredns.rs.)
 
-use dnspolicy::corefile;
-use dnspolicy::policy::{MergedPolicies, SuffixRule, parse_forward_target};
-use dnspolicy::serving::{Outcome, QType, ServeContext, Served, serve};
-use dnspolicy::stanza::{RenderContext, RenderError, render, warnings};
-use dnspolicy::version::CoreDnsVersion;
 use dnspolicy_crd::SuffixAction;
+use dnspolicy_dns::corefile;
+use dnspolicy_dns::policy::{MergedPolicies, SuffixRule, parse_forward_target};
+use dnspolicy_dns::stanza::{RenderContext, RenderError, render, warnings};
+use dnspolicy_dns::version::CoreDnsVersion;
+use dnspolicy_explain::serving::{Outcome, QType, ServeContext, Served, serve};
 
 const FRIGATE: &str = "frigate.video-management-system.svc.cluster.local";
 const TAILNET: &str = "tailb45a71.ts.net";
@@ -33,7 +33,7 @@ const FIXTURES: [&str; 4] = [
 
 fn fixture(name: &str) -> String {
     let path = format!(
-        "{}/tests/fixtures/corefiles/{name}",
+        "{}/../dns/tests/fixtures/corefiles/{name}",
         env!("CARGO_MANIFEST_DIR")
     );
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))

@@ -3,7 +3,7 @@
 //! github.com/coredns/caddy v1.1.0 `caddyfile/lexer.go` produced for them, and
 //! whether its input ended inside a quote (see the fixtures README).
 
-use dnspolicy::corefile::{CorefileError, tokenize};
+use dnspolicy_dns::corefile::{CorefileError, tokenize};
 
 #[test]
 fn tokens_match_coredns_caddy_lexer() {

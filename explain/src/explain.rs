@@ -18,12 +18,12 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
-use crate::corefile::{self, Corefile, Directive};
 use crate::resolver::{
     self, Exchange, Lookup, Outcome, QType, Query, Resolver, ResolverConfig, Then, Trace,
 };
 use crate::serving::{self, ServeContext};
-use crate::version::CoreDnsVersion;
+use dnspolicy_dns::corefile::{self, Corefile, Directive};
+use dnspolicy_dns::version::CoreDnsVersion;
 
 /// Where CoreDNS sends one query, as the serving model sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]

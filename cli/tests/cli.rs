@@ -19,7 +19,7 @@ fn repo() -> PathBuf {
 }
 
 fn fixtures() -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = fs::read_dir(repo().join("operator/tests/fixtures/corefiles"))
+    let mut files: Vec<PathBuf> = fs::read_dir(repo().join("dns/tests/fixtures/corefiles"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "Corefile"))
@@ -120,7 +120,7 @@ fn render_laws_hold_for_every_fixture_and_example() {
 #[test]
 fn k3s_and_aks_get_coredns_custom_keys_instead() {
     for name in ["k3s-66c487bd.Corefile", "aks-2023.Corefile"] {
-        let f = repo().join("operator/tests/fixtures/corefiles").join(name);
+        let f = repo().join("dns/tests/fixtures/corefiles").join(name);
         let o = run(
             &[
                 "render",
@@ -167,7 +167,7 @@ fn k3s_and_aks_get_coredns_custom_keys_instead() {
 
 #[test]
 fn explain_shows_the_leak_and_its_fix() {
-    let kubeadm = repo().join("operator/tests/fixtures/corefiles/kubeadm-v1.36.3.Corefile");
+    let kubeadm = repo().join("dns/tests/fixtures/corefiles/kubeadm-v1.36.3.Corefile");
     let base = [
         "explain",
         "frigate.video-management-system.svc.cluster.local",
@@ -207,7 +207,7 @@ fn write_temp(name: &str, text: &str) -> PathBuf {
 
 #[test]
 fn bad_input_exits_2_naming_the_field_file_or_line() {
-    let kubeadm = repo().join("operator/tests/fixtures/corefiles/kubeadm-v1.36.3.Corefile");
+    let kubeadm = repo().join("dns/tests/fixtures/corefiles/kubeadm-v1.36.3.Corefile");
     let k = kubeadm.to_str().unwrap();
     let policy = |spec: &str| {
         format!(

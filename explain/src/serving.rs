@@ -21,9 +21,9 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::corefile::{Corefile, Directive, ServerBlock};
-use crate::stanza::DEFAULT_DNS_PORT;
-use crate::version::CoreDnsVersion;
+use dnspolicy_dns::corefile::{Corefile, Directive, ServerBlock};
+use dnspolicy_dns::stanza::DEFAULT_DNS_PORT;
+use dnspolicy_dns::version::CoreDnsVersion;
 
 /// Query types a resolver sends; others by number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -1578,7 +1578,7 @@ pub(crate) mod re {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::corefile::{ServerKey, Span};
+    use dnspolicy_dns::corefile::{ServerKey, Span};
 
     const SPAN: Span = Span {
         start: 0,

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use dnspolicy::kubelet::{ClusterDns, NodeDns, PodDns, pod_resolv_conf};
-use dnspolicy::resolver::*;
+use dnspolicy_dns::kubelet::{ClusterDns, NodeDns, PodDns, pod_resolv_conf};
+use dnspolicy_explain::resolver::*;
 
 const FRIGATE: &str = "frigate.video-management-system.svc.cluster.local";
 const TAILNET: &str = "tailb45a71.ts.net";
@@ -162,7 +162,7 @@ fn glibc_timeouts_grow_with_nameservers_and_attempts() {
     let trace = resolve(&c, FRIGATE, cluster(Outcome::Timeout)).unwrap();
     assert_eq!(trace.worst_case, Duration::from_secs(2 * (5 + 3 + 6)));
 
-    let eks = dnspolicy::kubelet::ResolvConf {
+    let eks = dnspolicy_dns::kubelet::ResolvConf {
         searches: polluted_search(),
         nameservers: vec!["172.20.0.10".into()],
         options: vec!["ndots:5".into(), "timeout:2".into(), "attempts:1".into()],
@@ -387,7 +387,7 @@ fn musl_ignores_a_search_line_longer_than_255_bytes() {
 
 #[test]
 fn options_are_read_and_capped_per_library() {
-    let conf = dnspolicy::kubelet::ResolvConf {
+    let conf = dnspolicy_dns::kubelet::ResolvConf {
         nameservers: vec!["10.96.0.10".into()],
         searches: vec![],
         options: vec![

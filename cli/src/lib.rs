@@ -1,0 +1,4 @@
+//! The `dnspolicy` command line's library, so its tests call it directly.
+
+pub mod cli;
+pub mod status;

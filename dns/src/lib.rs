@@ -1,0 +1,16 @@
+//! dnspolicy's pure DNS core: plain functions over values, no async, no
+//! client, no clock. The controller and the command line call into it.
+//!
+//! - `corefile`: a faithful Corefile lexer, parser and marker-region editor.
+//! - `version`: CoreDNS versions and what each accepts.
+//! - `policy`: validating specs and merging the policies of one CoreDNS.
+//! - `stanza`: the Corefile text a merged policy set becomes.
+//! - `plan`: what to write, roll or roll back for one target, given its objects.
+//! - `kubelet`: the resolv.conf kubelet writes for a pod, and resolv.conf parsing.
+
+pub mod corefile;
+pub mod kubelet;
+pub mod plan;
+pub mod policy;
+pub mod stanza;
+pub mod version;

@@ -1,0 +1,11 @@
+//! The explain model: which queries a resolver sends for a name, which
+//! CoreDNS server block and plugin answers each, and what it costs. Only the
+//! command line links it; the controller does not.
+//!
+//! - `resolver`: glibc and musl search-list walks.
+//! - `serving`: how CoreDNS routes and answers one query under a Corefile.
+//! - `explain`: the two together, as `dnspolicy explain` prints them.
+
+pub mod explain;
+pub mod resolver;
+pub mod serving;
