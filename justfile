@@ -22,12 +22,12 @@ demo: deps
 # The local cluster is started by the first e2e test and left up for the next; `just down` stops it.
 test: deps
     just crd-check
-    cargo build -p dnspolicy-operator -p dnspolicy
+    cargo build -p dnspolicy-operator --features failpoints -p dnspolicy
     cargo test --workspace --no-fail-fast -- --test-threads=1
 
 # Only the end-to-end suites.
 e2e: deps
-    cargo build -p dnspolicy-operator -p dnspolicy
+    cargo build -p dnspolicy-operator --features failpoints -p dnspolicy
     cargo test -p dnspolicy-e2e --no-fail-fast -- --test-threads=1
 
 # Start the local cluster (prints the KUBECONFIG line).

@@ -7,6 +7,8 @@
 
 use std::collections::BTreeMap;
 
+pub mod vocabulary;
+
 #[cfg(feature = "kube")]
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 #[cfg(feature = "kube")]

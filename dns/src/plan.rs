@@ -10,20 +10,13 @@
 use std::collections::BTreeMap;
 
 use dnspolicy_crd::RolloutMode;
+use dnspolicy_crd::vocabulary::{EventReason, Reason, annotation};
 
 use crate::corefile::{self, Channel};
 use crate::policy::MergedPolicies;
 use crate::stanza::{self, RenderContext};
 use crate::version::CoreDnsVersion;
 
-pub const ANN_ORIGINAL: &str = "dnspolicy.dev/original-corefile";
-pub const ANN_APPLIED_HASH: &str = "dnspolicy.dev/applied-hash";
-pub const ANN_LAST_GOOD: &str = "dnspolicy.dev/last-good-corefile";
-pub const ANN_FAILED_HASH: &str = "dnspolicy.dev/failed-hash";
-pub const ANN_ROLLOUT_STARTED: &str = "dnspolicy.dev/rollout-started";
-pub const ANN_REVERTS: &str = "dnspolicy.dev/reverts";
-/// On the Deployment's pod template: the hash of the Corefile its pods run.
-pub const ANN_TEMPLATE_HASH: &str = "dnspolicy.dev/corefile-hash";
 /// The key of the main Corefile in the target ConfigMap.
 pub const COREFILE_KEY: &str = "Corefile";
 /// The ConfigMap k3s and AKS import customisations from.
@@ -92,7 +85,7 @@ pub struct PlanInput<'a> {
 /// CamelCase condition reasons.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
-    pub reason: &'static str,
+    pub reason: Reason,
     pub message: String,
 }
 
@@ -128,11 +121,11 @@ pub struct TargetPlan {
     /// Set the Deployment's pod-template hash to this.
     pub roll_to: Option<String>,
     /// (reason, note) for Events on every policy of the target.
-    pub events: Vec<(&'static str, String)>,
+    pub events: Vec<(EventReason, String)>,
 }
 
 impl TargetPlan {
-    fn stalled(reason: &'static str, message: String) -> Self {
+    pub fn stalled(reason: Reason, message: String) -> Self {
         TargetPlan {
             phase: Phase::Stalled(Refusal { reason, message }),
             desired_hash: None,
@@ -177,7 +170,7 @@ pub fn desired(
     version: Result<CoreDnsVersion, String>,
 ) -> Result<Desired, Refusal> {
     let base = corefile::strip(current).map_err(|e| Refusal {
-        reason: "CorefileUnparseable",
+        reason: Reason::CorefileUnparseable,
         message: format!(
             "the Corefile cannot be edited safely: {e}; fix it or restore it, nothing was written"
         ),
@@ -192,15 +185,15 @@ pub fn desired(
         });
     }
     let version = version.map_err(|e| Refusal {
-        reason: "UnknownCoreDNSVersion",
+        reason: Reason::UnknownCoreDNSVersion,
         message: format!("{e}; set the operator's --coredns-version to the version the image runs"),
     })?;
     let parsed = corefile::parse(&base).map_err(|e| Refusal {
-        reason: "CorefileUnparseable",
+        reason: Reason::CorefileUnparseable,
         message: format!("the Corefile does not parse: {e}; nothing was written"),
     })?;
     let dot = corefile::dot_server(&parsed).map_err(|e| Refusal {
-        reason: "NoDotServerBlock",
+        reason: Reason::NoDotServerBlock,
         message: format!("{e}; nothing was written"),
     })?;
     let ctx = RenderContext::for_block(&parsed, dot.index, version);
@@ -209,13 +202,13 @@ pub fn desired(
         message: format!("{e}; nothing was written"),
     })?;
     let channel = corefile::channel(&parsed).map_err(|e| Refusal {
-        reason: "NoDotServerBlock",
+        reason: Reason::NoDotServerBlock,
         message: format!("{e}; nothing was written"),
     })?;
     match channel {
         Channel::Main => {
             let corefile = corefile::render(&base, &managed).map_err(|e| Refusal {
-                reason: "CorefileUnparseable",
+                reason: Reason::CorefileUnparseable,
                 message: format!("the managed text cannot be placed: {e}; nothing was written"),
             })?;
             let hash = effective_hash(&corefile, &BTreeMap::new());
@@ -229,7 +222,7 @@ pub fn desired(
         channel @ Channel::Custom { .. } => {
             let custom_keys: BTreeMap<String, String> = corefile::custom_keys(&managed, &channel)
                 .map_err(|e| Refusal {
-                    reason: "CorefileUnparseable",
+                    reason: Reason::CorefileUnparseable,
                     message: format!(
                         "the coredns-custom keys cannot be written: {e}; nothing was written"
                     ),
@@ -254,7 +247,7 @@ pub fn plan_target(input: &PlanInput<'_>) -> TargetPlan {
     let cm = input.config_map;
     let Some(current) = cm.corefile.as_deref() else {
         return TargetPlan::stalled(
-            "CorefileMissing",
+            Reason::CorefileMissing,
             format!("the ConfigMap has no {COREFILE_KEY:?} key; nothing was written"),
         );
     };
@@ -269,15 +262,17 @@ pub fn plan_target(input: &PlanInput<'_>) -> TargetPlan {
         Ok(d) => d,
         // With no policy left, a damaged Corefile is put back from the copy
         // kept before the first edit.
-        Err(refusal) if input.merged.applied.is_empty() => match cm.annotations.get(ANN_ORIGINAL) {
-            Some(original) => Desired {
-                base: original.clone(),
-                corefile: original.clone(),
-                custom_keys: BTreeMap::new(),
-                hash: effective_hash(original, &BTreeMap::new()),
-            },
-            None => return TargetPlan::stalled(refusal.reason, refusal.message),
-        },
+        Err(refusal) if input.merged.applied.is_empty() => {
+            match cm.annotations.get(annotation::ORIGINAL_COREFILE) {
+                Some(original) => Desired {
+                    base: original.clone(),
+                    corefile: original.clone(),
+                    custom_keys: BTreeMap::new(),
+                    hash: effective_hash(original, &BTreeMap::new()),
+                },
+                None => return TargetPlan::stalled(refusal.reason, refusal.message),
+            }
+        }
         Err(refusal) => return TargetPlan::stalled(refusal.reason, refusal.message),
     };
 
@@ -291,10 +286,10 @@ pub fn plan_target(input: &PlanInput<'_>) -> TargetPlan {
     };
     let releasing = input.merged.applied.is_empty();
 
-    if cm.annotations.get(ANN_FAILED_HASH) == Some(&desired.hash) {
+    if cm.annotations.get(annotation::FAILED_HASH) == Some(&desired.hash) {
         let good = cm
             .annotations
-            .get(ANN_APPLIED_HASH)
+            .get(annotation::APPLIED_HASH)
             .cloned()
             .unwrap_or_default();
         plan.phase = Phase::Stalled(rollout_failed(&desired.hash, &good));
@@ -304,8 +299,8 @@ pub fn plan_target(input: &PlanInput<'_>) -> TargetPlan {
 
     let current_custom = &input.custom.managed_keys;
     let current_hash = effective_hash(current, current_custom);
-    let applied_hash = cm.annotations.get(ANN_APPLIED_HASH);
-    let mut reverts = parse_reverts(cm.annotations.get(ANN_REVERTS), input.now);
+    let applied_hash = cm.annotations.get(annotation::APPLIED_HASH);
+    let mut reverts = parse_reverts(cm.annotations.get(annotation::REVERTS), input.now);
     let drifted = applied_hash.is_some_and(|h| *h != current_hash) && current_hash != desired.hash;
     if drifted {
         reverts.push(input.now);
@@ -316,7 +311,7 @@ pub fn plan_target(input: &PlanInput<'_>) -> TargetPlan {
                 format!("field manager {}", cm.other_corefile_managers.join(", "))
             };
             return TargetPlan::stalled(
-                "CorefileContested",
+                Reason::CorefileContested,
                 format!(
                     "{who} rewrote the Corefile {} times in {} s; dnspolicy stopped writing it. Let one owner keep it: put dnspolicy's stanzas in the coredns-custom ConfigMap, tell your GitOps tool to ignore data.Corefile, or stop the other writer",
                     reverts.len(),
@@ -325,7 +320,7 @@ pub fn plan_target(input: &PlanInput<'_>) -> TargetPlan {
             );
         }
         plan.events.push((
-            "DriftCorrected",
+            EventReason::DriftCorrected,
             "the Corefile was changed by someone else; dnspolicy's stanzas were put back".into(),
         ));
     }
@@ -337,23 +332,23 @@ pub fn plan_target(input: &PlanInput<'_>) -> TargetPlan {
     } else {
         let mut a = BTreeMap::new();
         a.insert(
-            ANN_ORIGINAL.to_string(),
+            annotation::ORIGINAL_COREFILE.to_string(),
             cm.annotations
-                .get(ANN_ORIGINAL)
+                .get(annotation::ORIGINAL_COREFILE)
                 .cloned()
                 .unwrap_or_else(|| desired.base.clone()),
         );
-        a.insert(ANN_APPLIED_HASH.to_string(), desired.hash.clone());
+        a.insert(annotation::APPLIED_HASH.to_string(), desired.hash.clone());
         a.insert(
-            ANN_LAST_GOOD.to_string(),
+            annotation::LAST_GOOD_COREFILE.to_string(),
             cm.annotations
-                .get(ANN_LAST_GOOD)
+                .get(annotation::LAST_GOOD_COREFILE)
                 .cloned()
                 .unwrap_or_else(|| current.to_string()),
         );
         if !reverts.is_empty() {
             a.insert(
-                ANN_REVERTS.to_string(),
+                annotation::REVERTS.to_string(),
                 reverts
                     .iter()
                     .map(i64::to_string)
@@ -365,17 +360,17 @@ pub fn plan_target(input: &PlanInput<'_>) -> TargetPlan {
             input.now.to_string()
         } else {
             cm.annotations
-                .get(ANN_ROLLOUT_STARTED)
+                .get(annotation::ROLLOUT_STARTED)
                 .cloned()
                 .unwrap_or_else(|| input.now.to_string())
         };
-        a.insert(ANN_ROLLOUT_STARTED.to_string(), started);
+        a.insert(annotation::ROLLOUT_STARTED.to_string(), started);
         a
     };
     let owned: BTreeMap<String, String> = cm
         .annotations
         .iter()
-        .filter(|(k, _)| k.starts_with("dnspolicy.dev/"))
+        .filter(|(k, _)| k.starts_with(annotation::PREFIX))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     if corefile_changes || owned != annotations {
@@ -385,7 +380,7 @@ pub fn plan_target(input: &PlanInput<'_>) -> TargetPlan {
         });
         if corefile_changes && !drifted {
             plan.events.push((
-                "CorefileApplied",
+                EventReason::CorefileApplied,
                 format!("Corefile {} written", desired.hash),
             ));
         }
@@ -394,7 +389,7 @@ pub fn plan_target(input: &PlanInput<'_>) -> TargetPlan {
         plan.write_custom = Some(desired.custom_keys.clone());
         if !drifted {
             plan.events.push((
-                "CorefileApplied",
+                EventReason::CorefileApplied,
                 format!("coredns-custom keys {} written", desired.hash),
             ));
         }
@@ -412,22 +407,27 @@ pub fn plan_target(input: &PlanInput<'_>) -> TargetPlan {
     if deployment.template_hash.as_deref() != Some(desired.hash.as_str()) {
         plan.roll_to = Some(desired.hash.clone());
         plan.events.push((
-            "RolloutStarted",
+            EventReason::RolloutStarted,
             format!("rolling CoreDNS onto Corefile {}", desired.hash),
         ));
         return plan;
     }
     if deployment.rolled_out() {
         plan.phase = Phase::RolledOut;
-        if !releasing && cm.annotations.get(ANN_LAST_GOOD) != Some(&desired.corefile) {
+        if !releasing
+            && cm.annotations.get(annotation::LAST_GOOD_COREFILE) != Some(&desired.corefile)
+        {
             let mut annotations = annotations;
-            annotations.insert(ANN_LAST_GOOD.to_string(), desired.corefile.clone());
+            annotations.insert(
+                annotation::LAST_GOOD_COREFILE.to_string(),
+                desired.corefile.clone(),
+            );
             plan.write_config_map = Some(ConfigMapWrite {
                 corefile: desired.corefile.clone(),
                 annotations,
             });
             plan.events.push((
-                "RolloutFinished",
+                EventReason::RolloutFinished,
                 format!("CoreDNS runs Corefile {}", desired.hash),
             ));
         }
@@ -435,23 +435,26 @@ pub fn plan_target(input: &PlanInput<'_>) -> TargetPlan {
     }
     let started: i64 = cm
         .annotations
-        .get(ANN_ROLLOUT_STARTED)
+        .get(annotation::ROLLOUT_STARTED)
         .and_then(|s| s.parse().ok())
         .unwrap_or(input.now);
     if !releasing && input.now - started > input.rollout_deadline_secs {
         let last_good = cm
             .annotations
-            .get(ANN_LAST_GOOD)
+            .get(annotation::LAST_GOOD_COREFILE)
             .cloned()
             .unwrap_or_else(|| desired.base.clone());
         let good_hash = effective_hash(&last_good, &BTreeMap::new());
         let mut annotations = annotations;
-        annotations.insert(ANN_FAILED_HASH.to_string(), desired.hash.clone());
-        annotations.insert(ANN_APPLIED_HASH.to_string(), good_hash.clone());
-        annotations.insert(ANN_ROLLOUT_STARTED.to_string(), input.now.to_string());
+        annotations.insert(annotation::FAILED_HASH.to_string(), desired.hash.clone());
+        annotations.insert(annotation::APPLIED_HASH.to_string(), good_hash.clone());
+        annotations.insert(
+            annotation::ROLLOUT_STARTED.to_string(),
+            input.now.to_string(),
+        );
         let refusal = rollout_failed(&desired.hash, &good_hash);
         plan.events.push((
-            "Rollback",
+            EventReason::Rollback,
             format!(
                 "{} ({} of {} pods available after {} s)",
                 refusal.message,
@@ -482,7 +485,7 @@ pub fn plan_target(input: &PlanInput<'_>) -> TargetPlan {
 /// status settles and is not rewritten.
 fn rollout_failed(bad: &str, good: &str) -> Refusal {
     Refusal {
-        reason: "RolloutFailed",
+        reason: Reason::RolloutFailed,
         message: format!(
             "CoreDNS did not become available on Corefile {bad} within the rollout deadline; the last good Corefile {good} was put back. Check the CoreDNS pods' logs, then change the policy to try again"
         ),
@@ -566,9 +569,9 @@ mod tests {
         let p = plan(&merged, &stock(), &deployment(None, true), 1000);
         let write = p.write_config_map.as_ref().expect("a ConfigMap write");
         assert!(write.corefile.contains("tailb45a71"));
-        assert_eq!(write.annotations[ANN_ORIGINAL], KUBEADM);
-        assert_eq!(write.annotations[ANN_LAST_GOOD], KUBEADM);
-        assert_eq!(write.annotations[ANN_ROLLOUT_STARTED], "1000");
+        assert_eq!(write.annotations[annotation::ORIGINAL_COREFILE], KUBEADM);
+        assert_eq!(write.annotations[annotation::LAST_GOOD_COREFILE], KUBEADM);
+        assert_eq!(write.annotations[annotation::ROLLOUT_STARTED], "1000");
         assert_eq!(p.roll_to, p.desired_hash);
         assert_eq!(p.phase, Phase::Progressing);
     }
@@ -598,7 +601,10 @@ mod tests {
         let done = plan(&merged, &cm, &deployment(hash.as_deref(), true), 1020);
         assert_eq!(done.phase, Phase::RolledOut);
         let write = done.write_config_map.as_ref().expect("last good recorded");
-        assert_eq!(write.annotations[ANN_LAST_GOOD], write.corefile);
+        assert_eq!(
+            write.annotations[annotation::LAST_GOOD_COREFILE],
+            write.corefile
+        );
         let settled = plan(
             &merged,
             &after(write),
@@ -622,7 +628,7 @@ mod tests {
         let Phase::RolledBack(r) = &late.phase else {
             panic!("{late:?}")
         };
-        assert_eq!(r.reason, "RolloutFailed");
+        assert_eq!(r.reason, Reason::RolloutFailed);
         let write = late.write_config_map.as_ref().unwrap();
         assert_eq!(write.corefile, KUBEADM);
         assert_eq!(late.roll_to, Some(corefile::corefile_hash(KUBEADM)));
@@ -634,7 +640,7 @@ mod tests {
             1070,
         );
         assert!(
-            matches!(next.phase, Phase::Stalled(ref r) if r.reason == "RolloutFailed"),
+            matches!(next.phase, Phase::Stalled(ref r) if r.reason == Reason::RolloutFailed),
             "{next:?}"
         );
         assert!(!next.writes());
@@ -691,7 +697,9 @@ mod tests {
                 1100 + round as i64,
             );
             assert!(
-                p.events.iter().any(|(r, _)| *r == "DriftCorrected"),
+                p.events
+                    .iter()
+                    .any(|(r, _)| *r == EventReason::DriftCorrected),
                 "round {round}: {p:?}"
             );
             cm = ConfigMapView {
@@ -705,7 +713,7 @@ mod tests {
         let Phase::Stalled(r) = &p.phase else {
             panic!("{p:?}")
         };
-        assert_eq!(r.reason, "CorefileContested");
+        assert_eq!(r.reason, Reason::CorefileContested);
         assert!(
             r.message.contains("argocd-controller") && r.message.contains("coredns-custom"),
             "{}",
@@ -723,7 +731,7 @@ mod tests {
         };
         let p = plan(&merged, &broken, &deployment(None, true), 1000);
         assert!(
-            matches!(p.phase, Phase::Stalled(ref r) if r.reason == "CorefileUnparseable"),
+            matches!(p.phase, Phase::Stalled(ref r) if r.reason == Reason::CorefileUnparseable),
             "{p:?}"
         );
         assert!(!p.writes());
@@ -731,7 +739,7 @@ mod tests {
         digest.image = Some("registry.k8s.io/coredns/coredns@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef".into());
         let p = plan(&merged, &stock(), &digest, 1000);
         assert!(
-            matches!(p.phase, Phase::Stalled(ref r) if r.reason == "UnknownCoreDNSVersion" && r.message.contains("--coredns-version")),
+            matches!(p.phase, Phase::Stalled(ref r) if r.reason == Reason::UnknownCoreDNSVersion && r.message.contains("--coredns-version")),
             "{p:?}"
         );
         assert!(!p.writes());

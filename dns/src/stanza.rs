@@ -41,6 +41,7 @@ use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use dnspolicy_crd::SuffixAction;
+use dnspolicy_crd::vocabulary::Reason;
 
 use crate::corefile::{Corefile, ManagedText};
 use crate::policy::{MergedPolicies, SuffixRule, check_dns_name};
@@ -169,14 +170,14 @@ pub enum RenderError {
 
 impl RenderError {
     /// A CamelCase reason for conditions, events and metrics.
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> Reason {
         match self {
-            RenderError::Version(VersionError::Unsupported { .. }) => "UnsupportedCoreDNS",
-            RenderError::Version(_) => "UnknownCoreDNSVersion",
-            RenderError::NeedsNewerCoreDns { .. } => "NeedsNewerCoreDNS",
-            RenderError::ZoneTaken { .. } => "ZoneTaken",
-            RenderError::NoSelfAddress { .. } => "NoSelfAddress",
-            RenderError::InvalidName { .. } => "InvalidName",
+            RenderError::Version(VersionError::Unsupported { .. }) => Reason::UnsupportedCoreDNS,
+            RenderError::Version(_) => Reason::UnknownCoreDNSVersion,
+            RenderError::NeedsNewerCoreDns { .. } => Reason::NeedsNewerCoreDNS,
+            RenderError::ZoneTaken { .. } => Reason::ZoneTaken,
+            RenderError::NoSelfAddress { .. } => Reason::NoSelfAddress,
+            RenderError::InvalidName { .. } => Reason::InvalidName,
         }
     }
 }

@@ -114,6 +114,11 @@ impl Metrics {
             .set(polluted as i64);
     }
 
+    /// Drops a deleted policy's series, so nothing stale stays exported.
+    pub fn forget_policy(&self, policy: &str) {
+        self.polluted.remove(&vec![("policy", policy.to_string())]);
+    }
+
     pub fn watched_pods(&self, pods: usize) {
         self.watched_pods.set(pods as i64);
     }

@@ -1,4 +1,4 @@
-//! Pollution accounting: which pods carry a declared suffix in the search
+//! The pollution index: which pods carry a declared suffix in the search
 //! list kubelet wrote for them.
 //!
 //! Watch events are folded into a synchronous index (`apply_pod`,
@@ -6,25 +6,11 @@
 //! needs, never whole Pod objects; tests build the index in memory.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
+use dnspolicy_crd::vocabulary::annotation;
 use dnspolicy_crd::{ClusterDNSPolicy, MAX_STATUS_NAMESPACES};
-use futures::{SinkExt, StreamExt};
-use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::api::Api;
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Client, ResourceExt};
-use tracing::warn;
-
-use crate::metrics::Metrics;
 use dnspolicy_dns::kubelet::{self, DnsPolicy, NodeDns, PodDns, PodDnsConfig};
-
-/// Annotations the node agent publishes on its Node.
-pub const ANN_HOST_SEARCH: &str = "dnspolicy.dev/host-search";
-pub const ANN_HOST_SEARCH_SINCE: &str = "dnspolicy.dev/host-search-since";
-pub const ANN_HOST_SEARCH_PREVIOUS: &str = "dnspolicy.dev/host-search-previous";
+use k8s_openapi::api::core::v1::{Node, Pod};
 
 /// What kubelet's resolv.conf logic needs of a pod.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,8 +47,8 @@ pub struct PolicyCounts {
 #[derive(Debug, Default)]
 pub struct PollutionIndex {
     /// namespace -> pod name -> facts. Namespace keys are shared by their pods.
-    pods: HashMap<String, HashMap<String, PodFacts>>,
-    nodes: HashMap<String, NodeFacts>,
+    pub(super) pods: HashMap<String, HashMap<String, PodFacts>>,
+    pub(super) nodes: HashMap<String, NodeFacts>,
 }
 
 impl PollutionIndex {
@@ -170,6 +156,22 @@ impl PollutionIndex {
 }
 
 /// The few fields of a Pod the index keeps.
+/// A policy's counts: its suffixes, its node selector, its cluster domain.
+/// The one computation behind both the status and the metric.
+pub fn policy_counts(index: &PollutionIndex, policy: &ClusterDNSPolicy) -> PolicyCounts {
+    let suffixes: Vec<String> = policy
+        .spec
+        .foreign_suffixes
+        .iter()
+        .map(|s| s.suffix.clone())
+        .collect();
+    index.counts(
+        &suffixes,
+        &policy.spec.node_selector,
+        &policy.spec.cluster_domain,
+    )
+}
+
 pub fn pod_facts(pod: &Pod) -> PodFacts {
     let spec = pod.spec.as_ref();
     PodFacts {
@@ -199,127 +201,12 @@ pub fn node_facts(node: &Node) -> NodeFacts {
     };
     NodeFacts {
         labels: node.metadata.labels.clone().unwrap_or_default(),
-        host_search: list(ANN_HOST_SEARCH),
+        host_search: list(annotation::HOST_SEARCH),
         host_search_since: annotations
-            .get(ANN_HOST_SEARCH_SINCE)
+            .get(annotation::HOST_SEARCH_SINCE)
             .and_then(|s| s.parse::<k8s_openapi::jiff::Timestamp>().ok())
             .map(|t| t.as_second()),
-        previous_host_search: list(ANN_HOST_SEARCH_PREVIOUS),
-    }
-}
-
-/// Folds pod and node watches into `index`, and every second asks for a
-/// reconcile of each policy whose counts changed, so status follows churn.
-pub async fn watch(
-    client: Client,
-    index: Arc<Mutex<PollutionIndex>>,
-    policies: Store<ClusterDNSPolicy>,
-    mut trigger: futures::channel::mpsc::Sender<ObjectRef<ClusterDNSPolicy>>,
-    metrics: Arc<Metrics>,
-) {
-    let pods = watch_pods(Api::<Pod>::all(client.clone()), index.clone());
-    let nodes = watch_nodes(Api::<Node>::all(client), index.clone());
-    tokio::spawn(pods);
-    tokio::spawn(nodes);
-    let mut last: HashMap<String, PolicyCounts> = HashMap::new();
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    loop {
-        tick.tick().await;
-        let policies = policies.state();
-        let mut changed = Vec::new();
-        {
-            let index = index.lock().expect("pollution index lock");
-            metrics.watched_pods(index.pod_count());
-            for p in &policies {
-                let suffixes: Vec<String> = p
-                    .spec
-                    .foreign_suffixes
-                    .iter()
-                    .map(|s| s.suffix.clone())
-                    .collect();
-                let counts = index.counts(&suffixes, &p.spec.node_selector, &p.spec.cluster_domain);
-                metrics.polluted_pods(&p.name_any(), counts.polluted);
-                if last.get(&p.name_any()) != Some(&counts) {
-                    last.insert(p.name_any(), counts);
-                    changed.push(ObjectRef::from_obj(p.as_ref()));
-                }
-            }
-        }
-        for r in changed {
-            if trigger.send(r).await.is_err() {
-                return;
-            }
-        }
-    }
-}
-
-async fn watch_pods(api: Api<Pod>, index: Arc<Mutex<PollutionIndex>>) {
-    let mut relist: Option<PollutionIndex> = None;
-    let mut events = watcher(api, watcher::Config::default().any_semantic())
-        .default_backoff()
-        .boxed();
-    while let Some(event) = events.next().await {
-        match event {
-            Ok(watcher::Event::Init) => relist = Some(PollutionIndex::default()),
-            Ok(watcher::Event::InitApply(pod)) => {
-                if let Some(r) = relist.as_mut() {
-                    r.apply_pod(
-                        &pod.namespace().unwrap_or_default(),
-                        &pod.name_any(),
-                        pod_facts(&pod),
-                    );
-                }
-            }
-            Ok(watcher::Event::InitDone) => {
-                if let Some(r) = relist.take() {
-                    let mut index = index.lock().expect("pollution index lock");
-                    index.pods = r.pods;
-                }
-            }
-            Ok(watcher::Event::Apply(pod)) => {
-                index.lock().expect("pollution index lock").apply_pod(
-                    &pod.namespace().unwrap_or_default(),
-                    &pod.name_any(),
-                    pod_facts(&pod),
-                )
-            }
-            Ok(watcher::Event::Delete(pod)) => index
-                .lock()
-                .expect("pollution index lock")
-                .delete_pod(&pod.namespace().unwrap_or_default(), &pod.name_any()),
-            Err(e) => warn!(error = %e, "pod watch failed; retrying"),
-        }
-    }
-}
-
-async fn watch_nodes(api: Api<Node>, index: Arc<Mutex<PollutionIndex>>) {
-    let mut relist: Option<HashMap<String, NodeFacts>> = None;
-    let mut events = watcher(api, watcher::Config::default().any_semantic())
-        .default_backoff()
-        .boxed();
-    while let Some(event) = events.next().await {
-        match event {
-            Ok(watcher::Event::Init) => relist = Some(HashMap::new()),
-            Ok(watcher::Event::InitApply(node)) => {
-                if let Some(r) = relist.as_mut() {
-                    r.insert(node.name_any(), node_facts(&node));
-                }
-            }
-            Ok(watcher::Event::InitDone) => {
-                if let Some(r) = relist.take() {
-                    index.lock().expect("pollution index lock").nodes = r;
-                }
-            }
-            Ok(watcher::Event::Apply(node)) => index
-                .lock()
-                .expect("pollution index lock")
-                .apply_node(&node.name_any(), node_facts(&node)),
-            Ok(watcher::Event::Delete(node)) => index
-                .lock()
-                .expect("pollution index lock")
-                .delete_node(&node.name_any()),
-            Err(e) => warn!(error = %e, "node watch failed; retrying"),
-        }
+        previous_host_search: list(annotation::HOST_SEARCH_PREVIOUS),
     }
 }
 

@@ -1,0 +1,157 @@
+//! The words the operator, the command line and the tests share: condition
+//! types, condition and Event reasons, annotation keys, the field manager,
+//! the finalizer. One definition each, so a test asserts what the code writes.
+
+use std::fmt;
+
+/// `apiVersion` of every ClusterDNSPolicy.
+pub const API_VERSION: &str = "dnspolicy.dev/v1alpha1";
+pub const KIND: &str = "ClusterDNSPolicy";
+
+/// The one field manager for every write dnspolicy makes.
+pub const FIELD_MANAGER: &str = "dnspolicy";
+/// Held on a policy until the target's Corefile no longer carries its stanzas.
+pub const FINALIZER: &str = "dnspolicy.dev/cleanup";
+
+/// Condition types, kstatus's three first.
+pub mod condition {
+    pub const READY: &str = "Ready";
+    pub const RECONCILING: &str = "Reconciling";
+    pub const STALLED: &str = "Stalled";
+    pub const COREFILE_APPLIED: &str = "CorefileApplied";
+    pub const ROLLED_OUT: &str = "RolledOut";
+    /// The order status lists them in, so equal statuses compare equal.
+    pub const ALL: [&str; 5] = [READY, RECONCILING, STALLED, COREFILE_APPLIED, ROLLED_OUT];
+}
+
+/// Annotation keys dnspolicy writes.
+pub mod annotation {
+    /// On the target ConfigMap: the Corefile before dnspolicy's first edit.
+    pub const ORIGINAL_COREFILE: &str = "dnspolicy.dev/original-corefile";
+    /// On the target ConfigMap: the hash of what dnspolicy last wrote.
+    pub const APPLIED_HASH: &str = "dnspolicy.dev/applied-hash";
+    /// On the target ConfigMap: the last Corefile CoreDNS ran well.
+    pub const LAST_GOOD_COREFILE: &str = "dnspolicy.dev/last-good-corefile";
+    /// On the target ConfigMap: a hash CoreDNS refused; never written again.
+    pub const FAILED_HASH: &str = "dnspolicy.dev/failed-hash";
+    /// On the target ConfigMap: when the current rollout started (unix seconds).
+    pub const ROLLOUT_STARTED: &str = "dnspolicy.dev/rollout-started";
+    /// On the target ConfigMap: times of recent reverts of foreign edits.
+    pub const REVERTS: &str = "dnspolicy.dev/reverts";
+    /// On the Deployment's pod template: the Corefile hash, so a change rolls CoreDNS.
+    pub const TEMPLATE_HASH: &str = "dnspolicy.dev/corefile-hash";
+    /// On a Node: its host search list, published by the node agent.
+    pub const HOST_SEARCH: &str = "dnspolicy.dev/host-search";
+    /// On a Node: since when the host search list has been what it is.
+    pub const HOST_SEARCH_SINCE: &str = "dnspolicy.dev/host-search-since";
+    /// On a Node: the host search list before the last change, for pods
+    /// created before it (kubelet wrote their resolv.conf then).
+    pub const HOST_SEARCH_PREVIOUS: &str = "dnspolicy.dev/host-search-previous";
+    /// Every key dnspolicy owns starts with this.
+    pub const PREFIX: &str = "dnspolicy.dev/";
+}
+
+/// Why a condition is what it is. The CamelCase name is the API value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Reason {
+    // Working.
+    Progressing,
+    RolledOut,
+    Applied,
+    // Refused: the policy.
+    InvalidSpec,
+    Conflict,
+    InvalidName,
+    ZoneTaken,
+    // Refused: the target.
+    TargetNotFound,
+    CorefileMissing,
+    CorefileUnparseable,
+    NoDotServerBlock,
+    NoSelfAddress,
+    UnknownCoreDNSVersion,
+    UnsupportedCoreDNS,
+    NeedsNewerCoreDNS,
+    CorefileContested,
+    // Rolled back.
+    RolloutFailed,
+}
+
+impl Reason {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Reason::Progressing => "Progressing",
+            Reason::RolledOut => "RolledOut",
+            Reason::Applied => "Applied",
+            Reason::InvalidSpec => "InvalidSpec",
+            Reason::Conflict => "Conflict",
+            Reason::InvalidName => "InvalidName",
+            Reason::ZoneTaken => "ZoneTaken",
+            Reason::TargetNotFound => "TargetNotFound",
+            Reason::CorefileMissing => "CorefileMissing",
+            Reason::CorefileUnparseable => "CorefileUnparseable",
+            Reason::NoDotServerBlock => "NoDotServerBlock",
+            Reason::NoSelfAddress => "NoSelfAddress",
+            Reason::UnknownCoreDNSVersion => "UnknownCoreDNSVersion",
+            Reason::UnsupportedCoreDNS => "UnsupportedCoreDNS",
+            Reason::NeedsNewerCoreDNS => "NeedsNewerCoreDNS",
+            Reason::CorefileContested => "CorefileContested",
+            Reason::RolloutFailed => "RolloutFailed",
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for Reason {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+/// Why an Event was published on a policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventReason {
+    CorefileApplied,
+    RolloutStarted,
+    RolloutFinished,
+    Rollback,
+    DriftCorrected,
+    Conflict,
+    InvalidSpec,
+}
+
+impl EventReason {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            EventReason::CorefileApplied => "CorefileApplied",
+            EventReason::RolloutStarted => "RolloutStarted",
+            EventReason::RolloutFinished => "RolloutFinished",
+            EventReason::Rollback => "Rollback",
+            EventReason::DriftCorrected => "DriftCorrected",
+            EventReason::Conflict => "Conflict",
+            EventReason::InvalidSpec => "InvalidSpec",
+        }
+    }
+
+    /// Warnings are what a person should look at.
+    pub const fn is_warning(self) -> bool {
+        matches!(
+            self,
+            EventReason::Rollback
+                | EventReason::DriftCorrected
+                | EventReason::Conflict
+                | EventReason::InvalidSpec
+        )
+    }
+}
+
+impl fmt::Display for EventReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

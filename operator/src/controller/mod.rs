@@ -1,0 +1,411 @@
+//! The controller: one policy's reconcile is a pipeline you can read on one
+//! screen (`reconcile`): dereference -> validate -> plan -> apply -> status.
+//! Validation and planning are the pure core's (`dnspolicy_dns`); the status
+//! is a pure function (`status`); the target's I/O is in `target`.
+
+mod status;
+mod target;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use dnspolicy_crd::vocabulary::{API_VERSION, EventReason, FIELD_MANAGER, FINALIZER, KIND, Reason};
+use dnspolicy_crd::{ClusterDNSPolicy, ClusterDNSPolicyStatus, CoreDnsTarget, RolloutMode};
+use dnspolicy_dns::plan::{self, CUSTOM_CONFIGMAP, Phase, PlanInput, TargetPlan};
+use dnspolicy_dns::policy::{self, MergedPolicies, ValidPolicy};
+use dnspolicy_dns::version::CoreDnsVersion;
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use serde_json::json;
+use tracing::{info, warn};
+
+pub use status::{Finding, policy_status};
+
+use crate::metrics::Metrics;
+use crate::pollution::{LatestCounts, PollutionIndex, policy_counts};
+
+/// A reconcile that could not finish; retried by `error_policy`.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot {verb} {object}: {source}")]
+    Api {
+        verb: &'static str,
+        /// e.g. `ConfigMap kube-system/coredns`
+        object: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+impl Error {
+    /// Wraps an API error with what was being done to which object.
+    fn api(verb: &'static str, object: String) -> impl FnOnce(kube::Error) -> Error {
+        move |source| Error::Api {
+            verb,
+            object,
+            source,
+        }
+    }
+
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Api { .. } => "kube",
+        }
+    }
+}
+
+/// Settings of `dnspolicy-operator run` the controller needs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub rollout_deadline: Duration,
+    pub coredns_version: Option<CoreDnsVersion>,
+    /// The namespace whose ConfigMaps and Deployments are watched for drift.
+    pub watch_namespace: String,
+}
+
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    pub settings: Settings,
+    pub policies: Store<ClusterDNSPolicy>,
+    pub pollution: Arc<Mutex<PollutionIndex>>,
+    pub counts: LatestCounts,
+}
+
+/// Runs the controller until shutdown.
+pub async fn run(
+    client: Client,
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let policies: Api<ClusterDNSPolicy> = Api::all(client.clone());
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &settings.watch_namespace);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &settings.watch_namespace);
+
+    let controller = Controller::new(policies, watcher::Config::default().any_semantic())
+        .with_config(ControllerConfig::default().concurrency(1));
+    let store = controller.store();
+    let pollution = Arc::new(Mutex::new(PollutionIndex::default()));
+    let counts = LatestCounts::default();
+    // Pod churn that changes a policy's counts triggers its reconcile.
+    let (trigger_tx, trigger_rx) =
+        futures::channel::mpsc::channel::<ObjectRef<ClusterDNSPolicy>>(256);
+    tokio::spawn(crate::pollution::watch(
+        client.clone(),
+        pollution.clone(),
+        counts.clone(),
+        store.clone(),
+        trigger_tx,
+        metrics.clone(),
+    ));
+
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        recorder: Recorder::new(client.clone(), FIELD_MANAGER.into()),
+        metrics,
+        settings,
+        policies: store.clone(),
+        pollution,
+        counts,
+    });
+    let cm_store = store.clone();
+    let deploy_store = store.clone();
+    controller
+        .watches(
+            config_maps,
+            watcher::Config::default(),
+            move |cm: ConfigMap| {
+                policies_targeting(&cm_store, cm.namespace().as_deref(), |t| {
+                    Some(t.config_map.as_str()) == cm.metadata.name.as_deref()
+                        || cm.metadata.name.as_deref() == Some(CUSTOM_CONFIGMAP)
+                })
+            },
+        )
+        .watches(
+            deployments,
+            watcher::Config::default(),
+            move |d: Deployment| {
+                policies_targeting(&deploy_store, d.namespace().as_deref(), |t| {
+                    Some(t.deployment.as_str()) == d.metadata.name.as_deref()
+                })
+            },
+        )
+        .reconcile_on(trigger_rx)
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                warn!(error = %e, "reconcile failed");
+            }
+        })
+        .await;
+}
+
+fn policies_targeting(
+    store: &Store<ClusterDNSPolicy>,
+    namespace: Option<&str>,
+    matches: impl Fn(&CoreDnsTarget) -> bool,
+) -> Vec<ObjectRef<ClusterDNSPolicy>> {
+    store
+        .state()
+        .iter()
+        .filter(|p| Some(p.spec.target.namespace.as_str()) == namespace && matches(&p.spec.target))
+        .map(|p| ObjectRef::from_obj(p.as_ref()))
+        .collect()
+}
+
+fn error_policy(policy: Arc<ClusterDNSPolicy>, error: &Error, ctx: Arc<Context>) -> Action {
+    warn!(policy = %policy.name_any(), error = %error, "reconcile error; retrying");
+    ctx.metrics.reconcile_failure(error.metric_label());
+    Action::requeue(Duration::from_secs(5))
+}
+
+/// One policy's reconcile. The target-wide part (plan and apply) is
+/// idempotent, so whichever policy of a target runs it, the result is the same.
+async fn reconcile(policy: Arc<ClusterDNSPolicy>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let name = policy.name_any();
+    let deleting = policy.metadata.deletion_timestamp.is_some();
+    let has_finalizer = policy.finalizers().iter().any(|f| f == FINALIZER);
+    if deleting && !has_finalizer {
+        return Ok(Action::await_change());
+    }
+
+    // 1. dereference: the live policies that share this target
+    let target = policy.spec.target.clone();
+    let siblings = live_policies_of(&ctx.policies, &target);
+
+    // 2. validate (pure), before anything is written for this policy
+    let (valid, own_invalid) = validate(&siblings, &name);
+    if let Some(message) = own_invalid {
+        write_status(&ctx, &policy, Finding::Invalid { message: &message }).await?;
+        publish(&ctx, &policy, EventReason::InvalidSpec, &message).await;
+        ctx.metrics.reconciled("invalid", started.elapsed());
+        return Ok(Action::await_change());
+    }
+    if !deleting && !has_finalizer {
+        set_finalizers(&ctx, &name, &[FINALIZER]).await?;
+    }
+
+    // 3. plan (pure) over the target's objects
+    let merged = policy::merge(&valid);
+    let rollout = rollout_mode(&siblings);
+    let plan = match target::read(&ctx.client, &target).await? {
+        Ok(observed) => plan::plan_target(&PlanInput {
+            merged: &merged,
+            rollout,
+            config_map: &observed.config_map,
+            custom: &observed.custom,
+            deployment: &observed.deployment,
+            now: chrono::Utc::now().timestamp(),
+            rollout_deadline_secs: ctx.settings.rollout_deadline.as_secs() as i64,
+            version_override: ctx.settings.coredns_version,
+        }),
+        Err(missing) => TargetPlan::stalled(Reason::TargetNotFound, missing),
+    };
+
+    // 4. apply, and tell the policies of the target
+    target::apply(&ctx.client, &ctx.metrics, &target, &plan).await?;
+    report(&ctx, &target, &plan, &merged, &siblings).await;
+
+    if deleting {
+        if plan.writes() || !matches!(plan.phase, Phase::Stalled(_)) || merged.applied.is_empty() {
+            set_finalizers(&ctx, &name, &[]).await?;
+            info!(policy = %name, "finalizer removed after the target was re-rendered without it");
+        }
+        ctx.metrics.reconciled("deleted", started.elapsed());
+        return Ok(Action::await_change());
+    }
+
+    // 5. status (pure), written only when it changed
+    let conflict = merged.conflicts.iter().find(|c| c.policy == name);
+    if let Some(c) = conflict.filter(|_| !already_stalled_by(&policy, Reason::Conflict)) {
+        publish(&ctx, &policy, EventReason::Conflict, &c.message).await;
+    }
+    let finding = Finding::Planned {
+        plan: &plan,
+        conflict: conflict.map(|c| c.message.as_str()),
+    };
+    write_status(&ctx, &policy, finding).await?;
+
+    let result = match &plan.phase {
+        Phase::RolledOut => "rolled-out",
+        Phase::Progressing => "progressing",
+        Phase::RolledBack(_) => "rolled-back",
+        Phase::Stalled(_) => "stalled",
+    };
+    ctx.metrics.reconciled(result, started.elapsed());
+    Ok(match plan.phase {
+        Phase::Progressing => Action::requeue(Duration::from_secs(1)),
+        _ => Action::requeue(Duration::from_secs(300)),
+    })
+}
+
+fn live_policies_of(
+    store: &Store<ClusterDNSPolicy>,
+    target: &CoreDnsTarget,
+) -> Vec<Arc<ClusterDNSPolicy>> {
+    store
+        .state()
+        .into_iter()
+        .filter(|p| &p.spec.target == target && p.metadata.deletion_timestamp.is_none())
+        .collect()
+}
+
+/// The valid policies, and the message when `own` is not one of them.
+/// Another policy's bad spec is its own reconcile's business.
+fn validate(siblings: &[Arc<ClusterDNSPolicy>], own: &str) -> (Vec<ValidPolicy>, Option<String>) {
+    let mut valid = Vec::new();
+    let mut own_invalid = None;
+    for p in siblings {
+        match policy::validate(&p.name_any(), &p.spec) {
+            Ok(v) => valid.push(v),
+            Err(e) if p.name_any() == own => own_invalid = Some(e.to_string()),
+            Err(_) => {}
+        }
+    }
+    (valid, own_invalid)
+}
+
+/// Restart when any policy of the target asks for it, or none is left (the
+/// restored Corefile must reach CoreDNS too).
+fn rollout_mode(siblings: &[Arc<ClusterDNSPolicy>]) -> RolloutMode {
+    if siblings.is_empty()
+        || siblings
+            .iter()
+            .any(|p| p.spec.rollout == RolloutMode::Restart)
+    {
+        RolloutMode::Restart
+    } else {
+        RolloutMode::None
+    }
+}
+
+fn already_stalled_by(policy: &ClusterDNSPolicy, reason: Reason) -> bool {
+    policy.status.as_ref().is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == "Stalled" && c.status == "True" && reason == c.reason.as_str())
+    })
+}
+
+/// Metrics, logs and Events for what the plan did, on every policy of the
+/// target whose rules it carries.
+async fn report(
+    ctx: &Context,
+    target: &CoreDnsTarget,
+    plan: &TargetPlan,
+    merged: &MergedPolicies,
+    siblings: &[Arc<ClusterDNSPolicy>],
+) {
+    match &plan.phase {
+        Phase::RolledBack(_) => ctx.metrics.rollout("rolled-back"),
+        Phase::RolledOut
+            if plan
+                .events
+                .iter()
+                .any(|(r, _)| *r == EventReason::RolloutFinished) =>
+        {
+            ctx.metrics.rollout("finished")
+        }
+        _ => {}
+    }
+    for (reason, note) in &plan.events {
+        for p in siblings
+            .iter()
+            .filter(|p| merged.applied.contains(&p.name_any()) || merged.applied.is_empty())
+        {
+            publish(ctx, p, *reason, note).await;
+        }
+        info!(target = %format!("{}/{}", target.namespace, target.config_map), reason = %reason, note, "target changed");
+    }
+}
+
+async fn set_finalizers(ctx: &Context, name: &str, finalizers: &[&str]) -> Result<(), Error> {
+    let api: Api<ClusterDNSPolicy> = Api::all(ctx.client.clone());
+    let patch = json!({
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "metadata": {"name": name, "finalizers": finalizers},
+    });
+    match api
+        .patch(
+            name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        // Already gone: nothing left to hold.
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(Error::api("set the finalizer of", format!("{KIND} {name}"))(e)),
+    }
+}
+
+async fn write_status(
+    ctx: &Context,
+    policy: &ClusterDNSPolicy,
+    finding: Finding<'_>,
+) -> Result<(), Error> {
+    let counts = {
+        let latest = ctx
+            .counts
+            .lock()
+            .expect("latest counts lock")
+            .get(&policy.name_any())
+            .cloned();
+        // Before the first accounting tick, count now.
+        latest.unwrap_or_else(|| {
+            policy_counts(&ctx.pollution.lock().expect("pollution index lock"), policy)
+        })
+    };
+    let status: ClusterDNSPolicyStatus = policy_status(
+        policy.status.as_ref(),
+        policy.metadata.generation,
+        finding,
+        &counts,
+        Time(k8s_openapi::jiff::Timestamp::now()),
+    );
+    if policy.status.as_ref() == Some(&status) {
+        return Ok(());
+    }
+    let name = policy.name_any();
+    let patch = json!({"apiVersion": API_VERSION, "kind": KIND, "status": status});
+    Api::<ClusterDNSPolicy>::all(ctx.client.clone())
+        .patch_status(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map_err(Error::api("write the status of", format!("{KIND} {name}")))?;
+    Ok(())
+}
+
+async fn publish(ctx: &Context, policy: &ClusterDNSPolicy, reason: EventReason, note: &str) {
+    let event = Event {
+        type_: if reason.is_warning() {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
+        reason: reason.to_string(),
+        note: Some(note.into()),
+        action: reason.to_string(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &policy.object_ref(&())).await {
+        warn!(error = %e, reason = %reason, "could not publish event");
+    }
+}

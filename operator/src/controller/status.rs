@@ -1,0 +1,258 @@
+//! The status a policy should show, as a pure function of what the reconcile
+//! found. Conditions keep their transition time while their status does not
+//! change, so an unchanged world computes an equal status and writes nothing.
+
+use std::collections::BTreeMap;
+
+use dnspolicy_crd::vocabulary::{Reason, condition};
+use dnspolicy_crd::{ClusterDNSPolicyStatus, NamespacePollution, PodCounts};
+use dnspolicy_dns::plan::{Phase, TargetPlan};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+use crate::pollution::PolicyCounts;
+
+/// What the reconcile found for one policy.
+#[derive(Debug, Clone, Copy)]
+pub enum Finding<'a> {
+    /// The policy's own spec is unusable; nothing was planned for it.
+    Invalid { message: &'a str },
+    /// The target was planned (and the plan carried out); `conflict` when this
+    /// policy's rules lost the merge to an earlier one.
+    Planned {
+        plan: &'a TargetPlan,
+        conflict: Option<&'a str>,
+    },
+}
+
+/// The policy's next status. `now` stamps conditions that change.
+pub fn policy_status(
+    old: Option<&ClusterDNSPolicyStatus>,
+    generation: Option<i64>,
+    finding: Finding<'_>,
+    counts: &PolicyCounts,
+    now: Time,
+) -> ClusterDNSPolicyStatus {
+    let old = old.cloned().unwrap_or_default();
+    let mut conds = Conditions {
+        old: &old.conditions,
+        new: BTreeMap::new(),
+        generation,
+        now,
+    };
+    let plan = match finding {
+        Finding::Invalid { message } => {
+            conds.refused(Reason::InvalidSpec, message);
+            None
+        }
+        Finding::Planned {
+            plan,
+            conflict: Some(message),
+        } => {
+            conds.refused(Reason::Conflict, message);
+            Some(plan)
+        }
+        Finding::Planned {
+            plan,
+            conflict: None,
+        } => {
+            conds.phase(&plan.phase);
+            Some(plan)
+        }
+    };
+    ClusterDNSPolicyStatus {
+        observed_generation: generation,
+        conditions: conds.into_vec(),
+        corefile_hash: plan
+            .and_then(|p| p.desired_hash.clone())
+            .or(old.corefile_hash.clone()),
+        pods: Some(PodCounts {
+            total: counts.total,
+            polluted: counts.polluted,
+        }),
+        namespaces: counts
+            .namespaces
+            .iter()
+            .map(|(name, pods, polluted)| NamespacePollution {
+                name: name.clone(),
+                pods: *pods,
+                polluted: *polluted,
+            })
+            .collect(),
+    }
+}
+
+struct Conditions<'a> {
+    old: &'a [Condition],
+    new: BTreeMap<&'static str, Condition>,
+    generation: Option<i64>,
+    now: Time,
+}
+
+impl Conditions<'_> {
+    fn set(&mut self, type_: &'static str, status: bool, reason: Reason, message: &str) {
+        let status = if status { "True" } else { "False" }.to_string();
+        let last_transition_time = self
+            .old
+            .iter()
+            .find(|c| c.type_ == type_ && c.status == status)
+            .map(|c| c.last_transition_time.clone())
+            .unwrap_or_else(|| self.now.clone());
+        self.new.insert(
+            type_,
+            Condition {
+                type_: type_.to_string(),
+                status,
+                reason: reason.to_string(),
+                message: message.to_string(),
+                observed_generation: self.generation,
+                last_transition_time,
+            },
+        );
+    }
+
+    /// kstatus's Stalled: not Ready, not progressing, a person must act.
+    fn stalled(&mut self, reason: Reason, message: &str) {
+        self.set(condition::READY, false, reason, message);
+        self.set(condition::RECONCILING, false, reason, message);
+        self.set(condition::STALLED, true, reason, message);
+    }
+
+    /// Stalled, and nothing of this policy is in the Corefile.
+    fn refused(&mut self, reason: Reason, message: &str) {
+        self.stalled(reason, message);
+        self.set(condition::COREFILE_APPLIED, false, reason, message);
+    }
+
+    fn phase(&mut self, phase: &Phase) {
+        const APPLIED: &str = "the Corefile holds this policy's stanzas";
+        match phase {
+            Phase::Stalled(r) | Phase::RolledBack(r) => {
+                self.refused(r.reason, &r.message);
+                self.set(condition::ROLLED_OUT, false, r.reason, &r.message);
+            }
+            Phase::Progressing => {
+                let msg = "the Corefile is written; CoreDNS is rolling out";
+                self.set(condition::READY, false, Reason::Progressing, msg);
+                self.set(condition::RECONCILING, true, Reason::Progressing, msg);
+                self.set(condition::STALLED, false, Reason::Progressing, msg);
+                self.set(condition::COREFILE_APPLIED, true, Reason::Applied, APPLIED);
+                self.set(condition::ROLLED_OUT, false, Reason::Progressing, msg);
+            }
+            Phase::RolledOut => {
+                let msg = "CoreDNS runs the Corefile with this policy's stanzas";
+                self.set(condition::READY, true, Reason::RolledOut, msg);
+                self.set(condition::RECONCILING, false, Reason::RolledOut, msg);
+                self.set(condition::STALLED, false, Reason::RolledOut, msg);
+                self.set(condition::COREFILE_APPLIED, true, Reason::Applied, APPLIED);
+                self.set(condition::ROLLED_OUT, true, Reason::RolledOut, msg);
+            }
+        }
+    }
+
+    fn into_vec(self) -> Vec<Condition> {
+        condition::ALL
+            .iter()
+            .filter_map(|t| {
+                self.new
+                    .get(t)
+                    .cloned()
+                    .or_else(|| self.old.iter().find(|c| c.type_ == *t).cloned())
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dnspolicy_dns::plan::Refusal;
+
+    fn at(secs: i64) -> Time {
+        Time(k8s_openapi::jiff::Timestamp::from_second(secs).unwrap())
+    }
+
+    fn plan(phase: Phase) -> TargetPlan {
+        TargetPlan {
+            phase,
+            desired_hash: Some("sha256:abc".into()),
+            write_config_map: None,
+            write_custom: None,
+            roll_to: None,
+            events: vec![],
+        }
+    }
+
+    fn get<'a>(s: &'a ClusterDNSPolicyStatus, t: &str) -> &'a Condition {
+        s.conditions.iter().find(|c| c.type_ == t).unwrap()
+    }
+
+    #[test]
+    fn rolled_out_is_ready_and_an_unchanged_world_gives_an_equal_status() {
+        let p = plan(Phase::RolledOut);
+        let finding = Finding::Planned {
+            plan: &p,
+            conflict: None,
+        };
+        let first = policy_status(None, Some(2), finding, &PolicyCounts::default(), at(100));
+        assert_eq!(get(&first, "Ready").status, "True");
+        assert_eq!(get(&first, "Stalled").status, "False");
+        assert_eq!(first.corefile_hash.as_deref(), Some("sha256:abc"));
+        let again = policy_status(
+            Some(&first),
+            Some(2),
+            finding,
+            &PolicyCounts::default(),
+            at(200),
+        );
+        assert_eq!(again, first, "no change, no new transition time");
+    }
+
+    #[test]
+    fn an_invalid_spec_is_stalled_and_keeps_the_last_hash() {
+        let old = ClusterDNSPolicyStatus {
+            corefile_hash: Some("sha256:old".into()),
+            ..Default::default()
+        };
+        let s = policy_status(
+            Some(&old),
+            Some(3),
+            Finding::Invalid {
+                message: "spec.foreignSuffixes[0].suffix: bad",
+            },
+            &PolicyCounts::default(),
+            at(1),
+        );
+        assert_eq!(get(&s, "Stalled").status, "True");
+        assert_eq!(get(&s, "Ready").reason, "InvalidSpec");
+        assert_eq!(get(&s, "CorefileApplied").status, "False");
+        assert_eq!(s.corefile_hash.as_deref(), Some("sha256:old"));
+        assert_eq!(s.observed_generation, Some(3));
+    }
+
+    #[test]
+    fn a_rollback_is_stalled_with_its_reason_and_counts_are_carried() {
+        let p = plan(Phase::RolledBack(Refusal {
+            reason: Reason::RolloutFailed,
+            message: "new pods crashed".into(),
+        }));
+        let counts = PolicyCounts {
+            total: 5,
+            polluted: 2,
+            namespaces: vec![("workflow-engine".into(), 3, 2)],
+        };
+        let s = policy_status(
+            None,
+            Some(1),
+            Finding::Planned {
+                plan: &p,
+                conflict: None,
+            },
+            &counts,
+            at(1),
+        );
+        assert_eq!(get(&s, "RolledOut").reason, "RolloutFailed");
+        assert_eq!(get(&s, "Stalled").status, "True");
+        assert_eq!(s.pods.unwrap().polluted, 2);
+        assert_eq!(s.namespaces[0].name, "workflow-engine");
+    }
+}

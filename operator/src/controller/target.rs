@@ -1,0 +1,219 @@
+//! The target's objects in and out: read the CoreDNS ConfigMap, the
+//! `coredns-custom` ConfigMap and the Deployment into the planner's views,
+//! and carry out a plan's writes. Every write is a server-side apply by
+//! dnspolicy's one field manager.
+
+use std::collections::BTreeMap;
+
+use dnspolicy_crd::CoreDnsTarget;
+use dnspolicy_crd::vocabulary::{FIELD_MANAGER, annotation};
+use dnspolicy_dns::plan::{
+    COREFILE_KEY, CUSTOM_CONFIGMAP, ConfigMapView, CustomView, DeploymentView, TargetPlan,
+};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::Client;
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::json;
+
+use super::Error;
+use crate::metrics::Metrics;
+
+/// The target's objects as the planner sees them.
+pub struct Observed {
+    pub config_map: ConfigMapView,
+    pub custom: CustomView,
+    pub deployment: DeploymentView,
+}
+
+/// Reads the target. `Ok(Err(message))` when an object the spec names is missing.
+pub async fn read(
+    client: &Client,
+    target: &CoreDnsTarget,
+) -> Result<Result<Observed, String>, Error> {
+    // The Deployment lives beside its ConfigMap.
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &target.namespace);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &target.namespace);
+    let object = |kind: &str, name: &str| format!("{kind} {}/{name}", target.namespace);
+    let missing = |kind: &str, name: &str| {
+        format!(
+            "{} not found; spec.target names the CoreDNS to configure",
+            object(kind, name)
+        )
+    };
+    let Some(cm) = cms
+        .get_opt(&target.config_map)
+        .await
+        .map_err(Error::api("get", object("ConfigMap", &target.config_map)))?
+    else {
+        return Ok(Err(missing("ConfigMap", &target.config_map)));
+    };
+    let Some(deployment) = deployments
+        .get_opt(&target.deployment)
+        .await
+        .map_err(Error::api("get", object("Deployment", &target.deployment)))?
+    else {
+        return Ok(Err(missing("Deployment", &target.deployment)));
+    };
+    let custom = cms
+        .get_opt(CUSTOM_CONFIGMAP)
+        .await
+        .map_err(Error::api("get", object("ConfigMap", CUSTOM_CONFIGMAP)))?;
+    Ok(Ok(Observed {
+        config_map: config_map_view(&cm),
+        custom: custom_view(custom.as_ref()),
+        deployment: deployment_view(&deployment),
+    }))
+}
+
+/// Carries out the plan's writes, in the order that keeps DNS working: the
+/// Corefile (and custom keys) first, then the rollout that picks them up.
+pub async fn apply(
+    client: &Client,
+    metrics: &Metrics,
+    target: &CoreDnsTarget,
+    plan: &TargetPlan,
+) -> Result<(), Error> {
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &target.namespace);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &target.namespace);
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let object = |kind: &str, name: &str| format!("{kind} {}/{name}", target.namespace);
+
+    if let Some(write) = &plan.write_config_map {
+        let patch = json!({
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": target.config_map, "namespace": target.namespace, "annotations": write.annotations},
+            "data": {COREFILE_KEY: write.corefile},
+        });
+        cms.patch(&target.config_map, &params, &Patch::Apply(&patch))
+            .await
+            .map_err(Error::api("apply", object("ConfigMap", &target.config_map)))?;
+        metrics.write("configmap");
+        failpoint("exit-after-configmap-write");
+    }
+    if let Some(keys) = &plan.write_custom {
+        let patch = json!({
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": CUSTOM_CONFIGMAP, "namespace": target.namespace},
+            "data": keys,
+        });
+        cms.patch(CUSTOM_CONFIGMAP, &params, &Patch::Apply(&patch))
+            .await
+            .map_err(Error::api("apply", object("ConfigMap", CUSTOM_CONFIGMAP)))?;
+        metrics.write("configmap");
+    }
+    if let Some(hash) = &plan.roll_to {
+        let patch = json!({
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": target.deployment, "namespace": target.namespace},
+            "spec": {"template": {"metadata": {"annotations": {annotation::TEMPLATE_HASH: hash}}}},
+        });
+        deployments
+            .patch(&target.deployment, &params, &Patch::Apply(&patch))
+            .await
+            .map_err(Error::api(
+                "apply",
+                object("Deployment", &target.deployment),
+            ))?;
+        metrics.write("deployment");
+        metrics.rollout("started");
+    }
+    Ok(())
+}
+
+/// For the crash-safety end-to-end test: die where a crash hurts most.
+/// Compiled in only with the test-only `failpoints` feature.
+#[cfg(feature = "failpoints")]
+fn failpoint(name: &str) {
+    if std::env::var("DNSPOLICY_FAILPOINT").as_deref() == Ok(name) {
+        std::process::exit(86);
+    }
+}
+
+#[cfg(not(feature = "failpoints"))]
+fn failpoint(_name: &str) {}
+
+fn config_map_view(cm: &ConfigMap) -> ConfigMapView {
+    let other_corefile_managers = cm
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|m| m.manager.as_deref() != Some(FIELD_MANAGER))
+        .filter(|m| {
+            m.fields_v1
+                .as_ref()
+                .and_then(|f| f.0.get("f:data"))
+                .and_then(|d| d.get(format!("f:{COREFILE_KEY}")))
+                .is_some()
+        })
+        .filter_map(|m| m.manager.clone())
+        .collect();
+    ConfigMapView {
+        corefile: cm.data.as_ref().and_then(|d| d.get(COREFILE_KEY).cloned()),
+        annotations: cm.metadata.annotations.clone().unwrap_or_default(),
+        other_corefile_managers,
+    }
+}
+
+fn custom_view(cm: Option<&ConfigMap>) -> CustomView {
+    let Some(cm) = cm else {
+        return CustomView::default();
+    };
+    let owned: Vec<String> = cm
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|m| m.manager.as_deref() == Some(FIELD_MANAGER))
+        .filter_map(|m| {
+            m.fields_v1
+                .as_ref()
+                .and_then(|f| f.0.get("f:data"))
+                .and_then(|d| d.as_object())
+                .cloned()
+        })
+        .flat_map(|d| {
+            d.keys()
+                .filter_map(|k| k.strip_prefix("f:").map(str::to_string))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let data: BTreeMap<String, String> = cm.data.clone().unwrap_or_default();
+    CustomView {
+        exists: true,
+        managed_keys: data
+            .into_iter()
+            .filter(|(k, _)| owned.contains(k))
+            .collect(),
+    }
+}
+
+fn deployment_view(d: &Deployment) -> DeploymentView {
+    let spec = d.spec.as_ref();
+    let status = d.status.clone().unwrap_or_default();
+    let pod_spec = spec.and_then(|s| s.template.spec.as_ref());
+    let image = pod_spec.and_then(|p| {
+        p.containers
+            .iter()
+            .find(|c| c.name == "coredns")
+            .or_else(|| p.containers.first())
+            .and_then(|c| c.image.clone())
+    });
+    DeploymentView {
+        image,
+        template_hash: spec
+            .and_then(|s| s.template.metadata.as_ref())
+            .and_then(|m| m.annotations.as_ref())
+            .and_then(|a| a.get(annotation::TEMPLATE_HASH).cloned()),
+        generation: d.metadata.generation.unwrap_or(0),
+        observed_generation: status.observed_generation.unwrap_or(0),
+        replicas: spec.and_then(|s| s.replicas).unwrap_or(1),
+        updated_replicas: status.updated_replicas.unwrap_or(0),
+        available_replicas: status.available_replicas.unwrap_or(0),
+        total_replicas: status.replicas.unwrap_or(0),
+    }
+}
