@@ -162,17 +162,24 @@ async fn run(args: RunArgs) -> Result<(), CliError> {
         watch_namespace: args.watch_namespace.clone(),
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let controller = tokio::spawn(controller::run(client, settings, metrics, async move {
+    let mut controller = tokio::spawn(controller::run(client, settings, metrics, async move {
         let _ = stop_rx.await;
     }));
     let outcome = tokio::select! {
         _ = &mut shutdown => Ok(()),
+        // The controller never ends on its own; if it does (a panic), exit so
+        // the pod restarts rather than hold the Lease doing nothing.
+        ended = &mut controller => {
+            Err(CliError::Failed(format!("the controller stopped unexpectedly: {ended:?}")))
+        }
         _ = async { while leading.changed().await.is_ok() { if !*leading.borrow() { break; } } } => {
             Err(CliError::Failed("lost leadership; exiting so a fresh start can take over".into()))
         }
     };
     let _ = stop_tx.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(10), controller).await;
+    if !controller.is_finished() {
+        let _ = tokio::time::timeout(Duration::from_secs(10), controller).await;
+    }
     // Dropping the channel makes the lease manager release the Lease.
     drop(leading);
     let _ = tokio::time::timeout(Duration::from_secs(5), lease_task).await;

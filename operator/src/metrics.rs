@@ -26,6 +26,7 @@ pub struct Metrics {
     writes: Family<Labels, Counter>,
     rollouts: Family<Labels, Counter>,
     polluted: Family<Labels, Gauge>,
+    policy_ready: Family<Labels, Gauge>,
     watched_pods: Gauge,
     /// Set once the API server answered; a standby replica is ready too.
     pub ready: AtomicBool,
@@ -41,6 +42,21 @@ impl Default for Metrics {
         let rollouts = Family::<Labels, Counter>::default();
         let polluted = Family::<Labels, Gauge>::default();
         let watched_pods = Gauge::default();
+        let policy_ready = Family::<Labels, Gauge>::default();
+        let build_info = Family::<Labels, Gauge>::default();
+        build_info
+            .get_or_create(&vec![("version", env!("CARGO_PKG_VERSION").to_string())])
+            .set(1);
+        registry.register(
+            "build_info",
+            "The running dnspolicy's version (always 1)",
+            build_info,
+        );
+        registry.register(
+            "policy_ready",
+            "1 when the policy's Ready condition is True, else 0",
+            policy_ready.clone(),
+        );
         registry.register("reconciles", "Reconciles by result", reconciles.clone());
         registry.register(
             "reconcile_failures",
@@ -76,6 +92,7 @@ impl Default for Metrics {
             writes,
             rollouts,
             polluted,
+            policy_ready,
             watched_pods,
             ready: AtomicBool::new(false),
         }
@@ -114,9 +131,17 @@ impl Metrics {
             .set(polluted as i64);
     }
 
+    pub fn set_policy_ready(&self, policy: &str, ready: bool) {
+        self.policy_ready
+            .get_or_create(&vec![("policy", policy.to_string())])
+            .set(ready as i64);
+    }
+
     /// Drops a deleted policy's series, so nothing stale stays exported.
     pub fn forget_policy(&self, policy: &str) {
-        self.polluted.remove(&vec![("policy", policy.to_string())]);
+        let labels = vec![("policy", policy.to_string())];
+        self.polluted.remove(&labels);
+        self.policy_ready.remove(&labels);
     }
 
     pub fn watched_pods(&self, pods: usize) {
@@ -130,13 +155,36 @@ impl Metrics {
     }
 }
 
+/// The exposition is OpenMetrics text (prometheus-client writes only that);
+/// it is labelled so when the scraper asks for it, and as the classic text
+/// format otherwise, which parses the same body (`# EOF` is a comment there).
+async fn metrics_page(
+    State(m): State<Arc<Metrics>>,
+    headers: axum::http::HeaderMap,
+) -> impl axum::response::IntoResponse {
+    let openmetrics = headers
+        .get_all(axum::http::header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"));
+    let content_type = if openmetrics {
+        OPENMETRICS_CONTENT_TYPE
+    } else {
+        "text/plain; version=0.0.4; charset=utf-8"
+    };
+    (
+        [(axum::http::header::CONTENT_TYPE, content_type)],
+        m.render(),
+    )
+}
+
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
 /// Serves the endpoints until the process ends.
 pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<()> {
     let app = Router::new()
-        .route(
-            "/metrics",
-            get(|State(m): State<Arc<Metrics>>| async move { m.render() }),
-        )
+        .route("/metrics", get(metrics_page))
         .route("/healthz", get(|| async { "ok" }))
         .route(
             "/readyz",

@@ -3,13 +3,16 @@
 //! Validation and planning are the pure core's (`dnspolicy_dns`); the status
 //! is a pure function (`status`); the target's I/O is in `target`.
 
+mod backoff;
 mod status;
 mod target;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use dnspolicy_crd::vocabulary::{API_VERSION, EventReason, FIELD_MANAGER, FINALIZER, KIND, Reason};
+use dnspolicy_crd::vocabulary::{
+    API_VERSION, EventReason, FIELD_MANAGER, FINALIZER, KIND, Reason, condition,
+};
 use dnspolicy_crd::{ClusterDNSPolicy, ClusterDNSPolicyStatus, CoreDnsTarget, RolloutMode};
 use dnspolicy_dns::plan::{self, CUSTOM_CONFIGMAP, Phase, PlanInput, TargetPlan};
 use dnspolicy_dns::policy::{self, MergedPolicies, ValidPolicy};
@@ -79,6 +82,8 @@ pub struct Context {
     pub policies: Store<ClusterDNSPolicy>,
     pub pollution: Arc<Mutex<PollutionIndex>>,
     pub counts: LatestCounts,
+    /// Consecutive failed reconciles by policy, for the retry backoff.
+    pub failures: Mutex<std::collections::HashMap<String, u32>>,
 }
 
 /// Runs the controller until shutdown.
@@ -117,6 +122,7 @@ pub async fn run(
         policies: store.clone(),
         pollution,
         counts,
+        failures: Mutex::default(),
     });
     let cm_store = store.clone();
     let deploy_store = store.clone();
@@ -165,14 +171,34 @@ fn policies_targeting(
 }
 
 fn error_policy(policy: Arc<ClusterDNSPolicy>, error: &Error, ctx: Arc<Context>) -> Action {
-    warn!(policy = %policy.name_any(), error = %error, "reconcile error; retrying");
+    let failures = {
+        let mut f = ctx.failures.lock().expect("failures lock");
+        let n = f.entry(policy.name_any()).or_insert(0);
+        *n += 1;
+        *n
+    };
+    let delay = backoff::retry_delay(failures, backoff::jitter_fraction());
+    warn!(policy = %policy.name_any(), error = %error, failures, retry_in = ?delay, "reconcile error; retrying");
     ctx.metrics.reconcile_failure(error.metric_label());
-    Action::requeue(Duration::from_secs(5))
+    Action::requeue(delay)
+}
+
+/// Runs the pipeline; a success clears the policy's retry backoff.
+async fn reconcile(policy: Arc<ClusterDNSPolicy>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let name = policy.name_any();
+    let result = reconcile_policy(policy, ctx.clone()).await;
+    if result.is_ok() {
+        ctx.failures.lock().expect("failures lock").remove(&name);
+    }
+    result
 }
 
 /// One policy's reconcile. The target-wide part (plan and apply) is
 /// idempotent, so whichever policy of a target runs it, the result is the same.
-async fn reconcile(policy: Arc<ClusterDNSPolicy>, ctx: Arc<Context>) -> Result<Action, Error> {
+async fn reconcile_policy(
+    policy: Arc<ClusterDNSPolicy>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
     let started = Instant::now();
     let name = policy.name_any();
     let deleting = policy.metadata.deletion_timestamp.is_some();
@@ -293,9 +319,9 @@ fn rollout_mode(siblings: &[Arc<ClusterDNSPolicy>]) -> RolloutMode {
 
 fn already_stalled_by(policy: &ClusterDNSPolicy, reason: Reason) -> bool {
     policy.status.as_ref().is_some_and(|s| {
-        s.conditions
-            .iter()
-            .any(|c| c.type_ == "Stalled" && c.status == "True" && reason == c.reason.as_str())
+        s.conditions.iter().any(|c| {
+            c.type_ == condition::STALLED && c.status == "True" && reason == c.reason.as_str()
+        })
     })
 }
 
@@ -377,10 +403,17 @@ async fn write_status(
         &counts,
         Time(k8s_openapi::jiff::Timestamp::now()),
     );
+    let name = policy.name_any();
+    ctx.metrics.set_policy_ready(
+        &name,
+        status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == condition::READY && c.status == "True"),
+    );
     if policy.status.as_ref() == Some(&status) {
         return Ok(());
     }
-    let name = policy.name_any();
     let patch = json!({"apiVersion": API_VERSION, "kind": KIND, "status": status});
     Api::<ClusterDNSPolicy>::all(ctx.client.clone())
         .patch_status(
