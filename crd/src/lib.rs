@@ -110,6 +110,9 @@ fn default_host_labels() -> u8 {
     1
 }
 
+/// What a search artifact under the suffix gets: `Rewrite` (default) answers
+/// `Q.<suffix>` as `Q` would be answered, mapped back; `NXDomain` answers
+/// NXDOMAIN at once, so the resolver moves on to the next search entry.
 #[derive(
     Serialize,
     Deserialize,
@@ -125,8 +128,10 @@ fn default_host_labels() -> u8 {
     JsonSchema,
 )]
 pub enum SuffixAction {
+    /// Answer `Q.<suffix>` as `Q`, with the names mapped back.
     #[default]
     Rewrite,
+    /// Answer NXDOMAIN.
     NXDomain,
 }
 
@@ -136,12 +141,15 @@ pub enum SuffixAction {
 )]
 #[serde(rename_all = "camelCase")]
 pub struct CoreDnsTarget {
+    /// Namespace of the CoreDNS ConfigMap and Deployment.
     #[serde(default = "default_target_namespace")]
     #[schemars(length(min = 1, max = 63))]
     pub namespace: String,
+    /// The ConfigMap holding the Corefile (key `Corefile`).
     #[serde(default = "default_target_name")]
     #[schemars(length(min = 1, max = 253))]
     pub config_map: String,
+    /// The CoreDNS Deployment to roll.
     #[serde(default = "default_target_name")]
     #[schemars(length(min = 1, max = 253))]
     pub deployment: String,
@@ -165,6 +173,9 @@ fn default_target_name() -> String {
     "coredns".to_string()
 }
 
+/// How CoreDNS picks up a new Corefile: `Restart` (default) rolls the
+/// Deployment like `kubectl rollout restart`; `None` leaves it to CoreDNS's
+/// `reload` plugin.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub enum RolloutMode {
     /// Annotate the Deployment's pod template so it rolls, like `kubectl rollout restart`.
@@ -181,13 +192,20 @@ pub enum RolloutMode {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterDNSPolicyStatus {
+    /// The `metadata.generation` this status describes; equal to it once the
+    /// operator has acted on the latest spec.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// `Ready` (every lookup the policy covers works), `Reconciling` (CoreDNS
+    /// is rolling onto a new Corefile), `Stalled` (refused or rolled back: the
+    /// reason and message say what to change), `CorefileApplied`, `RolledOut`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// `sha256:<hex>` of the Corefile the target's CoreDNS runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub corefile_hash: Option<String>,
+    /// Pods in the cluster, and how many carry one of this policy's suffixes
+    /// in the search list kubelet wrote for them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pods: Option<PodCounts>,
     /// Namespaces with polluted pods, most polluted first, at most
@@ -200,14 +218,21 @@ pub const MAX_STATUS_NAMESPACES: usize = 20;
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub struct PodCounts {
+    /// Pods the operator counted.
     pub total: u64,
+    /// Pods whose resolv.conf search list carries one of the policy's suffixes.
+    /// A pod keeps the search list it started with: recreate it after the
+    /// node is cleaned.
     pub polluted: u64,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub struct NamespacePollution {
+    /// The namespace.
     pub name: String,
+    /// Pods in it.
     pub pods: u64,
+    /// Of those, pods whose search list carries one of the policy's suffixes.
     pub polluted: u64,
 }
 
