@@ -3,7 +3,7 @@
 //! `type() in ['A', 'AAAA']`, joined with `&&`/`and`, `||`/`or`, `!`/`not`
 //! and parentheses.
 
-use super::{QType, re};
+use super::{QType, regexp};
 
 #[derive(Debug, Clone, PartialEq)]
 enum Tok {
@@ -170,7 +170,7 @@ impl P<'_> {
                 let right = self.value()?;
                 match (op?, left, right) {
                     (Tok::Matches, Val::Str(s), Val::Str(r)) => {
-                        Some(re::Regex::new(&r).ok()?.is_match(&s))
+                        Some(regexp::compile(&r).ok()?.is_match(&s))
                     }
                     (Tok::Eq, l, r) => Some(l == r),
                     (Tok::Ne, l, r) => Some(l != r),

@@ -21,11 +21,11 @@
 //! Files: this one holds the public API (`serve`, `ServeContext`, `Served`,
 //! `Outcome`, `QType`) and the name helpers; `route` picks the server block;
 //! `plugins` runs a block's plugin chain; `expr` reads `view` expressions;
-//! `re` matches Go regexps.
+//! `regexp` compiles Go regexps.
 
 mod expr;
 mod plugins;
-mod re;
+mod regexp;
 mod route;
 #[cfg(test)]
 mod tests;

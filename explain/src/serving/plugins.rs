@@ -6,9 +6,11 @@
 use dnspolicy_dns::corefile::{Corefile, Directive, ServerBlock};
 use dnspolicy_dns::stanza::DEFAULT_DNS_PORT;
 use dnspolicy_dns::version::CoreDnsVersion;
+use regex::Regex;
 
+use super::regexp::{self, RegexError};
 use super::{
-    MAX_SELF_FORWARDS, Outcome, QType, ServeContext, absolute_lower, in_zone, outcome_word, re,
+    MAX_SELF_FORWARDS, Outcome, QType, ServeContext, absolute_lower, in_zone, outcome_word,
     serve_at, zones_of,
 };
 
@@ -205,8 +207,9 @@ impl Run<'_, '_> {
                 Ok(None) => continue,
                 Err(e) => {
                     self.steps.push(format!(
-                        "rewrite: rule {:?} not modelled ({e}); passed over",
-                        args.join(" ")
+                        "rewrite: rule {:?} on line {} not modelled ({e}); passed over",
+                        args.join(" "),
+                        d.span.line
                     ));
                     continue;
                 }
@@ -501,16 +504,28 @@ struct NameRule {
     answer_rules: bool,
 }
 
+/// Why a `rewrite ... name` rule is passed over; the step that reports it
+/// names the rule and its Corefile line.
+#[derive(Debug, thiserror::Error)]
+enum RuleError {
+    #[error("too few arguments")]
+    TooFewArguments,
+    #[error("unknown match type {0:?}")]
+    UnknownMatch(String),
+    #[error(transparent)]
+    Regex(#[from] RegexError),
+}
+
 enum NameMatch {
     Exact(String, String),
     Prefix(String, String),
     Suffix(String, String),
     Substring(String, String),
-    Regex(re::Regex, String),
+    Regex(Regex, String),
 }
 
 impl NameRule {
-    fn parse(args: &[String]) -> Result<Option<NameRule>, String> {
+    fn parse(args: &[String]) -> Result<Option<NameRule>, RuleError> {
         let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
         let mut stop = true;
         match args.first().map(|a| a.to_ascii_lowercase()) {
@@ -530,7 +545,7 @@ impl NameRule {
         let (kind, from, to, rest): (&str, &str, &str, &[&str]) = match args {
             [from, to] => ("exact", from, to, &[]),
             [kind, from, to, rest @ ..] => (kind, from, to, rest),
-            _ => return Err("too few arguments".into()),
+            _ => return Err(RuleError::TooFewArguments),
         };
         let answer_rules = rest.iter().any(|a| a.eq_ignore_ascii_case("answer"));
         let norm = |s: &str| absolute_lower(s);
@@ -539,8 +554,8 @@ impl NameRule {
             "prefix" => NameMatch::Prefix(from.to_ascii_lowercase(), to.to_ascii_lowercase()),
             "suffix" => NameMatch::Suffix(norm(from), norm(to)),
             "substring" => NameMatch::Substring(from.to_ascii_lowercase(), to.to_ascii_lowercase()),
-            "regex" => NameMatch::Regex(re::Regex::new(from)?, norm(to)),
-            other => return Err(format!("unknown match type {other:?}")),
+            "regex" => NameMatch::Regex(regexp::compile(from)?, norm(to)),
+            other => return Err(RuleError::UnknownMatch(other.to_string())),
         };
         let answer_rules = answer_rules || matches!(kind, NameMatch::Exact(..));
         Ok(Some(NameRule {
@@ -564,10 +579,14 @@ impl NameRule {
                 .contains(from.as_str())
                 .then(|| name.replace(from.as_str(), to)),
             NameMatch::Regex(regex, to) => {
+                // CoreDNS replaces `{0}`, `{1}`, ... one group after the other
+                // with strings.Replace (plugin/rewrite/name.go), `$` meaning
+                // nothing: so not `Captures::expand`, whose `${1}` and `$`
+                // would read the replacement differently.
                 let groups = regex.captures(name)?;
                 let mut out = to.clone();
                 for (i, g) in groups.iter().enumerate() {
-                    out = out.replace(&format!("{{{i}}}"), g.as_deref().unwrap_or(""));
+                    out = out.replace(&format!("{{{i}}}"), g.map_or("", |m| m.as_str()));
                 }
                 Some(out)
             }
@@ -580,7 +599,7 @@ struct Template {
     qtype: String,
     zones: Vec<String>,
     /// `None` for a regex the model cannot read: never matches.
-    regexes: Vec<Option<re::Regex>>,
+    regexes: Vec<Option<Regex>>,
     rcode: String,
     answers: bool,
     /// `Some(zones)` with `fallthrough [ZONES]`.
@@ -609,7 +628,7 @@ impl Template {
             match line.name.as_str() {
                 "match" => t
                     .regexes
-                    .extend(line.args.iter().map(|r| re::Regex::new(r).ok())),
+                    .extend(line.args.iter().map(|r| regexp::compile(r).ok())),
                 "answer" => t.answers = true,
                 "rcode" => {
                     t.rcode = line
@@ -622,7 +641,7 @@ impl Template {
             }
         }
         if t.regexes.is_empty() {
-            t.regexes.push(re::Regex::new(".*").ok());
+            t.regexes.push(regexp::compile(".*").ok());
         }
         t
     }

@@ -401,29 +401,32 @@ fn forward_except_and_hosts_fallthrough() {
 
 #[test]
 fn regexes_match_as_go_does() {
-    let r = re::Regex::new("^([^.]+[.].+)[.]tailb45a71[.]ts[.]net[.]$").unwrap();
+    let r = regexp::compile("^([^.]+[.].+)[.]tailb45a71[.]ts[.]net[.]$").unwrap();
     assert_eq!(
-        r.captures("api.github.com.tailb45a71.ts.net.").unwrap()[1].as_deref(),
+        r.captures("api.github.com.tailb45a71.ts.net.")
+            .unwrap()
+            .get(1)
+            .map(|m| m.as_str()),
         Some("api.github.com")
     );
     assert!(r.captures("myhost.tailb45a71.ts.net.").is_none());
     assert!(r.captures("a.b.xtailb45a71.ts.net.").is_none());
-    let aks = re::Regex::new(r"^(?:[^.]+\.){4,}internal\.cloudapp\.net\.$").unwrap();
+    let aks = regexp::compile(r"^(?:[^.]+\.){4,}internal\.cloudapp\.net\.$").unwrap();
     assert!(aks.is_match("a.b.c.d.internal.cloudapp.net."));
     assert!(!aks.is_match("a.b.c.internal.cloudapp.net."));
-    let r = re::Regex::new("(a|ab)(c|bcd)(d*)").unwrap();
+    let r = regexp::compile("(a|ab)(c|bcd)(d*)").unwrap();
     let caps = r.captures("abcd").unwrap();
-    assert_eq!(caps[0].as_deref(), Some("abcd"));
-    assert_eq!(caps[1].as_deref(), Some("a"));
-    let r = re::Regex::new("x{2}y{1,}z?[a-c-]+$").unwrap();
+    assert_eq!(caps.get(0).map(|m| m.as_str()), Some("abcd"));
+    assert_eq!(caps.get(1).map(|m| m.as_str()), Some("a"));
+    let r = regexp::compile("x{2}y{1,}z?[a-c-]+$").unwrap();
     assert!(r.is_match("..xxyyyb-c"));
     assert!(!r.is_match("xyb"));
     assert!(
-        re::Regex::new("a{,").is_ok(),
+        regexp::compile("a{,").is_ok(),
         "a brace that is no repeat is a literal"
     );
-    assert!(re::Regex::new("(unclosed").is_err());
-    assert!(re::Regex::new("(a*)*$").unwrap().is_match("aaab"));
+    assert!(regexp::compile("(unclosed").is_err());
+    assert!(regexp::compile("(a*)*$").unwrap().is_match("aaab"));
 }
 
 #[test]
@@ -460,5 +463,33 @@ fn view_expressions() {
     assert_eq!(
         expr::eval(r"name() matches '^abc\\..*$'", "abc.example.", QType::A),
         Some(true)
+    );
+}
+
+#[test]
+fn go_literals_the_regex_crate_would_read_otherwise() {
+    // A `{` that starts no repeat is a literal in Go.
+    let r = regexp::compile("^a{,}b{x}$").unwrap();
+    assert!(r.is_match("a{,}b{x}"));
+    assert!(regexp::compile("^x{2,3}$").unwrap().is_match("xxx"));
+    // In a class, `[`, `&&` and `~~` are literals in Go.
+    let r = regexp::compile("^[a[&&~~]+$").unwrap();
+    assert!(r.is_match("a[&~"));
+    assert!(!r.is_match("b"));
+    assert!(regexp::compile("^[[:digit:]-]+$").unwrap().is_match("1-2"));
+    assert!(regexp::compile("^[]a]+$").unwrap().is_match("]a"));
+    // `\<` is a literal `<` in Go, not a word boundary.
+    let r = regexp::compile(r"\<a\>").unwrap();
+    assert!(r.is_match("<a>"));
+    assert!(!r.is_match("a"));
+    // Go refuses repeats over 1000, and names the pattern.
+    let err = regexp::compile("a{1001}").unwrap_err();
+    assert!(err.to_string().contains("\"a{1001}\""), "{err}");
+    assert!(regexp::compile("a{2,1000}").is_ok());
+    assert!(
+        regexp::compile("(")
+            .unwrap_err()
+            .to_string()
+            .starts_with("regex \"(\"")
     );
 }
