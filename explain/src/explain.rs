@@ -18,36 +18,11 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
-use crate::resolver::{
-    self, Exchange, Lookup, Outcome, QType, Query, Resolver, ResolverConfig, Then, Trace,
-};
+pub use crate::answer::{Outcome, QType, Reply, Served};
+use crate::resolver::{self, Exchange, Lookup, Query, Resolver, ResolverConfig, Then, Trace};
 use crate::serving::{self, ServeContext};
 use dnspolicy_dns::corefile::{self, Corefile, Directive};
 use dnspolicy_dns::version::CoreDnsVersion;
-
-/// Where CoreDNS sends one query, as the serving model sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Served {
-    /// The server block that takes the query, as its key is written (`.:53`).
-    pub block: String,
-    /// The plugin that writes the reply (`kubernetes`, `forward`, `template`...).
-    pub plugin: String,
-    pub reply: Reply,
-    /// The reply's question section equals the query's (DESIGN 3 case 4).
-    pub question_matches: bool,
-    /// For an upstream query: whether the SERVFAIL CoreDNS writes when the
-    /// upstream never answers still carries the query's question.
-    pub question_matches_if_upstream_fails: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Reply {
-    /// Answered inside CoreDNS.
-    Local(Outcome),
-    /// Sent on to an upstream resolver (`to` as the Corefile names it), asking
-    /// for `name` (the query's name after any rewrite).
-    Upstream { to: String, name: String },
-}
 
 /// The CoreDNS routing model explain needs; `serving` provides the real one.
 pub trait Responder {
@@ -63,12 +38,14 @@ impl Responder for NoCorefile {
         Served {
             block: "(no Corefile)".into(),
             plugin: "forward".into(),
+            steps: Vec::new(),
             reply: Reply::Upstream {
-                to: "upstream".into(),
+                targets: vec!["upstream".into()],
                 name: qname.into(),
             },
             question_matches: true,
             question_matches_if_upstream_fails: true,
+            resolved_name: qname.into(),
         }
     }
 }
@@ -81,20 +58,7 @@ pub struct CorefileResponder<'a> {
 
 impl Responder for CorefileResponder<'_> {
     fn serve(&self, qname: &str, qtype: QType) -> Served {
-        let served = serving::serve(self.corefile, qname, serving_qtype(qtype), &self.context);
-        let reply = match served.outcome {
-            serving::Outcome::Answer => Reply::Local(Outcome::Answer),
-            serving::Outcome::NxDomain => Reply::Local(Outcome::NxDomain),
-            serving::Outcome::NoData => Reply::Local(Outcome::NoData),
-            serving::Outcome::ServFail => Reply::Local(Outcome::ServFail),
-            serving::Outcome::Refused => Reply::Local(Outcome::Refused),
-            // CoreDNS writes nothing: the stub waits out its timeout.
-            serving::Outcome::NoReply => Reply::Local(Outcome::Timeout),
-            serving::Outcome::Upstream { targets, name } => Reply::Upstream {
-                to: targets.join(" "),
-                name,
-            },
-        };
+        let served = serving::serve(self.corefile, qname, qtype, &self.context);
         let block = if served.block.is_empty() {
             "(none)".to_string()
         } else {
@@ -103,17 +67,8 @@ impl Responder for CorefileResponder<'_> {
         Served {
             block,
             plugin: plugin_path(&served.steps, &served.plugin),
-            reply,
-            question_matches: served.question_matches,
-            question_matches_if_upstream_fails: served.question_matches_if_upstream_fails,
+            ..served
         }
-    }
-}
-
-fn serving_qtype(qtype: QType) -> serving::QType {
-    match qtype {
-        QType::A => serving::QType::A,
-        QType::Aaaa => serving::QType::Aaaa,
     }
 }
 
@@ -253,7 +208,7 @@ impl Upstream {
             Upstream::Working if asked.trim_end_matches('.').eq_ignore_ascii_case(target) => {
                 match query.qtype {
                     QType::A => Outcome::Answer,
-                    QType::Aaaa => Outcome::NoData,
+                    _ => Outcome::NoData,
                 }
             }
             Upstream::Working => Outcome::NxDomain,
@@ -355,9 +310,9 @@ pub fn explain(
         let served = responder.serve(&query.name, query.qtype);
         let (mut outcome, to, asked) = match &served.reply {
             Reply::Local(outcome) => (*outcome, None, None),
-            Reply::Upstream { to, name } => (
+            Reply::Upstream { targets, name } => (
                 upstream.answer(query, name, &target),
-                Some(to.clone()),
+                Some(targets.join(" ")),
                 Some(name.trim_end_matches('.').to_string()),
             ),
         };

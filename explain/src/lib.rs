@@ -2,10 +2,12 @@
 //! CoreDNS server block and plugin answers each, and what it costs. Only the
 //! command line links it; the controller does not.
 //!
+//! - `answer`: the words the others share (`QType`, `Outcome`, `Reply`, `Served`).
 //! - `resolver`: glibc and musl search-list walks.
 //! - `serving`: how CoreDNS routes and answers one query under a Corefile.
 //! - `explain`: the two together, as `dnspolicy explain` prints them.
 
+pub mod answer;
 pub mod explain;
 pub mod resolver;
 pub mod serving;

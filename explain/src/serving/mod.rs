@@ -18,8 +18,9 @@
 //! - Not modelled: `cache` (a cached reply is the reply the model gives),
 //!   listeners that differ only by `bind`, `acl`, DS routing, zone data.
 //!
-//! Files: this one holds the public API (`serve`, `ServeContext`, `Served`,
-//! `Outcome`, `QType`) and the name helpers; `route` picks the server block;
+//! Files: this one holds the public API (`serve`, `ServeContext`,
+//! `cluster_dns_port`; `Served`, `Reply`, `Outcome` and `QType` come from
+//! `crate::answer`) and the name helpers; `route` picks the server block;
 //! `plugins` runs a block's plugin chain; `expr` reads `view` expressions;
 //! `regexp` compiles Go regexps.
 
@@ -30,126 +31,13 @@ mod route;
 #[cfg(test)]
 mod tests;
 
-use std::fmt;
-use std::str::FromStr;
-
 use dnspolicy_dns::corefile::Corefile;
 use dnspolicy_dns::stanza::DEFAULT_DNS_PORT;
 use dnspolicy_dns::version::CoreDnsVersion;
 
+pub use crate::answer::{Outcome, QType, QTypeError, Reply, Served};
 use plugins::Run;
 use route::route;
-
-/// Query types a resolver sends; others by number.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum QType {
-    A,
-    Aaaa,
-    Srv,
-    Ptr,
-    Txt,
-    Mx,
-    Cname,
-    Ns,
-    Soa,
-    Any,
-    Other(u16),
-}
-
-impl QType {
-    fn name(self) -> String {
-        match self {
-            QType::A => "A".into(),
-            QType::Aaaa => "AAAA".into(),
-            QType::Srv => "SRV".into(),
-            QType::Ptr => "PTR".into(),
-            QType::Txt => "TXT".into(),
-            QType::Mx => "MX".into(),
-            QType::Cname => "CNAME".into(),
-            QType::Ns => "NS".into(),
-            QType::Soa => "SOA".into(),
-            QType::Any => "ANY".into(),
-            QType::Other(n) => format!("TYPE{n}"),
-        }
-    }
-}
-
-impl fmt::Display for QType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.name())
-    }
-}
-
-impl FromStr for QType {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let upper = s.to_ascii_uppercase();
-        Ok(match upper.as_str() {
-            "A" => QType::A,
-            "AAAA" => QType::Aaaa,
-            "SRV" => QType::Srv,
-            "PTR" => QType::Ptr,
-            "TXT" => QType::Txt,
-            "MX" => QType::Mx,
-            "CNAME" => QType::Cname,
-            "NS" => QType::Ns,
-            "SOA" => QType::Soa,
-            "ANY" => QType::Any,
-            _ => match upper.strip_prefix("TYPE").and_then(|n| n.parse().ok()) {
-                Some(n) => QType::Other(n),
-                None => {
-                    return Err(format!(
-                        "{s:?} is not a DNS query type (A, AAAA, SRV, ... or TYPEn)"
-                    ));
-                }
-            },
-        })
-    }
-}
-
-/// What the client gets back.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// NOERROR with records.
-    Answer,
-    NxDomain,
-    /// NOERROR without records of the type asked for.
-    NoData,
-    /// The query leaves CoreDNS: the reply is whatever `targets` answer for
-    /// `name` (the name after rewrites), or a timeout if they never do.
-    Upstream {
-        targets: Vec<String>,
-        name: String,
-    },
-    ServFail,
-    Refused,
-    /// CoreDNS writes no reply; the client waits for its timeout.
-    NoReply,
-}
-
-/// How one query was served.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Served {
-    /// The server key of the block that took the query (`.:53`,
-    /// `tailb45a71.ts.net:53`); empty when no block did.
-    pub block: String,
-    /// The plugin that ended the query (`kubernetes`, `template`, `forward`,
-    /// ...); empty when none did (REFUSED, or SERVFAIL at the chain's end).
-    pub plugin: String,
-    /// What happened, plugin by plugin.
-    pub steps: Vec<String>,
-    pub outcome: Outcome,
-    /// Whether the reply's question section is the query's (a resolver drops
-    /// a reply whose question differs, and waits for its timeout).
-    pub question_matches: bool,
-    /// For `Outcome::Upstream`: whether the question still matches when the
-    /// upstream never answers and `forward` itself fails. CoreDNS writes that
-    /// SERVFAIL from the rewritten query unless a `stop` rule's reverter
-    /// writes it (1.9.0 on); before, a resolver drops the reply and times out.
-    pub question_matches_if_upstream_fails: bool,
-    /// The name the answering plugin saw, after rewrites; lower-case, absolute.
-    pub resolved_name: String,
-}
 
 /// What the model needs besides the Corefile.
 pub struct ServeContext<'a> {
@@ -189,7 +77,7 @@ fn serve_at(
             steps: vec![format!(
                 "no server block on port {port} serves {name}: REFUSED"
             )],
-            outcome: Outcome::Refused,
+            reply: Reply::Local(Outcome::Refused),
             question_matches: true,
             question_matches_if_upstream_fails: true,
             resolved_name: name,
@@ -212,7 +100,7 @@ fn serve_at(
         self_forwarded: false,
         answered_by: None,
     };
-    let outcome = run.chain();
+    let reply = run.chain();
     // CoreDNS writes failures itself, from the rewritten query, unless a
     // stop rule's reverter writes them (1.9.0 on).
     // A reply CoreDNS gets back from itself is written through the reverter.
@@ -220,9 +108,11 @@ fn serve_at(
         || (run.self_forwarded && run.restores_question)
         || (run.stopped && ctx.version >= CoreDnsVersion::REWRITE_REVERTS_FAILURES);
     let question_matches = !run.rewritten
-        || match outcome {
-            Outcome::NoReply => true,
-            Outcome::ServFail | Outcome::Refused if !run.self_forwarded => failure_matches,
+        || match reply {
+            Reply::Local(Outcome::Timeout) => true,
+            Reply::Local(Outcome::ServFail | Outcome::Refused) if !run.self_forwarded => {
+                failure_matches
+            }
             _ => run.restores_question,
         };
     if !question_matches {
@@ -235,7 +125,7 @@ fn serve_at(
         block: key,
         plugin: run.plugin,
         steps: run.steps,
-        outcome,
+        reply,
         question_matches,
         question_matches_if_upstream_fails: failure_matches,
         resolved_name: run.name,
@@ -268,18 +158,6 @@ fn in_zone(name: &str, zone: &str) -> bool {
         || name
             .strip_suffix(zone)
             .is_some_and(|rest| rest.ends_with('.'))
-}
-
-fn outcome_word(outcome: &Outcome) -> &'static str {
-    match outcome {
-        Outcome::Answer => "an answer",
-        Outcome::NxDomain => "NXDOMAIN",
-        Outcome::NoData => "NODATA",
-        Outcome::Upstream { .. } => "upstream",
-        Outcome::ServFail => "SERVFAIL",
-        Outcome::Refused => "REFUSED",
-        Outcome::NoReply => "no reply",
-    }
 }
 
 /// Zone arguments as CoreDNS normalizes them: lower-case, absolute.

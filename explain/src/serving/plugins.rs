@@ -6,12 +6,13 @@
 use dnspolicy_dns::corefile::{Corefile, Directive, ServerBlock};
 use dnspolicy_dns::stanza::DEFAULT_DNS_PORT;
 use dnspolicy_dns::version::CoreDnsVersion;
+
 use regex::Regex;
 
 use super::regexp::{self, RegexError};
 use super::{
-    MAX_SELF_FORWARDS, Outcome, QType, ServeContext, absolute_lower, in_zone, outcome_word,
-    serve_at, zones_of,
+    MAX_SELF_FORWARDS, Outcome, QType, Reply, ServeContext, absolute_lower, in_zone, serve_at,
+    zones_of,
 };
 
 /// CoreDNS's plugin order (plugin.cfg, 1.14.2); plugins not listed come after,
@@ -105,7 +106,7 @@ pub(super) struct Run<'a, 'c> {
 }
 
 impl Run<'_, '_> {
-    pub(super) fn chain(&mut self) -> Outcome {
+    pub(super) fn chain(&mut self) -> Reply {
         let mut plugins: Vec<&str> = Vec::new();
         for d in &self.block.directives {
             if !plugins.contains(&d.name.as_str()) {
@@ -135,15 +136,25 @@ impl Run<'_, '_> {
             }
         }
         self.steps.push("no plugin answered: SERVFAIL".into());
-        Outcome::ServFail
+        Outcome::ServFail.into()
     }
 
     fn block_zones(&self) -> Vec<String> {
         self.block.keys.iter().map(|k| k.zone.clone()).collect()
     }
 
+    /// A plugin's zone arguments; none means the block's zones.
+    fn zones_or_block(&self, args: &[String]) -> Vec<String> {
+        let zones = zones_of(args);
+        if zones.is_empty() {
+            self.block_zones()
+        } else {
+            zones
+        }
+    }
+
     /// One plugin: `Some(outcome)` when it ends the query.
-    fn plugin(&mut self, plugin: &str, lines: &[&Directive]) -> Option<Outcome> {
+    fn plugin(&mut self, plugin: &str, lines: &[&Directive]) -> Option<Reply> {
         match plugin {
             "rewrite" => {
                 self.rewrite(lines);
@@ -155,37 +166,32 @@ impl Run<'_, '_> {
             "file" | "auto" | "secondary" => {
                 let d = lines[0];
                 let zones = if plugin == "auto" {
-                    Vec::new()
-                } else {
-                    zones_of(d.args.get(1..).unwrap_or(&[]))
-                };
-                let zones = if zones.is_empty() {
                     self.block_zones()
                 } else {
-                    zones
+                    self.zones_or_block(d.args.get(1..).unwrap_or(&[]))
                 };
                 let zone = zones.iter().find(|z| in_zone(&self.name, z))?;
                 self.steps.push(format!(
                     "{plugin}: {} is in zone {zone}, answered from its data (not modelled)",
                     self.name
                 ));
-                Some(Outcome::Answer)
+                Some(Outcome::Answer.into())
             }
             "forward" | "grpc" => lines.iter().find_map(|d| self.forward(plugin, d)),
             "local" => {
                 (self.name == "localhost." || self.name.ends_with(".localhost.")).then(|| {
                     self.steps.push(format!("local: answers {}", self.name));
-                    Outcome::Answer
+                    Outcome::Answer.into()
                 })
             }
             "whoami" | "erratic" => {
                 self.steps.push(format!("{plugin}: answers {}", self.name));
-                Some(Outcome::Answer)
+                Some(Outcome::Answer.into())
             }
             "any" if self.qtype == QType::Any => {
                 self.steps
                     .push("any: answers an ANY query with HINFO".into());
-                Some(Outcome::Answer)
+                Some(Outcome::Answer.into())
             }
             _ => None,
         }
@@ -238,7 +244,7 @@ impl Run<'_, '_> {
         }
     }
 
-    fn template(&mut self, lines: &[&Directive]) -> Option<Outcome> {
+    fn template(&mut self, lines: &[&Directive]) -> Option<Reply> {
         let templates: Vec<Template> = lines
             .iter()
             .map(|d| Template::parse(d, &self.block_zones()))
@@ -272,9 +278,9 @@ impl Run<'_, '_> {
                 self.steps.push(format!(
                     "template {zone}: matches {}, answers {}",
                     self.name,
-                    outcome_word(&outcome)
+                    outcome.word()
                 ));
-                return Some(outcome);
+                return Some(outcome.into());
             }
             if t.fallthrough.as_ref().is_some_and(|zones| {
                 zones.is_empty() || zones.iter().any(|z| in_zone(&self.name, z))
@@ -290,26 +296,21 @@ impl Run<'_, '_> {
                     "template {zone}: no match for {} and no fallthrough: SERVFAIL",
                     self.name
                 ));
-                Outcome::ServFail
+                Outcome::ServFail.into()
             } else {
                 self.steps.push(format!(
                     "template {zone}: no match for {} and no fallthrough: no reply",
                     self.name
                 ));
-                Outcome::NoReply
+                Outcome::Timeout.into()
             });
         }
         None
     }
 
-    fn hosts(&mut self, d: &Directive) -> Option<Outcome> {
+    fn hosts(&mut self, d: &Directive) -> Option<Reply> {
         // `hosts [FILE [ZONES...]] { IP NAME...; fallthrough [ZONES] }`
-        let zones = zones_of(d.args.get(1..).unwrap_or(&[]));
-        let zones = if zones.is_empty() {
-            self.block_zones()
-        } else {
-            zones
-        };
+        let zones = self.zones_or_block(d.args.get(1..).unwrap_or(&[]));
         if !zones.iter().any(|z| in_zone(&self.name, z)) {
             return None;
         }
@@ -343,9 +344,9 @@ impl Run<'_, '_> {
             self.steps.push(format!(
                 "hosts: {} is listed, answers {}",
                 self.name,
-                outcome_word(&outcome)
+                outcome.word()
             ));
-            return Some(outcome);
+            return Some(outcome.into());
         }
         if fallthrough.is_some_and(|z| z.is_empty() || z.iter().any(|z| in_zone(&self.name, z))) {
             return None;
@@ -354,16 +355,11 @@ impl Run<'_, '_> {
             "hosts: {} is not listed and there is no fallthrough: SERVFAIL",
             self.name
         ));
-        Some(Outcome::ServFail)
+        Some(Outcome::ServFail.into())
     }
 
-    fn kubernetes(&mut self, d: &Directive) -> Option<Outcome> {
-        let zones = zones_of(&d.args);
-        let zones = if zones.is_empty() {
-            self.block_zones()
-        } else {
-            zones
-        };
+    fn kubernetes(&mut self, d: &Directive) -> Option<Reply> {
+        let zones = self.zones_or_block(&d.args);
         let zone = zones.iter().find(|z| in_zone(&self.name, z))?.clone();
         if (self.ctx.in_cluster)(&self.name) {
             let outcome = match self.qtype {
@@ -373,9 +369,9 @@ impl Run<'_, '_> {
             self.steps.push(format!(
                 "kubernetes {zone}: {} exists, answers {}",
                 self.name,
-                outcome_word(&outcome)
+                outcome.word()
             ));
-            return Some(outcome);
+            return Some(outcome.into());
         }
         let fallthrough = d
             .block
@@ -393,10 +389,10 @@ impl Run<'_, '_> {
             "kubernetes {zone}: no {}, answers NXDOMAIN",
             self.name
         ));
-        Some(Outcome::NxDomain)
+        Some(Outcome::NxDomain.into())
     }
 
-    fn forward(&mut self, plugin: &str, d: &Directive) -> Option<Outcome> {
+    fn forward(&mut self, plugin: &str, d: &Directive) -> Option<Reply> {
         let from = absolute_lower(d.args.first()?);
         let except: Vec<String> = d
             .block
@@ -417,7 +413,7 @@ impl Run<'_, '_> {
             self.name,
             targets.join(" ")
         ));
-        Some(Outcome::Upstream {
+        Some(Reply::Upstream {
             targets,
             name: self.name.clone(),
         })
@@ -454,7 +450,7 @@ impl Run<'_, '_> {
 
     /// `forward` to CoreDNS's own listener: the query is served again, from
     /// routing on, and the reply comes back through this block's plugins.
-    fn ask_itself(&mut self, plugin: &str, from: &str, me: &str) -> Outcome {
+    fn ask_itself(&mut self, plugin: &str, from: &str, me: &str) -> Reply {
         self.self_forwarded = true;
         self.steps.push(format!(
             "{plugin} {from}: asks CoreDNS itself ({me}) for {}",
@@ -463,7 +459,7 @@ impl Run<'_, '_> {
         if self.depth >= MAX_SELF_FORWARDS {
             self.steps
                 .push("CoreDNS keeps forwarding to itself: a loop, SERVFAIL".into());
-            return Outcome::ServFail;
+            return Outcome::ServFail.into();
         }
         let inner = serve_at(
             self.corefile,
@@ -486,9 +482,9 @@ impl Run<'_, '_> {
             .extend(inner.steps.iter().map(|s| format!("  {s}")));
         self.answered_by = Some(inner.plugin.clone());
         self.name = inner.resolved_name.clone();
-        match inner.outcome {
+        match inner.reply {
             // `forward` gives up on a silent upstream with SERVFAIL.
-            Outcome::NoReply => Outcome::ServFail,
+            Reply::Local(Outcome::Timeout) => Outcome::ServFail.into(),
             other => other,
         }
     }

@@ -100,8 +100,8 @@ fn without_a_policy_the_search_artifact_leaks_upstream() {
     );
     assert_eq!(s.block, ".:53");
     assert_eq!(
-        s.outcome,
-        Outcome::Upstream {
+        s.reply,
+        Reply::Upstream {
             targets: vec!["/etc/resolv.conf".into()],
             name: "frigate.video-management-system.svc.cluster.local.tailb45a71.ts.net.".into()
         }
@@ -112,7 +112,7 @@ fn without_a_policy_the_search_artifact_leaks_upstream() {
         QType::A,
         &ctx(V1_14),
     );
-    assert_eq!(s.outcome, Outcome::Answer);
+    assert_eq!(s.reply, Reply::Local(Outcome::Answer));
     assert_eq!(
         s.steps,
         [
@@ -120,7 +120,7 @@ fn without_a_policy_the_search_artifact_leaks_upstream() {
         ]
     );
     let s = serve(&c, "nosuch.svc.cluster.local", QType::A, &ctx(V1_14));
-    assert_eq!(s.outcome, Outcome::NxDomain);
+    assert_eq!(s.reply, Reply::Local(Outcome::NxDomain));
 }
 
 #[test]
@@ -146,7 +146,7 @@ fn rewrite_answer_auto_resolves_the_stripped_name_and_keeps_the_question() {
             QType::A,
             &ctx(version),
         );
-        assert_eq!(s.outcome, Outcome::Answer);
+        assert_eq!(s.reply, Reply::Local(Outcome::Answer));
         assert!(s.question_matches);
         assert_eq!(
             s.resolved_name,
@@ -159,8 +159,8 @@ fn rewrite_answer_auto_resolves_the_stripped_name_and_keeps_the_question() {
             &ctx(version),
         );
         assert_eq!(
-            s.outcome,
-            Outcome::Upstream {
+            s.reply,
+            Reply::Upstream {
                 targets: vec!["/etc/resolv.conf".into()],
                 name: "api.github.com.".into()
             }
@@ -168,7 +168,7 @@ fn rewrite_answer_auto_resolves_the_stripped_name_and_keeps_the_question() {
         assert!(s.question_matches);
         let s = serve(&c, "myhost.tailb45a71.ts.net", QType::A, &ctx(version));
         assert_eq!(s.resolved_name, "myhost.tailb45a71.ts.net.");
-        assert!(matches!(s.outcome, Outcome::Upstream { .. }));
+        assert!(matches!(s.reply, Reply::Upstream { .. }));
     }
 }
 
@@ -186,7 +186,7 @@ fn a_continue_rule_without_answer_rules_leaves_the_question_rewritten() {
         QType::A,
         &ctx(V1_14),
     );
-    assert_eq!(s.outcome, Outcome::Answer);
+    assert_eq!(s.reply, Reply::Local(Outcome::Answer));
     assert!(!s.question_matches);
     // A stop rule restores the question from 1.9.0 on, even without answer rules.
     let rule = d(
@@ -221,16 +221,16 @@ fn template_without_fallthrough_fails_names_it_does_not_match() {
         QType::A,
         &ctx(V1_14),
     );
-    assert_eq!(s.outcome, Outcome::NxDomain);
+    assert_eq!(s.reply, Reply::Local(Outcome::NxDomain));
     let s = serve(&t(true), "myhost.openstacklocal", QType::A, &ctx(V1_14));
-    assert!(matches!(s.outcome, Outcome::Upstream { .. }));
+    assert!(matches!(s.reply, Reply::Upstream { .. }));
     assert_eq!(
-        serve(&t(false), "myhost.openstacklocal", QType::A, &ctx(V1_14)).outcome,
-        Outcome::ServFail
+        serve(&t(false), "myhost.openstacklocal", QType::A, &ctx(V1_14)).reply,
+        Reply::Local(Outcome::ServFail)
     );
     assert_eq!(
-        serve(&t(false), "myhost.openstacklocal", QType::A, &ctx(V1_8)).outcome,
-        Outcome::NoReply
+        serve(&t(false), "myhost.openstacklocal", QType::A, &ctx(V1_8)).reply,
+        Reply::Local(Outcome::Timeout)
     );
 }
 
@@ -277,8 +277,8 @@ fn a_block_for_the_suffix_captures_every_name_in_it_unless_a_view_filters() {
     let s = serve(&c, "myhost.tailb45a71.ts.net", QType::A, &ctx(V1_14));
     assert_eq!(s.block, "tailb45a71.ts.net:53");
     assert_eq!(
-        s.outcome,
-        Outcome::Upstream {
+        s.reply,
+        Reply::Upstream {
             targets: vec!["100.100.100.100:53".into()],
             name: "myhost.tailb45a71.ts.net.".into()
         }
@@ -324,8 +324,8 @@ fn forwarding_to_itself_serves_the_query_again() {
         );
         assert_eq!(s.block, "tailb45a71.ts.net:53");
         assert_eq!(
-            s.outcome,
-            Outcome::Upstream {
+            s.reply,
+            Reply::Upstream {
                 targets: vec!["/etc/resolv.conf".into()],
                 name: "api.github.com.".into()
             }
@@ -339,7 +339,7 @@ fn forwarding_to_itself_serves_the_query_again() {
     );
     let c = kubeadm(vec![], vec![elsewhere]);
     let s = serve(&c, "a.corp.example", QType::A, &ctx(V1_14));
-    assert!(matches!(s.outcome, Outcome::Upstream { .. }), "{s:?}");
+    assert!(matches!(s.reply, Reply::Upstream { .. }), "{s:?}");
     // A block that sends its own names back to itself loops.
     let looping = block(
         "corp.example:53",
@@ -347,7 +347,7 @@ fn forwarding_to_itself_serves_the_query_again() {
     );
     let c = kubeadm(vec![], vec![looping]);
     let s = serve(&c, "a.corp.example", QType::A, &ctx(V1_14));
-    assert_eq!(s.outcome, Outcome::ServFail);
+    assert_eq!(s.reply, Reply::Local(Outcome::ServFail));
     assert!(s.steps.last().unwrap().contains("loop"), "{:?}", s.steps);
 }
 
@@ -358,7 +358,7 @@ fn no_block_for_the_name_is_refused() {
         top_level_imports: vec![],
     };
     let s = serve(&c, "api.github.com", QType::A, &ctx(V1_14));
-    assert_eq!(s.outcome, Outcome::Refused);
+    assert_eq!(s.reply, Reply::Local(Outcome::Refused));
     assert_eq!(s.block, "");
 }
 
@@ -382,20 +382,20 @@ fn forward_except_and_hosts_fallthrough() {
         top_level_imports: vec![],
     };
     assert_eq!(
-        serve(&c, "registry.corp.example", QType::A, &ctx(V1_14)).outcome,
-        Outcome::Answer
+        serve(&c, "registry.corp.example", QType::A, &ctx(V1_14)).reply,
+        Reply::Local(Outcome::Answer)
     );
     assert_eq!(
-        serve(&c, "registry.corp.example", QType::Aaaa, &ctx(V1_14)).outcome,
-        Outcome::NoData
+        serve(&c, "registry.corp.example", QType::Aaaa, &ctx(V1_14)).reply,
+        Reply::Local(Outcome::NoData)
     );
     assert_eq!(
-        serve(&c, "other.corp.example", QType::A, &ctx(V1_14)).outcome,
-        Outcome::ServFail
+        serve(&c, "other.corp.example", QType::A, &ctx(V1_14)).reply,
+        Reply::Local(Outcome::ServFail)
     );
     assert!(matches!(
-        serve(&c, "api.github.com", QType::A, &ctx(V1_14)).outcome,
-        Outcome::Upstream { .. }
+        serve(&c, "api.github.com", QType::A, &ctx(V1_14)).reply,
+        Reply::Upstream { .. }
     ));
 }
 
