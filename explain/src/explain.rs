@@ -19,10 +19,25 @@ use std::fmt;
 use std::time::Duration;
 
 pub use crate::answer::{Outcome, QType, Reply, Served};
-use crate::resolver::{self, Exchange, Lookup, Query, Resolver, ResolverConfig, Then, Trace};
+pub use crate::custom::{CustomKeyError, with_custom_keys};
+use crate::resolver::{
+    self, Exchange, Lookup, Query, Resolver, ResolverConfig, ResolverError, Then, Trace,
+};
 use crate::serving::{self, ServeContext};
-use dnspolicy_dns::corefile::{self, Corefile, Directive};
+use dnspolicy_dns::corefile::Corefile;
 use dnspolicy_dns::version::CoreDnsVersion;
+
+/// Why `dnspolicy explain` could not run; each names the input at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExplainError {
+    #[error("--search: {domain:?} is not a domain name")]
+    SearchDomain { domain: String },
+    /// The name asked about.
+    #[error(transparent)]
+    Name(#[from] ResolverError),
+    #[error(transparent)]
+    CustomKey(#[from] CustomKeyError),
+}
 
 /// The CoreDNS routing model explain needs; `serving` provides the real one.
 pub trait Responder {
@@ -101,82 +116,6 @@ fn plugin_path(steps: &[String], last: &str) -> String {
     } else {
         plugins.join(" > ")
     }
-}
-
-/// The Corefile CoreDNS actually runs when the stanzas live in `coredns-custom`
-/// (k3s, AKS): each `import` of a custom glob replaced by the keys it matches,
-/// `*.override` keys inside their block, `*.server` keys as server blocks.
-pub fn with_custom_keys(
-    corefile: &Corefile,
-    keys: &BTreeMap<String, String>,
-) -> Result<Corefile, String> {
-    if keys.is_empty() {
-        return Ok(corefile.clone());
-    }
-    let mut out = corefile.clone();
-    for block in &mut out.blocks {
-        let mut directives = Vec::new();
-        for directive in block.directives.drain(..) {
-            let matched: Vec<&String> = match (directive.name.as_str(), directive.args.as_slice()) {
-                ("import", [glob]) => keys
-                    .iter()
-                    .filter(|(k, _)| glob_matches(glob, k))
-                    .map(|(_, v)| v)
-                    .collect(),
-                _ => vec![],
-            };
-            if matched.is_empty() {
-                directives.push(directive);
-            } else {
-                for text in matched {
-                    directives.extend(parse_directives(text)?);
-                }
-            }
-        }
-        block.directives = directives;
-    }
-    let mut imports = Vec::new();
-    for import in out.top_level_imports.drain(..) {
-        let matched: Vec<(&String, &String)> = match import.args.as_slice() {
-            [glob] => keys.iter().filter(|(k, _)| glob_matches(glob, k)).collect(),
-            _ => vec![],
-        };
-        if matched.is_empty() {
-            imports.push(import);
-        }
-        for (key, text) in matched {
-            let parsed =
-                corefile::parse(text).map_err(|e| format!("coredns-custom key {key}: {e}"))?;
-            out.blocks.extend(parsed.blocks);
-        }
-    }
-    out.top_level_imports = imports;
-    Ok(out)
-}
-
-/// `custom/*.override` against the key `dnspolicy.override`: the file part, one `*`.
-fn glob_matches(glob: &str, key: &str) -> bool {
-    let file = glob.rsplit('/').next().unwrap_or(glob);
-    match file.split_once('*') {
-        Some((prefix, suffix)) => {
-            key.len() >= prefix.len() + suffix.len()
-                && key.starts_with(prefix)
-                && key.ends_with(suffix)
-        }
-        None => file == key,
-    }
-}
-
-fn parse_directives(text: &str) -> Result<Vec<Directive>, String> {
-    let wrapped = format!(".:1 {{\n{text}\n}}\n");
-    let parsed =
-        corefile::parse(&wrapped).map_err(|e| format!("coredns-custom override text: {e}"))?;
-    Ok(parsed
-        .blocks
-        .into_iter()
-        .next()
-        .map(|b| b.directives)
-        .unwrap_or_default())
 }
 
 impl<F: Fn(&str, QType) -> Served> Responder for F {
@@ -371,7 +310,7 @@ pub fn explain_corefile(
     custom_keys: &BTreeMap<String, String>,
     version: CoreDnsVersion,
     upstream: Upstream,
-) -> Result<Explanation, String> {
+) -> Result<Explanation, ExplainError> {
     let running = with_custom_keys(corefile, custom_keys)?;
     let known = known_service_names(name, &config.searches);
     let in_cluster = |n: &str| known.contains(&absolute(n));
@@ -383,7 +322,7 @@ pub fn explain_corefile(
             in_cluster: &in_cluster,
         },
     };
-    explain(name, config, &responder, true, upstream).map_err(|e| e.to_string())
+    Ok(explain(name, config, &responder, true, upstream)?)
 }
 
 /// The in-cluster names taken to exist when `name` is looked up with `searches`.
@@ -417,13 +356,13 @@ fn absolute(name: &str) -> String {
 /// space-separated string, one nameserver, the libraries' default timeout and
 /// attempts, a black-holed upstream, CoreDNS behaviour of the newest release
 /// checked. Errors name the input.
-pub fn explain_cli(
+pub fn explain_command(
     name: &str,
     search: &str,
     ndots: u8,
     musl: bool,
     corefile: Option<(&Corefile, &BTreeMap<String, String>)>,
-) -> Result<String, String> {
+) -> Result<String, ExplainError> {
     let resolver = if musl {
         Resolver::Musl
     } else {
@@ -435,7 +374,9 @@ pub fn explain_cli(
             .split('.')
             .any(|l| l.is_empty() || l.len() > 63)
     }) {
-        return Err(format!("--search: {bad:?} is not a domain name"));
+        return Err(ExplainError::SearchDomain {
+            domain: bad.clone(),
+        });
     }
     let config = ResolverConfig::new(resolver, searches).with_ndots(ndots as u32);
     let explanation = match corefile {
@@ -447,10 +388,22 @@ pub fn explain_cli(
             CoreDnsVersion::NEWEST_CHECKED,
             Upstream::BlackHole,
         )?,
-        None => explain(name, &config, &NoCorefile, false, Upstream::BlackHole)
-            .map_err(|e| e.to_string())?,
+        None => explain(name, &config, &NoCorefile, false, Upstream::BlackHole)?,
     };
     Ok(explanation.to_string())
+}
+
+/// [`explain_command`] with its error as text, for the `dnspolicy` crate,
+/// whose `CliError::Invalid` takes a `String`. Remove once the CLI calls
+/// `explain_command` and maps the error itself.
+pub fn explain_cli(
+    name: &str,
+    search: &str,
+    ndots: u8,
+    musl: bool,
+    corefile: Option<(&Corefile, &BTreeMap<String, String>)>,
+) -> Result<String, String> {
+    explain_command(name, search, ndots, musl, corefile).map_err(|e| e.to_string())
 }
 
 fn secs(d: Duration) -> String {

@@ -493,3 +493,14 @@ fn go_literals_the_regex_crate_would_read_otherwise() {
             .starts_with("regex \"(\"")
     );
 }
+
+#[test]
+fn query_types_parse_and_a_bad_one_is_named() {
+    assert_eq!("aaaa".parse::<QType>(), Ok(QType::Aaaa));
+    assert_eq!("TYPE65".parse::<QType>(), Ok(QType::Other(65)));
+    assert_eq!(QType::Other(65).to_string(), "TYPE65");
+    assert_eq!(
+        "AX".parse::<QType>().unwrap_err().to_string(),
+        "\"AX\" is not a DNS query type (A, AAAA, SRV, ... or TYPEn)"
+    );
+}
