@@ -462,27 +462,18 @@ impl fmt::Display for Explanation {
         writeln!(f, "upstream: {}", self.upstream)?;
         writeln!(f)?;
 
-        let name_width = self
-            .lines
-            .iter()
-            .map(|l| l.query.name.len())
-            .max()
-            .unwrap_or(4)
-            .max(4);
-        let block_width = self
-            .lines
-            .iter()
-            .map(|l| l.block.len())
-            .max()
-            .unwrap_or(5)
-            .max(5);
-        let plugin_width = self
-            .lines
-            .iter()
-            .map(|l| l.plugin.len())
-            .max()
-            .unwrap_or(6)
-            .max(6);
+        // Each column as wide as its longest cell, and at least its heading.
+        let width = |heading: &str, cell: &dyn Fn(&Line) -> usize| {
+            self.lines
+                .iter()
+                .map(cell)
+                .max()
+                .unwrap_or(0)
+                .max(heading.len())
+        };
+        let name_width = width("name", &|l| l.query.name.len());
+        let block_width = width("block", &|l| l.block.len());
+        let plugin_width = width("plugin", &|l| l.plugin.len());
         let upstream_cell = |l: &Line| match (&l.upstream, &l.upstream_name) {
             (Some(to), Some(asked)) if !asked.eq_ignore_ascii_case(&l.query.name) => {
                 format!("YES {to} as {asked}")
@@ -490,13 +481,7 @@ impl fmt::Display for Explanation {
             (Some(to), _) => format!("YES {to}"),
             _ => "no".to_string(),
         };
-        let up_width = self
-            .lines
-            .iter()
-            .map(|l| upstream_cell(l).len())
-            .max()
-            .unwrap_or(8)
-            .max(8);
+        let up_width = width("upstream", &|l| upstream_cell(l).len());
         writeln!(
             f,
             "{:>3}  {:>5}  {:<4}  {:<name_width$}  {:<block_width$}  {:<plugin_width$}  {:<up_width$}  outcome",

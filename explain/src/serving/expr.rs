@@ -31,24 +31,14 @@ fn lex(text: &str) -> Option<Vec<Tok>> {
         let c = chars[i];
         match c {
             ' ' | '\t' | '\n' => i += 1,
-            '(' => {
-                toks.push(Tok::LParen);
-                i += 1
-            }
-            ')' => {
-                toks.push(Tok::RParen);
-                i += 1
-            }
-            '[' => {
-                toks.push(Tok::LBracket);
-                i += 1
-            }
-            ']' => {
-                toks.push(Tok::RBracket);
-                i += 1
-            }
-            ',' => {
-                toks.push(Tok::Comma);
+            '(' | ')' | '[' | ']' | ',' => {
+                toks.push(match c {
+                    '(' => Tok::LParen,
+                    ')' => Tok::RParen,
+                    '[' => Tok::LBracket,
+                    ']' => Tok::RBracket,
+                    _ => Tok::Comma,
+                });
                 i += 1
             }
             '&' if chars.get(i + 1) == Some(&'&') => {

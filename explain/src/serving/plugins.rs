@@ -143,6 +143,12 @@ impl Run<'_, '_> {
         self.block.keys.iter().map(|k| k.zone.clone()).collect()
     }
 
+    /// Whether a `fallthrough [ZONES...]` line (if any) passes the name on:
+    /// no zones means every name.
+    fn falls_through(&self, fallthrough: Option<&[String]>) -> bool {
+        fallthrough.is_some_and(|z| z.is_empty() || z.iter().any(|z| in_zone(&self.name, z)))
+    }
+
     /// A plugin's zone arguments; none means the block's zones.
     fn zones_or_block(&self, args: &[String]) -> Vec<String> {
         let zones = zones_of(args);
@@ -282,9 +288,7 @@ impl Run<'_, '_> {
                 ));
                 return Some(outcome.into());
             }
-            if t.fallthrough.as_ref().is_some_and(|zones| {
-                zones.is_empty() || zones.iter().any(|z| in_zone(&self.name, z))
-            }) {
+            if self.falls_through(t.fallthrough.as_deref()) {
                 self.steps.push(format!(
                     "template {zone}: no match for {}, falls through",
                     self.name
@@ -348,7 +352,7 @@ impl Run<'_, '_> {
             ));
             return Some(outcome.into());
         }
-        if fallthrough.is_some_and(|z| z.is_empty() || z.iter().any(|z| in_zone(&self.name, z))) {
+        if self.falls_through(fallthrough.as_deref()) {
             return None;
         }
         self.steps.push(format!(
@@ -378,7 +382,7 @@ impl Run<'_, '_> {
             .iter()
             .find(|l| l.name == "fallthrough")
             .map(|l| zones_of(&l.args));
-        if fallthrough.is_some_and(|z| z.is_empty() || z.iter().any(|z| in_zone(&self.name, z))) {
+        if self.falls_through(fallthrough.as_deref()) {
             self.steps.push(format!(
                 "kubernetes {zone}: no {}, falls through",
                 self.name
