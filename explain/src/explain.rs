@@ -18,35 +18,25 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
+pub use crate::answer::{Outcome, QType, Reply, Served};
+pub use crate::custom::{CustomKeyError, with_custom_keys};
 use crate::resolver::{
-    self, Exchange, Lookup, Outcome, QType, Query, Resolver, ResolverConfig, Then, Trace,
+    self, Exchange, Lookup, Query, Resolver, ResolverConfig, ResolverError, Then, Trace,
 };
 use crate::serving::{self, ServeContext};
-use dnspolicy_dns::corefile::{self, Corefile, Directive};
+use dnspolicy_dns::corefile::Corefile;
 use dnspolicy_dns::version::CoreDnsVersion;
 
-/// Where CoreDNS sends one query, as the serving model sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Served {
-    /// The server block that takes the query, as its key is written (`.:53`).
-    pub block: String,
-    /// The plugin that writes the reply (`kubernetes`, `forward`, `template`...).
-    pub plugin: String,
-    pub reply: Reply,
-    /// The reply's question section equals the query's (DESIGN 3 case 4).
-    pub question_matches: bool,
-    /// For an upstream query: whether the SERVFAIL CoreDNS writes when the
-    /// upstream never answers still carries the query's question.
-    pub question_matches_if_upstream_fails: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Reply {
-    /// Answered inside CoreDNS.
-    Local(Outcome),
-    /// Sent on to an upstream resolver (`to` as the Corefile names it), asking
-    /// for `name` (the query's name after any rewrite).
-    Upstream { to: String, name: String },
+/// Why `dnspolicy explain` could not run; each names the input at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExplainError {
+    #[error("--search: {domain:?} is not a domain name")]
+    SearchDomain { domain: String },
+    /// The name asked about.
+    #[error(transparent)]
+    Name(#[from] ResolverError),
+    #[error(transparent)]
+    CustomKey(#[from] CustomKeyError),
 }
 
 /// The CoreDNS routing model explain needs; `serving` provides the real one.
@@ -63,12 +53,14 @@ impl Responder for NoCorefile {
         Served {
             block: "(no Corefile)".into(),
             plugin: "forward".into(),
+            steps: Vec::new(),
             reply: Reply::Upstream {
-                to: "upstream".into(),
+                targets: vec!["upstream".into()],
                 name: qname.into(),
             },
             question_matches: true,
             question_matches_if_upstream_fails: true,
+            resolved_name: qname.into(),
         }
     }
 }
@@ -81,20 +73,7 @@ pub struct CorefileResponder<'a> {
 
 impl Responder for CorefileResponder<'_> {
     fn serve(&self, qname: &str, qtype: QType) -> Served {
-        let served = serving::serve(self.corefile, qname, serving_qtype(qtype), &self.context);
-        let reply = match served.outcome {
-            serving::Outcome::Answer => Reply::Local(Outcome::Answer),
-            serving::Outcome::NxDomain => Reply::Local(Outcome::NxDomain),
-            serving::Outcome::NoData => Reply::Local(Outcome::NoData),
-            serving::Outcome::ServFail => Reply::Local(Outcome::ServFail),
-            serving::Outcome::Refused => Reply::Local(Outcome::Refused),
-            // CoreDNS writes nothing: the stub waits out its timeout.
-            serving::Outcome::NoReply => Reply::Local(Outcome::Timeout),
-            serving::Outcome::Upstream { targets, name } => Reply::Upstream {
-                to: targets.join(" "),
-                name,
-            },
-        };
+        let served = serving::serve(self.corefile, qname, qtype, &self.context);
         let block = if served.block.is_empty() {
             "(none)".to_string()
         } else {
@@ -103,17 +82,8 @@ impl Responder for CorefileResponder<'_> {
         Served {
             block,
             plugin: plugin_path(&served.steps, &served.plugin),
-            reply,
-            question_matches: served.question_matches,
-            question_matches_if_upstream_fails: served.question_matches_if_upstream_fails,
+            ..served
         }
-    }
-}
-
-fn serving_qtype(qtype: QType) -> serving::QType {
-    match qtype {
-        QType::A => serving::QType::A,
-        QType::Aaaa => serving::QType::Aaaa,
     }
 }
 
@@ -148,82 +118,6 @@ fn plugin_path(steps: &[String], last: &str) -> String {
     }
 }
 
-/// The Corefile CoreDNS actually runs when the stanzas live in `coredns-custom`
-/// (k3s, AKS): each `import` of a custom glob replaced by the keys it matches,
-/// `*.override` keys inside their block, `*.server` keys as server blocks.
-pub fn with_custom_keys(
-    corefile: &Corefile,
-    keys: &BTreeMap<String, String>,
-) -> Result<Corefile, String> {
-    if keys.is_empty() {
-        return Ok(corefile.clone());
-    }
-    let mut out = corefile.clone();
-    for block in &mut out.blocks {
-        let mut directives = Vec::new();
-        for directive in block.directives.drain(..) {
-            let matched: Vec<&String> = match (directive.name.as_str(), directive.args.as_slice()) {
-                ("import", [glob]) => keys
-                    .iter()
-                    .filter(|(k, _)| glob_matches(glob, k))
-                    .map(|(_, v)| v)
-                    .collect(),
-                _ => vec![],
-            };
-            if matched.is_empty() {
-                directives.push(directive);
-            } else {
-                for text in matched {
-                    directives.extend(parse_directives(text)?);
-                }
-            }
-        }
-        block.directives = directives;
-    }
-    let mut imports = Vec::new();
-    for import in out.top_level_imports.drain(..) {
-        let matched: Vec<(&String, &String)> = match import.args.as_slice() {
-            [glob] => keys.iter().filter(|(k, _)| glob_matches(glob, k)).collect(),
-            _ => vec![],
-        };
-        if matched.is_empty() {
-            imports.push(import);
-        }
-        for (key, text) in matched {
-            let parsed =
-                corefile::parse(text).map_err(|e| format!("coredns-custom key {key}: {e}"))?;
-            out.blocks.extend(parsed.blocks);
-        }
-    }
-    out.top_level_imports = imports;
-    Ok(out)
-}
-
-/// `custom/*.override` against the key `dnspolicy.override`: the file part, one `*`.
-fn glob_matches(glob: &str, key: &str) -> bool {
-    let file = glob.rsplit('/').next().unwrap_or(glob);
-    match file.split_once('*') {
-        Some((prefix, suffix)) => {
-            key.len() >= prefix.len() + suffix.len()
-                && key.starts_with(prefix)
-                && key.ends_with(suffix)
-        }
-        None => file == key,
-    }
-}
-
-fn parse_directives(text: &str) -> Result<Vec<Directive>, String> {
-    let wrapped = format!(".:1 {{\n{text}\n}}\n");
-    let parsed =
-        corefile::parse(&wrapped).map_err(|e| format!("coredns-custom override text: {e}"))?;
-    Ok(parsed
-        .blocks
-        .into_iter()
-        .next()
-        .map(|b| b.directives)
-        .unwrap_or_default())
-}
-
 impl<F: Fn(&str, QType) -> Served> Responder for F {
     fn serve(&self, qname: &str, qtype: QType) -> Served {
         self(qname, qtype)
@@ -253,7 +147,7 @@ impl Upstream {
             Upstream::Working if asked.trim_end_matches('.').eq_ignore_ascii_case(target) => {
                 match query.qtype {
                     QType::A => Outcome::Answer,
-                    QType::Aaaa => Outcome::NoData,
+                    _ => Outcome::NoData,
                 }
             }
             Upstream::Working => Outcome::NxDomain,
@@ -355,9 +249,9 @@ pub fn explain(
         let served = responder.serve(&query.name, query.qtype);
         let (mut outcome, to, asked) = match &served.reply {
             Reply::Local(outcome) => (*outcome, None, None),
-            Reply::Upstream { to, name } => (
+            Reply::Upstream { targets, name } => (
                 upstream.answer(query, name, &target),
-                Some(to.clone()),
+                Some(targets.join(" ")),
                 Some(name.trim_end_matches('.').to_string()),
             ),
         };
@@ -416,7 +310,7 @@ pub fn explain_corefile(
     custom_keys: &BTreeMap<String, String>,
     version: CoreDnsVersion,
     upstream: Upstream,
-) -> Result<Explanation, String> {
+) -> Result<Explanation, ExplainError> {
     let running = with_custom_keys(corefile, custom_keys)?;
     let known = known_service_names(name, &config.searches);
     let in_cluster = |n: &str| known.contains(&absolute(n));
@@ -428,7 +322,7 @@ pub fn explain_corefile(
             in_cluster: &in_cluster,
         },
     };
-    explain(name, config, &responder, true, upstream).map_err(|e| e.to_string())
+    Ok(explain(name, config, &responder, true, upstream)?)
 }
 
 /// The in-cluster names taken to exist when `name` is looked up with `searches`.
@@ -462,13 +356,13 @@ fn absolute(name: &str) -> String {
 /// space-separated string, one nameserver, the libraries' default timeout and
 /// attempts, a black-holed upstream, CoreDNS behaviour of the newest release
 /// checked. Errors name the input.
-pub fn explain_cli(
+pub fn explain_command(
     name: &str,
     search: &str,
     ndots: u8,
     musl: bool,
     corefile: Option<(&Corefile, &BTreeMap<String, String>)>,
-) -> Result<String, String> {
+) -> Result<String, ExplainError> {
     let resolver = if musl {
         Resolver::Musl
     } else {
@@ -480,7 +374,9 @@ pub fn explain_cli(
             .split('.')
             .any(|l| l.is_empty() || l.len() > 63)
     }) {
-        return Err(format!("--search: {bad:?} is not a domain name"));
+        return Err(ExplainError::SearchDomain {
+            domain: bad.clone(),
+        });
     }
     let config = ResolverConfig::new(resolver, searches).with_ndots(ndots as u32);
     let explanation = match corefile {
@@ -492,10 +388,22 @@ pub fn explain_cli(
             CoreDnsVersion::NEWEST_CHECKED,
             Upstream::BlackHole,
         )?,
-        None => explain(name, &config, &NoCorefile, false, Upstream::BlackHole)
-            .map_err(|e| e.to_string())?,
+        None => explain(name, &config, &NoCorefile, false, Upstream::BlackHole)?,
     };
     Ok(explanation.to_string())
+}
+
+/// [`explain_command`] with its error as text, for the `dnspolicy` crate,
+/// whose `CliError::Invalid` takes a `String`. Remove once the CLI calls
+/// `explain_command` and maps the error itself.
+pub fn explain_cli(
+    name: &str,
+    search: &str,
+    ndots: u8,
+    musl: bool,
+    corefile: Option<(&Corefile, &BTreeMap<String, String>)>,
+) -> Result<String, String> {
+    explain_command(name, search, ndots, musl, corefile).map_err(|e| e.to_string())
 }
 
 fn secs(d: Duration) -> String {
@@ -554,27 +462,18 @@ impl fmt::Display for Explanation {
         writeln!(f, "upstream: {}", self.upstream)?;
         writeln!(f)?;
 
-        let name_width = self
-            .lines
-            .iter()
-            .map(|l| l.query.name.len())
-            .max()
-            .unwrap_or(4)
-            .max(4);
-        let block_width = self
-            .lines
-            .iter()
-            .map(|l| l.block.len())
-            .max()
-            .unwrap_or(5)
-            .max(5);
-        let plugin_width = self
-            .lines
-            .iter()
-            .map(|l| l.plugin.len())
-            .max()
-            .unwrap_or(6)
-            .max(6);
+        // Each column as wide as its longest cell, and at least its heading.
+        let width = |heading: &str, cell: &dyn Fn(&Line) -> usize| {
+            self.lines
+                .iter()
+                .map(cell)
+                .max()
+                .unwrap_or(0)
+                .max(heading.len())
+        };
+        let name_width = width("name", &|l| l.query.name.len());
+        let block_width = width("block", &|l| l.block.len());
+        let plugin_width = width("plugin", &|l| l.plugin.len());
         let upstream_cell = |l: &Line| match (&l.upstream, &l.upstream_name) {
             (Some(to), Some(asked)) if !asked.eq_ignore_ascii_case(&l.query.name) => {
                 format!("YES {to} as {asked}")
@@ -582,13 +481,7 @@ impl fmt::Display for Explanation {
             (Some(to), _) => format!("YES {to}"),
             _ => "no".to_string(),
         };
-        let up_width = self
-            .lines
-            .iter()
-            .map(|l| upstream_cell(l).len())
-            .max()
-            .unwrap_or(8)
-            .max(8);
+        let up_width = width("upstream", &|l| upstream_cell(l).len());
         writeln!(
             f,
             "{:>3}  {:>5}  {:<4}  {:<name_width$}  {:<block_width$}  {:<plugin_width$}  {:<up_width$}  outcome",

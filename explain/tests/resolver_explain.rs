@@ -26,7 +26,7 @@ fn search() -> Vec<String> {
 fn kubernetes(qname: &str, qtype: QType) -> Outcome {
     match (qname == FRIGATE, qtype) {
         (true, QType::A) => Outcome::Answer,
-        (true, QType::Aaaa) => Outcome::NoData,
+        (true, _) => Outcome::NoData,
         (false, _) => Outcome::NxDomain,
     }
 }
@@ -37,20 +37,24 @@ fn kubeadm(qname: &str, qtype: QType) -> Served {
         Served {
             block: ".:53".into(),
             plugin: "kubernetes".into(),
+            steps: vec![],
             reply: Reply::Local(kubernetes(qname, qtype)),
             question_matches: true,
             question_matches_if_upstream_fails: true,
+            resolved_name: format!("{qname}."),
         }
     } else {
         Served {
             block: ".:53".into(),
             plugin: "forward".into(),
+            steps: vec![],
             reply: Reply::Upstream {
-                to: "/etc/resolv.conf".into(),
+                targets: vec!["/etc/resolv.conf".into()],
                 name: qname.into(),
             },
             question_matches: true,
             question_matches_if_upstream_fails: true,
+            resolved_name: format!("{qname}."),
         }
     }
 }
@@ -63,9 +67,11 @@ fn kubeadm_with_rewrite(qname: &str, qtype: QType) -> Served {
         Some(inner) if inner.ends_with(".cluster.local") => Served {
             block: ".:53".into(),
             plugin: "rewrite > kubernetes".into(),
+            steps: vec![],
             reply: Reply::Local(kubernetes(inner, qtype)),
             question_matches: true,
             question_matches_if_upstream_fails: true,
+            resolved_name: format!("{inner}."),
         },
         _ => kubeadm(qname, qtype),
     }

@@ -156,6 +156,46 @@ fn explain_cli_prints_the_verdict() {
     assert!(err.starts_with("--search:"), "{err}");
     let err = explain_cli("frigate..svc", SEARCH, 5, false, None).unwrap_err();
     assert!(err.contains("frigate..svc"), "{err}");
+    // The same errors, typed.
+    assert_eq!(
+        explain_command(FRIGATE, "cluster..local", 5, true, None).unwrap_err(),
+        ExplainError::SearchDomain {
+            domain: "cluster..local".into()
+        }
+    );
+    assert!(matches!(
+        explain_command("frigate..svc", SEARCH, 5, false, None),
+        Err(ExplainError::Name(ResolverError { name, .. })) if name == "frigate..svc"
+    ));
+}
+
+#[test]
+fn a_custom_key_that_does_not_parse_is_named() {
+    let parsed = corefile::parse(
+        ".:53 {\n    import /etc/coredns/custom/*.override\n}\nimport /etc/coredns/custom/*.server\n",
+    )
+    .unwrap();
+    let broken = |key: &str, text: &str| {
+        let keys = BTreeMap::from([(key.to_string(), text.to_string())]);
+        with_custom_keys(&parsed, &keys).unwrap_err()
+    };
+    let err = broken("broken.override", "template IN A {\n");
+    assert!(matches!(err, CustomKeyError::Override { .. }), "{err:?}");
+    assert!(
+        err.to_string()
+            .starts_with("coredns-custom key broken.override: override text: line "),
+        "{err}"
+    );
+    let err = broken("broken.server", "corp.example:53 {\n");
+    assert!(
+        matches!(err, CustomKeyError::ServerBlocks { .. }),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .starts_with("coredns-custom key broken.server: line "),
+        "{err}"
+    );
 }
 
 #[test]

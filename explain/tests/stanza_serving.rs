@@ -8,7 +8,7 @@ use dnspolicy_dns::corefile;
 use dnspolicy_dns::policy::{MergedPolicies, SuffixRule, parse_forward_target};
 use dnspolicy_dns::stanza::{RenderContext, RenderError, render, warnings};
 use dnspolicy_dns::version::CoreDnsVersion;
-use dnspolicy_explain::serving::{Outcome, QType, ServeContext, Served, serve};
+use dnspolicy_explain::serving::{Outcome, QType, Reply, ServeContext, Served, serve};
 
 const FRIGATE: &str = "frigate.video-management-system.svc.cluster.local";
 const TAILNET: &str = "tailb45a71.ts.net";
@@ -88,8 +88,8 @@ fn ask(c: &corefile::Corefile, name: &str, qtype: QType, version: CoreDnsVersion
     )
 }
 
-fn upstream(targets: &[&str], name: &str) -> Outcome {
-    Outcome::Upstream {
+fn upstream(targets: &[&str], name: &str) -> Reply {
+    Reply::Upstream {
         targets: targets.iter().map(|t| t.to_string()).collect(),
         name: name.into(),
     }
@@ -108,10 +108,7 @@ fn the_kubeadm_corefile_leaks_search_artifacts_before_any_policy() {
     );
     assert_eq!(s.block, ".:53");
     assert_eq!(s.plugin, "forward");
-    assert_eq!(
-        s.outcome,
-        upstream(RESOLV, &format!("{FRIGATE}.{TAILNET}."))
-    );
+    assert_eq!(s.reply, upstream(RESOLV, &format!("{FRIGATE}.{TAILNET}.")));
 }
 
 #[test]
@@ -148,7 +145,7 @@ fn rewrite_keeps_cases_1_to_5_on_every_fixture_and_version() {
                         (&artifacts, "kubernetes"),
                         "{at}: {s:?}"
                     );
-                    assert_eq!(s.outcome, Outcome::Answer, "{at}");
+                    assert_eq!(s.reply, Reply::Local(Outcome::Answer), "{at}");
                     assert_eq!(s.resolved_name, format!("{FRIGATE}."), "{at}");
                     assert!(s.question_matches, "{at}");
                 }
@@ -158,7 +155,7 @@ fn rewrite_keeps_cases_1_to_5_on_every_fixture_and_version() {
                     QType::A,
                     version,
                 );
-                assert_eq!(s.outcome, Outcome::NxDomain, "{at}");
+                assert_eq!(s.reply, Reply::Local(Outcome::NxDomain), "{at}");
                 assert!(s.question_matches, "{at}");
 
                 // Case 2: upstream as the outside name, never with the suffix.
@@ -168,7 +165,7 @@ fn rewrite_keeps_cases_1_to_5_on_every_fixture_and_version() {
                     QType::A,
                     version,
                 );
-                assert_eq!(s.outcome, upstream(RESOLV, "api.github.com."), "{at}");
+                assert_eq!(s.reply, upstream(RESOLV, "api.github.com."), "{at}");
                 assert!(s.question_matches, "{at}");
                 assert_eq!(
                     s.question_matches_if_upstream_fails,
@@ -188,7 +185,7 @@ fn rewrite_keeps_cases_1_to_5_on_every_fixture_and_version() {
                 } else {
                     assert_eq!(s.block, format!("{TAILNET}:53"), "{at}");
                     assert_eq!(
-                        s.outcome,
+                        s.reply,
                         upstream(&["100.100.100.100:53"], &format!("myhost.{TAILNET}.")),
                         "{at}"
                     );
@@ -240,20 +237,20 @@ fn nxdomain_keeps_cases_1_to_5_on_every_fixture_and_version() {
                             (&block, "template"),
                             "{at}: {name}"
                         );
-                        assert_eq!(s.outcome, Outcome::NxDomain, "{at}: {name}");
+                        assert_eq!(s.reply, Reply::Local(Outcome::NxDomain), "{at}: {name}");
                         assert!(s.question_matches, "{at}");
                     }
                 }
                 let s = ask(&after, &format!("myhost.{TAILNET}"), QType::A, version);
                 if forward_to.is_empty() {
                     assert_eq!(
-                        s.outcome,
-                        ask(&before, &format!("myhost.{TAILNET}"), QType::A, version).outcome,
+                        s.reply,
+                        ask(&before, &format!("myhost.{TAILNET}"), QType::A, version).reply,
                         "{at}"
                     );
                 } else {
                     assert_eq!(
-                        s.outcome,
+                        s.reply,
                         upstream(&["100.100.100.100:53"], &format!("myhost.{TAILNET}.")),
                         "{at}"
                     );
@@ -298,8 +295,12 @@ fn openstack_and_eks_suffixes_together() {
         version,
     );
     assert_eq!(
-        (s.block.as_str(), s.plugin.as_str(), &s.outcome),
-        ("ec2.internal:53", "kubernetes", &Outcome::Answer)
+        (s.block.as_str(), s.plugin.as_str(), &s.reply),
+        (
+            "ec2.internal:53",
+            "kubernetes",
+            &Reply::Local(Outcome::Answer)
+        )
     );
     assert_eq!(
         s.steps,
@@ -311,18 +312,18 @@ fn openstack_and_eks_suffixes_together() {
         ]
     );
     let s = ask(&after, "api.github.com.ec2.internal", QType::A, version);
-    assert_eq!(s.outcome, upstream(RESOLV, "api.github.com."));
+    assert_eq!(s.reply, upstream(RESOLV, "api.github.com."));
     let s = ask(&after, "ip-10-0-0-1.ec2.internal", QType::A, version);
-    assert_eq!(s.outcome, upstream(RESOLV, "ip-10-0-0-1.ec2.internal."));
+    assert_eq!(s.reply, upstream(RESOLV, "ip-10-0-0-1.ec2.internal."));
     let s = ask(
         &after,
         &format!("{FRIGATE}.openstacklocal"),
         QType::A,
         version,
     );
-    assert_eq!(s.outcome, Outcome::NxDomain);
+    assert_eq!(s.reply, Reply::Local(Outcome::NxDomain));
     let s = ask(&after, "myhost.openstacklocal", QType::A, version);
-    assert_eq!(s.outcome, upstream(RESOLV, "myhost.openstacklocal."));
+    assert_eq!(s.reply, upstream(RESOLV, "myhost.openstacklocal."));
 }
 
 #[test]
