@@ -259,14 +259,14 @@ pub fn explain(args: &ExplainArgs) -> Result<String, CliError> {
         }
         None => None,
     };
-    dnspolicy_explain::explain::explain_cli(
+    dnspolicy_explain::explain::explain_command(
         &args.name,
         &args.search,
         args.ndots,
         matches!(args.resolver, ResolverKind::Musl),
         corefile.as_ref().map(|(c, k)| (c, k)),
     )
-    .map_err(CliError::Invalid)
+    .map_err(|e| CliError::Invalid(e.to_string()))
 }
 
 /// A client from the kubeconfig or the in-cluster service account, telling

@@ -393,19 +393,6 @@ pub fn explain_command(
     Ok(explanation.to_string())
 }
 
-/// [`explain_command`] with its error as text, for the `dnspolicy` crate,
-/// whose `CliError::Invalid` takes a `String`. Remove once the CLI calls
-/// `explain_command` and maps the error itself.
-pub fn explain_cli(
-    name: &str,
-    search: &str,
-    ndots: u8,
-    musl: bool,
-    corefile: Option<(&Corefile, &BTreeMap<String, String>)>,
-) -> Result<String, String> {
-    explain_command(name, search, ndots, musl, corefile).map_err(|e| e.to_string())
-}
-
 fn secs(d: Duration) -> String {
     if d.subsec_millis() == 0 {
         format!("{}s", d.as_secs())

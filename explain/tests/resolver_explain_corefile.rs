@@ -147,14 +147,18 @@ fn short_service_names_resolve_in_the_pods_namespace() {
 }
 
 #[test]
-fn explain_cli_prints_the_verdict() {
+fn explain_command_prints_the_verdict() {
     let parsed = corefile::parse(KUBEADM).unwrap();
-    let out = explain_cli(FRIGATE, SEARCH, 5, true, Some((&parsed, &BTreeMap::new()))).unwrap();
+    let out = explain_command(FRIGATE, SEARCH, 5, true, Some((&parsed, &BTreeMap::new()))).unwrap();
     assert!(out.contains(LEAK), "{out}");
     assert!(out.contains("FAILED after 5s"), "{out}");
-    let err = explain_cli(FRIGATE, "cluster..local", 5, true, None).unwrap_err();
+    let err = explain_command(FRIGATE, "cluster..local", 5, true, None)
+        .unwrap_err()
+        .to_string();
     assert!(err.starts_with("--search:"), "{err}");
-    let err = explain_cli("frigate..svc", SEARCH, 5, false, None).unwrap_err();
+    let err = explain_command("frigate..svc", SEARCH, 5, false, None)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("frigate..svc"), "{err}");
     // The same errors, typed.
     assert_eq!(
