@@ -63,7 +63,10 @@ pub struct ClusterDNSPolicySpec {
     pub foreign_suffixes: Vec<ForeignSuffix>,
 
     /// Which CoreDNS to configure. Defaults fit kubeadm, EKS, k3s and AKS.
+    /// Immutable: a changed target would orphan the stanzas in the old one;
+    /// delete the policy (which restores that Corefile) and create a new one.
     #[serde(default)]
+    #[cfg_attr(feature = "kube", x_kube(validation = Rule::new("self == oldSelf").message("spec.target is immutable: delete this policy (its Corefile is restored) and create one for the new target")))]
     pub target: CoreDnsTarget,
 
     /// How CoreDNS picks up a new Corefile.
