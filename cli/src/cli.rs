@@ -220,6 +220,9 @@ pub fn render(args: &RenderArgs) -> Result<String, CliError> {
             r.reason
         ))
     })?;
+    for warning in &desired.warnings {
+        eprintln!("warning: {warning}");
+    }
     match args.output {
         RenderOutput::Corefile => {
             if !desired.custom_keys.is_empty() {

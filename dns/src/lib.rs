@@ -2,6 +2,7 @@
 //! client, no clock. The controller and the command line call into it.
 //!
 //! - `corefile`: a faithful Corefile lexer, parser and marker-region editor.
+//! - `names`: checking, normalising and comparing DNS names.
 //! - `version`: CoreDNS versions and what each accepts.
 //! - `policy`: validating specs and merging the policies of one CoreDNS.
 //! - `stanza`: the Corefile text a merged policy set becomes.
@@ -10,6 +11,7 @@
 
 pub mod corefile;
 pub mod kubelet;
+pub mod names;
 pub mod plan;
 pub mod policy;
 pub mod stanza;
