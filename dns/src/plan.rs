@@ -14,6 +14,7 @@ use dnspolicy_crd::vocabulary::{EventReason, Reason, annotation};
 
 use crate::corefile::{self, Channel};
 use crate::policy::MergedPolicies;
+use crate::served::{self, ServedZones};
 use crate::stanza::{self, RenderContext};
 use crate::version::{CoreDnsVersion, VersionError};
 
@@ -79,6 +80,20 @@ pub struct PlanInput<'a> {
     pub rollout_deadline_secs: i64,
     /// `--coredns-version` override when the image tag says nothing.
     pub version_override: Option<CoreDnsVersion>,
+    /// Where the cluster DNS is reached, read by the controller.
+    pub cluster_dns: ClusterDns,
+}
+
+/// What the controller knows about how pods reach this CoreDNS, beyond the
+/// Corefile: checked so that no `forwardTo` leads back into it, and so the
+/// stanzas listen where CoreDNS does.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterDns {
+    /// The cluster IPs of the Service in front of CoreDNS (kube-dns).
+    pub service_ips: Vec<std::net::IpAddr>,
+    /// CoreDNS's `-dns.port` from the Deployment's container args, when set:
+    /// the port of server keys without one.
+    pub dns_port: Option<u16>,
 }
 
 /// Why nothing (more) can be done until a person acts. Reasons are
@@ -179,6 +194,7 @@ pub fn desired(
     current: &str,
     merged: &MergedPolicies,
     version: Result<CoreDnsVersion, UnknownVersion>,
+    cluster_dns: &ClusterDns,
 ) -> Result<Desired, Refusal> {
     let base = corefile::strip(current).map_err(|e| Refusal {
         reason: Reason::CorefileUnparseable,
@@ -208,12 +224,25 @@ pub fn desired(
         reason: Reason::NoDotServerBlock,
         message: format!("{e}; nothing was written"),
     })?;
-    let ctx = RenderContext::for_block(&parsed, dot.index, version);
+    let ctx = RenderContext::for_block_on(&parsed, dot.index, version, cluster_dns.dns_port);
+    let served = ServedZones::new(&parsed, dot.index, cluster_dns.dns_port);
+    let checked = served::check(merged, &served, &ctx, &cluster_dns.service_ips)?;
+    let adopted;
+    let merged = if checked.cluster_domain == merged.cluster_domain {
+        merged
+    } else {
+        adopted = MergedPolicies {
+            cluster_domain: checked.cluster_domain.clone(),
+            ..merged.clone()
+        };
+        &adopted
+    };
     let dot_has_cache = parsed.blocks[dot.index]
         .directives
         .iter()
         .any(|d| d.name == "cache");
-    let warnings = stanza::warnings_for_block(merged, version, dot_has_cache);
+    let mut warnings = checked.warnings;
+    warnings.extend(stanza::warnings_for_block(merged, version, dot_has_cache));
     let managed = stanza::render(merged, &ctx).map_err(|e| Refusal {
         reason: e.reason(),
         message: format!("{e}; nothing was written"),
@@ -281,7 +310,7 @@ pub fn plan_target(input: &PlanInput<'_>) -> TargetPlan {
         (None, None) => Err(UnknownVersion::NoImage),
     };
 
-    let desired = match desired(current, input.merged, version) {
+    let desired = match desired(current, input.merged, version, &input.cluster_dns) {
         Ok(d) => d,
         // With no policy left, a damaged Corefile is put back from the copy
         // kept before the first edit.

@@ -34,6 +34,7 @@ fn plan(merged: &MergedPolicies, cm: &ConfigMapView, d: &DeploymentView, now: i6
         now,
         rollout_deadline_secs: 60,
         version_override: None,
+        cluster_dns: ClusterDns::default(),
     })
 }
 

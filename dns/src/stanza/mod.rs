@@ -71,6 +71,8 @@ pub struct RenderContext {
     pub bind: Vec<String>,
     /// Zones other server blocks already serve on the same port.
     pub zones_in_use: Vec<ZoneInUse>,
+    /// Where CoreDNS listens for keys without a port: `-dns.port`, 53 by default.
+    pub default_port: u16,
 }
 
 /// A zone another server block of the Corefile serves.
@@ -92,6 +94,7 @@ impl RenderContext {
             port: None,
             bind: Vec::new(),
             zones_in_use: Vec::new(),
+            default_port: DEFAULT_DNS_PORT,
         }
     }
 
@@ -99,6 +102,17 @@ impl RenderContext {
     /// into. Pass the Corefile with dnspolicy's managed text stripped, or
     /// the blocks added last time count as zones in use.
     pub fn for_block(corefile: &Corefile, dot: usize, version: CoreDnsVersion) -> Self {
+        Self::for_block_on(corefile, dot, version, None)
+    }
+
+    /// `for_block` for a CoreDNS started with `-dns.port` `dns_port`.
+    pub fn for_block_on(
+        corefile: &Corefile,
+        dot: usize,
+        version: CoreDnsVersion,
+        dns_port: Option<u16>,
+    ) -> Self {
+        let default_port = dns_port.unwrap_or(DEFAULT_DNS_PORT);
         let block = &corefile.blocks[dot];
         let port = block
             .keys
@@ -112,14 +126,14 @@ impl RenderContext {
             .filter(|d| d.name == "bind")
             .flat_map(|d| d.args.iter().cloned())
             .collect();
-        let listen = port.unwrap_or(DEFAULT_DNS_PORT);
+        let listen = port.unwrap_or(default_port);
         let zones_in_use = corefile
             .blocks
             .iter()
             .enumerate()
             .filter(|(i, _)| *i != dot)
             .flat_map(|(_, b)| b.keys.iter().map(move |k| (b, k)))
-            .filter(|(_, k)| k.zone != "." && k.port.unwrap_or(DEFAULT_DNS_PORT) == listen)
+            .filter(|(_, k)| k.zone != "." && k.port.unwrap_or(default_port) == listen)
             .map(|(b, k)| ZoneInUse {
                 zone: k.zone.clone(),
                 key: k.raw.clone(),
@@ -131,6 +145,7 @@ impl RenderContext {
             port,
             bind,
             zones_in_use,
+            default_port,
         }
     }
 }
@@ -218,7 +233,7 @@ pub fn render(merged: &MergedPolicies, ctx: &RenderContext) -> Result<ManagedTex
 /// forwarded to as written: CoreDNS expands it the same way in both places.
 /// `None` when `bind` names only interfaces.
 fn self_address(ctx: &RenderContext) -> Option<String> {
-    let port = ctx.port.unwrap_or(DEFAULT_DNS_PORT);
+    let port = ctx.port.unwrap_or(ctx.default_port);
     if ctx.bind.is_empty() {
         return Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port).to_string());
     }
@@ -233,6 +248,19 @@ fn self_address(ctx: &RenderContext) -> Option<String> {
         }
         is_env_placeholder(a).then(|| format!("{a}:{port}"))
     })
+}
+
+/// The rule's artifacts are handled in server blocks for the suffix (from
+/// 1.10.0, with an address to reach CoreDNS again for Rewrite), not in the
+/// `.` block.
+pub fn gated(rule: &SuffixRule, ctx: &RenderContext) -> bool {
+    ctx.version.has_view() && (rule.action == SuffixAction::NXDomain || self_address(ctx).is_some())
+}
+
+/// The rule's stanza forwards stripped names to CoreDNS itself (Rewrite in
+/// a block for the suffix), so the `.` block sees CoreDNS as the client.
+pub fn forwards_to_itself(rule: &SuffixRule, ctx: &RenderContext) -> bool {
+    rule.action == SuffixAction::Rewrite && gated(rule, ctx)
 }
 
 /// `{$NAME}` as CoreDNS's lexer expands it (a whole token, letters, digits, `_`).
