@@ -225,7 +225,7 @@ pub fn desired(
         message: format!("{e}; nothing was written"),
     })?;
     let ctx = RenderContext::for_block_on(&parsed, dot.index, version, cluster_dns.dns_port);
-    let served = ServedZones::new(&parsed, dot.index, cluster_dns.dns_port);
+    let served = ServedZones::new(&parsed, dot.index, &ctx);
     let checked = served::check(merged, &served, &ctx, &cluster_dns.service_ips)?;
     let adopted;
     let merged = if checked.cluster_domain == merged.cluster_domain {

@@ -15,7 +15,7 @@ use crate::corefile::{Corefile, Directive};
 use crate::names::{absolute, label_count, nested, normalise};
 use crate::plan::Refusal;
 use crate::policy::MergedPolicies;
-use crate::stanza::{self, DEFAULT_DNS_PORT, RenderContext};
+use crate::stanza::{self, RenderContext};
 use crate::version::CoreDnsVersion;
 
 /// A zone something in the Corefile answers for.
@@ -57,20 +57,14 @@ pub struct ServedZones {
 }
 
 impl ServedZones {
-    /// The model of `corefile` around its `.` block `dot`. `dns_port` is
-    /// CoreDNS's `-dns.port` when known (keys without a port listen there).
-    pub fn new(corefile: &Corefile, dot: usize, dns_port: Option<u16>) -> Self {
-        let default_port = dns_port.unwrap_or(DEFAULT_DNS_PORT);
-        let dot_block = &corefile.blocks[dot];
-        let port = dot_block
-            .keys
-            .iter()
-            .find(|k| k.zone == ".")
-            .or(dot_block.keys.first())
-            .and_then(|k| k.port)
-            .unwrap_or(default_port);
+    /// The model of `corefile` around its `.` block `dot`, whose port, `bind`
+    /// and `-dns.port` `ctx` (`RenderContext::for_block_on`) has read.
+    pub fn new(corefile: &Corefile, dot: usize, ctx: &RenderContext) -> Self {
+        let default_port = ctx.default_port;
+        let port = ctx.port.unwrap_or(default_port);
         let mut served = ServedZones {
             port,
+            bind_ips: ctx.bind.iter().filter_map(|a| a.parse().ok()).collect(),
             ..Default::default()
         };
         for (i, block) in corefile.blocks.iter().enumerate() {
@@ -129,9 +123,6 @@ impl ServedZones {
                             line: d.span.line,
                         })
                     }
-                    "bind" => served
-                        .bind_ips
-                        .extend(d.args.iter().filter_map(|a| a.parse::<IpAddr>().ok())),
                     _ => {}
                 }
             }

@@ -266,22 +266,8 @@ fn start(bin: &PathBuf, net: u8, rules: Vec<SuffixRule>, version: CoreDnsVersion
     eprintln!("--- Corefile for CoreDNS {version}:\n{corefile}");
     let upstream = responder(&format!("{}:{PORT}", ip(2)), 2);
     let forward_to = responder(&format!("{}:{PORT}", ip(3)), 3);
-    let child = Command::new(bin)
-        .arg("-conf")
-        .arg(dir.join("Corefile"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
     let server: SocketAddr = format!("{}:{PORT}", ip(1)).parse().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while query(server, &format!("{FRIGATE}."), 1).is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "CoreDNS {version} did not start with:\n{corefile}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let child = spawn(bin, &dir, server, &format!("{FRIGATE}."), &corefile);
     CoreDns {
         child,
         server,
@@ -289,6 +275,32 @@ fn start(bin: &PathBuf, net: u8, rules: Vec<SuffixRule>, version: CoreDnsVersion
         forward_to,
         dir,
     }
+}
+
+/// Runs CoreDNS on `dir/Corefile` and waits until `probe` gets a reply.
+fn spawn(
+    bin: &PathBuf,
+    dir: &std::path::Path,
+    server: SocketAddr,
+    probe: &str,
+    corefile: &str,
+) -> Child {
+    let child = Command::new(bin)
+        .arg("-conf")
+        .arg(dir.join("Corefile"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while query(server, probe, 1).is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "CoreDNS did not start with:\n{corefile}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child
 }
 
 /// What one query must get: rcode, answers, and the names (with type) that
@@ -673,22 +685,8 @@ fn servfail_question_on_1_8_4(net: u8, cache: bool) -> (&'static str, String) {
     let text = render(&merged, &ctx).unwrap();
     let corefile = corefile::render(&base, &text).unwrap();
     std::fs::write(dir.join("Corefile"), &corefile).unwrap();
-    let mut child = Command::new(&bin)
-        .arg("-conf")
-        .arg(dir.join("Corefile"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
     let server: SocketAddr = format!("{}:{PORT}", ip(1)).parse().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while query(server, "ready.test.", 1).is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "CoreDNS did not start:\n{corefile}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let mut child = spawn(&bin, &dir, server, "ready.test.", &corefile);
     let name = "api.github.com.tailb45a71.ts.net.";
     let reply = query_within(server, name, 1, Duration::from_secs(15));
     let _ = child.kill();
