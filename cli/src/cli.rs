@@ -59,6 +59,13 @@ pub struct RenderArgs {
     pub coredns_version: Option<String>,
     #[arg(long, value_enum, default_value = "corefile")]
     pub output: RenderOutput,
+    /// A cluster IP of the cluster DNS Service (kube-dns); forwardTo may not
+    /// name it. Repeatable.
+    #[arg(long = "cluster-dns-ip")]
+    pub cluster_dns_ips: Vec<std::net::IpAddr>,
+    /// CoreDNS's `-dns.port`, when it runs with one: the port of server keys without one.
+    #[arg(long)]
+    pub dns_port: Option<u16>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -212,7 +219,11 @@ pub fn render(args: &RenderArgs) -> Result<String, CliError> {
         )));
     }
     let version = version_arg(args.coredns_version.as_deref())?;
-    let desired = plan::desired(&text, &merged, Ok(version)).map_err(|r| {
+    let cluster_dns = plan::ClusterDns {
+        service_ips: args.cluster_dns_ips.clone(),
+        dns_port: args.dns_port,
+    };
+    let desired = plan::desired(&text, &merged, Ok(version), &cluster_dns).map_err(|r| {
         CliError::Invalid(format!(
             "{}: {} ({})",
             args.corefile.display(),
@@ -220,6 +231,9 @@ pub fn render(args: &RenderArgs) -> Result<String, CliError> {
             r.reason
         ))
     })?;
+    for warning in &desired.warnings {
+        eprintln!("warning: {warning}");
+    }
     match args.output {
         RenderOutput::Corefile => {
             if !desired.custom_keys.is_empty() {
@@ -246,7 +260,7 @@ pub fn explain(args: &ExplainArgs) -> Result<String, CliError> {
             let policies = read_policies(&args.policies)?;
             let merged = policy::merge(&policies);
             let version = version_arg(args.coredns_version.as_deref())?;
-            let desired = plan::desired(&text, &merged, Ok(version))
+            let desired = plan::desired(&text, &merged, Ok(version), &plan::ClusterDns::default())
                 .map_err(|r| CliError::Invalid(format!("{}: {}", path.display(), r.message)))?;
             let parsed = corefile::parse(&desired.corefile)
                 .map_err(|e| CliError::Invalid(format!("{}: {e}", path.display())))?;

@@ -72,6 +72,18 @@ fn render_laws_hold_for_every_fixture_and_example() {
                 &["render", "--corefile", f, "--policy", &example(policy)],
                 None,
             );
+            if f.contains("nodelocaldns") && policy == "eks.yaml" {
+                // Rewrite without forwardTo falls back to the `.` block there,
+                // where a stripped in-cluster name would not reach the
+                // cluster-domain block: refused (issue 10).
+                assert_eq!(first.status.code(), Some(2), "{f} + {policy}");
+                assert!(
+                    stderr(&first).contains("StrippedNameNotRouted"),
+                    "{}",
+                    stderr(&first)
+                );
+                continue;
+            }
             if f.contains("nodelocaldns") && policy == "tailscale.yaml" {
                 // NodeLocal DNSCache binds __PILLAR__ placeholders, not addresses:
                 // Rewrite with forwardTo has no way back to itself and is refused.
@@ -310,6 +322,183 @@ fn bad_input_exits_2_naming_the_field_file_or_line() {
         None,
     );
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}
+
+fn refused_fixture(name: &str) -> String {
+    repo()
+        .join("dns/tests/fixtures/corefiles/refused")
+        .join(name)
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// Issue 10: every layout where the lookup would not work exits 2 with its
+/// reason, naming the line or field, and prints no Corefile.
+#[test]
+fn render_refuses_layouts_where_the_lookup_would_break() {
+    let kubeadm = repo().join("dns/tests/fixtures/corefiles/kubeadm-v1.36.3.Corefile");
+    let k = kubeadm.to_str().unwrap().to_string();
+    let policy = |name: &str, spec: &str| {
+        write_temp(
+            &format!("{name}.yaml"),
+            &format!(
+                "apiVersion: dnspolicy.dev/v1alpha1\nkind: ClusterDNSPolicy\nmetadata: {{name: {name}}}\nspec:\n{spec}"
+            ),
+        )
+        .to_string_lossy()
+        .into_owned()
+    };
+    let tailnet = policy(
+        "tailnet",
+        "  foreignSuffixes: [{suffix: tailb45a71.ts.net}]\n",
+    );
+    let domain = policy(
+        "domain",
+        "  clusterDomain: corp.internal\n  foreignSuffixes: [{suffix: tailb45a71.ts.net}]\n",
+    );
+    let stub = policy("stub", "  foreignSuffixes: [{suffix: dev.corp.example}]\n");
+    let arpa = policy("arpa", "  foreignSuffixes: [{suffix: in-addr.arpa}]\n");
+    let nested = policy(
+        "nested",
+        "  foreignSuffixes: [{suffix: ts.net}, {suffix: tailb45a71.ts.net}]\n",
+    );
+    let nested_a = policy("nested-a", "  foreignSuffixes: [{suffix: ts.net}]\n");
+    let loopback = policy(
+        "loopback",
+        "  foreignSuffixes: [{suffix: corp.example, forwardTo: ['169.254.20.10']}]\n",
+    );
+    let service = policy(
+        "service",
+        "  foreignSuffixes: [{suffix: corp.example, action: NXDomain, forwardTo: ['10.96.0.10']}]\n",
+    );
+    let apex = policy(
+        "apex",
+        "  foreignSuffixes: [{suffix: corp.example, hostLabels: 2}]\n",
+    );
+    let cases: Vec<(Vec<String>, &str, &str)> = vec![
+        (
+            vec![
+                refused_fixture("kubernetes-serves-k8s-internal.Corefile"),
+                domain,
+            ],
+            "ClusterDomainNotServed",
+            "line 4",
+        ),
+        (
+            vec![refused_fixture("stub-forward-corp-example.Corefile"), stub],
+            "ZoneTaken",
+            "line 8",
+        ),
+        (
+            vec![k.clone(), arpa],
+            "ZoneTaken",
+            "kubernetes plugin on line 7",
+        ),
+        (
+            vec![k.clone(), nested],
+            "InvalidSpec",
+            "spec.foreignSuffixes[1].suffix",
+        ),
+        (
+            vec![k.clone(), nested_a, tailnet.clone()],
+            "Conflict",
+            "overlaps",
+        ),
+        (
+            vec![k.clone(), loopback],
+            "InvalidSpec",
+            "spec.foreignSuffixes[0].forwardTo[0]",
+        ),
+        (
+            vec![k.clone(), service, "--cluster-dns-ip=10.96.0.10".into()],
+            "ForwardLoops",
+            "10.96.0.10",
+        ),
+        (
+            vec![refused_fixture("autopath.Corefile"), tailnet.clone()],
+            "AutopathInDotBlock",
+            "line 3",
+        ),
+        (
+            vec![refused_fixture("acl.Corefile"), tailnet.clone()],
+            "ClientIPPolicyInDotBlock",
+            "line 3",
+        ),
+        (
+            vec![refused_fixture("view-client-ip.Corefile"), tailnet.clone()],
+            "ClientIPPolicyInDotBlock",
+            "line 3",
+        ),
+        (
+            vec![
+                refused_fixture("separate-cluster-block-bind-interface.Corefile"),
+                tailnet.clone(),
+            ],
+            "StrippedNameNotRouted",
+            "line 15",
+        ),
+        (
+            vec![
+                refused_fixture("user-rewrite.Corefile"),
+                tailnet.clone(),
+                "--coredns-version=1.8.4".into(),
+            ],
+            "UserRewriteOnOldCoreDNS",
+            "line 3",
+        ),
+        (
+            vec![k.clone(), apex],
+            "InvalidSpec",
+            "spec.foreignSuffixes[0].hostLabels",
+        ),
+    ];
+    for (i, (args, reason, needle)) in cases.iter().enumerate() {
+        let mut argv = vec!["render".to_string(), "--corefile".into(), args[0].clone()];
+        for a in &args[1..] {
+            if a.starts_with("--") {
+                argv.push(a.clone());
+            } else {
+                argv.extend(["--policy".to_string(), a.clone()]);
+            }
+        }
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let o = run(&argv, None);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "case {i} ({reason}): {err}");
+        let shown_reason = if *reason == "InvalidSpec" || *reason == "Conflict" {
+            // Spec errors name the field; merge conflicts the policy.
+            true
+        } else {
+            err.contains(reason)
+        };
+        assert!(shown_reason, "case {i}: {reason} not in {err}");
+        assert!(err.contains(needle), "case {i}: {needle} not in {err}");
+        assert!(stdout(&o).is_empty(), "case {i} printed a Corefile");
+    }
+    // The warning for CoreDNS 1.8 without `cache` goes to stderr; the Corefile to stdout.
+    let no_cache = write_temp(
+        "nocache.Corefile",
+        ".:53 {\n    errors\n    kubernetes cluster.local in-addr.arpa ip6.arpa\n    forward . /etc/resolv.conf\n}\n",
+    );
+    let o = run(
+        &[
+            "render",
+            "--corefile",
+            no_cache.to_str().unwrap(),
+            "--policy",
+            &tailnet,
+            "--coredns-version",
+            "1.8.4",
+        ],
+        None,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("warning: CoreDNS 1.8.4 without `cache`"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(stdout(&o).contains("rewrite stop name regex"));
 }
 
 #[test]

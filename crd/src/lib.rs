@@ -28,6 +28,11 @@ pub const MAX_FORWARD_TARGETS: usize = 15;
 pub const DNS_NAME_PATTERN: &str =
     r"^[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?)*$";
 
+/// A forward target as the schema admits it: `IPv4`, `IPv4:port`, an IPv6
+/// address, or `[IPv6]:port`. The operator parses it exactly and refuses
+/// loopback, unspecified and link-local addresses and the cluster DNS IPs.
+pub const FORWARD_TARGET_PATTERN: &str = r"^(([0-9]{1,3}\.){3}[0-9]{1,3}(:[0-9]{1,5})?|[0-9a-fA-F:.]*:[0-9a-fA-F:.]*|\[[0-9a-fA-F:.]*:[0-9a-fA-F:.]*\]:[0-9]{1,5})$";
+
 /// Declares the foreign search suffixes that nodes leak into pods, and what
 /// CoreDNS should do with queries that carry them.
 // The pure DNS core reads the spec without kube (feature `kube` off); the
@@ -105,7 +110,7 @@ pub struct ForeignSuffix {
     /// Resolvers for real hosts in the suffix: IP or IP:port (IPv6 as
     /// `[addr]:port`). Empty: real hosts resolve exactly as before.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 15))]
+    #[schemars(length(max = 15), inner(regex(pattern = FORWARD_TARGET_PATTERN)))]
     pub forward_to: Vec<String>,
 }
 

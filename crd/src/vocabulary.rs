@@ -63,7 +63,23 @@ pub enum Reason {
     Conflict,
     InvalidName,
     ZoneTaken,
+    /// spec.clusterDomain is not a zone of the Corefile's `kubernetes` plugin.
+    ClusterDomainNotServed,
+    /// Two declared suffixes nest (`ts.net` and `tailb45a71.ts.net`).
+    NestedSuffixes,
+    /// A forwardTo target is CoreDNS itself or the cluster DNS Service.
+    ForwardLoops,
     // Refused: the target.
+    /// `autopath` in the `.` block walks the search list inside CoreDNS.
+    AutopathInDotBlock,
+    /// `acl` or a client-IP `view` in the `.` block would see CoreDNS's own
+    /// address on the self-forwarded Rewrite path.
+    ClientIPPolicyInDotBlock,
+    /// The `.` block fallback would strip names other server blocks serve,
+    /// without routing them there.
+    StrippedNameNotRouted,
+    /// A user `rewrite` in the `.` block of CoreDNS before 1.9.0.
+    UserRewriteOnOldCoreDNS,
     TargetNotFound,
     CorefileMissing,
     CorefileUnparseable,
@@ -87,6 +103,13 @@ impl Reason {
             Reason::Conflict => "Conflict",
             Reason::InvalidName => "InvalidName",
             Reason::ZoneTaken => "ZoneTaken",
+            Reason::ClusterDomainNotServed => "ClusterDomainNotServed",
+            Reason::NestedSuffixes => "NestedSuffixes",
+            Reason::ForwardLoops => "ForwardLoops",
+            Reason::AutopathInDotBlock => "AutopathInDotBlock",
+            Reason::ClientIPPolicyInDotBlock => "ClientIPPolicyInDotBlock",
+            Reason::StrippedNameNotRouted => "StrippedNameNotRouted",
+            Reason::UserRewriteOnOldCoreDNS => "UserRewriteOnOldCoreDNS",
             Reason::TargetNotFound => "TargetNotFound",
             Reason::CorefileMissing => "CorefileMissing",
             Reason::CorefileUnparseable => "CorefileUnparseable",

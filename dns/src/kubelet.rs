@@ -11,6 +11,7 @@
 //! cleaned; so the caller passes the node's search list as it was when the pod
 //! started (DESIGN 6), not as it is now.
 
+use crate::names;
 use std::fmt;
 
 /// `validation.MaxDNSNameservers` (pkg/apis/core/validation).
@@ -44,16 +45,23 @@ impl DnsPolicy {
     }
 
     /// Strict form: an unknown policy is returned as the error.
-    pub fn parse(value: Option<&str>) -> Result<Self, String> {
+    pub fn parse(value: Option<&str>) -> Result<Self, UnknownDnsPolicy> {
         match value.unwrap_or("") {
             "" | "ClusterFirst" => Ok(Self::ClusterFirst),
             "ClusterFirstWithHostNet" => Ok(Self::ClusterFirstWithHostNet),
             "Default" => Ok(Self::Default),
             "None" => Ok(Self::None),
-            other => Err(other.to_string()),
+            other => Err(UnknownDnsPolicy(other.to_string())),
         }
     }
 }
+
+/// A `pod.spec.dnsPolicy` kubelet does not know.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "spec.dnsPolicy: {0:?} is not ClusterFirst, ClusterFirstWithHostNet, Default or None; kubelet treats it as ClusterFirst"
+)]
+pub struct UnknownDnsPolicy(pub String);
 
 /// `pod.spec.dnsConfig.options[]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -424,12 +432,9 @@ pub fn polluting_suffixes<'a>(searches: &[String], suffixes: &'a [String]) -> Ve
 }
 
 fn within(name: &str, suffix: &str) -> bool {
-    let name = name.trim_end_matches('.').to_ascii_lowercase();
-    let suffix = suffix.trim_end_matches('.').to_ascii_lowercase();
-    if suffix.is_empty() || name.is_empty() {
-        return false;
-    }
-    name == suffix || name.ends_with(&format!(".{suffix}"))
+    !names::normalise(name).is_empty()
+        && !names::normalise(suffix).is_empty()
+        && names::is_under(name, suffix)
 }
 
 #[cfg(test)]

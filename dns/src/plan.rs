@@ -14,8 +14,9 @@ use dnspolicy_crd::vocabulary::{EventReason, Reason, annotation};
 
 use crate::corefile::{self, Channel};
 use crate::policy::MergedPolicies;
+use crate::served::{self, ServedZones};
 use crate::stanza::{self, RenderContext};
-use crate::version::CoreDnsVersion;
+use crate::version::{CoreDnsVersion, VersionError};
 
 /// The key of the main Corefile in the target ConfigMap.
 pub const COREFILE_KEY: &str = "Corefile";
@@ -79,6 +80,20 @@ pub struct PlanInput<'a> {
     pub rollout_deadline_secs: i64,
     /// `--coredns-version` override when the image tag says nothing.
     pub version_override: Option<CoreDnsVersion>,
+    /// Where the cluster DNS is reached, read by the controller.
+    pub cluster_dns: ClusterDns,
+}
+
+/// What the controller knows about how pods reach this CoreDNS, beyond the
+/// Corefile: checked so that no `forwardTo` leads back into it, and so the
+/// stanzas listen where CoreDNS does.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterDns {
+    /// The cluster IPs of the Service in front of CoreDNS (kube-dns).
+    pub service_ips: Vec<std::net::IpAddr>,
+    /// CoreDNS's `-dns.port` from the Deployment's container args, when set:
+    /// the port of server keys without one.
+    pub dns_port: Option<u16>,
 }
 
 /// Why nothing (more) can be done until a person acts. Reasons are
@@ -149,6 +164,17 @@ pub struct Desired {
     pub corefile: String,
     pub custom_keys: BTreeMap<String, String>,
     pub hash: String,
+    /// What an admin should know though nothing is refused, one line each.
+    pub warnings: Vec<String>,
+}
+
+/// Why the CoreDNS version is not known.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UnknownVersion {
+    #[error("the CoreDNS version cannot be read from image {image:?}: {error}")]
+    Image { image: String, error: VersionError },
+    #[error("the CoreDNS Deployment names no image")]
+    NoImage,
 }
 
 /// The hash that stands for a Corefile plus the custom keys CoreDNS imports.
@@ -167,7 +193,8 @@ pub fn effective_hash(corefile: &str, custom_keys: &BTreeMap<String, String>) ->
 pub fn desired(
     current: &str,
     merged: &MergedPolicies,
-    version: Result<CoreDnsVersion, String>,
+    version: Result<CoreDnsVersion, UnknownVersion>,
+    cluster_dns: &ClusterDns,
 ) -> Result<Desired, Refusal> {
     let base = corefile::strip(current).map_err(|e| Refusal {
         reason: Reason::CorefileUnparseable,
@@ -182,6 +209,7 @@ pub fn desired(
             base,
             custom_keys: BTreeMap::new(),
             hash,
+            warnings: Vec::new(),
         });
     }
     let version = version.map_err(|e| Refusal {
@@ -196,7 +224,25 @@ pub fn desired(
         reason: Reason::NoDotServerBlock,
         message: format!("{e}; nothing was written"),
     })?;
-    let ctx = RenderContext::for_block(&parsed, dot.index, version);
+    let ctx = RenderContext::for_block_on(&parsed, dot.index, version, cluster_dns.dns_port);
+    let served = ServedZones::new(&parsed, dot.index, &ctx);
+    let checked = served::check(merged, &served, &ctx, &cluster_dns.service_ips)?;
+    let adopted;
+    let merged = if checked.cluster_domain == merged.cluster_domain {
+        merged
+    } else {
+        adopted = MergedPolicies {
+            cluster_domain: checked.cluster_domain.clone(),
+            ..merged.clone()
+        };
+        &adopted
+    };
+    let dot_has_cache = parsed.blocks[dot.index]
+        .directives
+        .iter()
+        .any(|d| d.name == "cache");
+    let mut warnings = checked.warnings;
+    warnings.extend(stanza::warnings_for_block(merged, version, dot_has_cache));
     let managed = stanza::render(merged, &ctx).map_err(|e| Refusal {
         reason: e.reason(),
         message: format!("{e}; nothing was written"),
@@ -217,6 +263,7 @@ pub fn desired(
                 corefile,
                 custom_keys: BTreeMap::new(),
                 hash,
+                warnings,
             })
         }
         channel @ Channel::Custom { .. } => {
@@ -235,6 +282,7 @@ pub fn desired(
                 base,
                 custom_keys,
                 hash,
+                warnings,
             })
         }
     }
@@ -253,12 +301,16 @@ pub fn plan_target(input: &PlanInput<'_>) -> TargetPlan {
     };
     let version = match (input.version_override, input.deployment.image.as_deref()) {
         (Some(v), _) => Ok(v),
-        (None, Some(image)) => CoreDnsVersion::from_image(image)
-            .map_err(|e| format!("the CoreDNS version cannot be read from image {image:?}: {e}")),
-        (None, None) => Err("the CoreDNS Deployment names no image".to_string()),
+        (None, Some(image)) => {
+            CoreDnsVersion::from_image(image).map_err(|error| UnknownVersion::Image {
+                image: image.to_string(),
+                error,
+            })
+        }
+        (None, None) => Err(UnknownVersion::NoImage),
     };
 
-    let desired = match desired(current, input.merged, version) {
+    let desired = match desired(current, input.merged, version, &input.cluster_dns) {
         Ok(d) => d,
         // With no policy left, a damaged Corefile is put back from the copy
         // kept before the first edit.
@@ -269,6 +321,7 @@ pub fn plan_target(input: &PlanInput<'_>) -> TargetPlan {
                     corefile: original.clone(),
                     custom_keys: BTreeMap::new(),
                     hash: effective_hash(original, &BTreeMap::new()),
+                    warnings: Vec::new(),
                 },
                 None => return TargetPlan::stalled(refusal.reason, refusal.message),
             }
@@ -504,244 +557,4 @@ fn parse_reverts(text: Option<&String>, now: i64) -> Vec<i64> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::policy::{merge, validate};
-
-    const KUBEADM: &str = include_str!("../tests/fixtures/corefiles/kubeadm-v1.36.3.Corefile");
-    const IMAGE: &str = "registry.k8s.io/coredns/coredns:v1.14.2";
-
-    fn tailnet() -> MergedPolicies {
-        let spec = serde_yaml::from_str("foreignSuffixes: [{suffix: tailb45a71.ts.net}]").unwrap();
-        merge(&[validate("tailnet", &spec).unwrap()])
-    }
-
-    fn deployment(template_hash: Option<&str>, rolled: bool) -> DeploymentView {
-        DeploymentView {
-            image: Some(IMAGE.into()),
-            template_hash: template_hash.map(str::to_string),
-            generation: 2,
-            observed_generation: 2,
-            replicas: 2,
-            updated_replicas: if rolled { 2 } else { 1 },
-            available_replicas: if rolled { 2 } else { 1 },
-            total_replicas: if rolled { 2 } else { 3 },
-        }
-    }
-
-    fn plan(
-        merged: &MergedPolicies,
-        cm: &ConfigMapView,
-        d: &DeploymentView,
-        now: i64,
-    ) -> TargetPlan {
-        plan_target(&PlanInput {
-            merged,
-            rollout: RolloutMode::Restart,
-            config_map: cm,
-            custom: &CustomView::default(),
-            deployment: d,
-            now,
-            rollout_deadline_secs: 60,
-            version_override: None,
-        })
-    }
-
-    fn stock() -> ConfigMapView {
-        ConfigMapView {
-            corefile: Some(KUBEADM.into()),
-            ..Default::default()
-        }
-    }
-
-    /// The ConfigMap after `write` was applied by dnspolicy's field manager.
-    fn after(write: &ConfigMapWrite) -> ConfigMapView {
-        ConfigMapView {
-            corefile: Some(write.corefile.clone()),
-            annotations: write.annotations.clone(),
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn first_apply_writes_the_corefile_keeps_the_original_and_rolls() {
-        let merged = tailnet();
-        let p = plan(&merged, &stock(), &deployment(None, true), 1000);
-        let write = p.write_config_map.as_ref().expect("a ConfigMap write");
-        assert!(write.corefile.contains("tailb45a71"));
-        assert_eq!(write.annotations[annotation::ORIGINAL_COREFILE], KUBEADM);
-        assert_eq!(write.annotations[annotation::LAST_GOOD_COREFILE], KUBEADM);
-        assert_eq!(write.annotations[annotation::ROLLOUT_STARTED], "1000");
-        assert_eq!(p.roll_to, p.desired_hash);
-        assert_eq!(p.phase, Phase::Progressing);
-    }
-
-    #[test]
-    fn a_crash_before_the_rollout_only_rolls_on_restart() {
-        let merged = tailnet();
-        let first = plan(&merged, &stock(), &deployment(None, true), 1000);
-        let cm = after(first.write_config_map.as_ref().unwrap());
-        let again = plan(&merged, &cm, &deployment(None, true), 1005);
-        assert_eq!(
-            again.write_config_map, None,
-            "the Corefile is already written"
-        );
-        assert_eq!(again.roll_to, first.desired_hash);
-    }
-
-    #[test]
-    fn a_finished_rollout_records_the_last_good_corefile_then_nothing_is_written() {
-        let merged = tailnet();
-        let first = plan(&merged, &stock(), &deployment(None, true), 1000);
-        let cm = after(first.write_config_map.as_ref().unwrap());
-        let hash = first.desired_hash.clone();
-        let rolling = plan(&merged, &cm, &deployment(hash.as_deref(), false), 1010);
-        assert!(!rolling.writes());
-        assert_eq!(rolling.phase, Phase::Progressing);
-        let done = plan(&merged, &cm, &deployment(hash.as_deref(), true), 1020);
-        assert_eq!(done.phase, Phase::RolledOut);
-        let write = done.write_config_map.as_ref().expect("last good recorded");
-        assert_eq!(
-            write.annotations[annotation::LAST_GOOD_COREFILE],
-            write.corefile
-        );
-        let settled = plan(
-            &merged,
-            &after(write),
-            &deployment(hash.as_deref(), true),
-            1030,
-        );
-        assert!(
-            !settled.writes(),
-            "an unchanged world writes nothing: {settled:?}"
-        );
-        assert_eq!(settled.phase, Phase::RolledOut);
-    }
-
-    #[test]
-    fn a_rollout_past_its_deadline_puts_the_last_good_corefile_back_once() {
-        let merged = tailnet();
-        let first = plan(&merged, &stock(), &deployment(None, true), 1000);
-        let cm = after(first.write_config_map.as_ref().unwrap());
-        let hash = first.desired_hash.clone();
-        let late = plan(&merged, &cm, &deployment(hash.as_deref(), false), 1061);
-        let Phase::RolledBack(r) = &late.phase else {
-            panic!("{late:?}")
-        };
-        assert_eq!(r.reason, Reason::RolloutFailed);
-        let write = late.write_config_map.as_ref().unwrap();
-        assert_eq!(write.corefile, KUBEADM);
-        assert_eq!(late.roll_to, Some(corefile::corefile_hash(KUBEADM)));
-        // Next time: Stalled, no retry loop until the spec changes.
-        let next = plan(
-            &merged,
-            &after(write),
-            &deployment(late.roll_to.as_deref(), true),
-            1070,
-        );
-        assert!(
-            matches!(next.phase, Phase::Stalled(ref r) if r.reason == Reason::RolloutFailed),
-            "{next:?}"
-        );
-        assert!(!next.writes());
-    }
-
-    #[test]
-    fn deleting_the_last_policy_restores_the_original_byte_for_byte() {
-        let merged = tailnet();
-        let first = plan(&merged, &stock(), &deployment(None, true), 1000);
-        let cm = after(first.write_config_map.as_ref().unwrap());
-        let released = plan(
-            &MergedPolicies::default(),
-            &cm,
-            &deployment(first.desired_hash.as_deref(), true),
-            1100,
-        );
-        let write = released.write_config_map.as_ref().unwrap();
-        assert_eq!(write.corefile, KUBEADM);
-        assert!(
-            write.annotations.is_empty(),
-            "dnspolicy's annotations are dropped"
-        );
-        assert_eq!(released.roll_to, Some(corefile::corefile_hash(KUBEADM)));
-        // Even when someone damaged the markers, the kept original comes back.
-        let mut damaged = cm.clone();
-        damaged.corefile = Some(
-            cm.corefile
-                .unwrap()
-                .replace("# dnspolicy:end dot-block", ""),
-        );
-        let restored = plan(
-            &MergedPolicies::default(),
-            &damaged,
-            &deployment(None, true),
-            1100,
-        );
-        assert_eq!(restored.write_config_map.unwrap().corefile, KUBEADM);
-    }
-
-    #[test]
-    fn another_writer_reverting_the_corefile_is_fought_only_a_few_times() {
-        let merged = tailnet();
-        let first = plan(&merged, &stock(), &deployment(None, true), 1000);
-        let mut cm = after(first.write_config_map.as_ref().unwrap());
-        let hash = first.desired_hash.clone();
-        for round in 0..CONTEST_MAX_REVERTS {
-            // Argo CD syncs the stock Corefile back.
-            cm.corefile = Some(KUBEADM.into());
-            cm.other_corefile_managers = vec!["argocd-controller".into()];
-            let p = plan(
-                &merged,
-                &cm,
-                &deployment(hash.as_deref(), true),
-                1100 + round as i64,
-            );
-            assert!(
-                p.events
-                    .iter()
-                    .any(|(r, _)| *r == EventReason::DriftCorrected),
-                "round {round}: {p:?}"
-            );
-            cm = ConfigMapView {
-                other_corefile_managers: vec![],
-                ..after(p.write_config_map.as_ref().unwrap())
-            };
-        }
-        cm.corefile = Some(KUBEADM.into());
-        cm.other_corefile_managers = vec!["argocd-controller".into()];
-        let p = plan(&merged, &cm, &deployment(hash.as_deref(), true), 1200);
-        let Phase::Stalled(r) = &p.phase else {
-            panic!("{p:?}")
-        };
-        assert_eq!(r.reason, Reason::CorefileContested);
-        assert!(
-            r.message.contains("argocd-controller") && r.message.contains("coredns-custom"),
-            "{}",
-            r.message
-        );
-        assert!(!p.writes());
-    }
-
-    #[test]
-    fn an_unparseable_corefile_or_unknown_version_writes_nothing() {
-        let merged = tailnet();
-        let broken = ConfigMapView {
-            corefile: Some(".:53 {\n    forward . 8.8.8.8 {\n".into()),
-            ..Default::default()
-        };
-        let p = plan(&merged, &broken, &deployment(None, true), 1000);
-        assert!(
-            matches!(p.phase, Phase::Stalled(ref r) if r.reason == Reason::CorefileUnparseable),
-            "{p:?}"
-        );
-        assert!(!p.writes());
-        let mut digest = deployment(None, true);
-        digest.image = Some("registry.k8s.io/coredns/coredns@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef".into());
-        let p = plan(&merged, &stock(), &digest, 1000);
-        assert!(
-            matches!(p.phase, Phase::Stalled(ref r) if r.reason == Reason::UnknownCoreDNSVersion && r.message.contains("--coredns-version")),
-            "{p:?}"
-        );
-        assert!(!p.writes());
-    }
-}
+mod tests;

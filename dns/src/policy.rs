@@ -14,6 +14,8 @@ use dnspolicy_crd::{
     ClusterDNSPolicySpec, CoreDnsTarget, MAX_FORWARD_TARGETS, MAX_SUFFIXES, SuffixAction,
 };
 
+use crate::names::{MAX_NAME_LEN, check_dns_name, is_under, label_count, nested};
+
 /// One spec value that cannot be used, named by its path in the object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldError {
@@ -99,70 +101,66 @@ pub struct MergedPolicies {
     pub conflicts: Vec<Conflict>,
 }
 
-const MAX_NAME_LEN: usize = 253;
-const MAX_LABEL_LEN: usize = 63;
-
-/// Checks a DNS name as dnspolicy accepts it in a spec: lower-case labels of
-/// `[a-z0-9_-]`, 1..=63 bytes, not starting or ending with `-`, at most 253
-/// bytes, no trailing dot, not the root.
-pub fn check_dns_name(name: &str) -> Result<(), String> {
-    if name.is_empty() || name == "." {
-        return Err("must be a DNS name, not empty or the root".into());
-    }
-    if name.ends_with('.') {
-        return Err(format!("{name:?} must not end with a dot"));
-    }
-    if name.len() > MAX_NAME_LEN {
-        return Err(format!(
-            "{} bytes long; a DNS name has at most {MAX_NAME_LEN}",
-            name.len()
-        ));
-    }
-    for label in name.split('.') {
-        if label.is_empty() {
-            return Err(format!("{name:?} has an empty label"));
-        }
-        if label.len() > MAX_LABEL_LEN {
-            return Err(format!(
-                "label {label:?} is longer than {MAX_LABEL_LEN} bytes"
-            ));
-        }
-        if let Some(c) = label
-            .chars()
-            .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-' || *c == '_'))
-        {
-            let hint = if c.is_ascii_uppercase() {
-                " (write it in lower case)"
-            } else {
-                ""
-            };
-            return Err(format!(
-                "{name:?} contains {c:?}; labels take a-z, 0-9, '-' and '_'{hint}"
-            ));
-        }
-        if label.starts_with('-') || label.ends_with('-') {
-            return Err(format!("label {label:?} must not start or end with '-'"));
-        }
-    }
-    Ok(())
+/// Why a `forwardTo` entry cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TargetError {
+    #[error("{text:?} has port 0")]
+    PortZero { text: String },
+    #[error("{text:?} is not an IP address or IP:port (IPv6 with a port as [addr]:port)")]
+    NotAnAddress { text: String },
+    #[error(
+        "{text:?} is a {kind} address, which leads back to CoreDNS or the node-local cache instead of the suffix's own resolvers; give the resolver's routable address"
+    )]
+    LeadsBack { text: String, kind: &'static str },
 }
 
-/// `a` is `b` or a name below it (label-wise, not string-wise).
-pub fn is_same_or_below(a: &str, b: &str) -> bool {
-    a == b || a.strip_suffix(b).is_some_and(|rest| rest.ends_with('.'))
+/// Why a Kubernetes object name cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{name:?} is not a Kubernetes object name (lower-case a-z, 0-9, '-', '.')")]
+pub struct ObjectNameError {
+    pub name: String,
 }
 
 /// Parses `IP` or `IP:port` (`[v6]:port`); port 53 when absent.
-pub fn parse_forward_target(text: &str) -> Result<ForwardTarget, String> {
+pub fn parse_forward_target(text: &str) -> Result<ForwardTarget, TargetError> {
     if let Ok(ip) = text.parse::<IpAddr>() {
         return Ok(ForwardTarget(SocketAddr::new(ip, 53)));
     }
     match text.parse::<SocketAddr>() {
         Ok(addr) if addr.port() != 0 => Ok(ForwardTarget(addr)),
-        Ok(_) => Err(format!("{text:?} has port 0")),
-        Err(_) => Err(format!(
-            "{text:?} is not an IP address or IP:port (IPv6 with a port as [addr]:port)"
-        )),
+        Ok(_) => Err(TargetError::PortZero { text: text.into() }),
+        Err(_) => Err(TargetError::NotAnAddress { text: text.into() }),
+    }
+}
+
+/// What kind of address leads back to the DNS the pod already asked: loopback
+/// (all of 127/8, ::1), unspecified, link-local (169.254/16 with the
+/// node-local cache's 169.254.20.10, fe80::/10), IPv4-mapped forms included.
+pub fn leads_back(ip: IpAddr) -> Option<&'static str> {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    match ip {
+        IpAddr::V4(v4) if v4.is_loopback() => Some("loopback"),
+        IpAddr::V4(v4) if v4.is_unspecified() => Some("unspecified"),
+        IpAddr::V4(v4) if v4.is_link_local() => Some("link-local"),
+        IpAddr::V6(v6) if v6.is_loopback() => Some("loopback"),
+        IpAddr::V6(v6) if v6.is_unspecified() => Some("unspecified"),
+        IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80 => Some("link-local"),
+        _ => None,
+    }
+}
+
+/// A forward target that may be written: parsed and not leading back.
+pub fn check_forward_target(text: &str) -> Result<ForwardTarget, TargetError> {
+    let t = parse_forward_target(text)?;
+    match leads_back(t.0.ip()) {
+        Some(kind) => Err(TargetError::LeadsBack {
+            text: text.into(),
+            kind,
+        }),
+        None => Ok(t),
     }
 }
 
@@ -170,10 +168,14 @@ pub fn parse_forward_target(text: &str) -> Result<ForwardTarget, String> {
 pub fn validate(name: &str, spec: &ClusterDNSPolicySpec) -> Result<ValidPolicy, InvalidSpec> {
     let mut errors = Vec::new();
     let mut err = |field: String, message: String| errors.push(FieldError { field, message });
+    // Every error type here names the value; the field is added by `err`.
+    fn text(e: impl fmt::Display) -> String {
+        e.to_string()
+    }
 
     let domain = spec.cluster_domain.as_str();
     if let Err(m) = check_dns_name(domain) {
-        err("spec.clusterDomain".into(), m);
+        err("spec.clusterDomain".into(), text(m));
     }
     if spec.foreign_suffixes.is_empty() {
         err(
@@ -196,7 +198,7 @@ pub fn validate(name: &str, spec: &ClusterDNSPolicySpec) -> Result<ValidPolicy, 
         ("spec.target.deployment", &spec.target.deployment),
     ] {
         if let Err(m) = check_object_name(value) {
-            err(field.into(), m);
+            err(field.into(), text(m));
         }
     }
 
@@ -207,9 +209,9 @@ pub fn validate(name: &str, spec: &ClusterDNSPolicySpec) -> Result<ValidPolicy, 
         let suffix = entry.suffix.as_str();
         let mut suffix_ok = true;
         if let Err(m) = check_dns_name(suffix) {
-            err(format!("{field}.suffix"), m);
+            err(format!("{field}.suffix"), text(m));
             suffix_ok = false;
-        } else if is_same_or_below(suffix, domain) {
+        } else if is_under(suffix, domain) {
             err(
                 format!("{field}.suffix"),
                 format!(
@@ -217,7 +219,7 @@ pub fn validate(name: &str, spec: &ClusterDNSPolicySpec) -> Result<ValidPolicy, 
                 ),
             );
             suffix_ok = false;
-        } else if is_same_or_below(domain, suffix) {
+        } else if is_under(domain, suffix) {
             err(
                 format!("{field}.suffix"),
                 format!(
@@ -233,10 +235,34 @@ pub fn validate(name: &str, spec: &ClusterDNSPolicySpec) -> Result<ValidPolicy, 
             );
             suffix_ok = false;
         }
+        let named = check_dns_name(suffix).is_ok();
+        for (other, j) in seen.iter().filter(|_| named) {
+            if *j != i && *other != suffix && check_dns_name(other).is_ok() && nested(suffix, other)
+            {
+                err(
+                    format!("{field}.suffix"),
+                    format!(
+                        "{suffix:?} and {other:?} (spec.foreignSuffixes[{j}].suffix) nest: every name in the lower one is also in the upper one, so the two rules would both claim it; declare only one of them"
+                    ),
+                );
+                suffix_ok = false;
+            }
+        }
         if entry.host_labels > 8 {
             err(
                 format!("{field}.hostLabels"),
                 format!("{} is more than 8", entry.host_labels),
+            );
+        } else if check_dns_name(domain).is_ok()
+            && usize::from(entry.host_labels) >= label_count(domain)
+        {
+            err(
+                format!("{field}.hostLabels"),
+                format!(
+                    "{} counts {domain}.{suffix} (the cluster domain {domain:?} with the suffix appended, a search artifact) as a real host, so it would be sent out of the cluster; use hostLabels below {}, the number of labels in spec.clusterDomain",
+                    entry.host_labels,
+                    label_count(domain)
+                ),
             );
         }
         if entry.forward_to.len() > MAX_FORWARD_TARGETS {
@@ -250,13 +276,13 @@ pub fn validate(name: &str, spec: &ClusterDNSPolicySpec) -> Result<ValidPolicy, 
         }
         let mut forward_to = Vec::new();
         for (j, target) in entry.forward_to.iter().enumerate() {
-            match parse_forward_target(target) {
+            match check_forward_target(target) {
                 Ok(t) if forward_to.contains(&t) => err(
                     format!("{field}.forwardTo[{j}]"),
                     format!("{t} is listed twice"),
                 ),
                 Ok(t) => forward_to.push(t),
-                Err(m) => err(format!("{field}.forwardTo[{j}]"), m),
+                Err(m) => err(format!("{field}.forwardTo[{j}]"), text(m)),
             }
         }
         if suffix_ok {
@@ -283,7 +309,7 @@ pub fn validate(name: &str, spec: &ClusterDNSPolicySpec) -> Result<ValidPolicy, 
 
 /// Kubernetes object names (RFC 1123 subdomain): the target's namespace,
 /// ConfigMap and Deployment.
-fn check_object_name(name: &str) -> Result<(), String> {
+fn check_object_name(name: &str) -> Result<(), ObjectNameError> {
     let ok = !name.is_empty()
         && name.len() <= MAX_NAME_LEN
         && name.split('.').all(|l| {
@@ -296,9 +322,7 @@ fn check_object_name(name: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "{name:?} is not a Kubernetes object name (lower-case a-z, 0-9, '-', '.')"
-        ))
+        Err(ObjectNameError { name: name.into() })
     }
 }
 
@@ -358,10 +382,7 @@ fn contradiction(merged: &MergedPolicies, policy: &ValidPolicy) -> Option<(Strin
                     ),
                 ));
             }
-            if earlier.suffix != rule.suffix
-                && (is_same_or_below(&rule.suffix, &earlier.suffix)
-                    || is_same_or_below(&earlier.suffix, &rule.suffix))
-            {
+            if earlier.suffix != rule.suffix && nested(&rule.suffix, &earlier.suffix) {
                 return Some((
                     earlier.policy.clone(),
                     format!(

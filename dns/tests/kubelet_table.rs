@@ -236,7 +236,7 @@ fn empty_cluster_domain_gives_only_the_host_search() {
 fn unknown_policy_is_read_as_cluster_first_like_kubelet_does() {
     assert_eq!(
         DnsPolicy::parse(Some("ClusterFist")),
-        Err("ClusterFist".to_string())
+        Err(UnknownDnsPolicy("ClusterFist".to_string()))
     );
     let conf = pod_resolv_conf(
         &pod("workflow-engine", "ClusterFist", false),

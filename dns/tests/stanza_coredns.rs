@@ -155,10 +155,12 @@ struct Reply {
 }
 
 fn query(server: SocketAddr, name: &str, qtype: u16) -> Option<Reply> {
+    query_within(server, name, qtype, Duration::from_secs(3))
+}
+
+fn query_within(server: SocketAddr, name: &str, qtype: u16, wait: Duration) -> Option<Reply> {
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_secs(3)))
-        .unwrap();
+    socket.set_read_timeout(Some(wait)).unwrap();
     static NEXT_ID: AtomicU16 = AtomicU16::new(1);
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     let mut q = id.to_be_bytes().to_vec();
@@ -264,22 +266,8 @@ fn start(bin: &PathBuf, net: u8, rules: Vec<SuffixRule>, version: CoreDnsVersion
     eprintln!("--- Corefile for CoreDNS {version}:\n{corefile}");
     let upstream = responder(&format!("{}:{PORT}", ip(2)), 2);
     let forward_to = responder(&format!("{}:{PORT}", ip(3)), 3);
-    let child = Command::new(bin)
-        .arg("-conf")
-        .arg(dir.join("Corefile"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
     let server: SocketAddr = format!("{}:{PORT}", ip(1)).parse().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while query(server, &format!("{FRIGATE}."), 1).is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "CoreDNS {version} did not start with:\n{corefile}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let child = spawn(bin, &dir, server, &format!("{FRIGATE}."), &corefile);
     CoreDns {
         child,
         server,
@@ -287,6 +275,32 @@ fn start(bin: &PathBuf, net: u8, rules: Vec<SuffixRule>, version: CoreDnsVersion
         forward_to,
         dir,
     }
+}
+
+/// Runs CoreDNS on `dir/Corefile` and waits until `probe` gets a reply.
+fn spawn(
+    bin: &PathBuf,
+    dir: &std::path::Path,
+    server: SocketAddr,
+    probe: &str,
+    corefile: &str,
+) -> Child {
+    let child = Command::new(bin)
+        .arg("-conf")
+        .arg(dir.join("Corefile"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while query(server, probe, 1).is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "CoreDNS did not start with:\n{corefile}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child
 }
 
 /// What one query must get: rcode, answers, and the names (with type) that
@@ -641,4 +655,53 @@ fn coredns_1_8_4_keeps_cases_1_to_5_and_refuses_rewrite_with_forward_to() {
     ));
     let dns = start(&bin, net, rules(net, false), version);
     check(&dns, &common_cases(false));
+}
+
+/// The reply to a search artifact whose upstream fails, on CoreDNS 1.8.4
+/// with the `.` block's rewrite rule, with and without `cache` in the block:
+/// what `plan::desired`'s warning says. The upstream is a loopback address
+/// where nothing listens.
+fn servfail_question_on_1_8_4(net: u8, cache: bool) -> (&'static str, String) {
+    let bin = binary("1.8.4");
+    let version = CoreDnsVersion::new(1, 8, 4);
+    let ip = |host: u8| format!("127.0.{net}.{host}");
+    let dir = std::env::temp_dir().join(format!("dnspolicy-servfail-{net}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let base = format!(
+        ".:{PORT} {{\n    bind {bind}\n    errors\n    template ANY ANY ready.test {{\n        rcode NOERROR\n    }}\n    forward . {up}:{PORT} {{\n        max_fails 0\n    }}\n{cache}    loop\n}}\n",
+        bind = ip(1),
+        up = ip(9),
+        cache = if cache { "    cache 30\n" } else { "" },
+    );
+    let merged = MergedPolicies {
+        cluster_domain: "cluster.local".into(),
+        rules: vec![rule("tailb45a71.ts.net", SuffixAction::Rewrite, 1, &[])],
+        applied: vec!["e2e".into()],
+        conflicts: vec![],
+    };
+    let parsed = corefile::parse(&base).unwrap();
+    let dot = corefile::dot_server(&parsed).unwrap();
+    let ctx = RenderContext::for_block(&parsed, dot.index, version);
+    let text = render(&merged, &ctx).unwrap();
+    let corefile = corefile::render(&base, &text).unwrap();
+    std::fs::write(dir.join("Corefile"), &corefile).unwrap();
+    let server: SocketAddr = format!("{}:{PORT}", ip(1)).parse().unwrap();
+    let mut child = spawn(&bin, &dir, server, "ready.test.", &corefile);
+    let name = "api.github.com.tailb45a71.ts.net.";
+    let reply = query_within(server, name, 1, Duration::from_secs(15));
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    let reply = reply.expect("a reply");
+    (reply.rcode, reply.question)
+}
+
+#[test]
+fn coredns_1_8_4_servfail_keeps_the_question_only_with_cache() {
+    let (rcode, question) = servfail_question_on_1_8_4(81, true);
+    assert_eq!(rcode, "SERVFAIL");
+    assert_eq!(question, "api.github.com.tailb45a71.ts.net.", "with cache");
+    let (rcode, question) = servfail_question_on_1_8_4(82, false);
+    assert_eq!(rcode, "SERVFAIL");
+    assert_eq!(question, "api.github.com.", "without cache");
 }
