@@ -133,22 +133,25 @@ pub fn parse_forward_target(text: &str) -> Result<ForwardTarget, TargetError> {
     }
 }
 
-/// What kind of address leads back to the DNS the pod already asked: loopback
-/// (all of 127/8, ::1), unspecified, link-local (169.254/16 with the
-/// node-local cache's 169.254.20.10, fe80::/10), IPv4-mapped forms included.
+/// What kind of address can never be a resolver a CoreDNS pod forwards to:
+/// unspecified, and link-local (169.254/16 with the node-local cache's
+/// 169.254.20.10, fe80::/10), IPv4-mapped forms included. Loopback is judged
+/// against the Corefile (`served`): it loops only where CoreDNS listens on it.
 pub fn leads_back(ip: IpAddr) -> Option<&'static str> {
-    let ip = match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    };
-    match ip {
-        IpAddr::V4(v4) if v4.is_loopback() => Some("loopback"),
+    match unmapped(ip) {
         IpAddr::V4(v4) if v4.is_unspecified() => Some("unspecified"),
         IpAddr::V4(v4) if v4.is_link_local() => Some("link-local"),
-        IpAddr::V6(v6) if v6.is_loopback() => Some("loopback"),
         IpAddr::V6(v6) if v6.is_unspecified() => Some("unspecified"),
         IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80 => Some("link-local"),
         _ => None,
+    }
+}
+
+/// `::ffff:a.b.c.d` as `a.b.c.d`.
+pub fn unmapped(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
     }
 }
 

@@ -54,6 +54,10 @@ pub struct ServedZones {
     pub dot_plugins: Vec<PluginLine>,
     /// IP addresses the `.` block binds.
     pub bind_ips: Vec<IpAddr>,
+    /// The `.` block listens on every address of the pod, loopback included:
+    /// no `bind`, or a `bind` naming an interface (which may be `lo`).
+    /// `{$ENV}` placeholders stand for one pod address each (`{$POD_IP}`).
+    pub listens_on_loopback: bool,
 }
 
 impl ServedZones {
@@ -65,6 +69,11 @@ impl ServedZones {
         let mut served = ServedZones {
             port,
             bind_ips: ctx.bind.iter().filter_map(|a| a.parse().ok()).collect(),
+            listens_on_loopback: ctx.bind.is_empty()
+                || ctx.bind.iter().any(|a| match a.parse::<IpAddr>() {
+                    Ok(ip) => ip.is_loopback(),
+                    Err(_) => !a.starts_with("{$"),
+                }),
             ..Default::default()
         };
         for (i, block) in corefile.blocks.iter().enumerate() {
@@ -275,6 +284,11 @@ pub fn check(
                 Some("is a cluster IP of the cluster DNS Service")
             } else if served.bind_ips.contains(&ip) {
                 Some("is an address the `.` block binds: CoreDNS itself")
+            } else if crate::policy::unmapped(ip).is_loopback()
+                && t.0.port() == served.port
+                && served.listens_on_loopback
+            {
+                Some("is a loopback address on the port where the `.` block listens on every address: CoreDNS itself")
             } else {
                 None
             };
