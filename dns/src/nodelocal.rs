@@ -11,6 +11,9 @@
 //!   the policy: the DNS contract lives in one place.
 //! - node-cache compiles in only [`NODE_CACHE_PLUGINS`]: no `view`, no
 //!   `kubernetes`, no `file`. A Corefile naming another plugin does not start.
+//! - node-cache rewrites its Corefile when the ConfigMap changes; CoreDNS's
+//!   `reload` plugin (or, with `-reloadwithsignal`, node-cache's SIGUSR1)
+//!   then loads it, so an edit needs no rollout of the DaemonSet.
 //! - At start-up (and on every change of its ConfigMap, read every 10 s) node-cache
 //!   copies the ConfigMap's Corefile, replacing `__PILLAR__CLUSTER__DNS__` with the
 //!   ClusterIP of its `-upstreamsvc` Service, `__PILLAR__UPSTREAM__SERVERS__`
@@ -26,19 +29,24 @@
 //! - Blocks bind the same addresses, so they form one server and routing by the
 //!   longest zone match applies across them.
 
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 use std::net::IpAddr;
 
 use crate::corefile::{self, Corefile, CorefileError, Directive, ManagedText, ServerBlock};
 use crate::policy::{MergedPolicies, SuffixRule, check_dns_name};
 use crate::stanza::DEFAULT_DNS_PORT;
 
-/// The plugins node-cache compiles in (k8s.io/dns `cmd/node-cache/main.go`),
-/// by directive name (the metrics plugin's directive is `prometheus`).
+/// The plugins node-cache compiles in, by directive name (the metrics
+/// plugin's directive is `prometheus`): k8s.io/dns `cmd/node-cache/main.go`
+/// in release 1.26.7 (2025-10, CoreDNS 1.13.1). Older releases lack
+/// `bufsize` and `dns64`, master adds `timeouts`; the blocks dnspolicy adds
+/// use only plugins every release has.
 pub const NODE_CACHE_PLUGINS: &[&str] = &[
     "bind",
+    "bufsize",
     "cache",
     "debug",
+    "dns64",
     "errors",
     "forward",
     "health",
@@ -110,6 +118,39 @@ pub enum Listen {
     /// (`__PILLAR__LOCAL__DNS__` becomes its `-localip` flag): the DaemonSet's
     /// arguments say which mode it is.
     AtStartup { bind: Vec<String> },
+}
+
+impl fmt::Display for Listen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let list = |ips: &[IpAddr]| {
+            ips.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        match self {
+            Listen::LinkLocal(ips) => write!(f, "link-local, on {}", list(ips)),
+            Listen::Interception {
+                link_local,
+                service,
+            } if link_local.is_empty() => {
+                write!(f, "intercepting the kube-dns Service IP {}", list(service))
+            }
+            Listen::Interception {
+                link_local,
+                service,
+            } => write!(
+                f,
+                "intercepting the kube-dns Service IP {}, and on {}",
+                list(service),
+                list(link_local)
+            ),
+            Listen::AtStartup { .. } => write!(
+                f,
+                "on the addresses node-cache fills in at start-up (its -localip flag)"
+            ),
+        }
+    }
 }
 
 /// Why the policies cannot be written into a node-local Corefile. Nothing is
