@@ -349,3 +349,26 @@ fn a_stub_zone_of_the_suffix_is_refused_not_shadowed() {
     let err = render(&stub, &merged).unwrap_err().to_string();
     assert!(err.contains("\"tailb45a71.ts.net:53\" (line 1)"), "{err}");
 }
+
+#[test]
+fn of_the_distribution_fixtures_only_the_node_local_caches_are_recognised() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/corefiles");
+    let mut recognised = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "Corefile") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            if recognise(&parse(&text).unwrap()).is_some() {
+                recognised.push(path.file_name().unwrap().to_string_lossy().into_owned());
+            }
+        }
+    }
+    recognised.sort();
+    assert_eq!(
+        recognised,
+        [
+            "nodelocaldns-kubernetes-v1.36.3.Corefile",
+            "nodelocaldns-kubespray-46dbdd39.Corefile"
+        ]
+    );
+}
