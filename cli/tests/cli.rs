@@ -199,7 +199,7 @@ fn node_local_caches_send_each_suffix_to_coredns() {
             "nodelocaldns-kubernetes-v1.36.3.Corefile",
             "__PILLAR__LOCAL__DNS__ __PILLAR__DNS__SERVER__",
             "__PILLAR__CLUSTER__DNS__",
-            "listening on the addresses node-cache fills in at start-up",
+            "listening on the addresses node-cache fills in from its -localip flag",
         ),
         (
             "nodelocaldns-kubespray-46dbdd39.Corefile",

@@ -147,7 +147,7 @@ impl fmt::Display for Listen {
             ),
             Listen::AtStartup { .. } => write!(
                 f,
-                "on the addresses node-cache fills in at start-up (its -localip flag)"
+                "on the addresses node-cache fills in from its -localip flag at start-up"
             ),
         }
     }
