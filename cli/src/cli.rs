@@ -10,6 +10,7 @@ use dnspolicy_crd::ClusterDNSPolicy;
 use kube::ResourceExt;
 
 use dnspolicy_dns::corefile;
+use dnspolicy_dns::nodelocal;
 use dnspolicy_dns::plan;
 use dnspolicy_dns::policy::{self, ValidPolicy};
 use dnspolicy_dns::version::CoreDnsVersion;
@@ -218,6 +219,9 @@ pub fn render(args: &RenderArgs) -> Result<String, CliError> {
             c.policy, c.message
         )));
     }
+    if let Some(node_local) = render_node_local(args, &text, &merged)? {
+        return Ok(node_local);
+    }
     let version = version_arg(args.coredns_version.as_deref())?;
     let cluster_dns = plan::ClusterDns {
         service_ips: args.cluster_dns_ips.clone(),
@@ -250,6 +254,37 @@ pub fn render(args: &RenderArgs) -> Result<String, CliError> {
             .map(|(k, v)| format!("# coredns-custom key {k}\n{v}"))
             .collect()),
     }
+}
+
+/// `render` for a NodeLocal DNSCache Corefile: a block per suffix that sends
+/// it to the cluster DNS, where CoreDNS applies the policies. `None` for any
+/// other Corefile.
+fn render_node_local(
+    args: &RenderArgs,
+    text: &str,
+    merged: &policy::MergedPolicies,
+) -> Result<Option<String>, CliError> {
+    let layout = corefile::strip(text)
+        .ok()
+        .and_then(|base| corefile::parse(&base).ok())
+        .and_then(|parsed| nodelocal::recognise(&parsed));
+    let Some(layout) = layout else {
+        return Ok(None);
+    };
+    let rendered = nodelocal::render(text, merged)
+        .map_err(|e| CliError::Invalid(format!("{}: {e}", args.corefile.display())))?;
+    if !merged.rules.is_empty() {
+        eprintln!(
+            "note: {} is a NodeLocal DNSCache Corefile (listening {}); each suffix gets a block that sends it to the cluster DNS, so CoreDNS's own Corefile needs the same policies",
+            args.corefile.display(),
+            layout.listen
+        );
+    }
+    Ok(Some(match args.output {
+        RenderOutput::Corefile => rendered,
+        // node-cache imports no customisation ConfigMap
+        RenderOutput::Custom => String::new(),
+    }))
 }
 
 /// `dnspolicy explain`.

@@ -72,34 +72,6 @@ fn render_laws_hold_for_every_fixture_and_example() {
                 &["render", "--corefile", f, "--policy", &example(policy)],
                 None,
             );
-            if f.contains("nodelocaldns") && policy == "eks.yaml" {
-                // Rewrite without forwardTo falls back to the `.` block there,
-                // where a stripped in-cluster name would not reach the
-                // cluster-domain block: refused (issue 10).
-                assert_eq!(first.status.code(), Some(2), "{f} + {policy}");
-                assert!(
-                    stderr(&first).contains("StrippedNameNotRouted"),
-                    "{}",
-                    stderr(&first)
-                );
-                continue;
-            }
-            if f.contains("nodelocaldns") && policy == "tailscale.yaml" {
-                // NodeLocal DNSCache binds __PILLAR__ placeholders, not addresses:
-                // Rewrite with forwardTo has no way back to itself and is refused.
-                assert_eq!(
-                    first.status.code(),
-                    Some(2),
-                    "{f} + {policy}: {}",
-                    stderr(&first)
-                );
-                assert!(
-                    stderr(&first).contains("NoSelfAddress"),
-                    "{}",
-                    stderr(&first)
-                );
-                continue;
-            }
             assert!(first.status.success(), "{f} + {policy}: {}", stderr(&first));
             let rendered = stdout(&first);
             // Rendering the output again changes nothing.
@@ -207,6 +179,113 @@ fn explain_shows_the_leak_and_its_fix() {
     let fixed = stdout(&after);
     assert_ne!(text, fixed);
     println!("--- before\n{text}--- after\n{fixed}");
+}
+
+/// The block dnspolicy adds to a node-local cache for the tailnet example.
+fn node_local_block(bind: &str, forward: &str) -> String {
+    format!(
+        "# dnspolicy:begin server-blocks (managed by dnspolicy; edits here are reverted)\n\
+         # tailb45a71.ts.net (policy tailnet): every name in it goes to the cluster DNS, which applies the policy\n\
+         tailb45a71.ts.net:53 {{\n    errors\n    cache {{\n        success 9984 30\n        denial 9984 5\n    }}\n    reload\n    loop\n    bind {bind}\n    forward . {forward} {{\n        force_tcp\n    }}\n    prometheus :9253\n}}\n\
+         # dnspolicy:end server-blocks\n"
+    )
+}
+
+#[test]
+fn node_local_caches_send_each_suffix_to_coredns() {
+    let dir = repo().join("dns/tests/fixtures/corefiles");
+    for (file, bind, forward, listen) in [
+        (
+            "nodelocaldns-kubernetes-v1.36.3.Corefile",
+            "__PILLAR__LOCAL__DNS__ __PILLAR__DNS__SERVER__",
+            "__PILLAR__CLUSTER__DNS__",
+            "listening on the addresses node-cache fills in from its -localip flag",
+        ),
+        (
+            "nodelocaldns-kubespray-46dbdd39.Corefile",
+            "169.254.25.10",
+            "10.233.0.3",
+            "listening link-local, on 169.254.25.10",
+        ),
+    ] {
+        let path = dir.join(file);
+        let f = path.to_str().unwrap();
+        let original = fs::read_to_string(&path).unwrap();
+        let out = run(
+            &[
+                "render",
+                "--corefile",
+                f,
+                "--policy",
+                &example("tailscale.yaml"),
+            ],
+            None,
+        );
+        assert!(out.status.success(), "{file}: {}", stderr(&out));
+        // No `view` (node-cache lacks it) and nothing that points back at the cache.
+        assert_eq!(
+            stdout(&out),
+            format!("{original}{}", node_local_block(bind, forward)),
+            "{file}"
+        );
+        assert!(
+            stderr(&out).contains("NodeLocal DNSCache"),
+            "{}",
+            stderr(&out)
+        );
+        assert!(stderr(&out).contains(listen), "{}", stderr(&out));
+        // node-cache imports no coredns-custom
+        let custom = run(
+            &[
+                "render",
+                "--corefile",
+                f,
+                "--policy",
+                &example("tailscale.yaml"),
+                "--output",
+                "custom",
+            ],
+            None,
+        );
+        assert!(custom.status.success(), "{}", stderr(&custom));
+        assert_eq!(stdout(&custom), "");
+        // With no policy the cache's own Corefile comes back byte for byte.
+        let stripped = run(&["render", "--corefile", "-"], Some(&stdout(&out)));
+        assert!(stripped.status.success(), "{}", stderr(&stripped));
+        assert_eq!(stdout(&stripped), original, "{file}");
+        assert_eq!(stderr(&stripped), "");
+    }
+}
+
+#[test]
+fn a_node_local_zone_around_the_suffix_is_refused_by_line() {
+    let kubespray = fs::read_to_string(
+        repo().join("dns/tests/fixtures/corefiles/nodelocaldns-kubespray-46dbdd39.Corefile"),
+    )
+    .unwrap();
+    // Kubespray's nodelocaldns_external_zones puts its blocks first.
+    let path = write_temp(
+        "nodelocal-external-zone.Corefile",
+        &format!(
+            "ts.net:53 {{\n    bind 169.254.25.10\n    forward . 100.100.100.100\n}}\n{kubespray}"
+        ),
+    );
+    let out = run(
+        &[
+            "render",
+            "--corefile",
+            path.to_str().unwrap(),
+            "--policy",
+            &example("tailscale.yaml"),
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("nodelocal-external-zone.Corefile"), "{err}");
+    assert!(err.contains("\"ts.net:53\" (line 1)"), "{err}");
+    assert!(err.contains("remove that block"), "{err}");
+    assert_eq!(stdout(&out), "");
 }
 
 fn write_temp(name: &str, text: &str) -> PathBuf {

@@ -9,10 +9,12 @@
 //! - `served`: what a Corefile serves, and the policies it cannot take.
 //! - `plan`: what to write, roll or roll back for one target, given its objects.
 //! - `kubelet`: the resolv.conf kubelet writes for a pod, and resolv.conf parsing.
+//! - `nodelocal`: the NodeLocal DNSCache Corefile, recognised and given a block per suffix.
 
 pub mod corefile;
 pub mod kubelet;
 pub mod names;
+pub mod nodelocal;
 pub mod plan;
 pub mod policy;
 pub mod served;

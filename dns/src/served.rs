@@ -55,7 +55,7 @@ pub struct ServedZones {
     /// IP addresses the `.` block binds.
     pub bind_ips: Vec<IpAddr>,
     /// The `.` block listens on every address of the pod, loopback included:
-    /// no `bind`, or a `bind` naming an interface (which may be `lo`).
+    /// no `bind`, `bind 0.0.0.0`, or a `bind` naming an interface (maybe `lo`).
     /// `{$ENV}` placeholders stand for one pod address each (`{$POD_IP}`).
     pub listens_on_loopback: bool,
 }
@@ -71,7 +71,8 @@ impl ServedZones {
             bind_ips: ctx.bind.iter().filter_map(|a| a.parse().ok()).collect(),
             listens_on_loopback: ctx.bind.is_empty()
                 || ctx.bind.iter().any(|a| match a.parse::<IpAddr>() {
-                    Ok(ip) => ip.is_loopback(),
+                    // A bound loopback address is itself in `bind_ips`.
+                    Ok(ip) => ip.is_unspecified(),
                     Err(_) => !a.starts_with("{$"),
                 }),
             ..Default::default()
@@ -288,7 +289,9 @@ pub fn check(
                 && t.0.port() == served.port
                 && served.listens_on_loopback
             {
-                Some("is a loopback address on the port where the `.` block listens on every address: CoreDNS itself")
+                Some(
+                    "is a loopback address on the port where the `.` block listens on every address: CoreDNS itself",
+                )
             } else {
                 None
             };

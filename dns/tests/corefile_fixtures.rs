@@ -92,6 +92,13 @@ const FIXTURES: &[Fixture] = &[
         custom: None,
         blocks: 4,
     },
+    Fixture {
+        file: "nodelocaldns-kubespray-46dbdd39.Corefile",
+        port: 53,
+        bind: &["169.254.25.10"],
+        custom: None,
+        blocks: 4,
+    },
 ];
 
 fn dir() -> PathBuf {

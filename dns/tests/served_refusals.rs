@@ -186,6 +186,40 @@ fn forward_to_never_leads_back_to_coredns() {
     );
     let bound = kubeadm.replacen("    errors\n", "    errors\n    bind 10.96.0.10\n", 1);
     refused(render(&bound, &m, V1_14), Reason::ForwardLoops, &["binds"]);
+
+    // Loopback is CoreDNS itself where the `.` block listens on every
+    // address (kubeadm's: no bind), on CoreDNS's port; not where it binds
+    // only its pod address.
+    for target in ["127.0.0.1", "127.0.0.53", "[::1]:53", "::ffff:127.0.0.1"] {
+        let m = policies(&[(
+            "p",
+            &format!(
+                "foreignSuffixes: [{{suffix: corp.example, action: NXDomain, forwardTo: [{target:?}]}}]"
+            ),
+        )]);
+        refused(
+            render(&kubeadm, &m, V1_14),
+            Reason::ForwardLoops,
+            &["loopback"],
+        );
+    }
+    let m = policies(&[(
+        "p",
+        "foreignSuffixes: [{suffix: corp.example, action: NXDomain, forwardTo: ['127.0.54.2']}]",
+    )]);
+    let pod_ip = kubeadm.replacen("    errors\n", "    errors\n    bind {$POD_IP}\n", 1);
+    assert!(
+        render(&pod_ip, &m, V1_14).is_ok(),
+        "bind {{$POD_IP}} does not listen on loopback"
+    );
+    let other_port = policies(&[(
+        "p",
+        "foreignSuffixes: [{suffix: corp.example, action: NXDomain, forwardTo: ['127.0.0.1:5353']}]",
+    )]);
+    assert!(
+        render(&kubeadm, &other_port, V1_14).is_ok(),
+        "nothing of CoreDNS's on 5353"
+    );
 }
 
 #[test]

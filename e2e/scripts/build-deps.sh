@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build (once) every upstream binary the e2e harness runs, cached by version
 # outside the repo. Idempotent: a component whose binaries exist is skipped.
-# Usage: build-deps.sh [k8s|etcd|kwok|coredns|musl|all]...   (default: all)
+# Usage: build-deps.sh [k8s|etcd|kwok|coredns|coredns-nodecache|musl|all]...   (default: all)
 set -euo pipefail
 
 CACHE="${DNSPOLICY_E2E_CACHE:-$HOME/.cache/dnspolicy-e2e}"
@@ -180,6 +180,53 @@ build_coredns() {
   say "no CoreDNS 1.8.4..1.10.x builds"; return 1
 }
 
+# The plugins NodeLocal DNSCache's node-cache links (k8s.io/dns
+# cmd/node-cache/main.go, release 1.26.7, 2025-10; master adds timeouts).
+# k8s.io/dns is not on the module proxy, so the list is copied here.
+NODECACHE_PLUGINS=(bind bufsize cache debug dns64 errors forward health hosts loadbalance log loop
+  metrics pprof reload rewrite template trace whoami)
+
+# build_coredns_nodecache: CoreDNS linked with node-cache's plugins and no
+# others, so a Corefile node-cache would refuse (view, kubernetes, file, ...)
+# is refused here too. Like node-cache's main.go it imports the plugins and
+# leaves dnsserver.Directives (the order) as CoreDNS has it: an unlinked
+# plugin's directive then fails at start-up ("no action found for directive").
+# The kubeadm version by default (node-cache 1.26.7 itself carries CoreDNS 1.13.1).
+build_coredns_nodecache() {
+  local v="${COREDNS_NODECACHE_VERSION:-$(coredns_kubeadm_version)}"
+  [[ -n "$v" ]] || { say "cannot read CoreDNSVersion from kubeadm $K8S_VERSION"; return 1; }
+  local out="$CACHE/coredns-nodecache/$v"
+  if [[ -x "$out/coredns" ]]; then say "coredns-nodecache $v present"; return 0; fi
+  local w="$CACHE/src/coredns-nodecache-$v"
+  rm -rf "$w"; mkdir -p "$w" "$out"
+  cat >"$w/go.mod" <<EOM
+module dnspolicy.local/coredns-nodecache
+
+go 1.26
+EOM
+  {
+    echo '// CoreDNS with only the plugins node-cache (k8s.io/dns cmd/node-cache) links.'
+    echo 'package main'
+    echo
+    echo 'import ('
+    echo '	"github.com/coredns/coredns/coremain"'
+    echo
+    local p
+    for p in "${NODECACHE_PLUGINS[@]}"; do echo "	_ \"github.com/coredns/coredns/plugin/$p\""; done
+    echo ')'
+    echo
+    echo 'func main() { coremain.Run() }'
+  } >"$w/main.go"
+  (
+    cd "$w"
+    go get "github.com/coredns/coredns@$v"
+    go mod tidy
+    timed "coredns-nodecache-$v" go build -ldflags "-s -w" -o "$out/coredns.tmp" .
+  ) || return 1
+  mv "$out/coredns.tmp" "$out/coredns"
+  echo "wrapper module: coremain and node-cache's plugins: ${NODECACHE_PLUGINS[*]}" >"$out/HOW"
+}
+
 build_musl() {
   local src="$HERE/../probe/musl-probe.c"
   local h; h="$(sha256sum "$src" | cut -c1-12)"
@@ -195,7 +242,7 @@ main() {
   local what=("$@")
   [[ ${#what[@]} == 0 ]] && what=(all)
   local t0=$SECONDS
-  [[ " ${what[*]} " == *" all "* ]] && what=(k8s etcd kwok coredns musl)
+  [[ " ${what[*]} " == *" all "* ]] && what=(k8s etcd kwok coredns coredns-nodecache musl)
   for c in "${what[@]}"; do
     local c0=$SECONDS n0
     n0=$(wc -l <"$LOG" 2>/dev/null || echo 0)
@@ -204,6 +251,7 @@ main() {
       etcd) build_etcd ;;
       kwok) build_kwok ;;
       coredns) build_coredns ;;
+      coredns-nodecache) build_coredns_nodecache ;;
       musl) build_musl ;;
       *) say "unknown component $c"; exit 2 ;;
     esac

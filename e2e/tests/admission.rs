@@ -19,7 +19,7 @@ fn kubeconfig_with_token(c: &Cluster, name: &str, token: &str) -> Result<PathBuf
 }
 
 /// kubectl as `kubeconfig`'s user; Err(stderr) when the apiserver refuses.
-fn kubectl_as(c: &Cluster, kubeconfig: &PathBuf, args: &[&str]) -> Result<String> {
+fn kubectl_as(c: &Cluster, kubeconfig: &std::path::Path, args: &[&str]) -> Result<String> {
     let mut all = vec!["--kubeconfig", kubeconfig.to_str().unwrap()];
     all.extend_from_slice(args);
     c.kubectl(&all)

@@ -236,6 +236,7 @@ async fn reconcile_policy(
             now: chrono::Utc::now().timestamp(),
             rollout_deadline_secs: ctx.settings.rollout_deadline.as_secs() as i64,
             version_override: ctx.settings.coredns_version,
+            cluster_dns: observed.cluster_dns,
         }),
         Err(missing) => TargetPlan::stalled(Reason::TargetNotFound, missing),
     };

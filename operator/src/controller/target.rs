@@ -8,10 +8,11 @@ use std::collections::BTreeMap;
 use dnspolicy_crd::CoreDnsTarget;
 use dnspolicy_crd::vocabulary::{FIELD_MANAGER, annotation};
 use dnspolicy_dns::plan::{
-    COREFILE_KEY, CUSTOM_CONFIGMAP, ConfigMapView, CustomView, DeploymentView, TargetPlan,
+    COREFILE_KEY, CUSTOM_CONFIGMAP, ClusterDns, ConfigMapView, CustomView, DeploymentView,
+    TargetPlan,
 };
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
@@ -24,7 +25,13 @@ pub struct Observed {
     pub config_map: ConfigMapView,
     pub custom: CustomView,
     pub deployment: DeploymentView,
+    /// The kube-dns Service's IPs and CoreDNS's `-dns.port`: what a
+    /// forwardTo must never point back at.
+    pub cluster_dns: ClusterDns,
 }
+
+/// The Service in front of CoreDNS, by the name every distribution keeps.
+pub const CLUSTER_DNS_SERVICE: &str = "kube-dns";
 
 /// Reads the target. `Ok(Err(message))` when an object the spec names is missing.
 pub async fn read(
@@ -59,9 +66,17 @@ pub async fn read(
         .get_opt(CUSTOM_CONFIGMAP)
         .await
         .map_err(Error::api("get", object("ConfigMap", CUSTOM_CONFIGMAP)))?;
+    let service = Api::<Service>::namespaced(client.clone(), &target.namespace)
+        .get_opt(CLUSTER_DNS_SERVICE)
+        .await
+        .map_err(Error::api("get", object("Service", CLUSTER_DNS_SERVICE)))?;
     Ok(Ok(Observed {
         config_map: config_map_view(&cm),
         custom: custom_view(custom.as_ref()),
+        cluster_dns: ClusterDns {
+            service_ips: service_ips(service.as_ref()),
+            dns_port: dns_port(&deployment),
+        },
         deployment: deployment_view(&deployment),
     }))
 }
@@ -135,6 +150,44 @@ fn failpoint(name: &str) {
 
 #[cfg(not(feature = "failpoints"))]
 fn failpoint(_name: &str) {}
+
+fn service_ips(service: Option<&Service>) -> Vec<std::net::IpAddr> {
+    service
+        .and_then(|s| s.spec.as_ref())
+        .map(|spec| {
+            spec.cluster_ips
+                .iter()
+                .flatten()
+                .chain(spec.cluster_ip.iter())
+                .filter_map(|ip| ip.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// CoreDNS's `-dns.port N` / `-dns.port=N`: the port of server keys without one.
+fn dns_port(d: &Deployment) -> Option<u16> {
+    let containers = &d.spec.as_ref()?.template.spec.as_ref()?.containers;
+    let c = containers
+        .iter()
+        .find(|c| c.name == "coredns")
+        .or_else(|| containers.first())?;
+    let args: Vec<&str> = c
+        .command
+        .iter()
+        .flatten()
+        .chain(c.args.iter().flatten())
+        .map(String::as_str)
+        .collect();
+    args.iter().enumerate().find_map(|(i, a)| {
+        let a = a.trim_start_matches('-');
+        match a.strip_prefix("dns.port") {
+            Some(rest) if rest.starts_with('=') => rest[1..].parse().ok(),
+            Some("") => args.get(i + 1)?.parse().ok(),
+            _ => None,
+        }
+    })
+}
 
 fn config_map_view(cm: &ConfigMap) -> ConfigMapView {
     let other_corefile_managers = cm

@@ -1,0 +1,702 @@
+//! NodeLocal DNSCache: the node-local cache's Corefile, recognised by its
+//! shape and edited so that every foreign suffix goes to CoreDNS.
+//!
+//! Facts this rests on (k8s.io/dns `cmd/node-cache`, and the real CoreDNS in
+//! tests/nodelocal_coredns.rs):
+//! - The cache forwards only the cluster domain and the reverse zones to the
+//!   cluster DNS; its `.` block sends everything else to the node's upstream,
+//!   so `frigate....svc.cluster.local.<suffix>` never reaches CoreDNS and no
+//!   stanza there can help. A server block for the suffix in the cache,
+//!   forwarding to the cluster DNS, hands those names to CoreDNS, which applies
+//!   the policy: the DNS contract lives in one place.
+//! - node-cache compiles in only [`NODE_CACHE_PLUGINS`]: no `view`, no
+//!   `kubernetes`, no `file`. A Corefile naming another plugin does not start.
+//! - node-cache rewrites its Corefile when the ConfigMap changes; CoreDNS's
+//!   `reload` plugin (or, with `-reloadwithsignal`, node-cache's SIGUSR1)
+//!   then loads it, so an edit needs no rollout of the DaemonSet.
+//! - At start-up (and on every change of its ConfigMap, read every 10 s) node-cache
+//!   copies the ConfigMap's Corefile, replacing `__PILLAR__CLUSTER__DNS__` with the
+//!   ClusterIP of its `-upstreamsvc` Service, `__PILLAR__UPSTREAM__SERVERS__`
+//!   with `/etc/resolv.conf` (or kube-dns's upstreamNameservers),
+//!   `__PILLAR__LOCAL__DNS__` with its `-localip` addresses, and deleting
+//!   `__PILLAR__DNS__SERVER__` (app/configmap.go). A block copied from the
+//!   cluster-domain block, placeholders and all, therefore listens and forwards
+//!   exactly where that block does. The upstream addon's instructions replace
+//!   `__PILLAR__LOCAL__DNS__`, `__PILLAR__DNS__DOMAIN__` and, with iptables
+//!   kube-proxy, `__PILLAR__DNS__SERVER__` (the kube-dns IP) before applying it.
+//!   Kubespray renders every value itself and runs node-cache with
+//!   `-conf /etc/coredns/Corefile`, so nothing is substituted there.
+//! - Blocks bind the same addresses, so they form one server and routing by the
+//!   longest zone match applies across them.
+
+use std::fmt::{self, Write as _};
+use std::net::IpAddr;
+
+use crate::corefile::{self, Corefile, CorefileError, Directive, ManagedText, ServerBlock};
+use crate::names::{NameError, check_dns_name, nested};
+use crate::policy::{MergedPolicies, SuffixRule};
+use crate::stanza::DEFAULT_DNS_PORT;
+
+/// The plugins node-cache compiles in, by directive name (the metrics
+/// plugin's directive is `prometheus`): k8s.io/dns `cmd/node-cache/main.go`
+/// in release 1.26.7 (2025-10, CoreDNS 1.13.1). Older releases lack
+/// `bufsize` and `dns64`, master adds `timeouts`; the blocks dnspolicy adds
+/// use only plugins every release has.
+pub const NODE_CACHE_PLUGINS: &[&str] = &[
+    "bind",
+    "bufsize",
+    "cache",
+    "debug",
+    "dns64",
+    "errors",
+    "forward",
+    "health",
+    "hosts",
+    "loadbalance",
+    "log",
+    "loop",
+    "prometheus",
+    "pprof",
+    "reload",
+    "rewrite",
+    "template",
+    "trace",
+    "whoami",
+];
+
+/// node-cache writes the cluster DNS Service's ClusterIP here at start-up.
+pub const CLUSTER_DNS_PLACEHOLDER: &str = "__PILLAR__CLUSTER__DNS__";
+/// node-cache writes its `-localip` addresses here at start-up.
+pub const LOCAL_DNS_PLACEHOLDER: &str = "__PILLAR__LOCAL__DNS__";
+/// node-cache deletes this at start-up; the addon's iptables-mode instructions
+/// replace it with the kube-dns Service IP before the ConfigMap is applied.
+pub const DNS_SERVER_PLACEHOLDER: &str = "__PILLAR__DNS__SERVER__";
+
+/// Directives of the cluster-domain block that every added block repeats,
+/// besides `forward`: the same listeners, cache, logging, loop check, reload
+/// and metrics. `health` is left out (one listener per process, it would
+/// clash), and so is anything that could answer suffix names in the cache
+/// (`hosts`, `rewrite`, `template`): CoreDNS answers them.
+const REPEATED: &[&str] = &["errors", "cache", "reload", "loop", "bind", "prometheus"];
+
+/// What the cache's Corefile looks like to dnspolicy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeLocalLayout {
+    /// Index into `Corefile::blocks` of the block that forwards the cluster
+    /// domain to the cluster DNS; added blocks copy its shape.
+    pub cluster_block: usize,
+    /// Its zones, absolute and lower-case: `cluster.local.`, or
+    /// `__pillar__dns__domain__.` where the addon's template is not filled in.
+    pub cluster_zones: Vec<String>,
+    /// The port of its first key; `None` when written without one.
+    pub port: Option<u16>,
+    /// Its forward targets as written: `__PILLAR__CLUSTER__DNS__` or addresses.
+    pub cluster_dns: Vec<String>,
+    /// It forwards with `force_tcp`.
+    pub force_tcp: bool,
+    /// Index of the `.` block, which sends everything else upstream.
+    pub dot_block: usize,
+    /// The `.` block's forward targets as written (`__PILLAR__UPSTREAM__SERVERS__`, `/etc/resolv.conf`, ...).
+    pub upstream: Vec<String>,
+    /// The cluster-domain block's `bind` arguments as written.
+    pub bind: Vec<String>,
+    pub listen: Listen,
+}
+
+/// Where pods' queries reach the cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listen {
+    /// Only link-local addresses (`169.254.20.10`): pods use the cache when
+    /// kubelet's `--cluster-dns` names it.
+    LinkLocal(Vec<IpAddr>),
+    /// Also the kube-dns Service IP: the cache takes pods' queries to the
+    /// Service on every node, whatever kubelet says.
+    Interception {
+        link_local: Vec<IpAddr>,
+        service: Vec<IpAddr>,
+    },
+    /// The addresses are filled in when node-cache starts
+    /// (`__PILLAR__LOCAL__DNS__` becomes its `-localip` flag): the DaemonSet's
+    /// arguments say which mode it is.
+    AtStartup { bind: Vec<String> },
+}
+
+impl fmt::Display for Listen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let list = |ips: &[IpAddr]| {
+            ips.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        match self {
+            Listen::LinkLocal(ips) => write!(f, "link-local, on {}", list(ips)),
+            Listen::Interception {
+                link_local,
+                service,
+            } if link_local.is_empty() => {
+                write!(f, "intercepting the kube-dns Service IP {}", list(service))
+            }
+            Listen::Interception {
+                link_local,
+                service,
+            } => write!(
+                f,
+                "intercepting the kube-dns Service IP {}, and on {}",
+                list(service),
+                list(link_local)
+            ),
+            Listen::AtStartup { .. } => write!(
+                f,
+                "on the addresses node-cache fills in from its -localip flag at start-up"
+            ),
+        }
+    }
+}
+
+/// Why the policies cannot be written into a node-local Corefile. Nothing is
+/// written when one is returned.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NodeLocalError {
+    #[error(transparent)]
+    Corefile(#[from] CorefileError),
+    #[error(
+        "not a NodeLocal DNSCache Corefile: dnspolicy looks for a block that forwards the cluster domain to the cluster DNS (`forward . __PILLAR__CLUSTER__DNS__`, or the address the in-addr.arpa block forwards to) and binds its listen addresses, a `.` block that forwards elsewhere, and no `kubernetes` plugin"
+    )]
+    NotNodeLocal,
+    #[error(
+        "suffix {suffix:?} (policy {policy:?}): the node-local cache already has server block {key:?} (line {line}), which serves names in or around the suffix; remove that block (declare its resolvers as forwardTo) or drop the suffix"
+    )]
+    ZoneTaken {
+        suffix: String,
+        policy: String,
+        key: String,
+        line: usize,
+    },
+    #[error(
+        "the node-local cache sends {zones} to the cluster DNS (line {line}), not the policies' cluster domain {cluster_domain:?}; set spec.clusterDomain to the cluster's domain or fix that block"
+    )]
+    ClusterDomainNotForwarded {
+        cluster_domain: String,
+        zones: String,
+        line: usize,
+    },
+    #[error("{what} {name:?} (policy {policy:?}) cannot be written into a Corefile: {message}")]
+    InvalidName {
+        what: &'static str,
+        name: String,
+        policy: String,
+        message: NameError,
+    },
+}
+
+/// The node-local cache's layout, or `None` when the Corefile does not have
+/// its shape: no `kubernetes` plugin anywhere; a block that forwards the
+/// cluster domain to the cluster DNS (`__PILLAR__CLUSTER__DNS__`, or where the
+/// `in-addr.arpa` block forwards) and binds addresses; a `.` block that
+/// forwards somewhere else. Pass the Corefile with dnspolicy's text stripped.
+pub fn recognise(corefile: &Corefile) -> Option<NodeLocalLayout> {
+    let blocks = &corefile.blocks;
+    if blocks
+        .iter()
+        .any(|b| b.directives.iter().any(|d| d.name == "kubernetes"))
+    {
+        return None;
+    }
+    let dot = corefile::dot_server(corefile).ok()?;
+    let (upstream, _) = forward_of(&blocks[dot.index])?;
+    let on_port = |b: &ServerBlock| {
+        b.keys.iter().all(|k| {
+            matches!(k.scheme.as_deref(), None | Some("dns"))
+                && k.port.unwrap_or(DEFAULT_DNS_PORT) == dot.port
+        })
+    };
+    let others = || {
+        blocks
+            .iter()
+            .enumerate()
+            .filter(move |(i, b)| *i != dot.index && on_port(b))
+    };
+    // The cluster DNS: the placeholder where the addon's template keeps it,
+    // else where the reverse zones go (both templates send them to it).
+    let cluster_dns = others()
+        .filter_map(|(_, b)| forward_of(b))
+        .map(|(targets, _)| targets)
+        .find(|t| t.iter().any(|a| a == CLUSTER_DNS_PLACEHOLDER))
+        .or_else(|| {
+            others()
+                .find(|(_, b)| b.keys.iter().any(|k| k.zone == "in-addr.arpa."))
+                .and_then(|(_, b)| forward_of(b))
+                .map(|(targets, _)| targets)
+        })?;
+    if cluster_dns == upstream {
+        return None;
+    }
+    let (cluster_block, block, force_tcp) = others()
+        .filter(|(_, b)| b.keys.iter().all(|k| !is_reverse(&k.zone) && k.zone != "."))
+        .find_map(|(i, b)| match forward_of(b) {
+            Some((targets, tcp)) if targets == cluster_dns => Some((i, b, tcp)),
+            _ => None,
+        })?;
+    let bind: Vec<String> = block
+        .directives
+        .iter()
+        .filter(|d| d.name == "bind")
+        .flat_map(|d| d.args.iter().cloned())
+        .collect();
+    if bind.is_empty() {
+        return None;
+    }
+    Some(NodeLocalLayout {
+        cluster_block,
+        cluster_zones: block.keys.iter().map(|k| k.zone.clone()).collect(),
+        port: block.keys[0].port,
+        cluster_dns,
+        force_tcp,
+        dot_block: dot.index,
+        upstream,
+        listen: listen(&bind),
+        bind,
+    })
+}
+
+/// The first `forward . TO...` of a block: its targets and whether it forces TCP.
+fn forward_of(block: &ServerBlock) -> Option<(Vec<String>, bool)> {
+    let forward = block
+        .directives
+        .iter()
+        .find(|d| d.name == "forward" && d.args.len() >= 2 && d.args[0] == ".")?;
+    let force_tcp = forward.block.iter().any(|d| d.name == "force_tcp");
+    Some((forward.args[1..].to_vec(), force_tcp))
+}
+
+fn is_reverse(zone: &str) -> bool {
+    ["in-addr.arpa.", "ip6.arpa."]
+        .iter()
+        .any(|r| zone == *r || zone.ends_with(&format!(".{r}")))
+}
+
+fn listen(bind: &[String]) -> Listen {
+    let mut link_local = Vec::new();
+    let mut service = Vec::new();
+    for arg in bind.iter().filter(|a| *a != DNS_SERVER_PLACEHOLDER) {
+        match arg.parse::<IpAddr>() {
+            Ok(ip) if is_link_local(ip) => link_local.push(ip),
+            Ok(ip) => service.push(ip),
+            Err(_) => {
+                return Listen::AtStartup {
+                    bind: bind.to_vec(),
+                };
+            }
+        }
+    }
+    if service.is_empty() {
+        Listen::LinkLocal(link_local)
+    } else {
+        Listen::Interception {
+            link_local,
+            service,
+        }
+    }
+}
+
+fn is_link_local(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_link_local(),
+        IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80,
+    }
+}
+
+/// `corefile_text` with dnspolicy's blocks for the merged policies: one per
+/// suffix, between dnspolicy's markers at the end, sending every name in the
+/// suffix to the cluster DNS the way the cluster-domain block does. No
+/// policies: the text with dnspolicy's regions removed, byte for byte.
+pub fn render(corefile_text: &str, merged: &MergedPolicies) -> Result<String, NodeLocalError> {
+    let base = corefile::strip(corefile_text)?;
+    if merged.rules.is_empty() {
+        return Ok(corefile::render(&base, &ManagedText::default())?);
+    }
+    let parsed = corefile::parse(&base)?;
+    let layout = recognise(&parsed).ok_or(NodeLocalError::NotNodeLocal)?;
+    let managed = managed_text(&parsed, &layout, merged)?;
+    Ok(corefile::render(&base, &managed)?)
+}
+
+/// The blocks `render` places, for a Corefile `recognise` accepted.
+pub fn managed_text(
+    corefile: &Corefile,
+    layout: &NodeLocalLayout,
+    merged: &MergedPolicies,
+) -> Result<ManagedText, NodeLocalError> {
+    let cluster = &corefile.blocks[layout.cluster_block];
+    check_cluster_domain(&merged.cluster_domain, layout, cluster)?;
+    let mut blocks = Vec::new();
+    for rule in &merged.rules {
+        check(rule, corefile)?;
+        blocks.push(server_block(rule, cluster, layout));
+    }
+    Ok(ManagedText {
+        dot_block: String::new(),
+        server_blocks: blocks.join("\n"),
+    })
+}
+
+/// The policies' cluster domain must be what the cache sends to the cluster
+/// DNS (or the addon's unfilled `__PILLAR__DNS__DOMAIN__`).
+fn check_cluster_domain(
+    cluster_domain: &str,
+    layout: &NodeLocalLayout,
+    cluster: &ServerBlock,
+) -> Result<(), NodeLocalError> {
+    let zone = format!("{cluster_domain}.");
+    if cluster_domain.is_empty()
+        || layout
+            .cluster_zones
+            .iter()
+            .any(|z| *z == zone || z.starts_with("__pillar__"))
+    {
+        return Ok(());
+    }
+    Err(NodeLocalError::ClusterDomainNotForwarded {
+        cluster_domain: cluster_domain.to_string(),
+        zones: layout.cluster_zones.join(" "),
+        line: cluster.span.line,
+    })
+}
+
+fn check(rule: &SuffixRule, corefile: &Corefile) -> Result<(), NodeLocalError> {
+    // Validation guarantees the name; checked again because it becomes a server key.
+    check_dns_name(&rule.suffix).map_err(|message| NodeLocalError::InvalidName {
+        what: "suffix",
+        name: rule.suffix.clone(),
+        policy: rule.policy.clone(),
+        message,
+    })?;
+    let zone = format!("{}.", rule.suffix);
+    for block in &corefile.blocks {
+        for key in block.keys.iter().filter(|k| k.zone != ".") {
+            if nested(&zone, &key.zone) {
+                return Err(NodeLocalError::ZoneTaken {
+                    suffix: rule.suffix.clone(),
+                    policy: rule.policy.clone(),
+                    key: key.raw.clone(),
+                    line: block.span.line,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `S:port { ... }`: the cluster-domain block's repeated directives in its
+/// order, its `forward` pointed at the same cluster DNS.
+fn server_block(rule: &SuffixRule, cluster: &ServerBlock, layout: &NodeLocalLayout) -> String {
+    // No `name:` shape: the editor takes `# dnspolicy:` for a marker.
+    let mut out = format!(
+        "# {} (policy {}): every name in it goes to the cluster DNS, which applies the policy\n",
+        rule.suffix, rule.policy
+    );
+    match layout.port {
+        Some(port) => writeln!(out, "{}:{port} {{", rule.suffix).unwrap(),
+        None => writeln!(out, "{} {{", rule.suffix).unwrap(),
+    }
+    let mut forwarded = false;
+    for directive in &cluster.directives {
+        if REPEATED.contains(&directive.name.as_str()) {
+            write_directive(&mut out, directive, 1);
+        } else if directive.name == "forward" && !forwarded {
+            forwarded = true;
+            let targets: Vec<String> = layout.cluster_dns.iter().map(|t| token(t)).collect();
+            write!(out, "    forward . {}", targets.join(" ")).unwrap();
+            out.push_str(if layout.force_tcp {
+                " {\n        force_tcp\n    }\n"
+            } else {
+                "\n"
+            });
+        }
+    }
+    out.push_str("}\n");
+    out
+}
+
+fn write_directive(out: &mut String, directive: &Directive, depth: usize) {
+    let indent = "    ".repeat(depth);
+    out.push_str(&indent);
+    out.push_str(&directive.name);
+    for arg in &directive.args {
+        out.push(' ');
+        out.push_str(&token(arg));
+    }
+    if directive.block.is_empty() {
+        out.push('\n');
+        return;
+    }
+    out.push_str(" {\n");
+    for inner in &directive.block {
+        write_directive(out, inner, depth + 1);
+    }
+    writeln!(out, "{indent}}}").unwrap();
+}
+
+/// An argument as a Corefile token: quoted when the lexer would split or
+/// misread it.
+fn token(arg: &str) -> String {
+    let plain = !arg.is_empty()
+        && !arg.contains(|c: char| c.is_whitespace() || c == '"' || c == '#' || c == '\\')
+        && arg != "{"
+        && arg != "}";
+    if plain {
+        arg.to_string()
+    } else {
+        format!("\"{}\"", arg.replace('\\', "\\\\").replace('"', "\\\""))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::corefile::{SERVER_BEGIN, SERVER_END, parse};
+    use crate::policy::parse_forward_target;
+    use dnspolicy_crd::SuffixAction;
+
+    const ADDON: &str =
+        include_str!("../tests/fixtures/corefiles/nodelocaldns-kubernetes-v1.36.3.Corefile");
+    const KUBESPRAY: &str =
+        include_str!("../tests/fixtures/corefiles/nodelocaldns-kubespray-46dbdd39.Corefile");
+    const KUBEADM: &str = include_str!("../tests/fixtures/corefiles/kubeadm-v1.36.3.Corefile");
+
+    fn merged(suffixes: &[(&str, SuffixAction, &[&str])]) -> MergedPolicies {
+        MergedPolicies {
+            cluster_domain: "cluster.local".into(),
+            rules: suffixes
+                .iter()
+                .map(|(suffix, action, forward_to)| SuffixRule {
+                    suffix: suffix.to_string(),
+                    action: *action,
+                    host_labels: 1,
+                    forward_to: forward_to
+                        .iter()
+                        .map(|t| parse_forward_target(t).unwrap())
+                        .collect(),
+                    policy: "tailnet".into(),
+                })
+                .collect(),
+            applied: vec!["tailnet".into()],
+            conflicts: vec![],
+        }
+    }
+
+    fn tailnet() -> MergedPolicies {
+        merged(&[(
+            "tailb45a71.ts.net",
+            SuffixAction::Rewrite,
+            &["100.100.100.100"],
+        )])
+    }
+
+    #[test]
+    fn the_addon_template_is_recognised_with_its_placeholders() {
+        let layout = recognise(&parse(ADDON).unwrap()).unwrap();
+        assert_eq!(
+            layout,
+            NodeLocalLayout {
+                cluster_block: 0,
+                cluster_zones: vec!["__pillar__dns__domain__.".into()],
+                port: Some(53),
+                cluster_dns: vec![CLUSTER_DNS_PLACEHOLDER.into()],
+                force_tcp: true,
+                dot_block: 3,
+                upstream: vec!["__PILLAR__UPSTREAM__SERVERS__".into()],
+                bind: vec![LOCAL_DNS_PLACEHOLDER.into(), DNS_SERVER_PLACEHOLDER.into()],
+                listen: Listen::AtStartup {
+                    bind: vec![LOCAL_DNS_PLACEHOLDER.into(), DNS_SERVER_PLACEHOLDER.into()]
+                },
+            }
+        );
+    }
+
+    #[test]
+    fn the_listen_mode_follows_the_filled_in_bind_line() {
+        // iptables kube-proxy: the instructions put the kube-dns IP in place of __PILLAR__DNS__SERVER__
+        let iptables = ADDON
+            .replace(LOCAL_DNS_PLACEHOLDER, "169.254.20.10")
+            .replace(DNS_SERVER_PLACEHOLDER, "10.96.0.10")
+            .replace("__PILLAR__DNS__DOMAIN__", "cluster.local");
+        let layout = recognise(&parse(&iptables).unwrap()).unwrap();
+        assert_eq!(
+            layout.listen,
+            Listen::Interception {
+                link_local: vec!["169.254.20.10".parse().unwrap()],
+                service: vec!["10.96.0.10".parse().unwrap()],
+            }
+        );
+        assert_eq!(layout.cluster_zones, ["cluster.local."]);
+        // IPVS: __PILLAR__DNS__SERVER__ stays, node-cache deletes it, and
+        // __PILLAR__CLUSTER__DNS__ is the kube-dns IP
+        let ipvs = ADDON
+            .replace(LOCAL_DNS_PLACEHOLDER, "169.254.20.10")
+            .replace(CLUSTER_DNS_PLACEHOLDER, "10.96.0.10");
+        let layout = recognise(&parse(&ipvs).unwrap()).unwrap();
+        assert_eq!(
+            layout.listen,
+            Listen::LinkLocal(vec!["169.254.20.10".parse().unwrap()])
+        );
+        assert_eq!(layout.cluster_dns, ["10.96.0.10"]);
+
+        let kubespray = recognise(&parse(KUBESPRAY).unwrap()).unwrap();
+        assert_eq!(
+            kubespray.listen,
+            Listen::LinkLocal(vec!["169.254.25.10".parse().unwrap()])
+        );
+        assert_eq!(kubespray.cluster_dns, ["10.233.0.3"]);
+        assert_eq!(kubespray.upstream, ["/etc/resolv.conf"]);
+        assert!(kubespray.force_tcp);
+    }
+
+    #[test]
+    fn corefiles_of_another_shape_are_not_recognised() {
+        let refused = |text: &str| recognise(&parse(text).unwrap());
+        assert_eq!(refused(KUBEADM), None, "kubernetes plugin");
+        // CoreDNS with a kubernetes plugin somewhere, even with the cache's shape
+        let with_kubernetes =
+            format!("{KUBESPRAY}k8s.example:53 {{\n    kubernetes k8s.example\n}}\n");
+        assert_eq!(refused(&with_kubernetes), None);
+        // everything already goes to the cluster DNS: nothing leaks
+        let all_to_cluster = KUBESPRAY.replace(
+            "forward . /etc/resolv.conf",
+            "forward . 10.233.0.3 {\n        force_tcp\n    }",
+        );
+        assert_eq!(refused(&all_to_cluster), None);
+        // no placeholder and no reverse zone: the cluster DNS cannot be told from a stub domain
+        let stub_only = "cluster.local:53 {\n    bind 169.254.20.10\n    forward . 10.96.0.10\n}\n.:53 {\n    bind 169.254.20.10\n    forward . /etc/resolv.conf\n}\n";
+        assert_eq!(refused(stub_only), None);
+        // no `.` block
+        let no_dot = "cluster.local:53 {\n    bind 169.254.20.10\n    forward . __PILLAR__CLUSTER__DNS__\n}\n";
+        assert_eq!(refused(no_dot), None);
+        // a cache that binds nothing is not the DaemonSet's
+        let unbound = KUBESPRAY.replace("    bind 169.254.25.10\n", "");
+        assert_eq!(refused(&unbound), None);
+    }
+
+    #[test]
+    fn the_addon_gets_one_block_copied_from_its_cluster_block() {
+        let rendered = render(ADDON, &tailnet()).unwrap();
+        let added = rendered.strip_prefix(ADDON).unwrap();
+        assert_eq!(
+            added,
+            format!(
+                "{SERVER_BEGIN}\n\
+                 # tailb45a71.ts.net (policy tailnet): every name in it goes to the cluster DNS, which applies the policy\n\
+                 tailb45a71.ts.net:53 {{\n    errors\n    cache {{\n        success 9984 30\n        denial 9984 5\n    }}\n    reload\n    loop\n    bind __PILLAR__LOCAL__DNS__ __PILLAR__DNS__SERVER__\n    forward . __PILLAR__CLUSTER__DNS__ {{\n        force_tcp\n    }}\n    prometheus :9253\n}}\n\
+                 {SERVER_END}\n"
+            )
+        );
+        assert_eq!(corefile::strip(&rendered).unwrap(), ADDON);
+        assert_eq!(render(&rendered, &tailnet()).unwrap(), rendered);
+        assert_eq!(
+            render(&rendered, &MergedPolicies::default()).unwrap(),
+            ADDON
+        );
+    }
+
+    #[test]
+    fn kubespray_gets_its_filled_in_addresses_and_every_suffix_a_block() {
+        let both = merged(&[
+            ("openstacklocal", SuffixAction::NXDomain, &[]),
+            ("tailb45a71.ts.net", SuffixAction::Rewrite, &[]),
+        ]);
+        let rendered = render(KUBESPRAY, &both).unwrap();
+        let block = |suffix: &str| {
+            format!(
+                "# {suffix} (policy tailnet): every name in it goes to the cluster DNS, which applies the policy\n\
+                 {suffix}:53 {{\n    errors\n    cache {{\n        success 9984 30\n        denial 9984 5\n    }}\n    reload\n    loop\n    bind 169.254.25.10\n    forward . 10.233.0.3 {{\n        force_tcp\n    }}\n    prometheus :9253\n}}\n"
+            )
+        };
+        assert_eq!(
+            rendered,
+            format!(
+                "{KUBESPRAY}{SERVER_BEGIN}\n{}\n{}{SERVER_END}\n",
+                block("openstacklocal"),
+                block("tailb45a71.ts.net")
+            )
+        );
+    }
+
+    #[test]
+    fn a_block_for_or_around_the_suffix_is_refused_by_line() {
+        let with_magicdns = format!(
+            "{KUBESPRAY}ts.net:53 {{\n    bind 169.254.25.10\n    forward . 100.100.100.100\n}}\n"
+        );
+        assert_eq!(
+            render(&with_magicdns, &tailnet()),
+            Err(NodeLocalError::ZoneTaken {
+                suffix: "tailb45a71.ts.net".into(),
+                policy: "tailnet".into(),
+                key: "ts.net:53".into(),
+                line: 47,
+            })
+        );
+        let as_suffix = merged(&[("cluster.local", SuffixAction::NXDomain, &[])]);
+        assert!(matches!(
+            render(KUBESPRAY, &as_suffix),
+            Err(NodeLocalError::ZoneTaken { line: 1, .. })
+        ));
+    }
+
+    #[test]
+    fn another_cluster_domain_is_refused() {
+        let mut other = tailnet();
+        other.cluster_domain = "k8s.example".into();
+        let err = render(KUBESPRAY, &other).unwrap_err();
+        assert_eq!(
+            err,
+            NodeLocalError::ClusterDomainNotForwarded {
+                cluster_domain: "k8s.example".into(),
+                zones: "cluster.local.".into(),
+                line: 1
+            }
+        );
+        // the addon's unfilled domain placeholder says nothing either way
+        assert!(render(ADDON, &other).is_ok());
+    }
+
+    #[test]
+    fn coredns_corefiles_are_refused_and_no_policy_strips() {
+        assert_eq!(
+            render(KUBEADM, &tailnet()),
+            Err(NodeLocalError::NotNodeLocal)
+        );
+        assert_eq!(
+            render(KUBEADM, &MergedPolicies::default()).unwrap(),
+            KUBEADM
+        );
+    }
+
+    #[test]
+    fn added_blocks_use_only_node_cache_plugins() {
+        // a cluster block with everything Kubespray may add to it
+        let busy = KUBESPRAY.replacen(
+            "    prometheus :9253\n    health 169.254.25.10:9254\n",
+            "    prometheus \"{$MY_HOST_IP}:9253\"\n    health 169.254.25.10:9254\n    hosts /etc/coredns/hosts {\n      fallthrough\n    }\n    log\n",
+            1,
+        );
+        let rendered = render(&busy, &tailnet()).unwrap();
+        let after = parse(&rendered).unwrap();
+        let added = after.blocks.last().unwrap();
+        let names: Vec<&str> = added.directives.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "errors",
+                "cache",
+                "reload",
+                "loop",
+                "bind",
+                "forward",
+                "prometheus"
+            ]
+        );
+        assert!(names.iter().all(|n| NODE_CACHE_PLUGINS.contains(n)));
+        assert_eq!(added.directives[6].args, ["{$MY_HOST_IP}:9253"]);
+    }
+}
