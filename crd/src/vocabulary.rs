@@ -89,6 +89,8 @@ pub enum Reason {
     UnsupportedCoreDNS,
     NeedsNewerCoreDNS,
     CorefileContested,
+    /// A NodeLocal DNSCache sends the suffixes upstream itself.
+    NodeLocalNotCovered,
     // Rolled back.
     RolloutFailed,
 }
@@ -119,6 +121,7 @@ impl Reason {
             Reason::UnsupportedCoreDNS => "UnsupportedCoreDNS",
             Reason::NeedsNewerCoreDNS => "NeedsNewerCoreDNS",
             Reason::CorefileContested => "CorefileContested",
+            Reason::NodeLocalNotCovered => "NodeLocalNotCovered",
             Reason::RolloutFailed => "RolloutFailed",
         }
     }

@@ -371,3 +371,41 @@ fn of_the_distribution_fixtures_only_the_node_local_caches_are_recognised() {
         ]
     );
 }
+
+/// A path is covered only when the cache's Corefile holds exactly the blocks
+/// `render` gives; otherwise Ready must not be True, and the message names
+/// the ConfigMap and what to do.
+#[test]
+fn a_node_local_path_is_uncovered_until_its_corefile_holds_the_blocks() {
+    use dnspolicy_dns::nodelocal::{NodeLocalPath, uncovered};
+    let merged = MergedPolicies {
+        cluster_domain: "cluster.local".into(),
+        rules: vec![SuffixRule {
+            suffix: "tailb45a71.ts.net".into(),
+            action: SuffixAction::Rewrite,
+            host_labels: 1,
+            forward_to: vec![parse_forward_target("10.0.0.53").unwrap()],
+            policy: "tailnet".into(),
+        }],
+        applied: vec!["tailnet".into()],
+        conflicts: vec![],
+    };
+    let path = |corefile: &str, mode: Option<&str>| NodeLocalPath {
+        config_map: "kube-system/node-local-dns".into(),
+        corefile: Some(corefile.into()),
+        addon_mode: mode.map(str::to_string),
+    };
+    let why = uncovered(&path(ADDON, None), &merged).expect("the stock addon is uncovered");
+    assert!(why.contains("kube-system/node-local-dns"), "{why}");
+    assert!(why.contains("dnspolicy render"), "{why}");
+    let why = uncovered(&path(ADDON, Some("Reconcile")), &merged).unwrap();
+    assert!(why.contains("Reconcile"), "{why}");
+    let edited = render(ADDON, &merged).unwrap();
+    assert_eq!(uncovered(&path(&edited, None), &merged), None);
+    // A cache edited for another policy set is not covered for this one.
+    let none = MergedPolicies::default();
+    assert!(uncovered(&path(&edited, None), &none).is_some());
+    let kubeadm = include_str!("fixtures/corefiles/kubeadm-v1.36.3.Corefile");
+    let why = uncovered(&path(kubeadm, None), &merged).unwrap();
+    assert!(why.contains("does not have the shape"), "{why}");
+}

@@ -14,6 +14,7 @@ use dnspolicy_crd::vocabulary::{
     API_VERSION, EventReason, FIELD_MANAGER, FINALIZER, KIND, Reason, condition,
 };
 use dnspolicy_crd::{ClusterDNSPolicy, ClusterDNSPolicyStatus, CoreDnsTarget, RolloutMode};
+use dnspolicy_dns::nodelocal;
 use dnspolicy_dns::plan::{self, CUSTOM_CONFIGMAP, Phase, PlanInput, TargetPlan};
 use dnspolicy_dns::policy::{self, MergedPolicies, ValidPolicy};
 use dnspolicy_dns::version::CoreDnsVersion;
@@ -226,7 +227,14 @@ async fn reconcile_policy(
     // 3. plan (pure) over the target's objects
     let merged = policy::merge(&valid);
     let rollout = rollout_mode(&siblings);
-    let plan = match target::read(&ctx.client, &target).await? {
+    let observed = target::read(&ctx.client, &target).await?;
+    // Every DNS path must be covered before Ready: NodeLocal DNSCache too.
+    let uncovered: Option<String> = observed.as_ref().ok().and_then(|o| {
+        o.node_local
+            .iter()
+            .find_map(|path| nodelocal::uncovered(path, &merged))
+    });
+    let plan = match observed {
         Ok(observed) => plan::plan_target(&PlanInput {
             merged: &merged,
             rollout,
@@ -262,6 +270,7 @@ async fn reconcile_policy(
     let finding = Finding::Planned {
         plan: &plan,
         conflict: conflict.map(|c| c.message.as_str()),
+        uncovered: uncovered.as_deref(),
     };
     write_status(&ctx, &policy, finding).await?;
 

@@ -21,6 +21,9 @@ pub enum Finding<'a> {
     Planned {
         plan: &'a TargetPlan,
         conflict: Option<&'a str>,
+        /// Why another DNS path (NodeLocal DNSCache) still sends the
+        /// suffixes upstream: CoreDNS may be done, but Ready is not True.
+        uncovered: Option<&'a str>,
     },
 }
 
@@ -47,6 +50,7 @@ pub fn policy_status(
         Finding::Planned {
             plan,
             conflict: Some(message),
+            ..
         } => {
             conds.refused(Reason::Conflict, message);
             Some(plan)
@@ -54,8 +58,13 @@ pub fn policy_status(
         Finding::Planned {
             plan,
             conflict: None,
+            uncovered,
         } => {
             conds.phase(&plan.phase);
+            if let (Some(message), Phase::RolledOut | Phase::Progressing) = (uncovered, &plan.phase)
+            {
+                conds.stalled(Reason::NodeLocalNotCovered, message);
+            }
             Some(plan)
         }
     };
@@ -192,6 +201,7 @@ mod tests {
         let finding = Finding::Planned {
             plan: &p,
             conflict: None,
+            uncovered: None,
         };
         let first = policy_status(None, Some(2), finding, &PolicyCounts::default(), at(100));
         assert_eq!(get(&first, "Ready").status, "True");
@@ -246,6 +256,7 @@ mod tests {
             Finding::Planned {
                 plan: &p,
                 conflict: None,
+                uncovered: None,
             },
             &counts,
             at(1),
@@ -254,5 +265,27 @@ mod tests {
         assert_eq!(get(&s, "Stalled").status, "True");
         assert_eq!(s.pods.unwrap().polluted, 2);
         assert_eq!(s.namespaces[0].name, "workflow-engine");
+    }
+
+    #[test]
+    fn an_uncovered_node_local_path_keeps_ready_false_though_coredns_rolled_out() {
+        let p = plan(Phase::RolledOut);
+        let s = policy_status(
+            None,
+            Some(1),
+            Finding::Planned {
+                plan: &p,
+                conflict: None,
+                uncovered: Some("NodeLocal DNSCache ... kube-system/node-local-dns"),
+            },
+            &PolicyCounts::default(),
+            at(1),
+        );
+        assert_eq!(get(&s, "Ready").status, "False");
+        assert_eq!(get(&s, "Ready").reason, "NodeLocalNotCovered");
+        assert!(get(&s, "Ready").message.contains("node-local-dns"));
+        assert_eq!(get(&s, "Stalled").status, "True");
+        assert_eq!(get(&s, "CorefileApplied").status, "True");
+        assert_eq!(get(&s, "RolledOut").status, "True");
     }
 }

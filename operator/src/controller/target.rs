@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use dnspolicy_crd::CoreDnsTarget;
 use dnspolicy_crd::vocabulary::{FIELD_MANAGER, annotation};
+use dnspolicy_dns::nodelocal::{self, NodeLocalPath};
 use dnspolicy_dns::plan::{
     COREFILE_KEY, CUSTOM_CONFIGMAP, ClusterDns, ConfigMapView, CustomView, DeploymentView,
     TargetPlan,
@@ -28,6 +29,8 @@ pub struct Observed {
     /// The kube-dns Service's IPs and CoreDNS's `-dns.port`: what a
     /// forwardTo must never point back at.
     pub cluster_dns: ClusterDns,
+    /// NodeLocal DNSCache ConfigMaps found beside CoreDNS: a second DNS path.
+    pub node_local: Vec<NodeLocalPath>,
 }
 
 /// The Service in front of CoreDNS, by the name every distribution keeps.
@@ -70,7 +73,26 @@ pub async fn read(
         .get_opt(CLUSTER_DNS_SERVICE)
         .await
         .map_err(Error::api("get", object("Service", CLUSTER_DNS_SERVICE)))?;
+    let mut node_local = Vec::new();
+    for name in nodelocal::CONFIG_MAPS {
+        if let Some(cm) = cms
+            .get_opt(name)
+            .await
+            .map_err(Error::api("get", object("ConfigMap", name)))?
+        {
+            node_local.push(NodeLocalPath {
+                config_map: format!("{}/{name}", target.namespace),
+                corefile: cm.data.as_ref().and_then(|d| d.get(COREFILE_KEY).cloned()),
+                addon_mode: cm
+                    .metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(nodelocal::ADDON_MANAGER_MODE).cloned()),
+            });
+        }
+    }
     Ok(Ok(Observed {
+        node_local,
         config_map: config_map_view(&cm),
         custom: custom_view(custom.as_ref()),
         cluster_dns: ClusterDns {
