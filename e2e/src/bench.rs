@@ -15,7 +15,8 @@ use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
 
-use crate::{Cluster, env, util};
+use crate::mountns::{self, Bind, Unshare};
+use crate::{Cluster, env, files, net};
 
 // ---------------------------------------------------------------- table
 
@@ -206,7 +207,7 @@ impl StandaloneCoredns {
         if !bin.is_file() {
             bail!("no CoreDNS {version} binary at {}", bin.display());
         }
-        if util::udp_port_in_use(SocketAddr::new(addr.into(), 53)) {
+        if net::udp_port_in_use(SocketAddr::new(addr.into(), 53)) {
             bail!("{addr}:53 is already in use");
         }
         let dir = c.layout.dir.join("bench").join(name);
@@ -221,38 +222,25 @@ impl StandaloneCoredns {
         std::fs::copy(c.layout.token(), sa.join("token")).context("admin token")?;
         std::fs::copy(c.layout.pki().join("ca.crt"), sa.join("ca.crt"))?;
         std::fs::write(sa.join("namespace"), "kube-system")?;
-        let script = "set -e\nmkdir -p /run/secrets/kubernetes.io/serviceaccount\n\
-                      mount --bind \"$0/serviceaccount\" /run/secrets/kubernetes.io/serviceaccount\n\
-                      mount --bind \"$0/resolv.conf\" /etc/resolv.conf\nexec \"$@\"\n";
         let log = std::fs::File::create(dir.join("coredns.log"))?;
-        let mut cmd = Command::new("unshare");
-        cmd.args([
-            "--mount",
-            "--propagation",
-            "private",
-            "--",
-            "/bin/sh",
-            "-c",
-            script,
-        ])
-        .arg(&dir)
-        .arg(&bin)
-        .arg("-conf")
-        .arg(dir.join("Corefile"))
-        .env("POD_IP", addr.to_string())
-        .env("KUBERNETES_SERVICE_HOST", env::CONTROL_IP.to_string())
-        .env("KUBERNETES_SERVICE_PORT", env::APISERVER_PORT.to_string())
-        .current_dir(&dir)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log);
-        unsafe {
-            use std::os::unix::process::CommandExt;
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
+        let mut cmd = Unshare::new()
+            .bind(Bind::dir(
+                sa,
+                "/run/secrets/kubernetes.io/serviceaccount",
+                false,
+            ))
+            .bind(Bind::file(dir.join("resolv.conf"), "/etc/resolv.conf"))
+            .command(&bin);
+        cmd.arg("-conf")
+            .arg(dir.join("Corefile"))
+            .env("POD_IP", addr.to_string())
+            .env("KUBERNETES_SERVICE_HOST", env::CONTROL_IP.to_string())
+            .env("KUBERNETES_SERVICE_PORT", env::APISERVER_PORT.to_string())
+            .current_dir(&dir)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        mountns::die_with_parent(&mut cmd);
         let child = cmd.spawn().context("spawn CoreDNS")?;
         let mut me = StandaloneCoredns { child, addr, dir };
         let ready = SocketAddr::new(addr.into(), 8181);
@@ -261,17 +249,16 @@ impl StandaloneCoredns {
             if let Ok(Some(st)) = me.child.try_wait() {
                 bail!(
                     "CoreDNS {name} exited ({st}): {}",
-                    util::tail(&me.dir.join("coredns.log"), 20)
+                    files::tail(&me.dir.join("coredns.log"), 20)
                 );
             }
-            if util::http_get_status(ready, "/ready", Duration::from_millis(500)).ok() == Some(200)
-            {
+            if net::http_get_status(ready, "/ready", Duration::from_millis(500)).ok() == Some(200) {
                 return Ok(me);
             }
             if t0.elapsed() > Duration::from_secs(30) {
                 bail!(
                     "CoreDNS {name} not ready in 30 s: {}",
-                    util::tail(&me.dir.join("coredns.log"), 20)
+                    files::tail(&me.dir.join("coredns.log"), 20)
                 );
             }
             std::thread::sleep(Duration::from_millis(100));

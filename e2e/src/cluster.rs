@@ -11,8 +11,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::env::{self, CONTROL_IP};
+use crate::files::{self, FileLock};
 use crate::pki;
-use crate::util::{self, FileLock};
+use crate::{net, process};
 
 #[derive(Clone, Debug)]
 pub struct UpOptions {
@@ -132,19 +133,19 @@ fn spawn(
         .spawn()
         .with_context(|| format!("start {name} ({})", bin.display()))?;
     let pid = child.id() as i32;
-    util::write_file(&l.pidfile(name), pid.to_string())?;
+    files::write_file(&l.pidfile(name), pid.to_string())?;
     // The child outlives us; don't keep a handle that would reap it.
     std::mem::forget(child);
     Ok(pid)
 }
 
 fn check_alive(l: &Layout, name: &str) -> Result<()> {
-    let pid = util::read_pid(&l.pidfile(name)).unwrap_or(0);
-    if !util::pid_alive(pid) {
+    let pid = process::read_pid(&l.pidfile(name)).unwrap_or(0);
+    if !process::pid_alive(pid) {
         bail!(
             "{name} exited; last log lines ({}):\n{}",
             l.log(name).display(),
-            util::tail(&l.log(name), 30)
+            files::tail(&l.log(name), 30)
         );
     }
     Ok(())
@@ -166,7 +167,7 @@ fn wait_component(
             bail!(
                 "{name} not ready after {timeout:?}; log {}:\n{}",
                 l.log(name).display(),
-                util::tail(&l.log(name), 30)
+                files::tail(&l.log(name), 30)
             );
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -175,7 +176,7 @@ fn wait_component(
 
 /// True when this state dir has a live apiserver (a cluster is up).
 pub fn is_running(l: &Layout) -> bool {
-    util::read_pid(&l.pidfile("kube-apiserver")).is_some_and(|p| util::pid_owned(p, &l.dir))
+    process::read_pid(&l.pidfile("kube-apiserver")).is_some_and(|p| process::pid_owned(p, &l.dir))
         && l.kubeconfig().is_file()
 }
 
@@ -184,7 +185,9 @@ pub fn dead_components(l: &Layout) -> Vec<&'static str> {
     COMPONENTS
         .iter()
         .copied()
-        .filter(|c| !util::read_pid(&l.pidfile(c)).is_some_and(|p| util::pid_owned(p, &l.dir)))
+        .filter(|c| {
+            !process::read_pid(&l.pidfile(c)).is_some_and(|p| process::pid_owned(p, &l.dir))
+        })
         .collect()
 }
 
@@ -237,13 +240,13 @@ fn check_ports_free() -> Result<()> {
         env::SCHEDULER_PORT,
         env::KWOK_PORT,
     ] {
-        if util::tcp_port_in_use(SocketAddr::new(ip, p)) {
+        if net::tcp_port_in_use(SocketAddr::new(ip, p)) {
             busy.push(format!("{ip}:{p}/tcp"));
         }
     }
     for a in [env::BLACKHOLE_IP, env::UPSTREAM_IP] {
         let sa = SocketAddr::new(a.into(), 53);
-        if util::tcp_port_in_use(sa) || util::udp_port_in_use(sa) {
+        if net::tcp_port_in_use(sa) || net::udp_port_in_use(sa) {
             busy.push(format!("{sa}"));
         }
     }
@@ -287,7 +290,7 @@ fn kwok_config(l: &Layout) -> Result<PathBuf> {
         env::manifests_dir().join("kwok-coredns-stages.yaml"),
     )?);
     let p = l.dir.join("kwok.yaml");
-    util::write_file(&p, docs.join("\n---\n"))?;
+    files::write_file(&p, docs.join("\n---\n"))?;
     Ok(p)
 }
 
@@ -459,18 +462,18 @@ pub fn up(l: &Layout, opts: &UpOptions, self_bin: &Path) -> Result<String> {
     let pki = l.pki();
     pki::generate(&pki)?;
     for (stem, _, _) in pki::CLIENTS {
-        util::write_file(&l.kubeconfig_for(stem), pki::kubeconfig(&pki, stem))?;
+        files::write_file(&l.kubeconfig_for(stem), pki::kubeconfig(&pki, stem))?;
     }
-    let token = util::sha256_hex(format!("{:?}{}", Instant::now(), std::process::id()).as_bytes())
+    let token = files::sha256_hex(format!("{:?}{}", Instant::now(), std::process::id()).as_bytes())
         [..32]
         .to_string();
-    util::write_file(&l.token(), &token)?;
-    util::write_file(
+    files::write_file(&l.token(), &token)?;
+    files::write_file(
         &l.dir.join("tokens.csv"),
         format!("{token},admin-token,admin-token,system:masters\n"),
     )?;
-    util::write_file(&l.dir.join("audit-policy.yaml"), audit_policy())?;
-    util::write_file(
+    files::write_file(&l.dir.join("audit-policy.yaml"), audit_policy())?;
+    files::write_file(
         &l.node_resolv_conf(),
         format!(
             "nameserver {}\nsearch {}\n",
@@ -478,7 +481,7 @@ pub fn up(l: &Layout, opts: &UpOptions, self_bin: &Path) -> Result<String> {
             env::NODE_SEARCH
         ),
     )?;
-    util::write_file(
+    files::write_file(
         &l.upstream_table(),
         "# name A|AAAA ip... ; see e2e/src/dns.rs\n",
     )?;
@@ -507,7 +510,7 @@ pub fn up(l: &Layout, opts: &UpOptions, self_bin: &Path) -> Result<String> {
     )?;
     let etcd_addr: SocketAddr = format!("{ip}:{}", env::ETCD_CLIENT_PORT).parse()?;
     wait_component(l, "etcd", Duration::from_secs(30), || {
-        util::http_get_status(etcd_addr, "/health", Duration::from_secs(1)).is_ok_and(|c| c == 200)
+        net::http_get_status(etcd_addr, "/health", Duration::from_secs(1)).is_ok_and(|c| c == 200)
     })?;
 
     // kube-apiserver (flags after hack/local-up-cluster.sh)
@@ -750,10 +753,10 @@ pub fn up(l: &Layout, opts: &UpOptions, self_bin: &Path) -> Result<String> {
         .unwrap_or_default();
         e.context(format!(
             "CoreDNS did not roll out; pods:\n{pods}\npod-runtime log:\n{}",
-            util::tail(&l.log("pod-runtime"), 30)
+            files::tail(&l.log("pod-runtime"), 30)
         ))
     })?;
-    util::write_file(
+    files::write_file(
         &l.dir.join("up-seconds"),
         format!("{:.1}\n", t0.elapsed().as_secs_f64()),
     )?;
@@ -768,20 +771,20 @@ pub fn up(l: &Layout, opts: &UpOptions, self_bin: &Path) -> Result<String> {
 /// Every pid this state dir knows: components and CoreDNS processes.
 fn known_pids(l: &Layout) -> Vec<(String, i32)> {
     let mut v = all_pids(l);
-    v.retain(|(_, p)| util::pid_owned(*p, &l.dir));
+    v.retain(|(_, p)| process::pid_owned(*p, &l.dir));
     v
 }
 
 fn all_pids(l: &Layout) -> Vec<(String, i32)> {
     let mut v = Vec::new();
     for c in COMPONENTS.iter().rev() {
-        if let Some(p) = util::read_pid(&l.pidfile(c)) {
+        if let Some(p) = process::read_pid(&l.pidfile(c)) {
             v.push((c.to_string(), p));
         }
     }
     if let Ok(rd) = fs::read_dir(l.pods()) {
         for e in rd.flatten() {
-            if let Some(p) = util::read_pid(&e.path().join("pid")) {
+            if let Some(p) = process::read_pid(&e.path().join("pid")) {
                 v.push((format!("coredns {}", e.file_name().to_string_lossy()), p));
             }
         }
@@ -791,25 +794,25 @@ fn all_pids(l: &Layout) -> Vec<(String, i32)> {
 
 fn stop_pids(pids: &[(String, i32)], grace: Duration) {
     for (_, p) in pids {
-        if util::pid_alive(*p) {
-            util::signal_group(*p, libc::SIGTERM);
-            util::signal(*p, libc::SIGTERM);
+        if process::pid_alive(*p) {
+            process::signal_group(*p, libc::SIGTERM);
+            process::signal(*p, libc::SIGTERM);
         }
     }
     let t0 = Instant::now();
-    while t0.elapsed() < grace && pids.iter().any(|(_, p)| util::pid_alive(*p)) {
+    while t0.elapsed() < grace && pids.iter().any(|(_, p)| process::pid_alive(*p)) {
         std::thread::sleep(Duration::from_millis(50));
     }
     for (name, p) in pids {
-        if util::pid_alive(*p) {
+        if process::pid_alive(*p) {
             eprintln!("[e2e] {name} (pid {p}) still running after SIGTERM + {grace:?}; SIGKILL");
-            util::signal_group(*p, libc::SIGKILL);
-            util::signal(*p, libc::SIGKILL);
+            process::signal_group(*p, libc::SIGKILL);
+            process::signal(*p, libc::SIGKILL);
         }
     }
     // Group members that outlived their leader (e.g. CoreDNS under a dead runtime).
     for (_, p) in pids {
-        util::signal_group(*p, libc::SIGKILL);
+        process::signal_group(*p, libc::SIGKILL);
     }
 }
 
@@ -864,7 +867,7 @@ pub fn status(l: &Layout) -> String {
     for (name, p) in all_pids(l) {
         s.push_str(&format!(
             "{name:<28} pid {p:<8} {}\n",
-            if util::pid_owned(p, &l.dir) {
+            if process::pid_owned(p, &l.dir) {
                 "running"
             } else {
                 "DEAD"

@@ -11,11 +11,14 @@ pub mod bench;
 pub mod cluster;
 pub mod dns;
 pub mod env;
+pub mod files;
+pub mod mountns;
+pub mod net;
 pub mod operator;
 pub mod pki;
+pub mod process;
 pub mod resolver;
 pub mod runtime;
-pub mod util;
 
 use anyhow::{Context, Result, bail};
 use k8s_openapi::api::core::v1::Pod;
@@ -60,7 +63,7 @@ impl Cluster {
     pub async fn ensure_with(opts: &UpOptions) -> Result<Cluster> {
         let layout = Layout::new(env::state_dir());
         if !cluster::is_running(&layout) {
-            let bin = util::e2e_bin()?;
+            let bin = process::e2e_bin()?;
             let o = opts.clone();
             let st = tokio::process::Command::new(&bin)
                 .args([
@@ -260,10 +263,10 @@ impl Cluster {
 
     /// Serialise tests that change cluster-wide state (CoreDNS, its ConfigMap),
     /// across threads and processes. Hold the guard for the whole test.
-    pub fn exclusive(&self) -> Result<util::FileLock> {
+    pub fn exclusive(&self) -> Result<files::FileLock> {
         let mut p = self.layout.dir.clone().into_os_string();
         p.push(".test.lock");
-        util::FileLock::acquire(&PathBuf::from(p))
+        files::FileLock::acquire(&PathBuf::from(p))
     }
 
     /// Replace the CoreDNS Corefile (ConfigMap key `Corefile`) with kubectl.
@@ -341,7 +344,7 @@ impl Cluster {
         let log = dir.join("queries.log");
         let _ = std::fs::remove_file(&log);
         let action = format!("{default:?}").to_lowercase();
-        let child = std::process::Command::new(util::e2e_bin()?)
+        let child = std::process::Command::new(process::e2e_bin()?)
             .args([
                 "dns-server",
                 &format!("--listen={listen}"),
@@ -352,7 +355,7 @@ impl Cluster {
             .stdin(std::process::Stdio::null())
             .spawn()?;
         let t0 = Instant::now();
-        while !util::udp_port_in_use(listen) && t0.elapsed() < Duration::from_secs(5) {
+        while !net::udp_port_in_use(listen) && t0.elapsed() < Duration::from_secs(5) {
             std::thread::sleep(Duration::from_millis(20));
         }
         Ok(DnsServer {

@@ -131,7 +131,7 @@ impl Operator {
     }
 
     pub fn log_tail(&self, n: usize) -> String {
-        crate::util::tail(&self.log, n)
+        crate::files::tail(&self.log, n)
     }
 }
 

@@ -216,7 +216,7 @@ struct Bench {
     p: Params,
     c: Cluster,
     client: Client,
-    _lock: dnspolicy_e2e::util::FileLock,
+    _lock: dnspolicy_e2e::files::FileLock,
     operator_bin: PathBuf,
     stock: String,
     upstream_zone: Option<String>,

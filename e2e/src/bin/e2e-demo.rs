@@ -39,7 +39,7 @@ async fn lookups(c: &Cluster, search: &[&str]) -> Result<()> {
 }
 
 fn operator_bin() -> Option<PathBuf> {
-    let p = dnspolicy_e2e::util::e2e_bin()
+    let p = dnspolicy_e2e::process::e2e_bin()
         .ok()?
         .parent()?
         .join("dnspolicy-operator");
