@@ -380,24 +380,26 @@ pub fn coredns_flavor_manifest(
         .replace("replicas: 2", &format!("replicas: {replicas}")))
 }
 
+/// A kwok-managed Node with these labels besides kwok's and the hostname.
+pub fn node_manifest(name: &str, labels: &[(&str, &str)]) -> String {
+    let labels: String = labels
+        .iter()
+        .map(|(k, v)| format!("    {k}: \"{v}\"\n"))
+        .collect();
+    format!(
+        "apiVersion: v1\nkind: Node\nmetadata:\n  name: {name}\n  annotations:\n    kwok.x-k8s.io/node: fake\n    node.alpha.kubernetes.io/ttl: \"0\"\n  labels:\n    type: kwok\n    kubernetes.io/hostname: {name}\n{labels}spec: {{}}\n"
+    )
+}
+
 fn nodes_manifest(n: u32) -> String {
     (0..n)
         .map(|i| {
-            format!(
-                r#"apiVersion: v1
-kind: Node
-metadata:
-  name: kwok-node-{i}
-  annotations:
-    kwok.x-k8s.io/node: fake
-    node.alpha.kubernetes.io/ttl: "0"
-  labels:
-    type: kwok
-    kubernetes.io/os: linux
-    kubernetes.io/arch: amd64
-    kubernetes.io/hostname: kwok-node-{i}
-spec: {{}}
-"#
+            node_manifest(
+                &format!("kwok-node-{i}"),
+                &[
+                    ("kubernetes.io/os", "linux"),
+                    ("kubernetes.io/arch", "amd64"),
+                ],
             )
         })
         .collect::<Vec<_>>()
@@ -766,6 +768,40 @@ pub fn up(l: &Layout, opts: &UpOptions, self_bin: &Path) -> Result<String> {
         l.dir.display()
     );
     Ok(export_line(l))
+}
+
+/// Kills kube-apiserver and starts it again with the same command line, as a
+/// crash and restart would; waits until it serves again.
+pub fn restart_apiserver(l: &Layout) -> Result<Duration> {
+    let pid = process::read_pid(&l.pidfile("kube-apiserver")).context("kube-apiserver pid")?;
+    let argv: Vec<String> = fs::read(format!("/proc/{pid}/cmdline"))?
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let t0 = Instant::now();
+    // SIGKILL, as a crash: a graceful stop drains watches for a minute.
+    process::signal(pid, libc::SIGKILL);
+    // A zombie child of this process counts as gone; reap it if it is ours.
+    while {
+        unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
+        process::pid_alive(pid)
+    } {
+        if t0.elapsed() > Duration::from_secs(30) {
+            bail!("kube-apiserver {pid} did not stop");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    spawn(l, "kube-apiserver", Path::new(&argv[0]), &argv[1..], &[])?;
+    loop {
+        if kubectl(l, &["get", "--raw", "/readyz"], None).is_ok() {
+            return Ok(t0.elapsed());
+        }
+        if t0.elapsed() > Duration::from_secs(120) {
+            bail!("kube-apiserver did not come back within 120 s");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// Every pid this state dir knows: components and CoreDNS processes.

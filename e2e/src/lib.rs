@@ -269,6 +269,18 @@ impl Cluster {
         files::FileLock::acquire(&PathBuf::from(p))
     }
 
+    /// Adds a kwok-managed node.
+    pub fn add_node(&self, name: &str, labels: &[(&str, &str)]) -> Result<()> {
+        self.kubectl_stdin(&["apply", "-f", "-"], &cluster::node_manifest(name, labels))?;
+        Ok(())
+    }
+
+    /// Kills kube-apiserver and starts it again with the same command line,
+    /// as a crash and restart would; returns once it serves again.
+    pub fn restart_apiserver(&self) -> Result<Duration> {
+        cluster::restart_apiserver(&self.layout)
+    }
+
     /// Replace the CoreDNS Corefile (ConfigMap key `Corefile`) with kubectl.
     pub fn set_corefile(&self, corefile: &str) -> Result<()> {
         let cm = serde_json::json!({

@@ -10,16 +10,14 @@
 //! Corefile with `forward . 127.0.54.2`, the harness's table-driven upstream,
 //! whose log then shows every name that left CoreDNS.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
+use dnspolicy_e2e::operator::*;
 use dnspolicy_e2e::{Cluster, DnsServer, Flavor, Lookup, QueryLog, Resolver, dns, env};
-use support::*;
 
 const TAILNET: &str = "tailb45a71.ts.net";
 const OPENSTACK: &str = "openstacklocal";

@@ -2,13 +2,11 @@
 //! delete, merge and conflict, drift, the k3s channel, rollback of a
 //! Corefile real CoreDNS refuses, crash safety.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
+use dnspolicy_e2e::operator::*;
 use dnspolicy_e2e::{Cluster, Flavor, env};
-use support::*;
 
 const BEGIN_MANAGED: &str = "# dnspolicy:begin";
 const WAIT: Duration = Duration::from_secs(60);
@@ -57,7 +55,7 @@ async fn apply_change_reapply_and_delete() -> Result<()> {
     rolled(&c).await?;
 
     // What a person sees: `dnspolicy status`, and the operator's endpoints.
-    let status = std::process::Command::new(dnspolicy_e2e::operator::cli_bin()?)
+    let status = std::process::Command::new(cli_bin()?)
         .arg("status")
         .env("KUBECONFIG", c.kubeconfig())
         .output()?;
@@ -350,8 +348,7 @@ async fn a_crash_between_corefile_write_and_rollout_converges() -> Result<()> {
         &c,
         "crash",
         &[],
-        &[("DNSPOLICY_FAILPOINT", "exit-after-configmap-write")],
-        None,
+        &Launch::default().env("DNSPOLICY_FAILPOINT", "exit-after-configmap-write"),
     )?;
     apply(&c, TAILSCALE)?;
     let status = wait_for(
@@ -503,8 +500,8 @@ async fn polluted_pods_are_counted_as_kubelet_builds_their_search_lists() -> Res
         ])?;
         c.kubectl(&["create", "namespace", ns])?;
     }
-    add_node(&c, "tail-node", &[])?;
-    add_node(&c, "clean-node", &[])?;
+    c.add_node("tail-node", &[])?;
+    c.add_node("clean-node", &[])?;
     let dir = c.layout.dir.join("node-agents");
     std::fs::create_dir_all(&dir)?;
     let tail_conf = dir.join("tail-node.resolv.conf");
@@ -689,7 +686,7 @@ async fn the_apiserver_restarting_mid_run_is_survived() -> Result<()> {
     wait_ready(&c, "tailnet", WAIT)
         .await
         .with_context(|| op.log_text())?;
-    let down = restart_apiserver(&c)?;
+    let down = c.restart_apiserver()?;
     println!("kube-apiserver back after {down:?}");
     ensure!(
         op.exited().is_none(),
@@ -765,8 +762,7 @@ async fn kustomize_install_works_with_the_shipped_rbac() -> Result<()> {
             "--lease-name",
             "dnspolicy",
         ],
-        &[],
-        Some(path),
+        &Launch::default().kubeconfig(path),
     )?;
     apply(&c, TAILSCALE)?;
     wait_ready(&c, "tailnet", WAIT)

@@ -15,7 +15,7 @@ use clap::Parser;
 use dnspolicy_e2e::bench::{
     self, PodSpec, Table, Verdict, fmt_mib, fmt_secs, max, median, percentile, secs,
 };
-use dnspolicy_e2e::operator::{self as op, Operator};
+use dnspolicy_e2e::operator::{self as op, Launch, Operator};
 use dnspolicy_e2e::{Cluster, Flavor, LookupSpec, Resolver, env, resolver};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
@@ -221,7 +221,7 @@ struct Bench {
     stock: String,
     upstream_zone: Option<String>,
     scale_started: bool,
-    operator_env: Vec<(String, String)>,
+    launch: Launch,
     /// The admin token of the cluster the bench started on: a new one means
     /// someone ran `down`/`up` under it.
     token: String,
@@ -299,11 +299,15 @@ impl Bench {
             c,
             client,
             _lock: lock,
-            operator_bin,
+            operator_bin: operator_bin.clone(),
             stock,
             upstream_zone,
             scale_started: false,
-            operator_env: cli.operator_env.clone(),
+            launch: Launch {
+                bin: Some(operator_bin),
+                envs: cli.operator_env.clone(),
+                kubeconfig: None,
+            },
             token,
         })
     }
@@ -354,13 +358,7 @@ impl Bench {
         }
 
         // 2. The operator; apply -> ConfigMap written / Ready with CoreDNS rolled.
-        let mut operator = Operator::start(
-            &self.c,
-            &self.operator_bin,
-            "bench",
-            &[],
-            &self.operator_env,
-        )?;
+        let mut operator = Operator::start_with(&self.c, "bench", &[], &self.launch)?;
         let a = policy_a();
         let b_spec = policy_b();
         if want("apply") {
@@ -828,13 +826,7 @@ impl Bench {
         let nns = p.namespaces;
         let conc = p.concurrency;
         // Baseline: pods already in the cluster, as a running operator counts them.
-        let mut base_op = Operator::start(
-            &self.c,
-            &self.operator_bin,
-            "bench-base",
-            &[],
-            &self.operator_env,
-        )?;
+        let mut base_op = Operator::start_with(&self.c, "bench-base", &[], &self.launch)?;
         let pods: Api<Pod> = Api::all(self.client.clone());
         let base_total = pods
             .list_metadata(&ListParams::default())
@@ -894,13 +886,7 @@ impl Bench {
             log(format!("  {:.0} pods/s", rate));
             created = n;
             let want = (base.0 + n as u64, base.1 + polluted_created);
-            let mut o = Operator::start(
-                &self.c,
-                &self.operator_bin,
-                &format!("bench-{n}"),
-                &[],
-                &self.operator_env,
-            )?;
+            let mut o = Operator::start_with(&self.c, &format!("bench-{n}"), &[], &self.launch)?;
             let pid = o.pid().context("operator pid")?;
             self.wait_counts(want, Duration::from_secs(600), &mut o)
                 .await?;

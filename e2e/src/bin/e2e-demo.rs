@@ -2,9 +2,8 @@
 //! policy applied by the operator, then the same lookups again.
 
 use anyhow::{Context, Result, bail};
+use dnspolicy_e2e::operator::{self, Operator};
 use dnspolicy_e2e::{Cluster, Lookup, Resolver, env, resolver};
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const NS: &str = "video-management-system";
@@ -36,14 +35,6 @@ async fn lookups(c: &Cluster, search: &[&str]) -> Result<()> {
         }
     );
     Ok(())
-}
-
-fn operator_bin() -> Option<PathBuf> {
-    let p = dnspolicy_e2e::process::e2e_bin()
-        .ok()?
-        .parent()?
-        .join("dnspolicy-operator");
-    p.is_file().then_some(p)
 }
 
 fn main() {
@@ -112,12 +103,12 @@ async fn demo() -> Result<()> {
     );
     lookups(&c, &search).await?;
 
-    let Some(op) = operator_bin() else {
+    if operator::operator_bin(false).is_err() {
         println!(
             "\n== 3. (operator binary target/debug/dnspolicy-operator not built yet: stopping here)"
         );
         return Ok(());
-    };
+    }
     println!(
         "\n== 3. Apply the example policy (manifests/examples/tailscale.yaml) with the operator"
     );
@@ -134,15 +125,7 @@ async fn demo() -> Result<()> {
         "crd/clusterdnspolicies.dnspolicy.dev",
         "--timeout=30s",
     ])?;
-    let log = c.layout.logs().join("operator-demo.log");
-    let logf = std::fs::File::create(&log)?;
-    let mut opproc = Command::new(&op)
-        .arg("run")
-        .env("KUBECONFIG", c.kubeconfig())
-        .stdin(Stdio::null())
-        .stdout(logf.try_clone()?)
-        .stderr(logf)
-        .spawn()?;
+    let mut opproc = Operator::start(&c, "demo", &[])?;
     // 100.100.100.100 (MagicDNS) is never dialled here: the tailnet resolver is
     // the harness's answering upstream on 127.0.54.2.
     let policy =
@@ -166,13 +149,13 @@ async fn demo() -> Result<()> {
             if rolled {
                 break;
             }
-            if let Ok(Some(st)) = opproc.try_wait() {
-                bail!("operator exited ({st}); log {}", log.display());
+            if let Some(st) = opproc.exited() {
+                bail!("operator exited ({st}); log {}", opproc.log.display());
             }
             if t1.elapsed() > Duration::from_secs(90) {
                 bail!(
                     "CoreDNS did not roll within 90s; operator log {}",
-                    log.display()
+                    opproc.log.display()
                 );
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -195,8 +178,7 @@ async fn demo() -> Result<()> {
         }
         Err(e) => println!("   {e:#}"),
     }
-    let _ = opproc.kill();
-    let _ = opproc.wait();
+    opproc.kill();
     println!("The cluster stays up (KUBECONFIG above); `just down` stops it.");
     Ok(())
 }
