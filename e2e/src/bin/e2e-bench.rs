@@ -275,16 +275,7 @@ impl Bench {
         let app = format!(
             "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {APP_NS}}}\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: frigate, namespace: {APP_NS}}}\nspec: {{selector: {{app: frigate}}, ports: [{{port: 5000}}]}}\n"
         );
-        c.kubectl_stdin(
-            &[
-                "apply",
-                "--server-side",
-                "--field-manager=e2e-bench",
-                "-f",
-                "-",
-            ],
-            &app,
-        )?;
+        c.apply_as("e2e-bench", &app)?;
         let zone_path = c.upstream_table();
         let upstream_zone = std::fs::read_to_string(&zone_path).ok();
         std::fs::write(
@@ -423,14 +414,7 @@ impl Bench {
     }
 
     async fn lookups(&self, t: &mut Table, phase: &str, n: usize, search: &[&str]) -> Result<()> {
-        let ns: IpAddr = self
-            .c
-            .coredns_addresses()
-            .await?
-            .first()
-            .copied()
-            .context("no Ready CoreDNS pod")?
-            .into();
+        let ns = IpAddr::V4(self.c.first_coredns().await?);
         log(format!(
             "lookups {phase} the policy: {n} x glibc, {n} x musl of {NAME} (search {})",
             search.join(" ")

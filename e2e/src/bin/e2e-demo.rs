@@ -62,37 +62,7 @@ async fn demo() -> Result<()> {
         t0.elapsed().as_secs_f64(),
         c.kubeconfig().display()
     );
-    let app = format!(
-        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {NS}}}\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: frigate, namespace: {NS}}}\nspec:\n  replicas: 1\n  selector: {{matchLabels: {{app: frigate}}}}\n  template:\n    metadata: {{labels: {{app: frigate}}}}\n    spec: {{containers: [{{name: frigate, image: \"ghcr.io/blakeblackshear/frigate:stable\"}}]}}\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: frigate, namespace: {NS}}}\nspec: {{selector: {{app: frigate}}, ports: [{{port: 5000}}]}}\n"
-    );
-    c.kubectl_stdin(
-        &[
-            "apply",
-            "--server-side",
-            "--force-conflicts",
-            "--field-manager=e2e-demo",
-            "-f",
-            "-",
-        ],
-        &app,
-    )?;
-    c.kubectl(&[
-        "-n",
-        NS,
-        "wait",
-        "--for=condition=Available",
-        "deployment/frigate",
-        "--timeout=60s",
-    ])?;
-    let ip = c.kubectl(&[
-        "-n",
-        NS,
-        "get",
-        "svc",
-        "frigate",
-        "-o",
-        "jsonpath={.spec.clusterIP}",
-    ])?;
+    let ip = c.deploy_frigate(NS, 1, "e2e-demo")?;
     println!("   Service {NS}/frigate has ClusterIP {ip}");
 
     let search = resolver::pod_search("default", &[env::NODE_SEARCH]);
