@@ -231,6 +231,12 @@ spec:
             .collect())
     }
 
+    /// The pod-template hash of every CoreDNS pod (which rollout it is of).
+    pub async fn coredns_template_hashes(&self) -> Result<Vec<String>> {
+        let pods = self.coredns_pods().await?;
+        Ok(pods.into_iter().map(|p| p.pod_template_hash).collect())
+    }
+
     /// Addresses (port 53) of the CoreDNS pods that are Ready and not terminating:
     /// what the kube-dns Service would route to.
     pub async fn coredns_addresses(&self) -> Result<Vec<Ipv4Addr>> {

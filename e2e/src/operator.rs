@@ -156,6 +156,21 @@ impl Operator {
             .and_then(|c| c.try_wait().ok().flatten())
     }
 
+    /// Policy `name` Ready for its generation; a timeout carries this
+    /// operator's log.
+    pub async fn ready(&self, c: &Cluster, name: &str, timeout: Duration) -> Result<Value> {
+        wait_ready(c, name, timeout)
+            .await
+            .with_context(|| self.log_text())
+    }
+
+    /// Every policy deleted (the operator restores the Corefile and rolls
+    /// CoreDNS back before their finalizers go), then a graceful stop.
+    pub fn delete_policies_and_stop(&mut self, c: &Cluster) -> Result<()> {
+        c.kubectl(&["delete", "cdp", "--all", "--wait=true", "--timeout=60s"])?;
+        self.stop()
+    }
+
     pub fn log_text(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -175,10 +190,8 @@ pub fn crd_path() -> PathBuf {
     env::repo_root().join("manifests/crd.yaml")
 }
 
-/// A clean slate: the CRD installed, no policies (finalizers cleared if an
-/// earlier run died), CoreDNS reinstalled as `flavor` without any dnspolicy
-/// state. Returns the stock Corefile.
-pub async fn fresh(c: &Cluster, flavor: Flavor, version: &str) -> Result<String> {
+/// manifests/crd.yaml (what `dnspolicy crd` prints) applied and Established.
+pub fn install_crd(c: &Cluster) -> Result<()> {
     c.kubectl(&[
         "apply",
         "--server-side",
@@ -192,6 +205,14 @@ pub async fn fresh(c: &Cluster, flavor: Flavor, version: &str) -> Result<String>
         "--timeout=30s",
         "crd/clusterdnspolicies.dnspolicy.dev",
     ])?;
+    Ok(())
+}
+
+/// A clean slate: the CRD installed, no policies (finalizers cleared if an
+/// earlier run died), CoreDNS reinstalled as `flavor` without any dnspolicy
+/// state. Returns the stock Corefile.
+pub async fn fresh(c: &Cluster, flavor: Flavor, version: &str) -> Result<String> {
+    install_crd(c)?;
     clear_policies(c)?;
     c.kubectl(&[
         "-n",

@@ -21,9 +21,7 @@ async fn apply_change_reapply_and_delete() -> Result<()> {
     // Apply: managed stanzas in the ConfigMap, CoreDNS rolled, Ready for this generation.
     let t0 = Instant::now();
     apply(&c, TAILSCALE)?;
-    let p = wait_ready(&c, "tailnet", WAIT)
-        .await
-        .with_context(|| op.log_text())?;
+    let p = op.ready(&c, "tailnet", WAIT).await?;
     println!("apply -> Ready=True in {:?}", t0.elapsed());
     let applied = corefile(&c)?;
     ensure!(
@@ -155,9 +153,7 @@ async fn policies_merge_conflicts_stall_and_hand_edits() -> Result<()> {
 
     apply(&c, TAILSCALE)?;
     apply(&c, OPENSTACK)?;
-    wait_ready(&c, "tailnet", WAIT)
-        .await
-        .with_context(|| op.log_text())?;
+    op.ready(&c, "tailnet", WAIT).await?;
     let openstack = wait_ready(&c, "openstack", WAIT).await?;
     let merged = corefile(&c)?;
     ensure!(
@@ -223,9 +219,7 @@ async fn policies_merge_conflicts_stall_and_hand_edits() -> Result<()> {
     ])?;
     ensure!(!events.trim().is_empty(), "no DriftCorrected event");
 
-    c.kubectl(&["delete", "cdp", "--all", "--wait=true", "--timeout=60s"])?;
-    op.stop()?;
-    Ok(())
+    op.delete_policies_and_stop(&c)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -235,9 +229,7 @@ async fn k3s_corefile_gets_coredns_custom_keys_and_stays_unchanged() -> Result<(
     let original = fresh(&c, Flavor::K3s, &env::coredns_kubeadm_version()).await?;
     let mut op = Operator::start(&c, "k3s", &[])?;
     apply(&c, TAILSCALE)?;
-    wait_ready(&c, "tailnet", WAIT)
-        .await
-        .with_context(|| op.log_text())?;
+    op.ready(&c, "tailnet", WAIT).await?;
     ensure!(
         corefile(&c)? == original,
         "the k3s main Corefile was edited"
@@ -333,9 +325,7 @@ async fn a_corefile_coredns_refuses_is_rolled_back() -> Result<()> {
         writes.is_empty(),
         "the operator kept writing after the rollback: {writes:?}"
     );
-    c.kubectl(&["delete", "cdp", "--all", "--wait=true", "--timeout=60s"])?;
-    op.stop()?;
-    Ok(())
+    op.delete_policies_and_stop(&c)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -371,33 +361,17 @@ async fn a_crash_between_corefile_write_and_rollout_converges() -> Result<()> {
         "the rollout happened before the crash"
     );
     let mut op = Operator::start(&c, "crash", &[])?;
-    let p = wait_ready(&c, "tailnet", WAIT)
-        .await
-        .with_context(|| op.log_text())?;
+    let p = op.ready(&c, "tailnet", WAIT).await?;
     ensure!(template_hash(&c)?.as_deref() == p["status"]["corefileHash"].as_str());
     rolled(&c).await?;
-    c.kubectl(&["delete", "cdp", "--all", "--wait=true", "--timeout=60s"])?;
-    op.stop()?;
-    Ok(())
+    op.delete_policies_and_stop(&c)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_specs_are_refused_at_admission_naming_the_field() -> Result<()> {
     let c = Cluster::ensure().await?;
     let _guard = c.exclusive()?;
-    c.kubectl(&[
-        "apply",
-        "--server-side",
-        "--force-conflicts",
-        "-f",
-        crd_path().to_str().unwrap(),
-    ])?;
-    c.kubectl(&[
-        "wait",
-        "--for=condition=Established",
-        "--timeout=30s",
-        "crd/clusterdnspolicies.dnspolicy.dev",
-    ])?;
+    install_crd(&c)?;
     for (spec, field) in [
         (
             "foreignSuffixes: [{suffix: \"x }\\nforward . 6.6.6.6\"}]",
@@ -529,9 +503,7 @@ async fn polluted_pods_are_counted_as_kubelet_builds_their_search_lists() -> Res
 
     let mut op = Operator::start(&c, "pollution", &[])?;
     apply(&c, TAILSCALE)?;
-    wait_ready(&c, "tailnet", WAIT)
-        .await
-        .with_context(|| op.log_text())?;
+    op.ready(&c, "tailnet", WAIT).await?;
 
     // What kubelet writes (pkg/kubelet/network/dns): ClusterFirst = cluster
     // entries + host search; hostNetwork with ClusterFirst falls back to
@@ -641,9 +613,7 @@ async fn two_replicas_one_leads_and_the_other_takes_over() -> Result<()> {
         &["--lease-name", lease, "--identity", "ha-2"],
     )?;
     apply(&c, TAILSCALE)?;
-    wait_ready(&c, "tailnet", WAIT)
-        .await
-        .with_context(|| first.log_text())?;
+    first.ready(&c, "tailnet", WAIT).await?;
     ensure!(
         !second.log_text().contains("starting the controller"),
         "the standby started reconciling"
@@ -671,9 +641,7 @@ async fn two_replicas_one_leads_and_the_other_takes_over() -> Result<()> {
     .await
     .with_context(|| second.log_text())?;
     ensure!(template_hash(&c)?.as_deref() == p["status"]["corefileHash"].as_str());
-    c.kubectl(&["delete", "cdp", "--all", "--wait=true", "--timeout=60s"])?;
-    second.stop()?;
-    Ok(())
+    second.delete_policies_and_stop(&c)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -683,9 +651,7 @@ async fn the_apiserver_restarting_mid_run_is_survived() -> Result<()> {
     fresh(&c, Flavor::Kubeadm, &env::coredns_kubeadm_version()).await?;
     let mut op = Operator::start(&c, "apiserver-restart", &[])?;
     apply(&c, TAILSCALE)?;
-    wait_ready(&c, "tailnet", WAIT)
-        .await
-        .with_context(|| op.log_text())?;
+    op.ready(&c, "tailnet", WAIT).await?;
     let down = c.restart_apiserver()?;
     println!("kube-apiserver back after {down:?}");
     ensure!(
@@ -708,9 +674,7 @@ async fn the_apiserver_restarting_mid_run_is_survived() -> Result<()> {
     )
     .await
     .with_context(|| op.log_text())?;
-    c.kubectl(&["delete", "cdp", "--all", "--wait=true", "--timeout=60s"])?;
-    op.stop()?;
-    Ok(())
+    op.delete_policies_and_stop(&c)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -765,9 +729,7 @@ async fn kustomize_install_works_with_the_shipped_rbac() -> Result<()> {
         &Launch::default().kubeconfig(path),
     )?;
     apply(&c, TAILSCALE)?;
-    wait_ready(&c, "tailnet", WAIT)
-        .await
-        .with_context(|| op.log_text())?;
+    op.ready(&c, "tailnet", WAIT).await?;
     rolled(&c).await?;
     c.kubectl(&["delete", "cdp", "tailnet", "--wait=true", "--timeout=60s"])?;
     ensure!(

@@ -158,12 +158,7 @@ async fn smoke() -> Result<()> {
         1,
     );
     assert_ne!(broken, stock);
-    let old: Vec<String> = c
-        .coredns_pods()
-        .await?
-        .into_iter()
-        .map(|p| p.pod_template_hash)
-        .collect();
+    let old = c.coredns_template_hashes().await?;
     c.set_corefile(&broken)?;
     c.restart_coredns()?;
     let result = async {

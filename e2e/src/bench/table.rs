@@ -29,30 +29,14 @@ pub struct Table {
 }
 
 impl Table {
-    /// A row whose ratio is `figure / target` for an upper bound (<= 1 meets it).
-    pub fn at_most(
-        &mut self,
-        measure: &str,
-        figure: String,
-        value: f64,
-        target: f64,
-        target_text: &str,
-    ) {
-        let ratio = value / target;
-        self.push(measure, figure, target_text, ratio, ratio <= 1.0);
+    /// A row whose ratio is `value / target` for an upper bound (<= 1 meets it).
+    pub fn at_most(&mut self, measure: &str, figure: String, value: f64, target: f64, text: &str) {
+        self.push(measure, figure, text, value / target, value / target <= 1.0);
     }
 
-    /// A row whose ratio is `figure / target` for a lower bound (>= 1 meets it).
-    pub fn at_least(
-        &mut self,
-        measure: &str,
-        figure: String,
-        value: f64,
-        target: f64,
-        target_text: &str,
-    ) {
-        let ratio = value / target;
-        self.push(measure, figure, target_text, ratio, ratio >= 1.0);
+    /// A row whose ratio is `value / target` for a lower bound (>= 1 meets it).
+    pub fn at_least(&mut self, measure: &str, figure: String, value: f64, target: f64, text: &str) {
+        self.push(measure, figure, text, value / target, value / target >= 1.0);
     }
 
     fn push(&mut self, measure: &str, figure: String, target: &str, ratio: f64, ok: bool) {

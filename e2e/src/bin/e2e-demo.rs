@@ -1,7 +1,7 @@
 //! `just demo`: the seed's failure on the local real cluster, then the example
 //! policy applied by the operator, then the same lookups again.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use dnspolicy_e2e::operator::{self, Operator};
 use dnspolicy_e2e::{Cluster, Lookup, Resolver, env, resolver};
 use std::time::{Duration, Instant};
@@ -82,31 +82,14 @@ async fn demo() -> Result<()> {
     println!(
         "\n== 3. Apply the example policy (manifests/examples/tailscale.yaml) with the operator"
     );
-    // manifests/crd.yaml is what `dnspolicy crd` prints (just crd-check).
-    let crd_yaml = std::fs::read_to_string(env::repo_root().join("manifests/crd.yaml"))
-        .context("manifests/crd.yaml")?;
-    c.kubectl_stdin(
-        &["apply", "--server-side", "--force-conflicts", "-f", "-"],
-        &crd_yaml,
-    )?;
-    c.kubectl(&[
-        "wait",
-        "--for=condition=Established",
-        "crd/clusterdnspolicies.dnspolicy.dev",
-        "--timeout=30s",
-    ])?;
+    operator::install_crd(&c)?;
     let mut opproc = Operator::start(&c, "demo", &[])?;
     // 100.100.100.100 (MagicDNS) is never dialled here: the tailnet resolver is
     // the harness's answering upstream on 127.0.54.2.
     let policy =
         std::fs::read_to_string(env::repo_root().join("manifests/examples/tailscale.yaml"))?
             .replace("100.100.100.100", &env::UPSTREAM_IP.to_string());
-    let before: Vec<String> = c
-        .coredns_pods()
-        .await?
-        .into_iter()
-        .map(|p| p.pod_template_hash)
-        .collect();
+    let before = c.coredns_template_hashes().await?;
     let t1 = Instant::now();
     c.kubectl_stdin(&["apply", "-f", "-"], &policy)?;
     let res = async {

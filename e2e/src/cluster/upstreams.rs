@@ -10,30 +10,30 @@ use super::components::spawn;
 use crate::env;
 
 pub fn start(l: &Layout, self_bin: &Path) -> Result<()> {
-    spawn(
-        l,
-        "blackhole",
-        self_bin,
-        &[
-            "dns-server".into(),
-            format!("--listen={}:53", env::BLACKHOLE_IP),
-            format!("--log={}", l.blackhole_log().display()),
-            "--default=drop".into(),
-        ],
-        &[],
-    )?;
-    spawn(
-        l,
-        "upstream",
-        self_bin,
-        &[
-            "dns-server".into(),
-            format!("--listen={}:53", env::UPSTREAM_IP),
-            format!("--log={}", l.upstream_log().display()),
-            format!("--table={}", l.upstream_table().display()),
-            "--default=nxdomain".into(),
-        ],
-        &[],
-    )?;
+    for (name, ip, log, table, default) in [
+        (
+            "blackhole",
+            env::BLACKHOLE_IP,
+            l.blackhole_log(),
+            None,
+            "drop",
+        ),
+        (
+            "upstream",
+            env::UPSTREAM_IP,
+            l.upstream_log(),
+            Some(l.upstream_table()),
+            "nxdomain",
+        ),
+    ] {
+        let mut args = vec![
+            "dns-server".to_string(),
+            format!("--listen={ip}:53"),
+            format!("--log={}", log.display()),
+        ];
+        args.extend(table.map(|t| format!("--table={}", t.display())));
+        args.push(format!("--default={default}"));
+        spawn(l, name, self_bin, &args, &[])?;
+    }
     Ok(())
 }

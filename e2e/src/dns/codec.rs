@@ -134,22 +134,15 @@ pub fn build_reply(query: &[u8], q: &Question, rcode: u8, answers: &[IpAddr]) ->
     m.extend_from_slice(&q.qclass.to_be_bytes());
     for a in answers {
         m.extend_from_slice(&[0xC0, 0x0C]);
-        match a {
-            IpAddr::V4(v4) => {
-                m.extend_from_slice(&TYPE_A.to_be_bytes());
-                m.extend_from_slice(&1u16.to_be_bytes());
-                m.extend_from_slice(&30u32.to_be_bytes());
-                m.extend_from_slice(&4u16.to_be_bytes());
-                m.extend_from_slice(&v4.octets());
-            }
-            IpAddr::V6(v6) => {
-                m.extend_from_slice(&TYPE_AAAA.to_be_bytes());
-                m.extend_from_slice(&1u16.to_be_bytes());
-                m.extend_from_slice(&30u32.to_be_bytes());
-                m.extend_from_slice(&16u16.to_be_bytes());
-                m.extend_from_slice(&v6.octets());
-            }
-        }
+        let (rtype, data) = match a {
+            IpAddr::V4(v4) => (TYPE_A, v4.octets().to_vec()),
+            IpAddr::V6(v6) => (TYPE_AAAA, v6.octets().to_vec()),
+        };
+        m.extend_from_slice(&rtype.to_be_bytes());
+        m.extend_from_slice(&1u16.to_be_bytes()); // IN
+        m.extend_from_slice(&30u32.to_be_bytes()); // TTL
+        m.extend_from_slice(&(data.len() as u16).to_be_bytes());
+        m.extend_from_slice(&data);
     }
     m
 }

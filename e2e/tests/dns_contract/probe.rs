@@ -157,15 +157,14 @@ impl<'a> Probe<'a> {
         Ok(l)
     }
 
-    /// A lookup that must answer `want` without waiting on any upstream.
+    /// A lookup of `name` with `ndots` that must answer `want` without
+    /// waiting on any upstream.
     pub async fn fast(
         &self,
         f: &mut Figures,
         r: Resolver,
-        name: &str,
         search: &[&str],
-        ndots: u32,
-        want: IpAddr,
+        (name, ndots, want): (&str, u32, IpAddr),
     ) -> Result<()> {
         let l = self.lookup(f, r, name, search, ndots).await?;
         ensure!(
@@ -191,7 +190,7 @@ impl<'a> Probe<'a> {
     ) -> Result<()> {
         for r in [Resolver::Glibc, Resolver::Musl] {
             for &(name, ndots, want) in names {
-                self.fast(f, r, name, search, ndots, want).await?;
+                self.fast(f, r, search, (name, ndots, want)).await?;
             }
         }
         Ok(())

@@ -50,7 +50,7 @@ pub async fn seed_after(
     let mark = bh.mark();
     let magic = up.magicdns.log.mark();
     for r in [Resolver::Glibc, Resolver::Musl] {
-        p.fast(f, r, FRIGATE, SEED_SEARCH, 5, w.frigate).await?;
+        p.fast(f, r, SEED_SEARCH, (FRIGATE, 5, w.frigate)).await?;
         // A missing Service fails fast and cleanly on both.
         let l = p.lookup(f, r, MISSING, SEED_SEARCH, 5).await?;
         ensure!(
@@ -88,7 +88,7 @@ pub async fn seed_after(
         }
     }
     for r in [Resolver::Glibc, Resolver::Musl] {
-        if let Err(e) = p.fast(f, r, MYHOST, SEED_SEARCH, 5, tailnet_a).await {
+        if let Err(e) = p.fast(f, r, SEED_SEARCH, (MYHOST, 5, tailnet_a)).await {
             failures.push(format!("{e:#}"));
         }
     }
