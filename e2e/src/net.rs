@@ -36,3 +36,17 @@ pub fn http_get_status(addr: SocketAddr, path: &str, timeout: Duration) -> Resul
         .context("bad HTTP response")?;
     Ok(code)
 }
+
+/// A plain HTTP/1.1 GET on loopback: status line, headers and body as text.
+pub fn http_get(addr: &str, path: &str) -> Result<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text)?;
+    Ok(text)
+}

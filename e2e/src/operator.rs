@@ -369,6 +369,49 @@ pub async fn rolled(c: &Cluster) -> Result<Vec<Ipv4Addr>> {
     c.wait_coredns_rolled_out(Duration::from_secs(60)).await
 }
 
+/// (namespace, pods, polluted) entries of a policy's status.
+pub fn status_namespaces(p: &Value) -> Vec<(String, u64, u64)> {
+    p["status"]["namespaces"]
+        .as_array()
+        .map(|list| {
+            list.iter()
+                .map(|n| {
+                    (
+                        n["name"].as_str().unwrap_or_default().to_string(),
+                        n["pods"].as_u64().unwrap_or(0),
+                        n["polluted"].as_u64().unwrap_or(0),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Wait until policy `tailnet`'s status counts `want` (namespace, pods,
+/// polluted) per namespace; returns how long it took.
+pub async fn wait_namespace_counts(
+    c: &Cluster,
+    want: &[(&str, u64, u64)],
+    what: &str,
+) -> Result<Duration> {
+    let t0 = Instant::now();
+    wait_for(what, Duration::from_secs(30), || {
+        let p = policy(c, "tailnet")?;
+        let got = status_namespaces(&p);
+        let ok = want.iter().all(|(ns, pods, polluted)| {
+            let entry = got.iter().find(|g| g.0 == *ns);
+            match entry {
+                Some(g) => g.1 == *pods && g.2 == *polluted,
+                // A namespace with no polluted pod is not listed.
+                None => *polluted == 0,
+            }
+        });
+        Ok(ok.then_some(()))
+    })
+    .await?;
+    Ok(t0.elapsed())
+}
+
 /// A running `dnspolicy node-agent` for `node`, reading `resolv_conf`.
 pub fn node_agent(c: &Cluster, node: &str, resolv_conf: &std::path::Path) -> Result<Child> {
     let log = File::create(c.layout.logs().join(format!("node-agent-{node}.log")))?;

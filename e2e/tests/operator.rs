@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use dnspolicy_e2e::operator::*;
-use dnspolicy_e2e::{Cluster, Flavor, env};
+use dnspolicy_e2e::{Cluster, Flavor, env, net};
 
 const BEGIN_MANAGED: &str = "# dnspolicy:begin";
 const WAIT: Duration = Duration::from_secs(60);
@@ -67,7 +67,7 @@ async fn apply_change_reapply_and_delete() -> Result<()> {
         "/metrics to carry every family",
         Duration::from_secs(10),
         || {
-            let metrics = http_get(&op.metrics, "/metrics")?;
+            let metrics = net::http_get(&op.metrics, "/metrics")?;
             Ok([
                 "dnspolicy_reconciles_total",
                 "dnspolicy_rollouts_total",
@@ -81,8 +81,8 @@ async fn apply_change_reapply_and_delete() -> Result<()> {
         },
     )
     .await?;
-    ensure!(http_get(&op.metrics, "/healthz")?.starts_with("HTTP/1.1 200"));
-    ensure!(http_get(&op.metrics, "/readyz")?.starts_with("HTTP/1.1 200"));
+    ensure!(net::http_get(&op.metrics, "/healthz")?.starts_with("HTTP/1.1 200"));
+    ensure!(net::http_get(&op.metrics, "/readyz")?.starts_with("HTTP/1.1 200"));
 
     // Change: one more rollout to a new hash.
     apply(
@@ -402,61 +402,10 @@ async fn invalid_specs_are_refused_at_admission_naming_the_field() -> Result<()>
     Ok(())
 }
 
-/// A plain HTTP/1.1 GET on loopback: status line, headers and body as text.
-fn http_get(addr: &str, path: &str) -> Result<String> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr)?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text)?;
-    Ok(text)
-}
-
-/// (namespace, pods, polluted) entries of a policy's status.
-fn namespaces(p: &serde_json::Value) -> Vec<(String, u64, u64)> {
-    p["status"]["namespaces"]
-        .as_array()
-        .map(|list| {
-            list.iter()
-                .map(|n| {
-                    (
-                        n["name"].as_str().unwrap_or_default().to_string(),
-                        n["pods"].as_u64().unwrap_or(0),
-                        n["polluted"].as_u64().unwrap_or(0),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 fn pod_yaml(ns: &str, name: &str, node: &str, extra_spec: &str) -> String {
     format!(
         "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  nodeName: {node}\n  containers: [{{name: app, image: registry.example/app:1}}]\n{extra_spec}---\n"
     )
-}
-
-async fn wait_counts(c: &Cluster, want: &[(&str, u64, u64)], what: &str) -> Result<Duration> {
-    let t0 = Instant::now();
-    wait_for(what, Duration::from_secs(30), || {
-        let p = policy(c, "tailnet")?;
-        let got = namespaces(&p);
-        let ok = want.iter().all(|(ns, pods, polluted)| {
-            let entry = got.iter().find(|g| g.0 == *ns);
-            match entry {
-                Some(g) => g.1 == *pods && g.2 == *polluted,
-                // A namespace with no polluted pod is not listed.
-                None => *polluted == 0,
-            }
-        });
-        Ok(ok.then_some(()))
-    })
-    .await?;
-    Ok(t0.elapsed())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -521,7 +470,7 @@ async fn polluted_pods_are_counted_as_kubelet_builds_their_search_lists() -> Res
     ]
     .concat();
     c.kubectl_stdin(&["apply", "-f", "-"], &pods)?;
-    let took = wait_counts(
+    let took = wait_namespace_counts(
         &c,
         &[("pollution-a", 5, 4), ("pollution-b", 3, 1)],
         "counts of the first pods",
@@ -543,7 +492,7 @@ async fn polluted_pods_are_counted_as_kubelet_builds_their_search_lists() -> Res
         &["apply", "-f", "-"],
         &pod_yaml("pollution-b", "b4-clusterfirst", "tail-node", ""),
     )?;
-    let took = wait_counts(
+    let took = wait_namespace_counts(
         &c,
         &[("pollution-a", 3, 2), ("pollution-b", 4, 2)],
         "counts after churn",
@@ -572,7 +521,7 @@ async fn polluted_pods_are_counted_as_kubelet_builds_their_search_lists() -> Res
         &["apply", "-f", "-"],
         &pod_yaml("pollution-a", "a6-after-cleanup", "tail-node", ""),
     )?;
-    wait_counts(
+    wait_namespace_counts(
         &c,
         &[("pollution-a", 4, 2), ("pollution-b", 4, 2)],
         "counts after the node was cleaned",

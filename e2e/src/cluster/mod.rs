@@ -320,7 +320,7 @@ fn write_state(l: &Layout) -> Result<()> {
     )?;
     files::write_file(
         &l.upstream_table(),
-        "# name A|AAAA ip... ; see e2e/src/dns.rs\n",
+        "# name A|AAAA ip... ; see e2e/src/dns/server.rs\n",
     )
 }
 
