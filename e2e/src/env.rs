@@ -92,7 +92,7 @@ pub fn coredns_old_version() -> String {
 /// musl probe: the newest build of e2e/probe/musl-probe.c.
 pub fn musl_probe_bin() -> PathBuf {
     let src = std::fs::read(probe_source()).unwrap_or_default();
-    let h = crate::util::sha256_hex(&src);
+    let h = crate::files::sha256_hex(&src);
     cache_dir()
         .join("musl-probe")
         .join(&h[..12])

@@ -11,11 +11,14 @@ pub mod bench;
 pub mod cluster;
 pub mod dns;
 pub mod env;
+pub mod files;
+pub mod mountns;
+pub mod net;
 pub mod operator;
 pub mod pki;
+pub mod process;
 pub mod resolver;
 pub mod runtime;
-pub mod util;
 
 use anyhow::{Context, Result, bail};
 use k8s_openapi::api::core::v1::Pod;
@@ -60,7 +63,7 @@ impl Cluster {
     pub async fn ensure_with(opts: &UpOptions) -> Result<Cluster> {
         let layout = Layout::new(env::state_dir());
         if !cluster::is_running(&layout) {
-            let bin = util::e2e_bin()?;
+            let bin = process::e2e_bin()?;
             let o = opts.clone();
             let st = tokio::process::Command::new(&bin)
                 .args([
@@ -113,6 +116,79 @@ impl Cluster {
         cluster::kubectl(&self.layout, args, Some(stdin))
     }
 
+    /// Server-side apply of `yaml` as `field_manager`, taking over fields
+    /// another manager owns (the harness's objects are its own).
+    pub fn apply_as(&self, field_manager: &str, yaml: &str) -> Result<()> {
+        self.kubectl_stdin(
+            &[
+                "apply",
+                "--server-side",
+                "--force-conflicts",
+                &format!("--field-manager={field_manager}"),
+                "-f",
+                "-",
+            ],
+            yaml,
+        )?;
+        Ok(())
+    }
+
+    /// ClusterIP of Service `ns/name`.
+    pub fn service_ip(&self, ns: &str, name: &str) -> Result<IpAddr> {
+        let ip = self.kubectl(&[
+            "-n",
+            ns,
+            "get",
+            "service",
+            name,
+            "-o",
+            "jsonpath={.spec.clusterIP}",
+        ])?;
+        ip.trim()
+            .parse()
+            .with_context(|| format!("clusterIP of {ns}/{name}: {ip:?}"))
+    }
+
+    /// The seed's app in `ns`: Deployment `frigate` of `replicas` pods behind
+    /// Service `frigate`, applied as `field_manager` and Available; returns
+    /// the Service's ClusterIP.
+    pub fn deploy_frigate(&self, ns: &str, replicas: u32, field_manager: &str) -> Result<IpAddr> {
+        let app = format!(
+            r#"apiVersion: v1
+kind: Namespace
+metadata: {{name: {ns}}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: frigate, namespace: {ns}}}
+spec:
+  replicas: {replicas}
+  selector: {{matchLabels: {{app: frigate}}}}
+  template:
+    metadata: {{labels: {{app: frigate}}}}
+    spec:
+      containers: [{{name: frigate, image: "ghcr.io/blakeblackshear/frigate:stable"}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: frigate, namespace: {ns}}}
+spec:
+  selector: {{app: frigate}}
+  ports: [{{port: 5000}}]
+"#
+        );
+        self.apply_as(field_manager, &app)?;
+        self.kubectl(&[
+            "-n",
+            ns,
+            "wait",
+            "--for=condition=Available",
+            "deployment/frigate",
+            "--timeout=60s",
+        ])?;
+        self.service_ip(ns, "frigate")
+    }
+
     pub async fn coredns_pods(&self) -> Result<Vec<CorednsPod>> {
         let api: Api<Pod> = Api::namespaced(self.client.clone(), "kube-system");
         let list = api
@@ -153,6 +229,12 @@ impl Cluster {
                 }
             })
             .collect())
+    }
+
+    /// The pod-template hash of every CoreDNS pod (which rollout it is of).
+    pub async fn coredns_template_hashes(&self) -> Result<Vec<String>> {
+        let pods = self.coredns_pods().await?;
+        Ok(pods.into_iter().map(|p| p.pod_template_hash).collect())
     }
 
     /// Addresses (port 53) of the CoreDNS pods that are Ready and not terminating:
@@ -196,10 +278,10 @@ impl Cluster {
         }
     }
 
-    async fn first_nameserver(&self) -> Result<IpAddr> {
+    /// The first Ready CoreDNS pod's address.
+    pub async fn first_coredns(&self) -> Result<Ipv4Addr> {
         let a = self.coredns_addresses().await?;
-        let a = a.first().context("no Ready CoreDNS pod")?;
-        Ok(IpAddr::V4(*a))
+        a.first().copied().context("no Ready CoreDNS pod")
     }
 
     /// Look `name` up as a pod with this search list and ndots would, through
@@ -211,7 +293,7 @@ impl Cluster {
         search: &[&str],
         ndots: u32,
     ) -> Result<Lookup> {
-        let ns = self.first_nameserver().await?;
+        let ns = IpAddr::V4(self.first_coredns().await?);
         resolver::lookup(&LookupSpec::new(resolver, name, ns, search, ndots)).await
     }
 
@@ -229,6 +311,12 @@ impl Cluster {
         timeout: Duration,
     ) -> Result<dns::Reply> {
         dns::query(SocketAddr::new(server.into(), 53), name, qtype, timeout).await
+    }
+
+    /// A records of `name` straight from CoreDNS at `server` (5 s timeout).
+    pub async fn query_a(&self, server: Ipv4Addr, name: &str) -> Result<dns::Reply> {
+        self.query(server, name, dns::TYPE_A, Duration::from_secs(5))
+            .await
     }
 
     /// Query log of the black-hole upstream (CoreDNS's `forward . /etc/resolv.conf`).
@@ -260,10 +348,34 @@ impl Cluster {
 
     /// Serialise tests that change cluster-wide state (CoreDNS, its ConfigMap),
     /// across threads and processes. Hold the guard for the whole test.
-    pub fn exclusive(&self) -> Result<util::FileLock> {
+    pub fn exclusive(&self) -> Result<files::FileLock> {
         let mut p = self.layout.dir.clone().into_os_string();
         p.push(".test.lock");
-        util::FileLock::acquire(&PathBuf::from(p))
+        files::FileLock::acquire(&PathBuf::from(p))
+    }
+
+    /// Adds a kwok-managed node.
+    pub fn add_node(&self, name: &str, labels: &[(&str, &str)]) -> Result<()> {
+        self.kubectl_stdin(&["apply", "-f", "-"], &cluster::node_manifest(name, labels))?;
+        Ok(())
+    }
+
+    /// Kills kube-apiserver and starts it again with the same command line,
+    /// as a crash and restart would; returns once it serves again.
+    pub fn restart_apiserver(&self) -> Result<Duration> {
+        cluster::restart_apiserver(&self.layout)
+    }
+
+    /// `kubectl rollout restart deployment/coredns` (returns at once).
+    pub fn restart_coredns(&self) -> Result<()> {
+        self.kubectl(&[
+            "-n",
+            "kube-system",
+            "rollout",
+            "restart",
+            "deployment/coredns",
+        ])?;
+        Ok(())
     }
 
     /// Replace the CoreDNS Corefile (ConfigMap key `Corefile`) with kubectl.
@@ -273,18 +385,7 @@ impl Cluster {
             "metadata": {"name": "coredns", "namespace": "kube-system"},
             "data": {"Corefile": corefile}
         });
-        self.kubectl_stdin(
-            &[
-                "apply",
-                "--server-side",
-                "--force-conflicts",
-                "--field-manager=e2e-test",
-                "-f",
-                "-",
-            ],
-            &cm.to_string(),
-        )?;
-        Ok(())
+        self.apply_as("e2e-test", &cm.to_string())
     }
 
     /// The Corefile the cluster was started with for `coredns_version`.
@@ -301,24 +402,8 @@ impl Cluster {
         coredns_version: &str,
     ) -> Result<Vec<Ipv4Addr>> {
         let m = cluster::coredns_flavor_manifest(flavor, coredns_version, 2)?;
-        self.kubectl_stdin(
-            &[
-                "apply",
-                "--server-side",
-                "--force-conflicts",
-                "--field-manager=e2e-bootstrap",
-                "-f",
-                "-",
-            ],
-            &m,
-        )?;
-        self.kubectl(&[
-            "-n",
-            "kube-system",
-            "rollout",
-            "restart",
-            "deployment/coredns",
-        ])?;
+        self.apply_as("e2e-bootstrap", &m)?;
+        self.restart_coredns()?;
         self.wait_coredns_rolled_out(Duration::from_secs(120)).await
     }
 
@@ -341,7 +426,7 @@ impl Cluster {
         let log = dir.join("queries.log");
         let _ = std::fs::remove_file(&log);
         let action = format!("{default:?}").to_lowercase();
-        let child = std::process::Command::new(util::e2e_bin()?)
+        let child = std::process::Command::new(process::e2e_bin()?)
             .args([
                 "dns-server",
                 &format!("--listen={listen}"),
@@ -352,7 +437,7 @@ impl Cluster {
             .stdin(std::process::Stdio::null())
             .spawn()?;
         let t0 = Instant::now();
-        while !util::udp_port_in_use(listen) && t0.elapsed() < Duration::from_secs(5) {
+        while !net::udp_port_in_use(listen) && t0.elapsed() < Duration::from_secs(5) {
             std::thread::sleep(Duration::from_millis(20));
         }
         Ok(DnsServer {

@@ -1,12 +1,11 @@
-//! The real `dnspolicy` binary as a process, policies applied with kubectl,
-//! status read back, and the operator's API writes counted from the audit
-//! log. Shared by the benchmark (`e2e-bench`); a copy of the few helpers of
-//! `tests/support/mod.rs` it needs, with the binary chosen by the caller
-//! (the bench runs the release build).
+//! The real operator as a process (`dnspolicy-operator run` and
+//! `node-agent`), policies applied with kubectl, status read back and waited
+//! on, and the operator's API writes counted from the audit log. The e2e
+//! tests, the demo and the bench (which runs the release build) share it.
 
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader, Seek, SeekFrom};
-use std::net::TcpListener;
+use std::net::{Ipv4Addr, TcpListener};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -40,7 +39,30 @@ fn built_bin(package: &str, release: bool) -> Result<PathBuf> {
     Ok(bin)
 }
 
-/// A running `dnspolicy run`; killed on drop.
+/// How to start an operator beyond its name and arguments.
+#[derive(Clone, Debug, Default)]
+pub struct Launch {
+    /// The binary; `target/debug/dnspolicy-operator` when None.
+    pub bin: Option<PathBuf>,
+    /// Added to its environment.
+    pub envs: Vec<(String, String)>,
+    /// The cluster's admin kubeconfig when None.
+    pub kubeconfig: Option<PathBuf>,
+}
+
+impl Launch {
+    pub fn env(mut self, k: &str, v: &str) -> Launch {
+        self.envs.push((k.into(), v.into()));
+        self
+    }
+
+    pub fn kubeconfig(mut self, path: PathBuf) -> Launch {
+        self.kubeconfig = Some(path);
+        self
+    }
+}
+
+/// A running `dnspolicy-operator run`; killed on drop.
 pub struct Operator {
     child: Option<Child>,
     pub log: PathBuf,
@@ -49,41 +71,44 @@ pub struct Operator {
 }
 
 impl Operator {
-    /// `dnspolicy run` (binary `bin`) against the cluster as its admin, with
-    /// its own Lease `dnspolicy-<name>` so it leads at once; `envs` are added
-    /// to its environment.
-    pub fn start(
-        c: &Cluster,
-        bin: &std::path::Path,
-        name: &str,
-        extra: &[&str],
-        envs: &[(String, String)],
-    ) -> Result<Operator> {
+    /// `run` (the debug build) against the cluster as its admin, leading its
+    /// own Lease `dnspolicy-<name>` as identity `name` unless `extra` names them.
+    pub fn start(c: &Cluster, name: &str, extra: &[&str]) -> Result<Operator> {
+        Self::start_with(c, name, extra, &Launch::default())
+    }
+
+    pub fn start_with(c: &Cluster, name: &str, extra: &[&str], how: &Launch) -> Result<Operator> {
+        let bin = match &how.bin {
+            Some(b) => b.clone(),
+            None => operator_bin(false)?,
+        };
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let metrics = format!("127.0.0.1:{port}");
         let log = c.layout.logs().join(format!("operator-{name}.log"));
         let out = File::create(&log)?;
         let mut cmd = Command::new(bin);
-        cmd.args([
-            "run",
-            "--metrics-addr",
-            &metrics,
-            "--lease-name",
-            &format!("dnspolicy-{name}"),
-            "--identity",
-            name,
-        ])
-        .args(extra)
-        .env("KUBECONFIG", c.kubeconfig())
-        .env("RUST_LOG", "info,kube=warn")
-        .stdout(out.try_clone()?)
-        .stderr(out)
-        .stdin(Stdio::null());
-        for (k, v) in envs {
+        cmd.args(["run", "--metrics-addr", &metrics]);
+        // Each test leads its own Lease under its own name unless it names them.
+        if !extra.contains(&"--lease-name") {
+            cmd.args(["--lease-name", &format!("dnspolicy-{name}")]);
+        }
+        if !extra.contains(&"--identity") {
+            cmd.args(["--identity", name]);
+        }
+        cmd.args(extra)
+            .env(
+                "KUBECONFIG",
+                how.kubeconfig.clone().unwrap_or_else(|| c.kubeconfig()),
+            )
+            .env("RUST_LOG", "info,kube=warn")
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .stdin(Stdio::null());
+        for (k, v) in &how.envs {
             cmd.env(k, v);
         }
         let started = Instant::now();
-        let child = cmd.spawn().context("start dnspolicy run")?;
+        let child = cmd.spawn().context("start dnspolicy-operator run")?;
         Ok(Operator {
             child: Some(child),
             log,
@@ -116,6 +141,7 @@ impl Operator {
         Ok(())
     }
 
+    /// SIGKILL: a crash.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
@@ -130,8 +156,27 @@ impl Operator {
             .and_then(|c| c.try_wait().ok().flatten())
     }
 
+    /// Policy `name` Ready for its generation; a timeout carries this
+    /// operator's log.
+    pub async fn ready(&self, c: &Cluster, name: &str, timeout: Duration) -> Result<Value> {
+        wait_ready(c, name, timeout)
+            .await
+            .with_context(|| self.log_text())
+    }
+
+    /// Every policy deleted (the operator restores the Corefile and rolls
+    /// CoreDNS back before their finalizers go), then a graceful stop.
+    pub fn delete_policies_and_stop(&mut self, c: &Cluster) -> Result<()> {
+        c.kubectl(&["delete", "cdp", "--all", "--wait=true", "--timeout=60s"])?;
+        self.stop()
+    }
+
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
     pub fn log_tail(&self, n: usize) -> String {
-        crate::util::tail(&self.log, n)
+        crate::files::tail(&self.log, n)
     }
 }
 
@@ -145,10 +190,8 @@ pub fn crd_path() -> PathBuf {
     env::repo_root().join("manifests/crd.yaml")
 }
 
-/// A clean slate: the CRD installed, no policies (finalizers cleared if an
-/// earlier run died), CoreDNS reinstalled as `flavor` without any dnspolicy
-/// state. Returns the stock Corefile.
-pub async fn fresh(c: &Cluster, flavor: Flavor, version: &str) -> Result<String> {
+/// manifests/crd.yaml (what `dnspolicy crd` prints) applied and Established.
+pub fn install_crd(c: &Cluster) -> Result<()> {
     c.kubectl(&[
         "apply",
         "--server-side",
@@ -162,6 +205,14 @@ pub async fn fresh(c: &Cluster, flavor: Flavor, version: &str) -> Result<String>
         "--timeout=30s",
         "crd/clusterdnspolicies.dnspolicy.dev",
     ])?;
+    Ok(())
+}
+
+/// A clean slate: the CRD installed, no policies (finalizers cleared if an
+/// earlier run died), CoreDNS reinstalled as `flavor` without any dnspolicy
+/// state. Returns the stock Corefile.
+pub async fn fresh(c: &Cluster, flavor: Flavor, version: &str) -> Result<String> {
+    install_crd(c)?;
     clear_policies(c)?;
     c.kubectl(&[
         "-n",
@@ -270,4 +321,109 @@ pub fn operator_writes_since(c: &Cluster, mark: u64) -> Result<Vec<String>> {
     Ok(writes)
 }
 
+pub fn policy(c: &Cluster, name: &str) -> Result<Value> {
+    get_json(c, &["cdp", name])
+}
+
+/// Polls `check` every 200 ms until it returns Some, or fails with `what`.
+pub async fn wait_for<T>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> Result<Option<T>>,
+) -> Result<T> {
+    let t0 = Instant::now();
+    let mut last_err = None;
+    loop {
+        match check() {
+            Ok(Some(v)) => return Ok(v),
+            Ok(None) => {}
+            Err(e) => last_err = Some(e),
+        }
+        if t0.elapsed() > timeout {
+            bail!("timed out after {timeout:?} waiting for {what}; last error: {last_err:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+pub async fn wait_ready(c: &Cluster, name: &str, timeout: Duration) -> Result<Value> {
+    wait_for(&format!("ClusterDNSPolicy {name} Ready"), timeout, || {
+        let p = policy(c, name)?;
+        Ok(is_ready(&p).then_some(p))
+    })
+    .await
+}
+
+/// The Deployment's pod-template hash annotation.
+pub fn template_hash(c: &Cluster) -> Result<Option<String>> {
+    let d = get_json(c, &["-n", "kube-system", "deployment", "coredns"])?;
+    Ok(
+        d["spec"]["template"]["metadata"]["annotations"]["dnspolicy.dev/corefile-hash"]
+            .as_str()
+            .map(str::to_string),
+    )
+}
+
+/// Serving CoreDNS addresses after the rollout settles.
+pub async fn rolled(c: &Cluster) -> Result<Vec<Ipv4Addr>> {
+    c.wait_coredns_rolled_out(Duration::from_secs(60)).await
+}
+
+/// (namespace, pods, polluted) entries of a policy's status.
+pub fn status_namespaces(p: &Value) -> Vec<(String, u64, u64)> {
+    p["status"]["namespaces"]
+        .as_array()
+        .map(|list| {
+            list.iter()
+                .map(|n| {
+                    (
+                        n["name"].as_str().unwrap_or_default().to_string(),
+                        n["pods"].as_u64().unwrap_or(0),
+                        n["polluted"].as_u64().unwrap_or(0),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Wait until policy `tailnet`'s status counts `want` (namespace, pods,
+/// polluted) per namespace; returns how long it took.
+pub async fn wait_namespace_counts(
+    c: &Cluster,
+    want: &[(&str, u64, u64)],
+    what: &str,
+) -> Result<Duration> {
+    let t0 = Instant::now();
+    wait_for(what, Duration::from_secs(30), || {
+        let p = policy(c, "tailnet")?;
+        let got = status_namespaces(&p);
+        let ok = want.iter().all(|(ns, pods, polluted)| {
+            let entry = got.iter().find(|g| g.0 == *ns);
+            match entry {
+                Some(g) => g.1 == *pods && g.2 == *polluted,
+                // A namespace with no polluted pod is not listed.
+                None => *polluted == 0,
+            }
+        });
+        Ok(ok.then_some(()))
+    })
+    .await?;
+    Ok(t0.elapsed())
+}
+
+/// A running `dnspolicy node-agent` for `node`, reading `resolv_conf`.
+pub fn node_agent(c: &Cluster, node: &str, resolv_conf: &std::path::Path) -> Result<Child> {
+    let log = File::create(c.layout.logs().join(format!("node-agent-{node}.log")))?;
+    Ok(Command::new(operator_bin(false)?)
+        .args(["node-agent", "--node-name", node, "--interval", "500ms"])
+        .arg("--resolv-conf")
+        .arg(resolv_conf)
+        .env("KUBECONFIG", c.kubeconfig())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()?)
+}
+
 pub const TAILSCALE: &str = include_str!("../../manifests/examples/tailscale.yaml");
+pub const OPENSTACK: &str = include_str!("../../manifests/examples/openstack.yaml");

@@ -8,7 +8,7 @@ use rcgen::{
 use std::path::Path;
 
 use crate::env;
-use crate::util::write_file;
+use crate::files::write_file;
 
 fn params(cn: &str, org: Option<&str>, sans: Vec<String>) -> Result<CertificateParams> {
     let mut p = CertificateParams::new(sans)?;

@@ -9,6 +9,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::env;
+use crate::mountns::{Bind, Unshare};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Resolver {
@@ -91,7 +92,7 @@ pub async fn lookup(spec: &LookupSpec) -> Result<Lookup> {
     let nonce = format!("{}-{:?}", std::process::id(), Instant::now());
     let rc_path: PathBuf = dir.join(format!(
         "resolv-{}.conf",
-        &crate::util::sha256_hex(nonce.as_bytes())[..12]
+        &crate::files::sha256_hex(nonce.as_bytes())[..12]
     ));
     std::fs::write(&rc_path, &rc)?;
     // A pod's /etc/hosts and a plain `hosts: files dns`, so the host's
@@ -107,7 +108,7 @@ pub async fn lookup(spec: &LookupSpec) -> Result<Lookup> {
     ] {
         // Concurrent lookups share these: replace atomically, and only if needed.
         if std::fs::read_to_string(p).ok().as_deref() != Some(text) {
-            crate::util::write_atomic(p, text)?;
+            crate::files::write_atomic(p, text)?;
         }
     }
     let (prog, args): (PathBuf, Vec<String>) = match spec.resolver {
@@ -122,28 +123,18 @@ pub async fn lookup(spec: &LookupSpec) -> Result<Lookup> {
             (b, vec![spec.name.clone()])
         }
     };
-    let script = format!(
-        "mount --bind \"$0\" /etc/resolv.conf && mount --bind {h} /etc/hosts && mount --bind {n} /etc/nsswitch.conf && exec \"$@\"",
-        h = hosts.display(),
-        n = nss.display()
+    let mut cmd = tokio::process::Command::from(
+        Unshare::new()
+            .bind(Bind::file(&rc_path, "/etc/resolv.conf"))
+            .bind(Bind::file(&hosts, "/etc/hosts"))
+            .bind(Bind::file(&nss, "/etc/nsswitch.conf"))
+            .command(&prog),
     );
-    let mut cmd = tokio::process::Command::new("unshare");
-    cmd.args([
-        "--mount",
-        "--propagation",
-        "private",
-        "--",
-        "/bin/sh",
-        "-c",
-        &script,
-    ])
-    .arg(&rc_path)
-    .arg(&prog)
-    .args(&args)
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .kill_on_drop(true);
+    cmd.args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
     let t0 = Instant::now();
     let child = cmd.spawn().context("spawn unshare")?;
     let out = tokio::time::timeout(spec.deadline, child.wait_with_output()).await;

@@ -19,14 +19,14 @@ use kube::{Api, Client};
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::cluster::Layout;
 use crate::env;
-use crate::util;
+use crate::mountns::{self, Bind, Unshare};
+use crate::{files, net, process};
 
 pub async fn client_for(kubeconfig: &Path) -> Result<Client> {
     let kc = kube::config::Kubeconfig::read_from(kubeconfig)?;
@@ -47,12 +47,6 @@ pub fn image_version(image: &str) -> Option<String> {
     } else {
         format!("v{tag}")
     })
-}
-
-struct Mount {
-    source: PathBuf,
-    target: String,
-    read_only: bool,
 }
 
 struct PodProc {
@@ -93,7 +87,7 @@ impl PodProc {
                 let log = self.dir.join("coredns.log");
                 self.last_error = format!(
                     "exited ({st}): {}",
-                    util::tail(&log, 3).replace('\n', " | ")
+                    files::tail(&log, 3).replace('\n', " | ")
                 );
                 eprintln!(
                     "[runtime] {}/{} CoreDNS {}",
@@ -115,7 +109,7 @@ impl PodProc {
         if self.stopping.is_none() {
             self.stopping = Some(Instant::now());
             if let Some(p) = self.pid() {
-                util::signal(p, libc::SIGTERM);
+                process::signal(p, libc::SIGTERM);
             }
         }
     }
@@ -157,7 +151,7 @@ fn sync_dir(dir: &Path, files: &BTreeMap<String, Vec<u8>>) -> Result<()> {
     for (name, data) in files {
         let p = dir.join(name);
         if fs::read(&p).ok().as_deref() != Some(data.as_slice()) {
-            util::write_atomic(&p, data)?;
+            files::write_atomic(&p, data)?;
         }
     }
     for e in fs::read_dir(dir)?.flatten() {
@@ -167,10 +161,6 @@ fn sync_dir(dir: &Path, files: &BTreeMap<String, Vec<u8>>) -> Result<()> {
         }
     }
     Ok(())
-}
-
-fn shell_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "'\\''"))
 }
 
 impl Runtime {
@@ -217,7 +207,7 @@ impl Runtime {
     }
 
     /// Write every volume the container mounts; returns the bind mounts.
-    async fn materialize(&self, p: &mut PodProc, pod: &Pod, c: &Container) -> Result<Vec<Mount>> {
+    async fn materialize(&self, p: &mut PodProc, pod: &Pod, c: &Container) -> Result<Vec<Bind>> {
         let spec = pod.spec.as_ref().context("pod without spec")?;
         let ns = pod.metadata.namespace.clone().unwrap_or_default();
         let refresh_token = p
@@ -298,11 +288,11 @@ impl Runtime {
             } else if v.empty_dir.is_some() {
                 fs::create_dir_all(&vdir)?;
             } else if let Some(h) = &v.host_path {
-                mounts.push(Mount {
-                    source: h.path.clone().into(),
-                    target: vm.mount_path.clone(),
-                    read_only: vm.read_only == Some(true),
-                });
+                mounts.push(Bind::dir(
+                    &h.path,
+                    &vm.mount_path,
+                    vm.read_only == Some(true),
+                ));
                 continue;
             } else {
                 bail!(
@@ -310,11 +300,7 @@ impl Runtime {
                     v.name
                 );
             }
-            mounts.push(Mount {
-                source: vdir,
-                target: vm.mount_path.clone(),
-                read_only: vm.read_only == Some(true),
-            });
+            mounts.push(Bind::dir(vdir, &vm.mount_path, vm.read_only == Some(true)));
         }
         if refresh_token {
             p.token_at = Some(Instant::now());
@@ -334,7 +320,7 @@ impl Runtime {
         Ok(mounts)
     }
 
-    fn start(&self, p: &mut PodProc, c: &Container, mounts: &[Mount]) -> Result<()> {
+    fn start(&self, p: &mut PodProc, c: &Container, mounts: &[Bind]) -> Result<()> {
         let image = c.image.clone().unwrap_or_default();
         let version = image_version(&image).context("image without tag")?;
         let bin = env::coredns_bin(&version);
@@ -346,21 +332,6 @@ impl Runtime {
         }
         let resolv = p.dir.join("resolv.conf");
         fs::copy(self.layout.node_resolv_conf(), &resolv).context("node resolv.conf")?;
-        let mut script = String::from("set -e\n");
-        for m in mounts {
-            let t = shell_quote(&m.target);
-            script.push_str(&format!(
-                "mkdir -p {t}\nmount --bind {} {t}\n",
-                shell_quote(&m.source.to_string_lossy())
-            ));
-            if m.read_only {
-                script.push_str(&format!("mount -o remount,bind,ro {t}\n"));
-            }
-        }
-        script.push_str(&format!(
-            "mount --bind {} /etc/resolv.conf\nexec \"$@\"\n",
-            shell_quote(&resolv.to_string_lossy())
-        ));
         let log_path = p.dir.join("coredns.log");
         let mut log = fs::OpenOptions::new()
             .create(true)
@@ -380,50 +351,37 @@ impl Runtime {
             .skip(1)
             .collect();
         args.extend(c.args.clone().unwrap_or_default());
-        let mut cmd = Command::new("unshare");
-        cmd.args([
-            "--mount",
-            "--propagation",
-            "private",
-            "--",
-            "/bin/sh",
-            "-c",
-            &script,
-            "coredns",
-        ])
-        .arg(&bin)
-        .args(&args)
-        .env_clear()
-        .env(
-            "PATH",
-            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        )
-        .env("HOSTNAME", &p.name)
-        .env("POD_IP", p.addr.to_string())
-        .env("KUBERNETES_SERVICE_HOST", env::CONTROL_IP.to_string())
-        .env("KUBERNETES_SERVICE_PORT", env::APISERVER_PORT.to_string())
-        .env(
-            "KUBERNETES_SERVICE_PORT_HTTPS",
-            env::APISERVER_PORT.to_string(),
-        )
-        .current_dir(&p.dir)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log);
+        let mut cmd = Unshare::new()
+            .binds(mounts.iter().cloned())
+            .bind(Bind::file(&resolv, "/etc/resolv.conf"))
+            .command(&bin);
+        cmd.args(&args)
+            .env_clear()
+            .env(
+                "PATH",
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            )
+            .env("HOSTNAME", &p.name)
+            .env("POD_IP", p.addr.to_string())
+            .env("KUBERNETES_SERVICE_HOST", env::CONTROL_IP.to_string())
+            .env("KUBERNETES_SERVICE_PORT", env::APISERVER_PORT.to_string())
+            .env(
+                "KUBERNETES_SERVICE_PORT_HTTPS",
+                env::APISERVER_PORT.to_string(),
+            )
+            .current_dir(&p.dir)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
         for e in c.env.iter().flatten() {
             if let Some(v) = &e.value {
                 cmd.env(&e.name, v);
             }
         }
         // Die with the runtime if it is killed hard.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
+        mountns::die_with_parent(&mut cmd);
         let child = cmd.spawn().context("spawn unshare")?;
-        util::write_file(&p.dir.join("pid"), child.id().to_string())?;
+        files::write_file(&p.dir.join("pid"), child.id().to_string())?;
         p.child = Some(child);
         p.started = Instant::now();
         p.probe_fails = 0;
@@ -475,7 +433,7 @@ impl Runtime {
                 } else if t.elapsed() > p.grace
                     && let Some(pid) = p.pid()
                 {
-                    util::signal(pid, libc::SIGKILL);
+                    process::signal(pid, libc::SIGKILL);
                 }
             }
         }
@@ -580,7 +538,7 @@ impl Runtime {
                 let addr = SocketAddr::new(p.addr.into(), port);
                 let path = hg.path.clone().unwrap_or_else(|| "/".into());
                 tokio::task::spawn_blocking(move || {
-                    util::http_get_status(addr, &path, Duration::from_millis(800))
+                    net::http_get_status(addr, &path, Duration::from_millis(800))
                 })
                 .await?
                 .is_ok_and(|code| (200..400).contains(&code))
@@ -630,7 +588,7 @@ impl Runtime {
         }
         for p in self.pods.values_mut() {
             if let Some(pid) = p.pid() {
-                util::signal(pid, libc::SIGKILL);
+                process::signal(pid, libc::SIGKILL);
                 let _ = p.child.as_mut().map(|c| c.wait());
             }
         }

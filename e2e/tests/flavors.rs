@@ -3,7 +3,7 @@
 //! running pods' files as kubelet's volume updates do.
 
 use anyhow::{Context, Result};
-use dnspolicy_e2e::{Cluster, Flavor, dns, env};
+use dnspolicy_e2e::{Cluster, Flavor, env};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -26,16 +26,7 @@ data:
         }
     }
 "#;
-        c.kubectl_stdin(
-            &[
-                "apply",
-                "--server-side",
-                "--field-manager=e2e-test",
-                "-f",
-                "-",
-            ],
-            custom,
-        )?;
+        c.apply_as("e2e-test", custom)?;
         // The running pods' custom dir gets the key (kubelet's ConfigMap update).
         let pods: Vec<_> = c
             .coredns_pods()
@@ -60,31 +51,16 @@ data:
             }
         }
         // Restart rather than wait for the reload plugin's 30 s tick.
-        c.kubectl(&[
-            "-n",
-            "kube-system",
-            "rollout",
-            "restart",
-            "deployment/coredns",
-        ])?;
+        c.restart_coredns()?;
         let addrs = c.wait_coredns_rolled_out(Duration::from_secs(120)).await?;
         for a in addrs {
-            let r = c
-                .query(a, "www.example.test", dns::TYPE_A, Duration::from_secs(5))
-                .await?;
+            let r = c.query_a(a, "www.example.test").await?;
             assert_eq!(
                 r.addrs,
                 vec!["192.0.2.7".parse::<IpAddr>()?],
                 "via {a}: {r:?}"
             );
-            let k = c
-                .query(
-                    a,
-                    "kubernetes.default.svc.cluster.local",
-                    dns::TYPE_A,
-                    Duration::from_secs(5),
-                )
-                .await?;
+            let k = c.query_a(a, "kubernetes.default.svc.cluster.local").await?;
             assert_eq!(k.addrs.len(), 1, "{k:?}");
         }
         anyhow::Ok(())
@@ -120,14 +96,7 @@ async fn old_coredns_serves_the_cluster() -> Result<()> {
             assert!(p.image.ends_with(&format!(":{old}")), "{p:?}");
         }
         for a in addrs {
-            let r = c
-                .query(
-                    a,
-                    "kubernetes.default.svc.cluster.local",
-                    dns::TYPE_A,
-                    Duration::from_secs(5),
-                )
-                .await?;
+            let r = c.query_a(a, "kubernetes.default.svc.cluster.local").await?;
             assert_eq!(
                 r.addrs,
                 vec!["10.96.0.1".parse::<IpAddr>()?],

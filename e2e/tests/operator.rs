@@ -2,13 +2,11 @@
 //! delete, merge and conflict, drift, the k3s channel, rollback of a
 //! Corefile real CoreDNS refuses, crash safety.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
-use dnspolicy_e2e::{Cluster, Flavor, env};
-use support::*;
+use dnspolicy_e2e::operator::*;
+use dnspolicy_e2e::{Cluster, Flavor, env, net};
 
 const BEGIN_MANAGED: &str = "# dnspolicy:begin";
 const WAIT: Duration = Duration::from_secs(60);
@@ -23,9 +21,7 @@ async fn apply_change_reapply_and_delete() -> Result<()> {
     // Apply: managed stanzas in the ConfigMap, CoreDNS rolled, Ready for this generation.
     let t0 = Instant::now();
     apply(&c, TAILSCALE)?;
-    let p = wait_ready(&c, "tailnet", WAIT)
-        .await
-        .with_context(|| op.log_text())?;
+    let p = op.ready(&c, "tailnet", WAIT).await?;
     println!("apply -> Ready=True in {:?}", t0.elapsed());
     let applied = corefile(&c)?;
     ensure!(
@@ -57,7 +53,7 @@ async fn apply_change_reapply_and_delete() -> Result<()> {
     rolled(&c).await?;
 
     // What a person sees: `dnspolicy status`, and the operator's endpoints.
-    let status = std::process::Command::new(dnspolicy_e2e::operator::cli_bin()?)
+    let status = std::process::Command::new(cli_bin()?)
         .arg("status")
         .env("KUBECONFIG", c.kubeconfig())
         .output()?;
@@ -71,7 +67,7 @@ async fn apply_change_reapply_and_delete() -> Result<()> {
         "/metrics to carry every family",
         Duration::from_secs(10),
         || {
-            let metrics = http_get(&op.metrics, "/metrics")?;
+            let metrics = net::http_get(&op.metrics, "/metrics")?;
             Ok([
                 "dnspolicy_reconciles_total",
                 "dnspolicy_rollouts_total",
@@ -85,8 +81,8 @@ async fn apply_change_reapply_and_delete() -> Result<()> {
         },
     )
     .await?;
-    ensure!(http_get(&op.metrics, "/healthz")?.starts_with("HTTP/1.1 200"));
-    ensure!(http_get(&op.metrics, "/readyz")?.starts_with("HTTP/1.1 200"));
+    ensure!(net::http_get(&op.metrics, "/healthz")?.starts_with("HTTP/1.1 200"));
+    ensure!(net::http_get(&op.metrics, "/readyz")?.starts_with("HTTP/1.1 200"));
 
     // Change: one more rollout to a new hash.
     apply(
@@ -157,9 +153,7 @@ async fn policies_merge_conflicts_stall_and_hand_edits() -> Result<()> {
 
     apply(&c, TAILSCALE)?;
     apply(&c, OPENSTACK)?;
-    wait_ready(&c, "tailnet", WAIT)
-        .await
-        .with_context(|| op.log_text())?;
+    op.ready(&c, "tailnet", WAIT).await?;
     let openstack = wait_ready(&c, "openstack", WAIT).await?;
     let merged = corefile(&c)?;
     ensure!(
@@ -225,9 +219,7 @@ async fn policies_merge_conflicts_stall_and_hand_edits() -> Result<()> {
     ])?;
     ensure!(!events.trim().is_empty(), "no DriftCorrected event");
 
-    c.kubectl(&["delete", "cdp", "--all", "--wait=true", "--timeout=60s"])?;
-    op.stop()?;
-    Ok(())
+    op.delete_policies_and_stop(&c)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -237,9 +229,7 @@ async fn k3s_corefile_gets_coredns_custom_keys_and_stays_unchanged() -> Result<(
     let original = fresh(&c, Flavor::K3s, &env::coredns_kubeadm_version()).await?;
     let mut op = Operator::start(&c, "k3s", &[])?;
     apply(&c, TAILSCALE)?;
-    wait_ready(&c, "tailnet", WAIT)
-        .await
-        .with_context(|| op.log_text())?;
+    op.ready(&c, "tailnet", WAIT).await?;
     ensure!(
         corefile(&c)? == original,
         "the k3s main Corefile was edited"
@@ -335,9 +325,7 @@ async fn a_corefile_coredns_refuses_is_rolled_back() -> Result<()> {
         writes.is_empty(),
         "the operator kept writing after the rollback: {writes:?}"
     );
-    c.kubectl(&["delete", "cdp", "--all", "--wait=true", "--timeout=60s"])?;
-    op.stop()?;
-    Ok(())
+    op.delete_policies_and_stop(&c)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -350,8 +338,7 @@ async fn a_crash_between_corefile_write_and_rollout_converges() -> Result<()> {
         &c,
         "crash",
         &[],
-        &[("DNSPOLICY_FAILPOINT", "exit-after-configmap-write")],
-        None,
+        &Launch::default().env("DNSPOLICY_FAILPOINT", "exit-after-configmap-write"),
     )?;
     apply(&c, TAILSCALE)?;
     let status = wait_for(
@@ -374,33 +361,17 @@ async fn a_crash_between_corefile_write_and_rollout_converges() -> Result<()> {
         "the rollout happened before the crash"
     );
     let mut op = Operator::start(&c, "crash", &[])?;
-    let p = wait_ready(&c, "tailnet", WAIT)
-        .await
-        .with_context(|| op.log_text())?;
+    let p = op.ready(&c, "tailnet", WAIT).await?;
     ensure!(template_hash(&c)?.as_deref() == p["status"]["corefileHash"].as_str());
     rolled(&c).await?;
-    c.kubectl(&["delete", "cdp", "--all", "--wait=true", "--timeout=60s"])?;
-    op.stop()?;
-    Ok(())
+    op.delete_policies_and_stop(&c)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_specs_are_refused_at_admission_naming_the_field() -> Result<()> {
     let c = Cluster::ensure().await?;
     let _guard = c.exclusive()?;
-    c.kubectl(&[
-        "apply",
-        "--server-side",
-        "--force-conflicts",
-        "-f",
-        crd_path().to_str().unwrap(),
-    ])?;
-    c.kubectl(&[
-        "wait",
-        "--for=condition=Established",
-        "--timeout=30s",
-        "crd/clusterdnspolicies.dnspolicy.dev",
-    ])?;
+    install_crd(&c)?;
     for (spec, field) in [
         (
             "foreignSuffixes: [{suffix: \"x }\\nforward . 6.6.6.6\"}]",
@@ -431,61 +402,10 @@ async fn invalid_specs_are_refused_at_admission_naming_the_field() -> Result<()>
     Ok(())
 }
 
-/// A plain HTTP/1.1 GET on loopback: status line, headers and body as text.
-fn http_get(addr: &str, path: &str) -> Result<String> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr)?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text)?;
-    Ok(text)
-}
-
-/// (namespace, pods, polluted) entries of a policy's status.
-fn namespaces(p: &serde_json::Value) -> Vec<(String, u64, u64)> {
-    p["status"]["namespaces"]
-        .as_array()
-        .map(|list| {
-            list.iter()
-                .map(|n| {
-                    (
-                        n["name"].as_str().unwrap_or_default().to_string(),
-                        n["pods"].as_u64().unwrap_or(0),
-                        n["polluted"].as_u64().unwrap_or(0),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 fn pod_yaml(ns: &str, name: &str, node: &str, extra_spec: &str) -> String {
     format!(
         "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  nodeName: {node}\n  containers: [{{name: app, image: registry.example/app:1}}]\n{extra_spec}---\n"
     )
-}
-
-async fn wait_counts(c: &Cluster, want: &[(&str, u64, u64)], what: &str) -> Result<Duration> {
-    let t0 = Instant::now();
-    wait_for(what, Duration::from_secs(30), || {
-        let p = policy(c, "tailnet")?;
-        let got = namespaces(&p);
-        let ok = want.iter().all(|(ns, pods, polluted)| {
-            let entry = got.iter().find(|g| g.0 == *ns);
-            match entry {
-                Some(g) => g.1 == *pods && g.2 == *polluted,
-                // A namespace with no polluted pod is not listed.
-                None => *polluted == 0,
-            }
-        });
-        Ok(ok.then_some(()))
-    })
-    .await?;
-    Ok(t0.elapsed())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -503,8 +423,8 @@ async fn polluted_pods_are_counted_as_kubelet_builds_their_search_lists() -> Res
         ])?;
         c.kubectl(&["create", "namespace", ns])?;
     }
-    add_node(&c, "tail-node", &[])?;
-    add_node(&c, "clean-node", &[])?;
+    c.add_node("tail-node", &[])?;
+    c.add_node("clean-node", &[])?;
     let dir = c.layout.dir.join("node-agents");
     std::fs::create_dir_all(&dir)?;
     let tail_conf = dir.join("tail-node.resolv.conf");
@@ -532,9 +452,7 @@ async fn polluted_pods_are_counted_as_kubelet_builds_their_search_lists() -> Res
 
     let mut op = Operator::start(&c, "pollution", &[])?;
     apply(&c, TAILSCALE)?;
-    wait_ready(&c, "tailnet", WAIT)
-        .await
-        .with_context(|| op.log_text())?;
+    op.ready(&c, "tailnet", WAIT).await?;
 
     // What kubelet writes (pkg/kubelet/network/dns): ClusterFirst = cluster
     // entries + host search; hostNetwork with ClusterFirst falls back to
@@ -552,7 +470,7 @@ async fn polluted_pods_are_counted_as_kubelet_builds_their_search_lists() -> Res
     ]
     .concat();
     c.kubectl_stdin(&["apply", "-f", "-"], &pods)?;
-    let took = wait_counts(
+    let took = wait_namespace_counts(
         &c,
         &[("pollution-a", 5, 4), ("pollution-b", 3, 1)],
         "counts of the first pods",
@@ -574,7 +492,7 @@ async fn polluted_pods_are_counted_as_kubelet_builds_their_search_lists() -> Res
         &["apply", "-f", "-"],
         &pod_yaml("pollution-b", "b4-clusterfirst", "tail-node", ""),
     )?;
-    let took = wait_counts(
+    let took = wait_namespace_counts(
         &c,
         &[("pollution-a", 3, 2), ("pollution-b", 4, 2)],
         "counts after churn",
@@ -603,7 +521,7 @@ async fn polluted_pods_are_counted_as_kubelet_builds_their_search_lists() -> Res
         &["apply", "-f", "-"],
         &pod_yaml("pollution-a", "a6-after-cleanup", "tail-node", ""),
     )?;
-    wait_counts(
+    wait_namespace_counts(
         &c,
         &[("pollution-a", 4, 2), ("pollution-b", 4, 2)],
         "counts after the node was cleaned",
@@ -644,9 +562,7 @@ async fn two_replicas_one_leads_and_the_other_takes_over() -> Result<()> {
         &["--lease-name", lease, "--identity", "ha-2"],
     )?;
     apply(&c, TAILSCALE)?;
-    wait_ready(&c, "tailnet", WAIT)
-        .await
-        .with_context(|| first.log_text())?;
+    first.ready(&c, "tailnet", WAIT).await?;
     ensure!(
         !second.log_text().contains("starting the controller"),
         "the standby started reconciling"
@@ -674,9 +590,7 @@ async fn two_replicas_one_leads_and_the_other_takes_over() -> Result<()> {
     .await
     .with_context(|| second.log_text())?;
     ensure!(template_hash(&c)?.as_deref() == p["status"]["corefileHash"].as_str());
-    c.kubectl(&["delete", "cdp", "--all", "--wait=true", "--timeout=60s"])?;
-    second.stop()?;
-    Ok(())
+    second.delete_policies_and_stop(&c)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -686,10 +600,8 @@ async fn the_apiserver_restarting_mid_run_is_survived() -> Result<()> {
     fresh(&c, Flavor::Kubeadm, &env::coredns_kubeadm_version()).await?;
     let mut op = Operator::start(&c, "apiserver-restart", &[])?;
     apply(&c, TAILSCALE)?;
-    wait_ready(&c, "tailnet", WAIT)
-        .await
-        .with_context(|| op.log_text())?;
-    let down = restart_apiserver(&c)?;
+    op.ready(&c, "tailnet", WAIT).await?;
+    let down = c.restart_apiserver()?;
     println!("kube-apiserver back after {down:?}");
     ensure!(
         op.exited().is_none(),
@@ -711,9 +623,7 @@ async fn the_apiserver_restarting_mid_run_is_survived() -> Result<()> {
     )
     .await
     .with_context(|| op.log_text())?;
-    c.kubectl(&["delete", "cdp", "--all", "--wait=true", "--timeout=60s"])?;
-    op.stop()?;
-    Ok(())
+    op.delete_policies_and_stop(&c)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -765,13 +675,10 @@ async fn kustomize_install_works_with_the_shipped_rbac() -> Result<()> {
             "--lease-name",
             "dnspolicy",
         ],
-        &[],
-        Some(path),
+        &Launch::default().kubeconfig(path),
     )?;
     apply(&c, TAILSCALE)?;
-    wait_ready(&c, "tailnet", WAIT)
-        .await
-        .with_context(|| op.log_text())?;
+    op.ready(&c, "tailnet", WAIT).await?;
     rolled(&c).await?;
     c.kubectl(&["delete", "cdp", "tailnet", "--wait=true", "--timeout=60s"])?;
     ensure!(

@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result, bail};
 use dnspolicy_e2e::{Cluster, Flavor, Resolver, dns, env};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 const POLLUTED_SEARCH: &[&str] = &[
@@ -14,6 +14,7 @@ const POLLUTED_SEARCH: &[&str] = &[
 ];
 const NS: &str = "video-management-system";
 const SVC_FQDN: &str = "frigate.video-management-system.svc.cluster.local";
+const KUBERNETES: &str = "kubernetes.default.svc.cluster.local";
 
 /// A minimal CRD, used only until manifests/crd.yaml exists.
 const FALLBACK_CRD: &str = r#"apiVersion: apiextensions.k8s.io/v1
@@ -33,21 +34,6 @@ spec:
         type: object
         x-kubernetes-preserve-unknown-fields: true
 "#;
-
-fn service_ip(c: &Cluster, ns: &str, name: &str) -> Result<IpAddr> {
-    let ip = c.kubectl(&[
-        "-n",
-        ns,
-        "get",
-        "service",
-        name,
-        "-o",
-        "jsonpath={.spec.clusterIP}",
-    ])?;
-    ip.trim()
-        .parse()
-        .with_context(|| format!("clusterIP of {ns}/{name}: {ip:?}"))
-}
 
 async fn stock_coredns(c: &Cluster) -> Result<Vec<Ipv4Addr>> {
     let version = env::coredns_kubeadm_version();
@@ -84,17 +70,7 @@ async fn smoke() -> Result<()> {
         .find(|v| v["kind"] == "CustomResourceDefinition")
         .and_then(|v| v["metadata"]["name"].as_str().map(String::from))
         .context("no CRD in manifests/crd.yaml")?;
-    c.kubectl_stdin(
-        &[
-            "apply",
-            "--server-side",
-            "--force-conflicts",
-            "--field-manager=e2e-test",
-            "-f",
-            "-",
-        ],
-        &crd,
-    )?;
+    c.apply_as("e2e-test", &crd)?;
     c.kubectl(&[
         "wait",
         "--for=condition=Established",
@@ -119,53 +95,10 @@ async fn smoke() -> Result<()> {
         "--timeout=30s",
     ])?;
 
-    // A Deployment rolls out to Available, behind a Service.
-    let app = format!(
-        r#"apiVersion: v1
-kind: Namespace
-metadata: {{name: {NS}}}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: frigate, namespace: {NS}}}
-spec:
-  replicas: 2
-  selector: {{matchLabels: {{app: frigate}}}}
-  template:
-    metadata: {{labels: {{app: frigate}}}}
-    spec:
-      containers: [{{name: frigate, image: "ghcr.io/blakeblackshear/frigate:stable"}}]
----
-apiVersion: v1
-kind: Service
-metadata: {{name: frigate, namespace: {NS}}}
-spec:
-  selector: {{app: frigate}}
-  ports: [{{port: 5000}}]
-"#
-    );
-    c.kubectl_stdin(
-        &[
-            "apply",
-            "--server-side",
-            // The demo applies the same app; whoever ran last owns it.
-            "--force-conflicts",
-            "--field-manager=e2e-test",
-            "-f",
-            "-",
-        ],
-        &app,
-    )?;
-    c.kubectl(&[
-        "-n",
-        NS,
-        "wait",
-        "--for=condition=Available",
-        "deployment/frigate",
-        "--timeout=60s",
-    ])?;
-    let frigate_ip = service_ip(&c, NS, "frigate")?;
-    let kube_ip = service_ip(&c, "default", "kubernetes")?;
+    // A Deployment rolls out to Available, behind a Service (the demo
+    // applies the same app; whoever ran last owns it).
+    let frigate_ip = c.deploy_frigate(NS, 2, "e2e-test")?;
+    let kube_ip = c.service_ip("default", "kubernetes")?;
 
     // Stock CoreDNS, all pods Ready.
     let addrs = stock_coredns(&c).await?;
@@ -173,25 +106,11 @@ spec:
 
     // kubernetes.default via every CoreDNS pod = the Service's ClusterIP from the apiserver.
     for a in &addrs {
-        let r = c
-            .query(
-                *a,
-                "kubernetes.default.svc.cluster.local",
-                dns::TYPE_A,
-                Duration::from_secs(5),
-            )
-            .await?;
+        let r = c.query_a(*a, KUBERNETES).await?;
         assert_eq!(r.rcode, dns::RCODE_NOERROR, "{r:?}");
         assert_eq!(r.addrs, vec![kube_ip], "via {a}");
     }
-    let l = c
-        .lookup(
-            Resolver::Glibc,
-            "kubernetes.default.svc.cluster.local",
-            &[],
-            1,
-        )
-        .await?;
+    let l = c.lookup(Resolver::Glibc, KUBERNETES, &[], 1).await?;
     assert!(l.ok && l.addrs == vec![kube_ip], "glibc: {l:?}");
 
     // The seed: polluted search list, ndots 5, black-holed upstream.
@@ -239,20 +158,9 @@ spec:
         1,
     );
     assert_ne!(broken, stock);
-    let old: Vec<String> = c
-        .coredns_pods()
-        .await?
-        .into_iter()
-        .map(|p| p.pod_template_hash)
-        .collect();
+    let old = c.coredns_template_hashes().await?;
     c.set_corefile(&broken)?;
-    c.kubectl(&[
-        "-n",
-        "kube-system",
-        "rollout",
-        "restart",
-        "deployment/coredns",
-    ])?;
+    c.restart_coredns()?;
     let result = async {
         let t0 = Instant::now();
         loop {
@@ -276,14 +184,7 @@ spec:
                     "no old CoreDNS pod left Ready: {pods:?}"
                 );
                 for p in serving {
-                    let r = c
-                        .query(
-                            p.address.unwrap(),
-                            "kubernetes.default.svc.cluster.local",
-                            dns::TYPE_A,
-                            Duration::from_secs(5),
-                        )
-                        .await?;
+                    let r = c.query_a(p.address.unwrap(), KUBERNETES).await?;
                     assert_eq!(r.addrs, vec![kube_ip], "old pod {} answers", p.name);
                 }
                 eprintln!(
@@ -319,14 +220,7 @@ spec:
     result?;
     let addrs = restored?;
     for a in &addrs {
-        let r = c
-            .query(
-                *a,
-                "kubernetes.default.svc.cluster.local",
-                dns::TYPE_A,
-                Duration::from_secs(5),
-            )
-            .await?;
+        let r = c.query_a(*a, KUBERNETES).await?;
         assert_eq!(r.addrs, vec![kube_ip]);
     }
     Ok(())

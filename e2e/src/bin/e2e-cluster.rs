@@ -148,16 +148,7 @@ fn run(cli: Cli) -> Result<()> {
                 };
                 let ns = match nameserver {
                     Some(n) => n,
-                    None => {
-                        let c =
-                            dnspolicy_e2e::Cluster::connect(Layout::new(env::state_dir())).await?;
-                        IpAddr::V4(
-                            *c.coredns_addresses()
-                                .await?
-                                .first()
-                                .ok_or_else(|| anyhow::anyhow!("no Ready CoreDNS"))?,
-                        )
-                    }
+                    None => first_coredns().await?,
                 };
                 let s: Vec<&str> = search.iter().map(String::as_str).collect();
                 let spec = resolver::LookupSpec::new(resolver, &name, ns, &s, ndots);
@@ -184,16 +175,7 @@ fn run(cli: Cli) -> Result<()> {
             rt()?.block_on(async {
                 let server = match server {
                     Some(s) => s,
-                    None => {
-                        let c =
-                            dnspolicy_e2e::Cluster::connect(Layout::new(env::state_dir())).await?;
-                        IpAddr::V4(
-                            *c.coredns_addresses()
-                                .await?
-                                .first()
-                                .ok_or_else(|| anyhow::anyhow!("no Ready CoreDNS"))?,
-                        )
-                    }
+                    None => first_coredns().await?,
                 };
                 let t = if qtype.eq_ignore_ascii_case("AAAA") {
                     dns::TYPE_AAAA
@@ -225,6 +207,12 @@ fn run(cli: Cli) -> Result<()> {
         }))?,
     }
     Ok(())
+}
+
+/// The first Ready CoreDNS pod of the running cluster.
+async fn first_coredns() -> Result<IpAddr> {
+    let c = dnspolicy_e2e::Cluster::connect(Layout::new(env::state_dir())).await?;
+    Ok(IpAddr::V4(c.first_coredns().await?))
 }
 
 fn rt() -> Result<tokio::runtime::Runtime> {

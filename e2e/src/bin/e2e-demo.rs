@@ -1,10 +1,9 @@
 //! `just demo`: the seed's failure on the local real cluster, then the example
 //! policy applied by the operator, then the same lookups again.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
+use dnspolicy_e2e::operator::{self, Operator};
 use dnspolicy_e2e::{Cluster, Lookup, Resolver, env, resolver};
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const NS: &str = "video-management-system";
@@ -38,14 +37,6 @@ async fn lookups(c: &Cluster, search: &[&str]) -> Result<()> {
     Ok(())
 }
 
-fn operator_bin() -> Option<PathBuf> {
-    let p = dnspolicy_e2e::util::e2e_bin()
-        .ok()?
-        .parent()?
-        .join("dnspolicy-operator");
-    p.is_file().then_some(p)
-}
-
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -71,37 +62,7 @@ async fn demo() -> Result<()> {
         t0.elapsed().as_secs_f64(),
         c.kubeconfig().display()
     );
-    let app = format!(
-        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {NS}}}\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: frigate, namespace: {NS}}}\nspec:\n  replicas: 1\n  selector: {{matchLabels: {{app: frigate}}}}\n  template:\n    metadata: {{labels: {{app: frigate}}}}\n    spec: {{containers: [{{name: frigate, image: \"ghcr.io/blakeblackshear/frigate:stable\"}}]}}\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: frigate, namespace: {NS}}}\nspec: {{selector: {{app: frigate}}, ports: [{{port: 5000}}]}}\n"
-    );
-    c.kubectl_stdin(
-        &[
-            "apply",
-            "--server-side",
-            "--force-conflicts",
-            "--field-manager=e2e-demo",
-            "-f",
-            "-",
-        ],
-        &app,
-    )?;
-    c.kubectl(&[
-        "-n",
-        NS,
-        "wait",
-        "--for=condition=Available",
-        "deployment/frigate",
-        "--timeout=60s",
-    ])?;
-    let ip = c.kubectl(&[
-        "-n",
-        NS,
-        "get",
-        "svc",
-        "frigate",
-        "-o",
-        "jsonpath={.spec.clusterIP}",
-    ])?;
+    let ip = c.deploy_frigate(NS, 1, "e2e-demo")?;
     println!("   Service {NS}/frigate has ClusterIP {ip}");
 
     let search = resolver::pod_search("default", &[env::NODE_SEARCH]);
@@ -112,48 +73,23 @@ async fn demo() -> Result<()> {
     );
     lookups(&c, &search).await?;
 
-    let Some(op) = operator_bin() else {
+    if operator::operator_bin(false).is_err() {
         println!(
             "\n== 3. (operator binary target/debug/dnspolicy-operator not built yet: stopping here)"
         );
         return Ok(());
-    };
+    }
     println!(
         "\n== 3. Apply the example policy (manifests/examples/tailscale.yaml) with the operator"
     );
-    // manifests/crd.yaml is what `dnspolicy crd` prints (just crd-check).
-    let crd_yaml = std::fs::read_to_string(env::repo_root().join("manifests/crd.yaml"))
-        .context("manifests/crd.yaml")?;
-    c.kubectl_stdin(
-        &["apply", "--server-side", "--force-conflicts", "-f", "-"],
-        &crd_yaml,
-    )?;
-    c.kubectl(&[
-        "wait",
-        "--for=condition=Established",
-        "crd/clusterdnspolicies.dnspolicy.dev",
-        "--timeout=30s",
-    ])?;
-    let log = c.layout.logs().join("operator-demo.log");
-    let logf = std::fs::File::create(&log)?;
-    let mut opproc = Command::new(&op)
-        .arg("run")
-        .env("KUBECONFIG", c.kubeconfig())
-        .stdin(Stdio::null())
-        .stdout(logf.try_clone()?)
-        .stderr(logf)
-        .spawn()?;
+    operator::install_crd(&c)?;
+    let mut opproc = Operator::start(&c, "demo", &[])?;
     // 100.100.100.100 (MagicDNS) is never dialled here: the tailnet resolver is
     // the harness's answering upstream on 127.0.54.2.
     let policy =
         std::fs::read_to_string(env::repo_root().join("manifests/examples/tailscale.yaml"))?
             .replace("100.100.100.100", &env::UPSTREAM_IP.to_string());
-    let before: Vec<String> = c
-        .coredns_pods()
-        .await?
-        .into_iter()
-        .map(|p| p.pod_template_hash)
-        .collect();
+    let before = c.coredns_template_hashes().await?;
     let t1 = Instant::now();
     c.kubectl_stdin(&["apply", "-f", "-"], &policy)?;
     let res = async {
@@ -166,13 +102,13 @@ async fn demo() -> Result<()> {
             if rolled {
                 break;
             }
-            if let Ok(Some(st)) = opproc.try_wait() {
-                bail!("operator exited ({st}); log {}", log.display());
+            if let Some(st) = opproc.exited() {
+                bail!("operator exited ({st}); log {}", opproc.log.display());
             }
             if t1.elapsed() > Duration::from_secs(90) {
                 bail!(
                     "CoreDNS did not roll within 90s; operator log {}",
-                    log.display()
+                    opproc.log.display()
                 );
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -195,8 +131,7 @@ async fn demo() -> Result<()> {
         }
         Err(e) => println!("   {e:#}"),
     }
-    let _ = opproc.kill();
-    let _ = opproc.wait();
+    opproc.kill();
     println!("The cluster stays up (KUBECONFIG above); `just down` stops it.");
     Ok(())
 }
