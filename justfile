@@ -38,7 +38,7 @@ up: deps
 down:
     cargo run -q -p dnspolicy-e2e --bin e2e-cluster -- down
 
-# Benchmarks against DESIGN section 11's targets, never part of `just test` (`just bench --quick`: a short run).
+# Benchmarks against docs/design.md section 11's targets, never part of `just test` (`just bench --quick`: a short run).
 bench *ARGS: deps
     cargo run -q --release -p dnspolicy-e2e --bin e2e-bench -- {{ARGS}}
 

@@ -94,7 +94,7 @@ impl Bench {
                 } else {
                     t.at_least(&measure, figure, med, 5.0, ">= 5 s or failure");
                     if med < 5.0 {
-                        t.note(format!("{rname} before the policy answers in {} rather than >= 5 s: CoreDNS's forward plugin gives up on the black hole after 2 s and answers SERVFAIL, the stub retries once (attempts:2) and then tries the name as-is. DESIGN section 1's 5 s per try is the stub's own timeout, which a silent upstream behind CoreDNS never reaches. The failure it describes is real; this row describes the problem, not the product.", fmt_secs(med)));
+                        t.note(format!("{rname} before the policy answers in {} rather than >= 5 s: CoreDNS's forward plugin gives up on the black hole after 2 s and answers SERVFAIL, the stub retries once (attempts:2) and then tries the name as-is. docs/design.md section 1's 5 s per try is the stub's own timeout, which a silent upstream behind CoreDNS never reaches. The failure it describes is real; this row describes the problem, not the product.", fmt_secs(med)));
                     }
                 }
             } else {

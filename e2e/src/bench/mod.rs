@@ -1,4 +1,4 @@
-//! `just bench` (`e2e-bench`): DESIGN section 11's performance targets, measured on the
+//! `just bench` (`e2e-bench`): docs/design.md section 11's performance targets, measured on the
 //! local real cluster in one run, printed as one table
 //! (measure | figure | target | ratio). Never part of `just test`.
 //!
@@ -28,7 +28,7 @@ use crate::operator::{self as op, Launch, Operator};
 use crate::{Cluster, Flavor, env, files, resolver};
 
 #[derive(Parser, Debug)]
-#[command(about = "dnspolicy benchmarks against DESIGN section 11 (one table)")]
+#[command(about = "dnspolicy benchmarks against docs/design.md section 11 (one table)")]
 pub struct Cli {
     /// Smaller counts and fewer iterations, so the whole bench takes a few minutes.
     #[arg(long)]

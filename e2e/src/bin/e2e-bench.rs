@@ -1,4 +1,4 @@
-//! `just bench`: DESIGN section 11's performance targets on the local real
+//! `just bench`: docs/design.md section 11's performance targets on the local real
 //! cluster, one table; the measurements are in `dnspolicy_e2e::bench`.
 
 use clap::Parser;

@@ -1,4 +1,4 @@
-//! DESIGN section 3 on the real cluster: real CoreDNS (kubeadm's release and
+//! docs/design.md section 3 on the real cluster: real CoreDNS (kubeadm's release and
 //! the oldest one supported), real glibc and musl lookups, the seeds'
 //! black-holed upstream, and the real `dnspolicy run` applying policies with
 //! kubectl. Each test walks a few cluster states and checks many names in

@@ -1,5 +1,5 @@
-//! Asking CoreDNS and the resolvers in one cluster state, checking DESIGN
-//! 3's contract on each answer, and keeping every measured lookup.
+//! Asking CoreDNS and the resolvers in one cluster state, checking docs/design.md
+//! section 3 on each answer, and keeping every measured lookup.
 
 use super::*;
 
@@ -67,7 +67,7 @@ impl<'a> Probe<'a> {
         })
     }
 
-    /// A raw query. Every reply's question must be the query (DESIGN 3 case 4).
+    /// A raw query. Every reply's question must be the query (docs/design.md §3 case 4).
     pub async fn ask(&self, name: &str, qtype: u16) -> Result<dns::Reply> {
         let r = self
             .c
@@ -83,7 +83,7 @@ impl<'a> Probe<'a> {
         Ok(r)
     }
 
-    /// A search artifact's reply (DESIGN 3 cases 1, 2 and 4): never
+    /// A search artifact's reply (docs/design.md §3 cases 1, 2 and 4): never
     /// SERVFAIL or REFUSED; Rewrite answers what `plain` gets, with answer
     /// names mapped back to the artifact; NXDomain says NXDOMAIN.
     pub async fn artifact(
@@ -120,7 +120,7 @@ impl<'a> Probe<'a> {
         Ok(r)
     }
 
-    /// DESIGN 3 case 1 for every in-cluster name, A and AAAA.
+    /// docs/design.md §3 case 1 for every in-cluster name, A and AAAA.
     pub async fn in_cluster(&self, w: &Workloads, suffix: &str, action: Action) -> Result<()> {
         for (name, want) in w.names() {
             let r = self.ask(name, A).await?;

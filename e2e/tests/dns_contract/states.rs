@@ -104,7 +104,7 @@ pub async fn seed_after(
 }
 
 /// What the answering upstream's clients see for names outside the
-/// suffixes' artifacts, recorded before any policy (DESIGN 3 cases 3 and 5).
+/// suffixes' artifacts, recorded before any policy (docs/design.md §3 cases 3 and 5).
 pub const UNCHANGED: &[&str] = &[
     KUBERNETES,
     FRIGATE,

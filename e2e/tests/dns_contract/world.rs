@@ -83,7 +83,7 @@ spec:
         Ok(())
     }
 
-    /// DESIGN 3 case 1 names and what CoreDNS answers for them (A).
+    /// docs/design.md §3 case 1 names and what CoreDNS answers for them (A).
     pub fn names(&self) -> Vec<(&'static str, Want)> {
         vec![
             (FRIGATE, Want::Addr(self.frigate)),
