@@ -89,6 +89,8 @@ pub enum Reason {
     UnsupportedCoreDNS,
     NeedsNewerCoreDNS,
     CorefileContested,
+    /// The Corefile is too large to keep its copies in annotations.
+    CorefileTooLarge,
     /// A NodeLocal DNSCache sends the suffixes upstream itself.
     NodeLocalNotCovered,
     // Rolled back.
@@ -122,6 +124,7 @@ impl Reason {
             Reason::NeedsNewerCoreDNS => "NeedsNewerCoreDNS",
             Reason::CorefileContested => "CorefileContested",
             Reason::NodeLocalNotCovered => "NodeLocalNotCovered",
+            Reason::CorefileTooLarge => "CorefileTooLarge",
             Reason::RolloutFailed => "RolloutFailed",
         }
     }

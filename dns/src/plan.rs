@@ -28,6 +28,10 @@ pub const CUSTOM_CONFIGMAP: &str = "coredns-custom";
 pub const CONTEST_WINDOW_SECS: i64 = 300;
 pub const CONTEST_MAX_REVERTS: usize = 3;
 
+/// The largest Corefile dnspolicy edits: two copies of it (the original and
+/// the last good one) must fit the 256 KiB annotation limit beside the rest.
+pub const MAX_COREFILE_BYTES: usize = 100 * 1024;
+
 /// The target ConfigMap as the plan needs it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ConfigMapView {
@@ -328,6 +332,17 @@ pub fn plan_target(input: &PlanInput<'_>) -> TargetPlan {
         }
         Err(refusal) => return TargetPlan::stalled(refusal.reason, refusal.message),
     };
+    // The original and the last good Corefile are kept in annotations, which
+    // share one 256 KiB limit per object: refuse before the apiserver would.
+    let largest = desired.corefile.len().max(desired.base.len());
+    if !input.merged.applied.is_empty() && largest > MAX_COREFILE_BYTES {
+        return TargetPlan::stalled(
+            Reason::CorefileTooLarge,
+            format!(
+                "the Corefile would be {largest} bytes; dnspolicy keeps two copies in the ConfigMap's annotations (256 KiB in all), so it manages Corefiles up to {MAX_COREFILE_BYTES} bytes; nothing was written"
+            ),
+        );
+    }
 
     let mut plan = TargetPlan {
         phase: Phase::Progressing,

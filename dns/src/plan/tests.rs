@@ -235,3 +235,19 @@ fn an_unparseable_corefile_or_unknown_version_writes_nothing() {
     );
     assert!(!p.writes());
 }
+
+#[test]
+fn a_corefile_too_large_for_its_kept_copies_writes_nothing() {
+    let merged = tailnet();
+    let mut big = stock();
+    let padding: String = (0..3000)
+        .map(|i| format!("# a comment line a team keeps, number {i}\n"))
+        .collect();
+    big.corefile = Some(padding + big.corefile.as_deref().unwrap());
+    let p = plan(&merged, &big, &deployment(None, true), 1000);
+    assert!(
+        matches!(p.phase, Phase::Stalled(ref r) if r.reason == Reason::CorefileTooLarge && r.message.contains("bytes")),
+        "{p:?}"
+    );
+    assert!(!p.writes());
+}
