@@ -37,6 +37,110 @@ async fn lookups(c: &Cluster, search: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// Pods on a Tailscale node, by namespace, as the policy counts them: kubelet
+/// wrote the tailnet suffix into their resolv.conf when they started.
+const POLLUTED: [(&str, usize); 3] = [
+    ("workflow-engine", 3),
+    ("payments", 2),
+    ("video-management-system", 1),
+];
+
+async fn polluted_pods(c: &Cluster) -> Result<()> {
+    let total: usize = POLLUTED.iter().map(|(_, n)| n).sum();
+    println!(
+        "\n== 5. Which pods still carry the suffix: a Tailscale node (its node agent published `search {}`) runs {total} pods",
+        env::NODE_SEARCH
+    );
+    c.add_node("tailnode", &[])?;
+    c.kubectl(&[
+        "annotate",
+        "node",
+        "tailnode",
+        "--overwrite",
+        &format!("dnspolicy.dev/host-search={}", env::NODE_SEARCH),
+    ])?;
+    start_pods(c, "app")?;
+    wait_polluted(c, total as u64).await?;
+    println!("{}", c.kubectl(&["get", "clusterdnspolicies"])?);
+    println!("$ dnspolicy status\n{}", dnspolicy_status(c)?);
+
+    println!(
+        "== 6. The node is fixed (tailscale up --accept-dns=false) and the pods recreated: they start clean"
+    );
+    c.kubectl(&[
+        "annotate",
+        "node",
+        "tailnode",
+        "--overwrite",
+        "dnspolicy.dev/host-search=",
+    ])?;
+    for (ns, _) in POLLUTED {
+        c.kubectl(&[
+            "-n",
+            ns,
+            "delete",
+            "pod",
+            "--all",
+            "--wait=false",
+            "--grace-period=0",
+            "--force",
+        ])?;
+    }
+    wait_polluted(c, 0).await?;
+    println!("{}", c.kubectl(&["get", "clusterdnspolicies"])?);
+    Ok(())
+}
+
+/// The demo's pods on the Tailscale node, named `<prefix>-<i>`.
+fn start_pods(c: &Cluster, prefix: &str) -> Result<()> {
+    for (ns, n) in POLLUTED {
+        c.kubectl_stdin(
+            &["apply", "-f", "-"],
+            &format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}}}\n"),
+        )?;
+        for i in 0..n {
+            c.kubectl_stdin(
+                &["apply", "-f", "-"],
+                &format!(
+                    "apiVersion: v1\nkind: Pod\nmetadata: {{name: {prefix}-{i}, namespace: {ns}}}\nspec:\n  nodeName: tailnode\n  tolerations: [{{operator: Exists}}]\n  containers: [{{name: app, image: registry.invalid/app}}]\n"
+                ),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+async fn wait_polluted(c: &Cluster, want: u64) -> Result<()> {
+    let t0 = Instant::now();
+    loop {
+        let got = c.kubectl(&[
+            "get",
+            "cdp",
+            "tailnet",
+            "-o",
+            "jsonpath={.status.pods.polluted}",
+        ])?;
+        if got.trim().parse::<u64>().ok() == Some(want) {
+            return Ok(());
+        }
+        if t0.elapsed() > Duration::from_secs(60) {
+            bail!("status.pods.polluted is {got:?}, want {want}");
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+fn dnspolicy_status(c: &Cluster) -> Result<String> {
+    let out = std::process::Command::new(operator::cli_bin()?)
+        .arg("status")
+        .env("KUBECONFIG", c.kubeconfig())
+        .output()?;
+    if !out.status.success() {
+        bail!("dnspolicy status: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -73,12 +177,6 @@ async fn demo() -> Result<()> {
     );
     lookups(&c, &search).await?;
 
-    if operator::operator_bin(false).is_err() {
-        println!(
-            "\n== 3. (operator binary target/debug/dnspolicy-operator not built yet: stopping here)"
-        );
-        return Ok(());
-    }
     println!(
         "\n== 3. Apply the example policy (manifests/examples/tailscale.yaml) with the operator"
     );
@@ -116,22 +214,22 @@ async fn demo() -> Result<()> {
         anyhow::Ok(())
     }
     .await;
-    match res {
-        Ok(()) => {
-            println!(
-                "   CoreDNS rolled with the managed Corefile in {:.1}s",
-                t1.elapsed().as_secs_f64()
-            );
-            println!("\n== 4. The same lookups");
-            lookups(&c, &search).await?;
-            let st = c
-                .kubectl(&["get", "clusterdnspolicies", "-o", "wide"])
-                .unwrap_or_default();
-            println!("\n{st}");
-        }
-        Err(e) => println!("   {e:#}"),
+    if let Err(e) = res {
+        opproc.kill();
+        return Err(e);
     }
+    println!(
+        "   CoreDNS rolled with the managed Corefile in {:.1}s",
+        t1.elapsed().as_secs_f64()
+    );
+    println!("\n== 4. The same lookups");
+    lookups(&c, &search).await?;
+    let st = c.kubectl(&["get", "clusterdnspolicies"])?;
+    println!("\n{st}");
+
+    let shown = polluted_pods(&c).await;
     opproc.kill();
+    shown?;
     println!("The cluster stays up (KUBECONFIG above); `just down` stops it.");
     Ok(())
 }
