@@ -98,9 +98,11 @@ impl Layout {
     pub fn token(&self) -> PathBuf {
         self.dir.join("admin.token")
     }
+    /// Held during `up` and `down`. Not `<dir>.lock`: whole test runs are
+    /// serialised with `flock /tmp/dnspolicy-e2e.lock`, which must not deadlock this.
     fn lock(&self) -> PathBuf {
         let mut p = self.dir.clone().into_os_string();
-        p.push(".lock");
+        p.push(".up.lock");
         PathBuf::from(p)
     }
 }
