@@ -131,7 +131,10 @@ fn objects(yaml: &str, source: &str) -> Result<Objects> {
         }
         let mut v: Value = serde_json::to_value(&v)?;
         integral_floats_as_integers(&mut v);
-        if let Some(labels) = v.pointer_mut("/metadata/labels").and_then(Value::as_object_mut) {
+        if let Some(labels) = v
+            .pointer_mut("/metadata/labels")
+            .and_then(Value::as_object_mut)
+        {
             for l in HELM_LABELS {
                 labels.remove(l);
             }
@@ -157,7 +160,10 @@ fn objects(yaml: &str, source: &str) -> Result<Objects> {
 fn integral_floats_as_integers(v: &mut Value) {
     match v {
         Value::Number(n) => {
-            if let Some(f) = n.as_f64().filter(|f| n.is_f64() && f.fract() == 0.0 && f.abs() < 1e15) {
+            if let Some(f) = n
+                .as_f64()
+                .filter(|f| n.is_f64() && f.fract() == 0.0 && f.abs() < 1e15)
+            {
                 *v = Value::from(f as i64);
             }
         }
@@ -233,7 +239,10 @@ fn workspace_version() -> Result<String> {
         if line.starts_with('[') {
             in_package = line == "[workspace.package]";
         } else if in_package && let Some(v) = line.strip_prefix("version") {
-            return Ok(v.trim_start_matches([' ', '=']).trim_matches('"').to_string());
+            return Ok(v
+                .trim_start_matches([' ', '='])
+                .trim_matches('"')
+                .to_string());
         }
     }
     bail!("no version in [workspace.package] of Cargo.toml")
@@ -275,7 +284,10 @@ fn chart_version_crd_and_dashboard_match_the_repo() -> Result<()> {
     }
     for (copy, source) in [
         ("crds/crd.yaml", "crd.yaml"),
-        ("dashboards/dnspolicy.json", "monitoring/dashboards/dnspolicy.json"),
+        (
+            "dashboards/dnspolicy.json",
+            "monitoring/dashboards/dnspolicy.json",
+        ),
     ] {
         let a = fs::read(chart_dir().join(copy))?;
         let b = fs::read(manifests().join(source))?;
@@ -284,19 +296,27 @@ fn chart_version_crd_and_dashboard_match_the_repo() -> Result<()> {
             "charts/dnspolicy/{copy} differs from manifests/{source}: cp manifests/{source} charts/dnspolicy/{copy}"
         );
     }
-    let dashboard: Value =
-        serde_json::from_slice(&fs::read(manifests().join("monitoring/dashboards/dnspolicy.json"))?)?;
+    let dashboard: Value = serde_json::from_slice(&fs::read(
+        manifests().join("monitoring/dashboards/dnspolicy.json"),
+    )?)?;
     ensure!(dashboard["uid"] == "dnspolicy", "dashboard uid");
     Ok(())
 }
 
 #[test]
 fn default_values_render_the_kustomize_base() -> Result<()> {
-    let helm = objects(&template(BASE_RELEASE, BASE_NAMESPACE, &[])?, "helm template")?;
+    let helm = objects(
+        &template(BASE_RELEASE, BASE_NAMESPACE, &[])?,
+        "helm template",
+    )?;
     let mut base = objects(&kustomize(&manifests())?, "kubectl kustomize manifests/")?;
     // The one expected difference: Helm keeps its release record in the
     // namespace, so `helm install --create-namespace` makes it, not the chart.
-    let ns = ("Namespace".to_string(), String::new(), BASE_NAMESPACE.to_string());
+    let ns = (
+        "Namespace".to_string(),
+        String::new(),
+        BASE_NAMESPACE.to_string(),
+    );
     ensure!(
         base.remove(&ns).is_some(),
         "the kustomize base no longer has Namespace {BASE_NAMESPACE}"
@@ -330,7 +350,10 @@ fn monitoring_values_render_manifests_monitoring() -> Result<()> {
         &kustomize(&manifests().join("monitoring"))?,
         "kubectl kustomize manifests/monitoring/",
     )? {
-        ensure!(base.insert(k.clone(), v).is_none(), "manifests/monitoring/ repeats {k:?}");
+        ensure!(
+            base.insert(k.clone(), v).is_none(),
+            "manifests/monitoring/ repeats {k:?}"
+        );
     }
     base.remove(&("Namespace".into(), String::new(), BASE_NAMESPACE.into()));
     let d = diff_objects(&base, &helm, "kustomize", "helm");
@@ -349,7 +372,10 @@ fn monitoring_values_render_manifests_monitoring() -> Result<()> {
 fn values_do_what_they_say() -> Result<()> {
     let digest = format!("sha256:{}", "ab".repeat(32));
     let r = |extra: &[&str]| -> Result<Objects> {
-        objects(&template(BASE_RELEASE, BASE_NAMESPACE, extra)?, "helm template")
+        objects(
+            &template(BASE_RELEASE, BASE_NAMESPACE, extra)?,
+            "helm template",
+        )
     };
     let image = |o: &Objects, kind: &str, name: &str| -> String {
         find(o, kind, name).unwrap()["spec"]["template"]["spec"]["containers"][0]["image"]
@@ -360,34 +386,51 @@ fn values_do_what_they_say() -> Result<()> {
 
     // The digest wins over the tag, for both workloads.
     let o = r(&["--set", &format!("image.tag=9.9.9,image.digest={digest}")])?;
-    for (kind, name) in [("Deployment", "dnspolicy"), ("DaemonSet", "dnspolicy-node-agent")] {
+    for (kind, name) in [
+        ("Deployment", "dnspolicy"),
+        ("DaemonSet", "dnspolicy-node-agent"),
+    ] {
         let got = image(&o, kind, name);
         ensure!(
             got == format!("ghcr.io/dnspolicy/dnspolicy@{digest}"),
             "{kind} image {got}"
         );
     }
-    let o = r(&["--set", "image.tag=9.9.9,image.repository=registry.local/dnspolicy"])?;
+    let o = r(&[
+        "--set",
+        "image.tag=9.9.9,image.repository=registry.local/dnspolicy",
+    ])?;
     ensure!(image(&o, "Deployment", "dnspolicy") == "registry.local/dnspolicy:9.9.9");
 
     // One replica: no PodDisruptionBudget (minAvailable 1 would block every drain).
     let o = r(&["--set", "replicas=1"])?;
     ensure!(find(&o, "Deployment", "dnspolicy").unwrap()["spec"]["replicas"] == 1);
-    ensure!(find(&o, "PodDisruptionBudget", "dnspolicy").is_none(), "PDB with one replica");
+    ensure!(
+        find(&o, "PodDisruptionBudget", "dnspolicy").is_none(),
+        "PDB with one replica"
+    );
     let o = r(&["--set", "replicas=3"])?;
     ensure!(find(&o, "PodDisruptionBudget", "dnspolicy").unwrap()["spec"]["minAvailable"] == 1);
 
     // No node agent: no DaemonSet, ServiceAccount, ClusterRole or binding for it.
     let o = r(&["--set", "nodeAgent.enabled=false"])?;
     let left: Vec<_> = o.keys().filter(|k| k.2.contains("node-agent")).collect();
-    ensure!(left.is_empty(), "nodeAgent.enabled=false still renders {left:?}");
+    ensure!(
+        left.is_empty(),
+        "nodeAgent.enabled=false still renders {left:?}"
+    );
 
     // systemd-resolved's resolv.conf: its directory mounted, the file passed.
-    let o = r(&["--set", "nodeAgent.resolvConf=/run/systemd/resolve/resolv.conf"])?;
+    let o = r(&[
+        "--set",
+        "nodeAgent.resolvConf=/run/systemd/resolve/resolv.conf",
+    ])?;
     let ds = &find(&o, "DaemonSet", "dnspolicy-node-agent").unwrap()["spec"]["template"]["spec"];
     ensure!(ds["volumes"][0]["hostPath"]["path"] == "/run/systemd/resolve");
     ensure!(ds["containers"][0]["volumeMounts"][0]["mountPath"] == "/host/run/systemd/resolve");
-    ensure!(ds["containers"][0]["args"][1] == "--resolv-conf=/host/run/systemd/resolve/resolv.conf");
+    ensure!(
+        ds["containers"][0]["args"][1] == "--resolv-conf=/host/run/systemd/resolve/resolv.conf"
+    );
 
     // resources: merged into the defaults as Helm merges values; null drops a key.
     let o = r(&[
@@ -396,17 +439,31 @@ fn values_do_what_they_say() -> Result<()> {
         "--set",
         "resources.limits=null",
     ])?;
-    let res = &find(&o, "Deployment", "dnspolicy").unwrap()["spec"]["template"]["spec"]["containers"][0]["resources"];
-    ensure!(*res == serde_json::json!({"requests": {"cpu": "1", "memory": "1Gi"}}), "{res}");
+    let res = &find(&o, "Deployment", "dnspolicy").unwrap()["spec"]["template"]["spec"]["containers"]
+        [0]["resources"];
+    ensure!(
+        *res == serde_json::json!({"requests": {"cpu": "1", "memory": "1Gi"}}),
+        "{res}"
+    );
 
     // Monitoring is off by default; a ServiceMonitor without the Service is refused.
     let o = r(&[])?;
-    for kind in ["Service", "ServiceMonitor", "PrometheusRule", "ConfigMap", "ClusterDNSPolicy"] {
+    for kind in [
+        "Service",
+        "ServiceMonitor",
+        "PrometheusRule",
+        "ConfigMap",
+        "ClusterDNSPolicy",
+    ] {
         ensure!(!o.keys().any(|k| k.0 == kind), "{kind} rendered by default");
     }
-    let e = template(BASE_RELEASE, BASE_NAMESPACE, &["--set", "serviceMonitor.enabled=true"])
-        .err()
-        .context("serviceMonitor without metrics rendered")?;
+    let e = template(
+        BASE_RELEASE,
+        BASE_NAMESPACE,
+        &["--set", "serviceMonitor.enabled=true"],
+    )
+    .err()
+    .context("serviceMonitor without metrics rendered")?;
     ensure!(format!("{e:#}").contains("needs metrics.enabled"), "{e:#}");
 
     // defaultPolicy: a ClusterDNSPolicy from values; enabled without suffixes is an error.
@@ -418,17 +475,26 @@ fn values_do_what_they_say() -> Result<()> {
     ])?;
     let p = find(&o, "ClusterDNSPolicy", "tailnet").context("no ClusterDNSPolicy")?;
     ensure!(p["spec"]["foreignSuffixes"][0]["suffix"] == "tailb45a71.ts.net");
-    let e = template(BASE_RELEASE, BASE_NAMESPACE, &["--set", "defaultPolicy.enabled=true"])
-        .err()
-        .context("an empty default policy rendered")?;
+    let e = template(
+        BASE_RELEASE,
+        BASE_NAMESPACE,
+        &["--set", "defaultPolicy.enabled=true"],
+    )
+    .err()
+    .context("an empty default policy rendered")?;
     ensure!(format!("{e:#}").contains("foreignSuffixes"), "{e:#}");
 
     // Another release name: every name prefixed, the Lease named to match its RBAC.
-    let o = objects(&template("edge-dns", "kube-dns-tools", &[])?, "helm template")?;
+    let o = objects(
+        &template("edge-dns", "kube-dns-tools", &[])?,
+        "helm template",
+    )?;
     let d = find(&o, "Deployment", "edge-dns-dnspolicy").context("Deployment name")?;
     let args = &d["spec"]["template"]["spec"]["containers"][0]["args"];
     ensure!(
-        args.as_array().unwrap().contains(&"--lease-name=edge-dns-dnspolicy".into()),
+        args.as_array()
+            .unwrap()
+            .contains(&"--lease-name=edge-dns-dnspolicy".into()),
         "{args}"
     );
     let role = find(&o, "Role", "edge-dns-dnspolicy-leader-election").context("lease Role")?;
@@ -475,12 +541,17 @@ fn exists(c: &Cluster, args: &[&str]) -> Result<bool> {
 
 fn ready(p: &Value) -> bool {
     p["status"]["observedGeneration"] == p["metadata"]["generation"]
-        && p["status"]["conditions"]
-            .as_array()
-            .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+        && p["status"]["conditions"].as_array().is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        })
 }
 
-async fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Result<Option<T>>) -> Result<T> {
+async fn wait_for<T>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> Result<Option<T>>,
+) -> Result<T> {
     let t0 = Instant::now();
     let mut last = None;
     loop {
@@ -513,7 +584,14 @@ fn clear_policies(c: &Cluster) -> Result<()> {
     }
     let names = c.kubectl(&["get", "cdp", "-o", "jsonpath={.items[*].metadata.name}"])?;
     for name in names.split_whitespace() {
-        c.kubectl(&["patch", "cdp", name, "--type=merge", "-p", r#"{"metadata":{"finalizers":null}}"#])?;
+        c.kubectl(&[
+            "patch",
+            "cdp",
+            name,
+            "--type=merge",
+            "-p",
+            r#"{"metadata":{"finalizers":null}}"#,
+        ])?;
     }
     c.kubectl(&["delete", "cdp", "--all", "--wait=true"])?;
     Ok(())
@@ -543,7 +621,11 @@ impl Operator {
             .stderr(out)
             .spawn()
             .context("start dnspolicy-operator run")?;
-        Ok(Operator { child: Some(child), log, metrics })
+        Ok(Operator {
+            child: Some(child),
+            log,
+            metrics,
+        })
     }
 
     fn log_text(&self) -> String {
@@ -553,14 +635,22 @@ impl Operator {
     fn log_tail(&self) -> String {
         let text = self.log_text();
         let lines: Vec<&str> = text.lines().collect();
-        format!("operator log (last 40 lines of {}):\n{}", self.log.display(), lines[lines.len().saturating_sub(40)..].join("\n"))
+        format!(
+            "operator log (last 40 lines of {}):\n{}",
+            self.log.display(),
+            lines[lines.len().saturating_sub(40)..].join("\n")
+        )
     }
 
     fn metrics(&self) -> Result<String> {
         use std::io::{Read, Write};
         let mut s = std::net::TcpStream::connect(&self.metrics)?;
         s.set_read_timeout(Some(Duration::from_secs(5)))?;
-        write!(s, "GET /metrics HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", self.metrics)?;
+        write!(
+            s,
+            "GET /metrics HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            self.metrics
+        )?;
         let mut body = String::new();
         s.read_to_string(&mut body)?;
         ensure!(body.starts_with("HTTP/1.1 200"), "GET /metrics: {body}");
@@ -597,7 +687,10 @@ impl Drop for Operator {
 /// Metric name -> label names, from Prometheus text.
 fn series_labels(text: &str) -> BTreeMap<String, std::collections::BTreeSet<String>> {
     let mut out: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
-    for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
         let end = line.find(['{', ' ']).unwrap_or(line.len());
         let labels = out.entry(line[..end].to_string()).or_default();
         if let Some(rest) = line[end..].strip_prefix('{') {
@@ -658,45 +751,116 @@ async fn helm_install_upgrade_and_uninstall_on_the_local_cluster() -> Result<()>
     if h(&["status", RELEASE]).is_ok() {
         h(&["uninstall", RELEASE, "--wait"])?;
     }
-    c.kubectl(&["-n", "kube-system", "delete", "configmap", "coredns", "coredns-custom", "--ignore-not-found"])?;
-    c.install_coredns(Flavor::Kubeadm, &env::coredns_kubeadm_version()).await?;
+    c.kubectl(&[
+        "-n",
+        "kube-system",
+        "delete",
+        "configmap",
+        "coredns",
+        "coredns-custom",
+        "--ignore-not-found",
+    ])?;
+    c.install_coredns(Flavor::Kubeadm, &env::coredns_kubeadm_version())
+        .await?;
     let original = corefile(&c)?;
 
     // Install: the CRD from crds/, the workloads scheduled (kwok runs their pods).
     let t0 = Instant::now();
-    let out = h(&["install", RELEASE, chart, "--create-namespace", "--wait", "--timeout", "120s"])?;
+    let out = h(&[
+        "install",
+        RELEASE,
+        chart,
+        "--create-namespace",
+        "--wait",
+        "--timeout",
+        "120s",
+    ])?;
     println!("helm install in {:?}\n{out}", t0.elapsed());
-    c.kubectl(&["wait", "--for=condition=Established", "--timeout=30s", "crd/clusterdnspolicies.dnspolicy.dev"])?;
+    c.kubectl(&[
+        "wait",
+        "--for=condition=Established",
+        "--timeout=30s",
+        "crd/clusterdnspolicies.dnspolicy.dev",
+    ])?;
     let d = json(&c, &["-n", NAMESPACE, "deployment", RELEASE])?;
-    ensure!(d["spec"]["replicas"] == 2 && d["status"]["readyReplicas"] == 2, "Deployment: {}", d["status"]);
+    ensure!(
+        d["spec"]["replicas"] == 2 && d["status"]["readyReplicas"] == 2,
+        "Deployment: {}",
+        d["status"]
+    );
     ensure!(d["spec"]["template"]["spec"]["priorityClassName"] == "system-cluster-critical");
-    ensure!(exists(&c, &["-n", NAMESPACE, "pdb", RELEASE])?, "no PodDisruptionBudget");
-    ensure!(exists(&c, &["-n", NAMESPACE, "daemonset", &format!("{RELEASE}-node-agent")])?, "no node agent");
-    let pods = json(&c, &["-n", NAMESPACE, "pods", "-l", "app.kubernetes.io/component=controller"])?;
+    ensure!(
+        exists(&c, &["-n", NAMESPACE, "pdb", RELEASE])?,
+        "no PodDisruptionBudget"
+    );
+    ensure!(
+        exists(
+            &c,
+            &[
+                "-n",
+                NAMESPACE,
+                "daemonset",
+                &format!("{RELEASE}-node-agent")
+            ]
+        )?,
+        "no node agent"
+    );
+    let pods = json(
+        &c,
+        &[
+            "-n",
+            NAMESPACE,
+            "pods",
+            "-l",
+            "app.kubernetes.io/component=controller",
+        ],
+    )?;
     for p in pods["items"].as_array().context("pods")? {
-        ensure!(p["spec"]["priority"] == 2000000000, "priority not resolved: {}", p["spec"]);
+        ensure!(
+            p["spec"]["priority"] == 2000000000,
+            "priority not resolved: {}",
+            p["spec"]
+        );
     }
 
     // The operator as the chart's ServiceAccount.
     let token = c.kubectl(&["-n", NAMESPACE, "create", "token", RELEASE, "--duration=1h"])?;
-    let mut config: serde_yaml::Value = serde_yaml::from_str(&c.kubectl(&["config", "view", "--raw", "--minify"])?)?;
+    let mut config: serde_yaml::Value =
+        serde_yaml::from_str(&c.kubectl(&["config", "view", "--raw", "--minify"])?)?;
     config["users"][0]["user"] = serde_yaml::from_str(&format!("token: {}", token.trim()))?;
     let sa_config = dir.join("sa.kubeconfig");
     fs::write(&sa_config, serde_yaml::to_string(&config)?)?;
-    let who = c.kubectl(&["--kubeconfig", sa_config.to_str().unwrap(), "auth", "whoami", "-o", "jsonpath={.status.userInfo.username}"])?;
-    ensure!(who.trim() == format!("system:serviceaccount:{NAMESPACE}:{RELEASE}"), "running as {who}");
+    let who = c.kubectl(&[
+        "--kubeconfig",
+        sa_config.to_str().unwrap(),
+        "auth",
+        "whoami",
+        "-o",
+        "jsonpath={.status.userInfo.username}",
+    ])?;
+    ensure!(
+        who.trim() == format!("system:serviceaccount:{NAMESPACE}:{RELEASE}"),
+        "running as {who}"
+    );
     let mut op = Operator::start(&sa_config, &dir)?;
 
     c.kubectl_stdin(&["apply", "-f", "-"], TAILSCALE)?;
     let took = wait_ready(&c, "tailnet", &op).await?;
     println!("example policy Ready=True in {took:?} under the chart's RBAC");
-    ensure!(corefile(&c)?.contains("# dnspolicy:begin"), "no managed region");
+    ensure!(
+        corefile(&c)?.contains("# dnspolicy:begin"),
+        "no managed region"
+    );
 
     // The metric names the alerts and dashboard use are the ones it exports.
-    let exported = wait_for("/metrics with the policy's gauge", Duration::from_secs(10), || {
-        let m = op.metrics()?;
-        Ok(m.contains("dnspolicy_polluted_pods{").then_some(m))
-    })
+    let exported = wait_for(
+        "/metrics with the policy's gauge",
+        Duration::from_secs(10),
+        || {
+            let m = op.metrics()?;
+            Ok(m.contains("dnspolicy_polluted_pods{").then_some(m))
+        },
+    )
     .await?;
     let families: Vec<&str> = exported
         .lines()
@@ -745,30 +909,73 @@ async fn helm_install_upgrade_and_uninstall_on_the_local_cluster() -> Result<()>
         ),
     )?;
     let t0 = Instant::now();
-    h(&["upgrade", RELEASE, chart, "-f", values.to_str().unwrap(), "--wait", "--timeout", "120s"])?;
+    h(&[
+        "upgrade",
+        RELEASE,
+        chart,
+        "-f",
+        values.to_str().unwrap(),
+        "--wait",
+        "--timeout",
+        "120s",
+    ])?;
     println!("helm upgrade in {:?}", t0.elapsed());
     let d = json(&c, &["-n", NAMESPACE, "deployment", RELEASE])?;
-    ensure!(d["spec"]["replicas"] == 1, "replicas {}", d["spec"]["replicas"]);
-    let image = d["spec"]["template"]["spec"]["containers"][0]["image"].as_str().unwrap_or_default();
-    ensure!(image == format!("ghcr.io/dnspolicy/dnspolicy@{digest}"), "image {image}");
-    ensure!(!exists(&c, &["-n", NAMESPACE, "pdb", RELEASE])?, "PDB left with one replica");
+    ensure!(
+        d["spec"]["replicas"] == 1,
+        "replicas {}",
+        d["spec"]["replicas"]
+    );
+    let image = d["spec"]["template"]["spec"]["containers"][0]["image"]
+        .as_str()
+        .unwrap_or_default();
+    ensure!(
+        image == format!("ghcr.io/dnspolicy/dnspolicy@{digest}"),
+        "image {image}"
+    );
+    ensure!(
+        !exists(&c, &["-n", NAMESPACE, "pdb", RELEASE])?,
+        "PDB left with one replica"
+    );
     let took = wait_ready(&c, "helm-default", &op).await?;
     println!("defaultPolicy Ready=True in {took:?}");
-    ensure!(corefile(&c)?.contains("openstacklocal"), "default policy not in the Corefile");
-    ensure!(ready(&json(&c, &["cdp", "tailnet"])?), "tailnet not Ready next to the default policy");
+    ensure!(
+        corefile(&c)?.contains("openstacklocal"),
+        "default policy not in the Corefile"
+    );
+    ensure!(
+        ready(&json(&c, &["cdp", "tailnet"])?),
+        "tailnet not Ready next to the default policy"
+    );
 
     // Policies go before the operator: the chart's through helm, the example with kubectl.
-    h(&["upgrade", RELEASE, chart, "--reuse-values", "--set", "defaultPolicy.enabled=false", "--wait", "--timeout", "120s"])?;
+    h(&[
+        "upgrade",
+        RELEASE,
+        chart,
+        "--reuse-values",
+        "--set",
+        "defaultPolicy.enabled=false",
+        "--wait",
+        "--timeout",
+        "120s",
+    ])?;
     wait_for("helm-default deleted (finalizer released)", WAIT, || {
         Ok((!exists(&c, &["cdp", "helm-default"])?).then_some(()))
     })
     .await
     .with_context(|| op.log_tail())?;
     c.kubectl(&["delete", "cdp", "tailnet", "--wait=true", "--timeout=60s"])?;
-    ensure!(corefile(&c)? == original, "Corefile not restored after the policies were deleted");
+    ensure!(
+        corefile(&c)? == original,
+        "Corefile not restored after the policies were deleted"
+    );
     op.stop()?;
     let log = op.log_text();
-    ensure!(!log.contains("forbidden"), "the chart's RBAC forbade something:\n{log}");
+    ensure!(
+        !log.contains("forbidden"),
+        "the chart's RBAC forbade something:\n{log}"
+    );
 
     // Uninstall: everything of the release gone but the CRD; the Corefile untouched.
     let t0 = Instant::now();
@@ -779,7 +986,10 @@ async fn helm_install_upgrade_and_uninstall_on_the_local_cluster() -> Result<()>
         restored == original,
         "Corefile not byte for byte the original after helm uninstall:\n--- original\n{original}\n--- now\n{restored}"
     );
-    ensure!(exists(&c, &["crd", "clusterdnspolicies.dnspolicy.dev"])?, "helm uninstall removed the CRD");
+    ensure!(
+        exists(&c, &["crd", "clusterdnspolicies.dnspolicy.dev"])?,
+        "helm uninstall removed the CRD"
+    );
     for (ns, kind, name) in [
         (NAMESPACE, "deployment", RELEASE.to_string()),
         (NAMESPACE, "daemonset", format!("{RELEASE}-node-agent")),
@@ -788,8 +998,15 @@ async fn helm_install_upgrade_and_uninstall_on_the_local_cluster() -> Result<()>
         ("", "clusterrolebinding", format!("{RELEASE}-node-agent")),
         ("kube-system", "role", format!("{RELEASE}-coredns")),
     ] {
-        let args: Vec<&str> = if ns.is_empty() { vec![kind, &name] } else { vec!["-n", ns, kind, &name] };
-        ensure!(!exists(&c, &args)?, "{kind} {name} left after helm uninstall");
+        let args: Vec<&str> = if ns.is_empty() {
+            vec![kind, &name]
+        } else {
+            vec!["-n", ns, kind, &name]
+        };
+        ensure!(
+            !exists(&c, &args)?,
+            "{kind} {name} left after helm uninstall"
+        );
     }
     c.kubectl(&["delete", "namespace", NAMESPACE, "--wait=false"])?;
     Ok(())

@@ -54,7 +54,11 @@ fn rules() -> Result<Value> {
     let p = env::repo_root().join("manifests/monitoring/prometheusrule.yaml");
     let rule: serde_yaml::Value = serde_yaml::from_str(&fs::read_to_string(&p)?)?;
     let v: Value = serde_json::to_value(&rule)?;
-    ensure!(v["kind"] == "PrometheusRule", "{} is not a PrometheusRule", p.display());
+    ensure!(
+        v["kind"] == "PrometheusRule",
+        "{} is not a PrometheusRule",
+        p.display()
+    );
     Ok(v["spec"].clone())
 }
 
@@ -67,7 +71,10 @@ fn work_dir(name: &str) -> Result<PathBuf> {
 /// Series of the real scrape: metric name -> label names.
 fn real_series() -> BTreeMap<String, BTreeSet<String>> {
     let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for line in REAL_METRICS.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+    for line in REAL_METRICS
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
         let name_end = line.find(['{', ' ']).unwrap_or(line.len());
         let labels = out.entry(line[..name_end].to_string()).or_default();
         if let Some(rest) = line[name_end..].strip_prefix('{') {
@@ -84,9 +91,9 @@ fn real_series() -> BTreeMap<String, BTreeSet<String>> {
 /// `name{labels}` of the operator, checked against the real scrape, with the target labels.
 fn op_series(name: &str, labels: &[(&str, &str)]) -> Result<String> {
     let real = real_series();
-    let have = real
-        .get(name)
-        .with_context(|| format!("{name} is not in the operator's real /metrics (fixtures/operator-metrics.txt)"))?;
+    let have = real.get(name).with_context(|| {
+        format!("{name} is not in the operator's real /metrics (fixtures/operator-metrics.txt)")
+    })?;
     let want: BTreeSet<String> = labels.iter().map(|(k, _)| k.to_string()).collect();
     ensure!(
         *have == want,
@@ -107,11 +114,17 @@ fn annotations(rules: &Value, alert: &str, labels: &[(&str, &str)], value: &str)
         .with_context(|| format!("no alert {alert}"))?;
     let mut out = serde_json::Map::new();
     for (k, v) in rule["annotations"].as_object().context("annotations")? {
-        let mut s = v.as_str().unwrap_or_default().replace("{{ $value }}", value);
+        let mut s = v
+            .as_str()
+            .unwrap_or_default()
+            .replace("{{ $value }}", value);
         for (lk, lv) in labels {
             s = s.replace(&format!("{{{{ $labels.{lk} }}}}"), lv);
         }
-        ensure!(!s.contains("{{"), "{alert}.{k}: unexpanded template in the test's model: {s}");
+        ensure!(
+            !s.contains("{{"),
+            "{alert}.{k}: unexpanded template in the test's model: {s}"
+        );
         out.insert(k.clone(), Value::String(s));
     }
     Ok(Value::Object(out))
@@ -135,7 +148,10 @@ fn the_alerts_fire_on_real_series_and_only_then() -> Result<()> {
     let ns = "dnspolicy-system";
     // 10 samples at 30 s = one reconcile every 5 min, as the 300 s requeue does.
     let every_5m = |from: u32, n: u32| -> String {
-        (0..n).map(|i| format!("{}+0x9", from + i)).collect::<Vec<_>>().join(" ")
+        (0..n)
+            .map(|i| format!("{}+0x9", from + i))
+            .collect::<Vec<_>>()
+            .join(" ")
     };
     let alert = |name: &str, at: &str, labels: &[(&str, &str)], value: &str| -> Result<Value> {
         let mut exp = serde_json::Map::new();
