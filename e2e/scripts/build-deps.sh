@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Build (once) every upstream binary the e2e harness runs, cached by version
 # outside the repo. Idempotent: a component whose binaries exist is skipped.
-# Usage: build-deps.sh [k8s|etcd|kwok|coredns|coredns-nodecache|musl|all]...   (default: all)
+# Usage: build-deps.sh [k8s|etcd|kwok|coredns|coredns-nodecache|musl|helm|promtool|all]...   (default: all)
 set -euo pipefail
 
 CACHE="${DNSPOLICY_E2E_CACHE:-$HOME/.cache/dnspolicy-e2e}"
 K8S_VERSION="${K8S_VERSION:-v1.36.3}"
 ETCD_VERSION="${ETCD_VERSION:-v3.6.16}"
 KWOK_VERSION="${KWOK_VERSION:-v0.8.0}"
+HELM_VERSION="${HELM_VERSION:-v4.3.1}"
+# Prometheus 3.16 (its Go module is tagged v0.316.0).
+PROMTOOL_VERSION="${PROMTOOL_VERSION:-v0.316.0}"
 # Oldest CoreDNS in 1.8.4..1.10.x that builds with this Go (see e2e/README.md).
 COREDNS_OLD_VERSION="${COREDNS_OLD_VERSION:-v1.8.4}"
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -238,11 +241,37 @@ build_musl() {
   mv "$out/musl-probe.tmp" "$out/musl-probe"
 }
 
+# helm (chart lint, template and install tests): `go install` of helm's own
+# command, with the version stamped the way helm's Makefile stamps it.
+build_helm() {
+  local out="$CACHE/helm/$HELM_VERSION"
+  if [[ -x "$out/helm" ]]; then say "helm $HELM_VERSION present"; return; fi
+  local major="${HELM_VERSION%%.*}"
+  mkdir -p "$out"
+  timed "helm-$HELM_VERSION" env GOBIN="$out/.bin" go install \
+    -ldflags "-s -w -X helm.sh/helm/$major/internal/version.version=$HELM_VERSION -X helm.sh/helm/$major/internal/version.gitTreeState=clean" \
+    "helm.sh/helm/$major/cmd/helm@$HELM_VERSION"
+  mv "$out/.bin/helm" "$out/helm"; rmdir "$out/.bin"
+}
+
+# promtool (`promtool test rules` on the shipped alerts): `go install` with
+# remove_all_sd, Prometheus's own tag that leaves out the cloud service
+# discovery plugins promtool does not need.
+build_promtool() {
+  local out="$CACHE/promtool/$PROMTOOL_VERSION"
+  if [[ -x "$out/promtool" ]]; then say "promtool $PROMTOOL_VERSION present"; return; fi
+  mkdir -p "$out"
+  timed "promtool-$PROMTOOL_VERSION" env GOBIN="$out/.bin" go install -tags remove_all_sd \
+    -ldflags "-s -w -X github.com/prometheus/common/version.Version=$PROMTOOL_VERSION" \
+    "github.com/prometheus/prometheus/cmd/promtool@$PROMTOOL_VERSION"
+  mv "$out/.bin/promtool" "$out/promtool"; rmdir "$out/.bin"
+}
+
 main() {
   local what=("$@")
   [[ ${#what[@]} == 0 ]] && what=(all)
   local t0=$SECONDS
-  [[ " ${what[*]} " == *" all "* ]] && what=(k8s etcd kwok coredns coredns-nodecache musl)
+  [[ " ${what[*]} " == *" all "* ]] && what=(k8s etcd kwok coredns coredns-nodecache musl helm promtool)
   for c in "${what[@]}"; do
     local c0=$SECONDS n0
     n0=$(wc -l <"$LOG" 2>/dev/null || echo 0)
@@ -253,6 +282,8 @@ main() {
       coredns) build_coredns ;;
       coredns-nodecache) build_coredns_nodecache ;;
       musl) build_musl ;;
+      helm) build_helm ;;
+      promtool) build_promtool ;;
       *) say "unknown component $c"; exit 2 ;;
     esac
     # Wall time including module downloads, when something was built.
