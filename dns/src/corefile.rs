@@ -215,3 +215,17 @@ pub enum CorefileError {
     )]
     NoServerImport { override_glob: String },
 }
+
+/// An argument written into a Corefile as one token: quoted when CoreDNS's
+/// lexer would split or misread it.
+pub(crate) fn token(arg: &str) -> String {
+    let plain = !arg.is_empty()
+        && !arg.contains(|c: char| c.is_whitespace() || c == '"' || c == '#' || c == '\\')
+        && arg != "{"
+        && arg != "}";
+    if plain {
+        arg.to_string()
+    } else {
+        format!("\"{}\"", arg.replace('\\', "\\\\").replace('"', "\\\""))
+    }
+}

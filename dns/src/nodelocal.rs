@@ -32,7 +32,7 @@
 use std::fmt::{self, Write as _};
 use std::net::IpAddr;
 
-use crate::corefile::{self, Corefile, CorefileError, Directive, ManagedText, ServerBlock};
+use crate::corefile::{self, Corefile, CorefileError, Directive, ManagedText, ServerBlock, token};
 use crate::names::{NameError, check_dns_name, nested};
 use crate::policy::{MergedPolicies, SuffixRule};
 use crate::stanza::DEFAULT_DNS_PORT;
@@ -438,25 +438,10 @@ fn write_directive(out: &mut String, directive: &Directive, depth: usize) {
     writeln!(out, "{indent}}}").unwrap();
 }
 
-/// An argument as a Corefile token: quoted when the lexer would split or
-/// misread it.
-fn token(arg: &str) -> String {
-    let plain = !arg.is_empty()
-        && !arg.contains(|c: char| c.is_whitespace() || c == '"' || c == '#' || c == '\\')
-        && arg != "{"
-        && arg != "}";
-    if plain {
-        arg.to_string()
-    } else {
-        format!("\"{}\"", arg.replace('\\', "\\\\").replace('"', "\\\""))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::corefile::{SERVER_BEGIN, SERVER_END, parse};
-    use crate::policy::parse_forward_target;
     use dnspolicy_crd::SuffixAction;
 
     const ADDON: &str =
@@ -466,24 +451,13 @@ mod tests {
     const KUBEADM: &str = include_str!("../tests/fixtures/corefiles/kubeadm-v1.36.3.Corefile");
 
     fn merged(suffixes: &[(&str, SuffixAction, &[&str])]) -> MergedPolicies {
-        MergedPolicies {
-            cluster_domain: "cluster.local".into(),
-            rules: suffixes
-                .iter()
-                .map(|(suffix, action, forward_to)| SuffixRule {
-                    suffix: suffix.to_string(),
-                    action: *action,
-                    host_labels: 1,
-                    forward_to: forward_to
-                        .iter()
-                        .map(|t| parse_forward_target(t).unwrap())
-                        .collect(),
-                    policy: "tailnet".into(),
-                })
-                .collect(),
-            applied: vec!["tailnet".into()],
-            conflicts: vec![],
-        }
+        let rules = suffixes
+            .iter()
+            .map(|(suffix, action, forward_to)| {
+                SuffixRule::new("tailnet", suffix, *action, 1, forward_to).unwrap()
+            })
+            .collect();
+        MergedPolicies::of_one_policy("cluster.local", "tailnet", rules)
     }
 
     fn tailnet() -> MergedPolicies {
@@ -685,16 +659,8 @@ mod tests {
         let added = after.blocks.last().unwrap();
         let names: Vec<&str> = added.directives.iter().map(|d| d.name.as_str()).collect();
         assert_eq!(
-            names,
-            [
-                "errors",
-                "cache",
-                "reload",
-                "loop",
-                "bind",
-                "forward",
-                "prometheus"
-            ]
+            names.join(" "),
+            "errors cache reload loop bind forward prometheus"
         );
         assert!(names.iter().all(|n| NODE_CACHE_PLUGINS.contains(n)));
         assert_eq!(added.directives[6].args, ["{$MY_HOST_IP}:9253"]);

@@ -108,6 +108,18 @@ pub struct Refusal {
     pub message: String,
 }
 
+/// Turns an error that stops `desired` into a refusal for `reason`, its
+/// message `context` and the error, then that nothing was written.
+fn nothing_written<E: std::fmt::Display>(
+    reason: Reason,
+    context: &'static str,
+) -> impl FnOnce(E) -> Refusal {
+    move |e| Refusal {
+        reason,
+        message: format!("{context}{e}; nothing was written"),
+    }
+}
+
 /// Where a target stands after the plan is carried out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Phase {
@@ -220,14 +232,12 @@ pub fn desired(
         reason: Reason::UnknownCoreDNSVersion,
         message: format!("{e}; set the operator's --coredns-version to the version the image runs"),
     })?;
-    let parsed = corefile::parse(&base).map_err(|e| Refusal {
-        reason: Reason::CorefileUnparseable,
-        message: format!("the Corefile does not parse: {e}; nothing was written"),
-    })?;
-    let dot = corefile::dot_server(&parsed).map_err(|e| Refusal {
-        reason: Reason::NoDotServerBlock,
-        message: format!("{e}; nothing was written"),
-    })?;
+    let parsed = corefile::parse(&base).map_err(nothing_written(
+        Reason::CorefileUnparseable,
+        "the Corefile does not parse: ",
+    ))?;
+    let dot =
+        corefile::dot_server(&parsed).map_err(nothing_written(Reason::NoDotServerBlock, ""))?;
     let ctx = RenderContext::for_block_on(&parsed, dot.index, version, cluster_dns.dns_port);
     let served = ServedZones::new(&parsed, dot.index, &ctx);
     let checked = served::check(merged, &served, &ctx, &cluster_dns.service_ips)?;
@@ -251,16 +261,14 @@ pub fn desired(
         reason: e.reason(),
         message: format!("{e}; nothing was written"),
     })?;
-    let channel = corefile::channel(&parsed).map_err(|e| Refusal {
-        reason: Reason::NoDotServerBlock,
-        message: format!("{e}; nothing was written"),
-    })?;
+    let channel =
+        corefile::channel(&parsed).map_err(nothing_written(Reason::NoDotServerBlock, ""))?;
     match channel {
         Channel::Main => {
-            let corefile = corefile::render(&base, &managed).map_err(|e| Refusal {
-                reason: Reason::CorefileUnparseable,
-                message: format!("the managed text cannot be placed: {e}; nothing was written"),
-            })?;
+            let corefile = corefile::render(&base, &managed).map_err(nothing_written(
+                Reason::CorefileUnparseable,
+                "the managed text cannot be placed: ",
+            ))?;
             let hash = effective_hash(&corefile, &BTreeMap::new());
             Ok(Desired {
                 base,
@@ -272,12 +280,10 @@ pub fn desired(
         }
         channel @ Channel::Custom { .. } => {
             let custom_keys: BTreeMap<String, String> = corefile::custom_keys(&managed, &channel)
-                .map_err(|e| Refusal {
-                    reason: Reason::CorefileUnparseable,
-                    message: format!(
-                        "the coredns-custom keys cannot be written: {e}; nothing was written"
-                    ),
-                })?
+                .map_err(nothing_written(
+                    Reason::CorefileUnparseable,
+                    "the coredns-custom keys cannot be written: ",
+                ))?
                 .into_iter()
                 .collect();
             let hash = effective_hash(&base, &custom_keys);

@@ -60,6 +60,28 @@ pub struct SuffixRule {
 }
 
 impl SuffixRule {
+    /// The rule `policy` declares for `suffix`, its `forward_to` entries read
+    /// by [`parse_forward_target`]. The suffix is taken as given: `validate`
+    /// is what checks a spec's suffixes.
+    pub fn new<T: AsRef<str>>(
+        policy: &str,
+        suffix: &str,
+        action: SuffixAction,
+        host_labels: u8,
+        forward_to: &[T],
+    ) -> Result<SuffixRule, TargetError> {
+        Ok(SuffixRule {
+            suffix: suffix.into(),
+            action,
+            host_labels,
+            forward_to: forward_to
+                .iter()
+                .map(|t| parse_forward_target(t.as_ref()))
+                .collect::<Result<_, _>>()?,
+            policy: policy.into(),
+        })
+    }
+
     /// Same behaviour, whichever policy declared it.
     fn same_behaviour(&self, other: &SuffixRule) -> bool {
         self.suffix == other.suffix
@@ -99,6 +121,19 @@ pub struct MergedPolicies {
     pub applied: Vec<String>,
     /// Policies left out whole because they contradict an earlier one.
     pub conflicts: Vec<Conflict>,
+}
+
+impl MergedPolicies {
+    /// What `merge` gives for one policy without conflicts: its `rules`
+    /// (already sorted by suffix) in `cluster_domain`.
+    pub fn of_one_policy(cluster_domain: &str, policy: &str, rules: Vec<SuffixRule>) -> Self {
+        MergedPolicies {
+            cluster_domain: cluster_domain.into(),
+            rules,
+            applied: vec![policy.into()],
+            conflicts: vec![],
+        }
+    }
 }
 
 /// Why a `forwardTo` entry cannot be used.

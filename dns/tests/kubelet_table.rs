@@ -8,6 +8,28 @@ fn s(items: &[&str]) -> Vec<String> {
     items.iter().map(|i| i.to_string()).collect()
 }
 
+/// The search list kubelet gives a pod in `ns` that uses the cluster's DNS:
+/// the three cluster.local entries, then `then` (the host's, the pod's own).
+fn cluster_first_searches(ns: &str, then: &[&str]) -> Vec<String> {
+    let mut searches = vec![
+        format!("{ns}.svc.cluster.local"),
+        "svc.cluster.local".into(),
+        "cluster.local".into(),
+    ];
+    searches.extend(s(then));
+    searches
+}
+
+/// `conf` asks the cluster DNS and searches the cluster entries for `ns`,
+/// then the tailnet.
+fn assert_cluster_dns_then_tailnet(conf: &ResolvConf, ns: &str) {
+    assert_eq!(conf.nameservers, s(&["10.96.0.10"]));
+    assert_eq!(
+        conf.searches,
+        cluster_first_searches(ns, &["tailb45a71.ts.net"])
+    );
+}
+
 fn pod(ns: &str, policy: &str, host_network: bool) -> PodDns {
     PodDns {
         namespace: ns.into(),
@@ -34,25 +56,17 @@ fn tailscale_node() -> NodeDns {
     .unwrap()
 }
 
+/// What kubelet writes for `pod` on a Tailscale node of a kubeadm cluster.
+fn on_tailscale_node(pod: &PodDns) -> ResolvConf {
+    pod_resolv_conf(pod, &tailscale_node(), &kubeadm())
+}
+
 // ---- DESIGN 1: what a foreign suffix does to a ClusterFirst pod ----
 
 #[test]
 fn tailscale_suffix_follows_the_three_cluster_entries() {
-    let conf = pod_resolv_conf(
-        &pod("workflow-engine", "ClusterFirst", false),
-        &tailscale_node(),
-        &kubeadm(),
-    );
-    assert_eq!(conf.nameservers, s(&["10.96.0.10"]));
-    assert_eq!(
-        conf.searches,
-        s(&[
-            "workflow-engine.svc.cluster.local",
-            "svc.cluster.local",
-            "cluster.local",
-            "tailb45a71.ts.net"
-        ])
-    );
+    let conf = on_tailscale_node(&pod("workflow-engine", "ClusterFirst", false));
+    assert_cluster_dns_then_tailnet(&conf, "workflow-engine");
     assert_eq!(conf.options, s(&["ndots:5"]));
     assert!(conf.events.is_empty());
     assert_eq!(
@@ -90,12 +104,7 @@ fn openstack_and_aws_suffixes() {
     let conf = pod_resolv_conf(&pod("default", "ClusterFirst", false), &eks, &eks_cluster);
     assert_eq!(
         conf.searches,
-        s(&[
-            "default.svc.cluster.local",
-            "svc.cluster.local",
-            "cluster.local",
-            "ap-northeast-2.compute.internal"
-        ])
+        cluster_first_searches("default", &["ap-northeast-2.compute.internal"])
     );
     // ClusterFirst replaces the host's options with ndots:5.
     assert_eq!(conf.options, s(&["ndots:5"]));
@@ -104,11 +113,7 @@ fn openstack_and_aws_suffixes() {
 
 #[test]
 fn host_network_cluster_first_falls_back_to_the_host_file() {
-    let conf = pod_resolv_conf(
-        &pod("kube-system", "ClusterFirst", true),
-        &tailscale_node(),
-        &kubeadm(),
-    );
+    let conf = on_tailscale_node(&pod("kube-system", "ClusterFirst", true));
     assert_eq!(conf.nameservers, s(&["100.100.100.100", "192.168.1.1"]));
     assert_eq!(conf.searches, s(&["tailb45a71.ts.net"]));
     assert!(conf.options.is_empty());
@@ -117,21 +122,8 @@ fn host_network_cluster_first_falls_back_to_the_host_file() {
 
 #[test]
 fn cluster_first_with_host_net_keeps_cluster_dns() {
-    let conf = pod_resolv_conf(
-        &pod("monitoring", "ClusterFirstWithHostNet", true),
-        &tailscale_node(),
-        &kubeadm(),
-    );
-    assert_eq!(conf.nameservers, s(&["10.96.0.10"]));
-    assert_eq!(
-        conf.searches,
-        s(&[
-            "monitoring.svc.cluster.local",
-            "svc.cluster.local",
-            "cluster.local",
-            "tailb45a71.ts.net"
-        ])
-    );
+    let conf = on_tailscale_node(&pod("monitoring", "ClusterFirstWithHostNet", true));
+    assert_cluster_dns_then_tailnet(&conf, "monitoring");
 }
 
 #[test]
@@ -154,7 +146,7 @@ fn none_policy_only_has_the_pod_dns_config() {
         searches: s(&["workflow-engine.svc.cluster.local", "svc.cluster.local"]),
         options: vec![PodDnsOption::new("ndots", Some("2"))],
     });
-    let conf = pod_resolv_conf(&p, &tailscale_node(), &kubeadm());
+    let conf = on_tailscale_node(&p);
     assert_eq!(
         conf.searches,
         s(&["workflow-engine.svc.cluster.local", "svc.cluster.local"])
@@ -171,16 +163,13 @@ fn dns_config_searches_are_appended_after_the_host_and_deduplicated() {
         searches: s(&["tailb45a71.ts.net", "corp.example.com", "svc.cluster.local"]),
         options: vec![PodDnsOption::new("single-request-reopen", None)],
     });
-    let conf = pod_resolv_conf(&p, &tailscale_node(), &kubeadm());
+    let conf = on_tailscale_node(&p);
     assert_eq!(
         conf.searches,
-        s(&[
-            "workflow-engine.svc.cluster.local",
-            "svc.cluster.local",
-            "cluster.local",
-            "tailb45a71.ts.net",
-            "corp.example.com"
-        ])
+        cluster_first_searches(
+            "workflow-engine",
+            &["tailb45a71.ts.net", "corp.example.com"]
+        )
     );
     assert_eq!(conf.options, s(&["ndots:5", "single-request-reopen"]));
 }
@@ -193,12 +182,7 @@ fn host_search_repeating_a_cluster_entry_is_dropped() {
     let conf = pod_resolv_conf(&pod("workflow-engine", "", false), &node, &kubeadm());
     assert_eq!(
         conf.searches,
-        s(&[
-            "workflow-engine.svc.cluster.local",
-            "svc.cluster.local",
-            "cluster.local",
-            "tailb45a71.ts.net"
-        ])
+        cluster_first_searches("workflow-engine", &["tailb45a71.ts.net"])
     );
 }
 
@@ -238,11 +222,7 @@ fn unknown_policy_is_read_as_cluster_first_like_kubelet_does() {
         DnsPolicy::parse(Some("ClusterFist")),
         Err(UnknownDnsPolicy("ClusterFist".to_string()))
     );
-    let conf = pod_resolv_conf(
-        &pod("workflow-engine", "ClusterFist", false),
-        &tailscale_node(),
-        &kubeadm(),
-    );
+    let conf = on_tailscale_node(&pod("workflow-engine", "ClusterFist", false));
     assert_eq!(conf.nameservers, s(&["10.96.0.10"]));
     assert_eq!(conf.searches.len(), 4);
 }
@@ -263,13 +243,10 @@ fn pod_searches_is_the_search_list_alone() {
     };
     assert_eq!(
         pod_searches(&p, &node, "cluster.local"),
-        s(&[
-            "workflow-engine.svc.cluster.local",
-            "svc.cluster.local",
-            "cluster.local",
-            "tailb45a71.ts.net",
-            "corp.example.com"
-        ])
+        cluster_first_searches(
+            "workflow-engine",
+            &["tailb45a71.ts.net", "corp.example.com"]
+        )
     );
 }
 
@@ -285,12 +262,7 @@ fn entry_over_253_chars_is_dropped_alone() {
     let conf = pod_resolv_conf(&pod("workflow-engine", "", false), &node, &kubeadm());
     assert_eq!(
         conf.searches,
-        s(&[
-            "workflow-engine.svc.cluster.local",
-            "svc.cluster.local",
-            "cluster.local",
-            "tailb45a71.ts.net"
-        ])
+        cluster_first_searches("workflow-engine", &["tailb45a71.ts.net"])
     );
     assert_eq!(conf.events.len(), 1);
 

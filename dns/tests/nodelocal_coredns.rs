@@ -29,23 +29,23 @@
 //! - The node's upstream (127.0.N.2) is a socket that logs and never answers;
 //!   the forwardTo resolver (127.0.N.3) answers every A query with 198.51.100.3.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+mod kit;
+
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU16, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dnspolicy_crd::SuffixAction;
 use dnspolicy_dns::nodelocal;
 use dnspolicy_dns::plan;
-use dnspolicy_dns::policy::{MergedPolicies, SuffixRule, parse_forward_target};
+use dnspolicy_dns::policy::MergedPolicies;
 use dnspolicy_dns::version::CoreDnsVersion;
+use kit::{
+    FRIGATE, PORT, Process, Seen, answering_resolver, built_coredns, e2e_policies, e2e_rule, query,
+    scratch_dir, silent_resolver, write_cluster_zone,
+};
 
-const PORT: u16 = 5300;
 const VERSION: &str = "1.14.2";
-const FRIGATE: &str = "frigate.video-management-system.svc.cluster.local";
 const TAILNET: &str = "tailb45a71.ts.net";
 const KUBEADM: &str = include_str!("fixtures/corefiles/kubeadm-v1.36.3.Corefile");
 const ADDON: &str = include_str!("fixtures/corefiles/nodelocaldns-kubernetes-v1.36.3.Corefile");
@@ -56,31 +56,17 @@ const STOCK: &str = "stock";
 /// Linked with node-cache's plugins only.
 const NODE_CACHE: &str = "node-cache's plugins";
 
-/// A CoreDNS the e2e harness built; missing, the test fails and says how to build it.
+/// The CoreDNS build `kind` of [`VERSION`].
 fn binary(kind: &str) -> PathBuf {
-    let (env, dir, build) = match kind {
-        STOCK => ("DNSPOLICY_COREDNS_DIR", "coredns", "coredns"),
-        NODE_CACHE => (
+    match kind {
+        STOCK => built_coredns("coredns", "DNSPOLICY_COREDNS_DIR", VERSION),
+        NODE_CACHE => built_coredns(
+            "coredns-nodecache",
             "DNSPOLICY_COREDNS_NODECACHE_DIR",
-            "coredns-nodecache",
-            "coredns-nodecache",
+            VERSION,
         ),
         other => panic!("no CoreDNS build called {other:?}"),
-    };
-    let base = std::env::var_os(env)
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME")
-                .map(|h| PathBuf::from(h).join(".cache/dnspolicy-e2e").join(dir))
-        })
-        .expect("HOME or the directory variable");
-    let path = base.join(format!("v{VERSION}")).join("coredns");
-    assert!(
-        path.exists(),
-        "{} is missing: run `bash e2e/scripts/build-deps.sh {build}` (or `just deps`) to build CoreDNS {VERSION}",
-        path.display()
-    );
-    path
+    }
 }
 
 /// The replacement must apply, or the stand-in silently differs from the fixture.
@@ -104,25 +90,10 @@ impl Net {
 }
 
 fn policies(net: &Net) -> MergedPolicies {
-    let rule = |suffix: &str, action, forward_to: &[String]| SuffixRule {
-        suffix: suffix.into(),
-        action,
-        host_labels: 1,
-        forward_to: forward_to
-            .iter()
-            .map(|t| parse_forward_target(t).unwrap())
-            .collect(),
-        policy: "e2e".into(),
-    };
-    MergedPolicies {
-        cluster_domain: "cluster.local".into(),
-        rules: vec![
-            rule("openstacklocal", SuffixAction::NXDomain, &[]),
-            rule(TAILNET, SuffixAction::Rewrite, &[net.addr(3)]),
-        ],
-        applied: vec!["e2e".into()],
-        conflicts: vec![],
-    }
+    e2e_policies(vec![
+        e2e_rule("openstacklocal", SuffixAction::NXDomain, 1, &[]),
+        e2e_rule(TAILNET, SuffixAction::Rewrite, 1, &[net.addr(3)]),
+    ])
 }
 
 // ---- the cluster DNS ----
@@ -212,258 +183,7 @@ fn as_node_cache_runs_it(config_map: &str, net: &Net) -> String {
         )
 }
 
-// ---- processes ----
-
-struct Process {
-    child: Child,
-    corefile: PathBuf,
-    log: PathBuf,
-}
-
-impl Process {
-    fn start(bin: &Path, dir: &Path, name: &str, corefile: &str) -> Process {
-        let path = dir.join(format!("{name}.Corefile"));
-        write_atomically(&path, corefile);
-        let log = dir.join(format!("{name}.log"));
-        let out = std::fs::File::create(&log).unwrap();
-        let child = Command::new(bin)
-            .arg("-conf")
-            .arg(&path)
-            .stdout(Stdio::from(out.try_clone().unwrap()))
-            .stderr(Stdio::from(out))
-            .spawn()
-            .unwrap();
-        Process {
-            child,
-            corefile: path,
-            log,
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Until `probe` answers through this process.
-    fn wait_serving(&mut self, server: SocketAddr, probe: &str) -> Duration {
-        let started = Instant::now();
-        while query(server, probe, 1, Duration::from_millis(500)).is_none() {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("CoreDNS exited ({status}):\n{}", self.log());
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "no answer from {server} for {probe}:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        started.elapsed()
-    }
-
-    /// Replaces the Corefile as kubelet swaps a ConfigMap volume, and waits
-    /// until the `reload` plugin has loaded it.
-    fn reload(&mut self, corefile: &str) -> Duration {
-        let runs = |log: &str| log.matches("Running configuration SHA512").count();
-        let before = runs(&self.log());
-        let started = Instant::now();
-        write_atomically(&self.corefile, corefile);
-        loop {
-            let log = self.log();
-            assert!(
-                !log.contains("reload failed"),
-                "CoreDNS refused the new Corefile:\n{log}\n--- Corefile:\n{corefile}"
-            );
-            if runs(&log) > before {
-                return started.elapsed();
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "the reload plugin did not load the new Corefile within 30 s:\n{log}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn write_atomically(path: &Path, text: &str) {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
-}
-
-// ---- a DNS client and two stand-in resolvers (wire format as in stanza_coredns.rs) ----
-
-fn encode_name(name: &str) -> Vec<u8> {
-    let mut out = Vec::new();
-    for label in name
-        .trim_end_matches('.')
-        .split('.')
-        .filter(|l| !l.is_empty())
-    {
-        out.push(label.len() as u8);
-        out.extend_from_slice(label.as_bytes());
-    }
-    out.push(0);
-    out
-}
-
-fn read_name(msg: &[u8], mut off: usize) -> (String, usize) {
-    let mut labels = Vec::new();
-    let mut end = None;
-    loop {
-        let len = msg[off] as usize;
-        if len & 0xc0 == 0xc0 {
-            end.get_or_insert(off + 2);
-            off = ((len & 0x3f) << 8) | msg[off + 1] as usize;
-            continue;
-        }
-        off += 1;
-        if len == 0 {
-            break;
-        }
-        labels.push(String::from_utf8_lossy(&msg[off..off + len]).into_owned());
-        off += len;
-    }
-    (labels.join(".") + ".", end.unwrap_or(off))
-}
-
-/// Every name (with type) that reached a stand-in resolver.
-type Seen = Arc<Mutex<Vec<String>>>;
-
-/// The node's upstream, unreachable: logs every query and never answers.
-fn black_hole(addr: &str) -> Seen {
-    serve(addr, None)
-}
-
-/// The forwardTo resolver: answers every A query with 198.51.100.3.
-fn magic_dns(addr: &str) -> Seen {
-    serve(addr, Some([198, 51, 100, 3]))
-}
-
-/// Over UDP and TCP: CoreDNS forwards a query with the transport it came in
-/// on, and the cache sends the cluster's names with `force_tcp`.
-fn serve(addr: &str, answer: Option<[u8; 4]>) -> Seen {
-    let seen: Seen = Arc::new(Mutex::new(Vec::new()));
-    let udp = UdpSocket::bind(addr).unwrap();
-    let log = seen.clone();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok((n, peer)) = udp.recv_from(&mut buf) {
-            if let Some(reply) = respond(&buf[..n], answer, &log) {
-                let _ = udp.send_to(&reply, peer);
-            }
-        }
-    });
-    let tcp = TcpListener::bind(addr).unwrap();
-    let log = seen.clone();
-    std::thread::spawn(move || {
-        for stream in tcp.incoming() {
-            let Ok(mut stream) = stream else { return };
-            let log = log.clone();
-            std::thread::spawn(move || {
-                let mut len = [0u8; 2];
-                while stream.read_exact(&mut len).is_ok() {
-                    let mut q = vec![0u8; usize::from(u16::from_be_bytes(len))];
-                    if stream.read_exact(&mut q).is_err() {
-                        return;
-                    }
-                    if let Some(reply) = respond(&q, answer, &log) {
-                        let mut framed = (reply.len() as u16).to_be_bytes().to_vec();
-                        framed.extend_from_slice(&reply);
-                        let _ = stream.write_all(&framed);
-                    }
-                }
-            });
-        }
-    });
-    seen
-}
-
-/// Logs the question; the reply, when this resolver answers at all.
-fn respond(q: &[u8], answer: Option<[u8; 4]>, log: &Seen) -> Option<Vec<u8>> {
-    let (name, off) = read_name(q, 12);
-    let qtype = u16::from_be_bytes([q[off], q[off + 1]]);
-    log.lock().unwrap().push(format!("{name} {qtype}"));
-    let ip = answer?;
-    let mut reply = q[..2].to_vec();
-    let flags = 0x8000 | (u16::from_be_bytes([q[2], q[3]]) & 0x0100) | 0x0080;
-    let answers = u16::from(qtype == 1);
-    for v in [flags, 1, answers, 0, 0] {
-        reply.extend_from_slice(&v.to_be_bytes());
-    }
-    reply.extend_from_slice(&q[12..off + 4]);
-    if qtype == 1 {
-        reply.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
-        reply.extend_from_slice(&ip);
-    }
-    Some(reply)
-}
-
-#[derive(Debug)]
-struct Reply {
-    rcode: &'static str,
-    question: String,
-    /// `name A address`
-    answers: Vec<String>,
-    took: Duration,
-}
-
-fn query(server: SocketAddr, name: &str, qtype: u16, timeout: Duration) -> Option<Reply> {
-    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    socket.set_read_timeout(Some(timeout)).unwrap();
-    static NEXT_ID: AtomicU16 = AtomicU16::new(1);
-    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-    let mut q = id.to_be_bytes().to_vec();
-    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
-    q.extend_from_slice(&encode_name(name));
-    q.extend_from_slice(&qtype.to_be_bytes());
-    q.extend_from_slice(&1u16.to_be_bytes());
-    let started = Instant::now();
-    socket.send_to(&q, server).unwrap();
-    let mut buf = [0u8; 4096];
-    let m = loop {
-        let n = socket.recv(&mut buf).ok()?;
-        if buf[..2] == id.to_be_bytes() {
-            break &buf[..n];
-        }
-    };
-    let took = started.elapsed();
-    let rcode = match m[3] & 0x0f {
-        0 => "NOERROR",
-        2 => "SERVFAIL",
-        3 => "NXDOMAIN",
-        5 => "REFUSED",
-        _ => "OTHER",
-    };
-    let (question, mut off) = read_name(m, 12);
-    off += 4;
-    let mut answers = Vec::new();
-    for _ in 0..u16::from_be_bytes([m[6], m[7]]) {
-        let (owner, o) = read_name(m, off);
-        let rtype = u16::from_be_bytes([m[o], m[o + 1]]);
-        let len = u16::from_be_bytes([m[o + 8], m[o + 9]]) as usize;
-        let d = o + 10;
-        answers.push(match rtype {
-            1 => format!("{owner} A {}.{}.{}.{}", m[d], m[d + 1], m[d + 2], m[d + 3]),
-            t => format!("{owner} TYPE{t}"),
-        });
-        off = d + len;
-    }
-    Some(Reply {
-        rcode,
-        question,
-        answers,
-        took,
-    })
-}
+// ---- what reached the upstream ----
 
 fn suffixed(seen: &Seen) -> Vec<String> {
     seen.lock()
@@ -482,24 +202,11 @@ fn cache_in_front_of_coredns(kind: &str, cache: Cache, net: Net) {
     let cache_bin = binary(kind);
     let label = format!("{cache:?} on {kind}");
     let stock = binary(STOCK);
-    let dir = std::env::temp_dir().join(format!(
-        "dnspolicy-nodelocal-{}-{}",
-        net.0,
-        std::process::id()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let db = dir.join("cluster.local.db");
-    std::fs::write(
-        &db,
-        "$ORIGIN cluster.local.\n\
-         @ 30 IN SOA ns.dns.cluster.local. hostmaster.cluster.local. 1 7200 1800 86400 30\n\
-         @ 30 IN NS ns.dns.cluster.local.\n\
-         ns.dns 30 IN A 10.96.0.10\n\
-         frigate.video-management-system.svc 5 IN A 10.96.0.50\n",
-    )
-    .unwrap();
-    let upstream = black_hole(&net.addr(2));
-    let forward_to = magic_dns(&net.addr(3));
+    let dir = scratch_dir("nodelocal", net.0);
+    let db = write_cluster_zone(&dir);
+    // the node's upstream, unreachable; the forwardTo resolver answers with 198.51.100.3
+    let upstream = silent_resolver(&net.addr(2));
+    let forward_to = answering_resolver(&net.addr(3), 3);
     let merged = policies(&net);
     let version = CoreDnsVersion::parse(VERSION).unwrap();
 
@@ -709,12 +416,7 @@ fn node_caches_plugins_run_the_edit() {
 #[test]
 fn the_coredns_stanzas_do_not_start_with_node_caches_plugins() {
     let net = Net(85);
-    let dir = std::env::temp_dir().join(format!(
-        "dnspolicy-nodelocal-{}-{}",
-        net.0,
-        std::process::id()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch_dir("nodelocal", net.0);
     let mut openstack = policies(&net);
     openstack.rules.retain(|r| r.suffix == "openstacklocal");
     let version = CoreDnsVersion::parse(VERSION).unwrap();

@@ -9,7 +9,7 @@ use dnspolicy_crd::SuffixAction;
 use dnspolicy_dns::corefile::{Corefile, Directive, ServerBlock, parse, strip};
 use dnspolicy_dns::names::nested;
 use dnspolicy_dns::nodelocal::{NODE_CACHE_PLUGINS, NodeLocalLayout, recognise, render};
-use dnspolicy_dns::policy::{MergedPolicies, SuffixRule, parse_forward_target};
+use dnspolicy_dns::policy::{MergedPolicies, SuffixRule};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::subsequence;
@@ -65,18 +65,9 @@ fn rule() -> impl Strategy<Value = SuffixRule> {
         prop_oneof![Just(vec![]), Just(vec!["100.100.100.100"])],
         prop_oneof![Just("tailnet"), Just("openstack")],
     )
-        .prop_map(
-            |(suffix, action, host_labels, forward_to, policy)| SuffixRule {
-                suffix,
-                action,
-                host_labels,
-                forward_to: forward_to
-                    .iter()
-                    .map(|t| parse_forward_target(t).unwrap())
-                    .collect(),
-                policy: policy.into(),
-            },
-        )
+        .prop_map(|(suffix, action, host_labels, forward_to, policy)| {
+            SuffixRule::new(policy, &suffix, action, host_labels, &forward_to).unwrap()
+        })
 }
 
 /// Merged policies as `policy::merge` leaves them: sorted, no suffix nested
@@ -100,6 +91,18 @@ fn policies() -> impl Strategy<Value = MergedPolicies> {
             conflicts: vec![],
         }
     })
+}
+
+/// The tailnet rewritten, its real hosts sent to `forward_to`.
+fn tailnet(forward_to: &[&str]) -> MergedPolicies {
+    let rule = SuffixRule::new(
+        "tailnet",
+        "tailb45a71.ts.net",
+        SuffixAction::Rewrite,
+        1,
+        forward_to,
+    );
+    MergedPolicies::of_one_policy("cluster.local", "tailnet", vec![rule.unwrap()])
 }
 
 /// CRLF line ends and a missing final newline, as a ConfigMap may hold them.
@@ -333,18 +336,7 @@ fn a_stub_zone_of_the_suffix_is_refused_not_shadowed() {
     let stub = format!(
         "tailb45a71.ts.net:53 {{\n    bind 169.254.25.10\n    forward . 100.100.100.100\n}}\n{KUBESPRAY}"
     );
-    let merged = MergedPolicies {
-        cluster_domain: "cluster.local".into(),
-        rules: vec![SuffixRule {
-            suffix: "tailb45a71.ts.net".into(),
-            action: SuffixAction::Rewrite,
-            host_labels: 1,
-            forward_to: vec![],
-            policy: "tailnet".into(),
-        }],
-        applied: vec!["tailnet".into()],
-        conflicts: vec![],
-    };
+    let merged = tailnet(&[]);
     let err = render(&stub, &merged).unwrap_err().to_string();
     assert!(err.contains("\"tailb45a71.ts.net:53\" (line 1)"), "{err}");
 }
@@ -378,18 +370,7 @@ fn of_the_distribution_fixtures_only_the_node_local_caches_are_recognised() {
 #[test]
 fn a_node_local_path_is_uncovered_until_its_corefile_holds_the_blocks() {
     use dnspolicy_dns::nodelocal::{NodeLocalPath, uncovered};
-    let merged = MergedPolicies {
-        cluster_domain: "cluster.local".into(),
-        rules: vec![SuffixRule {
-            suffix: "tailb45a71.ts.net".into(),
-            action: SuffixAction::Rewrite,
-            host_labels: 1,
-            forward_to: vec![parse_forward_target("10.0.0.53").unwrap()],
-            policy: "tailnet".into(),
-        }],
-        applied: vec!["tailnet".into()],
-        conflicts: vec![],
-    };
+    let merged = tailnet(&["10.0.0.53"]);
     let path = |corefile: &str, mode: Option<&str>| NodeLocalPath {
         config_map: "kube-system/node-local-dns".into(),
         corefile: Some(corefile.into()),

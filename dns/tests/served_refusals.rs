@@ -84,22 +84,24 @@ fn cluster_domain_is_taken_from_the_kubernetes_plugin_when_left_at_the_default()
 #[test]
 fn a_suffix_served_by_a_stub_the_kubernetes_plugin_or_a_reverse_zone_is_refused() {
     let stub = fixture("stub-forward-corp-example.Corefile");
-    for suffix in ["corp.example", "dev.corp.example", "example"] {
-        let m = policies(&[("p", &format!("foreignSuffixes: [{{suffix: {suffix}}}]"))]);
-        refused(
-            render(&stub, &m, V1_14),
-            Reason::ZoneTaken,
-            &["forward on line 8"],
-        );
-    }
     let kubeadm = fixture("kubeadm-v1.36.3.Corefile");
-    for suffix in ["in-addr.arpa", "10.in-addr.arpa", "arpa"] {
-        let m = policies(&[("p", &format!("foreignSuffixes: [{{suffix: {suffix}}}]"))]);
-        refused(
-            render(&kubeadm, &m, V1_14),
-            Reason::ZoneTaken,
-            &["kubernetes plugin on line 7"],
-        );
+    let served_by = [
+        (
+            &stub,
+            ["corp.example", "dev.corp.example", "example"],
+            "forward on line 8",
+        ),
+        (
+            &kubeadm,
+            ["in-addr.arpa", "10.in-addr.arpa", "arpa"],
+            "kubernetes plugin on line 7",
+        ),
+    ];
+    for (corefile, suffixes, server) in served_by {
+        for suffix in suffixes {
+            let m = policies(&[("p", &format!("foreignSuffixes: [{{suffix: {suffix}}}]"))]);
+            refused(render(corefile, &m, V1_14), Reason::ZoneTaken, &[server]);
+        }
     }
     // A server block for a zone the suffix falls under, on the same port.
     let taken = format!("{kubeadm}\nts.net:53 {{\n    forward . 100.100.100.100\n}}\n");

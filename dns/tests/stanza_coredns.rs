@@ -6,301 +6,85 @@
 //!
 //! CoreDNS listens on 127.0.x.1:5300. `kubernetes` is replaced by `file`
 //! serving cluster.local (authoritative, NXDOMAIN for unknown names, as
-//! `kubernetes` is), so no apiserver is needed. Two responders written here
+//! `kubernetes` is), so no apiserver is needed. Two stand-in resolvers (tests/kit)
 //! stand for the node's upstream (127.0.x.2) and the forwardTo resolver
 //! (127.0.x.3); each logs every name that reaches it.
 
-use std::net::{SocketAddr, UdpSocket};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU16, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+mod kit;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use dnspolicy_crd::SuffixAction;
 use dnspolicy_dns::corefile;
-use dnspolicy_dns::policy::{MergedPolicies, SuffixRule, parse_forward_target};
+use dnspolicy_dns::corefile::ManagedText;
+use dnspolicy_dns::policy::{MergedPolicies, SuffixRule};
 use dnspolicy_dns::stanza::{RenderContext, RenderError, render};
 use dnspolicy_dns::version::CoreDnsVersion;
-
-const PORT: u16 = 5300;
-const FRIGATE: &str = "frigate.video-management-system.svc.cluster.local";
-
-/// The real CoreDNS the e2e harness built; a missing binary fails the test
-/// (`just deps` builds it), it is never skipped.
-fn binary(version: &str) -> PathBuf {
-    let dir = std::env::var_os("DNSPOLICY_COREDNS_DIR")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/dnspolicy-e2e/coredns"))
-        })
-        .expect("HOME or DNSPOLICY_COREDNS_DIR");
-    let path = dir.join(format!("v{version}")).join("coredns");
-    assert!(
-        path.exists(),
-        "{} is missing: run `just deps` to build CoreDNS {version}",
-        path.display()
-    );
-    path
-}
-
-fn rule(suffix: &str, action: SuffixAction, host_labels: u8, forward_to: &[String]) -> SuffixRule {
-    SuffixRule {
-        suffix: suffix.into(),
-        action,
-        host_labels,
-        forward_to: forward_to
-            .iter()
-            .map(|t| parse_forward_target(t).unwrap())
-            .collect(),
-        policy: "e2e".into(),
-    }
-}
-
-// ---- a DNS responder and client, just enough for A/AAAA/CNAME ----
-
-fn encode_name(name: &str) -> Vec<u8> {
-    let mut out = Vec::new();
-    for label in name
-        .trim_end_matches('.')
-        .split('.')
-        .filter(|l| !l.is_empty())
-    {
-        out.push(label.len() as u8);
-        out.extend_from_slice(label.as_bytes());
-    }
-    out.push(0);
-    out
-}
-
-fn read_name(msg: &[u8], mut off: usize) -> (String, usize) {
-    let mut labels = Vec::new();
-    let mut end = None;
-    loop {
-        let len = msg[off] as usize;
-        if len & 0xc0 == 0xc0 {
-            end.get_or_insert(off + 2);
-            off = ((len & 0x3f) << 8) | msg[off + 1] as usize;
-            continue;
-        }
-        off += 1;
-        if len == 0 {
-            break;
-        }
-        labels.push(String::from_utf8_lossy(&msg[off..off + len]).into_owned());
-        off += len;
-    }
-    (labels.join(".") + ".", end.unwrap_or(off))
-}
-
-fn rr(name: &[u8], rtype: u16, rdata: &[u8]) -> Vec<u8> {
-    let mut out = name.to_vec();
-    out.extend_from_slice(&rtype.to_be_bytes());
-    out.extend_from_slice(&1u16.to_be_bytes());
-    out.extend_from_slice(&60u32.to_be_bytes());
-    out.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
-    out.extend_from_slice(rdata);
-    out
-}
-
-/// Answers every A query with 198.51.100.<octet>; `nx.*` is NXDOMAIN;
-/// `www.cname.test` is a CNAME to `edge.cdn.test`. Logs `name type`.
-fn responder(addr: &str, octet: u8) -> Arc<Mutex<Vec<String>>> {
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let socket = UdpSocket::bind(addr).unwrap();
-    let seen = log.clone();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok((n, peer)) = socket.recv_from(&mut buf) {
-            let q = &buf[..n];
-            let (name, off) = read_name(q, 12);
-            let qtype = u16::from_be_bytes([q[off], q[off + 1]]);
-            if qtype == 13 {
-                continue; // the loop plugin's probe
-            }
-            seen.lock().unwrap().push(format!("{name} {qtype}"));
-            let mut answers = Vec::new();
-            let mut rcode = 0u16;
-            if name.starts_with("nx.") {
-                rcode = 3;
-            } else if name == "www.cname.test." && qtype == 1 {
-                answers.push(rr(&[0xc0, 12], 5, &encode_name("edge.cdn.test.")));
-                answers.push(rr(
-                    &encode_name("edge.cdn.test."),
-                    1,
-                    &[198, 51, 100, octet],
-                ));
-            } else if qtype == 1 {
-                answers.push(rr(&[0xc0, 12], 1, &[198, 51, 100, octet]));
-            }
-            let flags = 0x8000 | (u16::from_be_bytes([q[2], q[3]]) & 0x0100) | 0x0080 | rcode;
-            let mut reply = q[..2].to_vec();
-            for v in [flags, 1, answers.len() as u16, 0, 0] {
-                reply.extend_from_slice(&v.to_be_bytes());
-            }
-            reply.extend_from_slice(&q[12..off + 4]);
-            answers.iter().for_each(|a| reply.extend_from_slice(a));
-            let _ = socket.send_to(&reply, peer);
-        }
-    });
-    log
-}
-
-#[derive(Debug)]
-struct Reply {
-    rcode: &'static str,
-    question: String,
-    /// `name TYPE data`, data an IPv4 address or a CNAME target.
-    answers: Vec<String>,
-}
-
-fn query(server: SocketAddr, name: &str, qtype: u16) -> Option<Reply> {
-    query_within(server, name, qtype, Duration::from_secs(3))
-}
-
-fn query_within(server: SocketAddr, name: &str, qtype: u16, wait: Duration) -> Option<Reply> {
-    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    socket.set_read_timeout(Some(wait)).unwrap();
-    static NEXT_ID: AtomicU16 = AtomicU16::new(1);
-    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-    let mut q = id.to_be_bytes().to_vec();
-    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
-    q.extend_from_slice(&encode_name(name));
-    q.extend_from_slice(&qtype.to_be_bytes());
-    q.extend_from_slice(&1u16.to_be_bytes());
-    socket.send_to(&q, server).unwrap();
-    let mut buf = [0u8; 4096];
-    let n = socket.recv(&mut buf).ok()?;
-    let m = &buf[..n];
-    let rcode = match m[3] & 0x0f {
-        0 => "NOERROR",
-        2 => "SERVFAIL",
-        3 => "NXDOMAIN",
-        5 => "REFUSED",
-        _ => "OTHER",
-    };
-    let (question, mut off) = read_name(m, 12);
-    off += 4;
-    let mut answers = Vec::new();
-    for _ in 0..u16::from_be_bytes([m[6], m[7]]) {
-        let (owner, o) = read_name(m, off);
-        let rtype = u16::from_be_bytes([m[o], m[o + 1]]);
-        let len = u16::from_be_bytes([m[o + 8], m[o + 9]]) as usize;
-        let rdata = o + 10;
-        answers.push(match rtype {
-            1 => format!(
-                "{owner} A {}.{}.{}.{}",
-                m[rdata],
-                m[rdata + 1],
-                m[rdata + 2],
-                m[rdata + 3]
-            ),
-            5 => format!("{owner} CNAME {}", read_name(m, rdata).0),
-            t => format!("{owner} TYPE{t}"),
-        });
-        off = rdata + len;
-    }
-    Some(Reply {
-        rcode,
-        question,
-        answers,
-    })
-}
+use kit::{
+    FRIGATE, PORT, Process, Seen, answering_resolver, e2e_policies, e2e_rule, query, scratch_dir,
+    stock_coredns, write_cluster_zone,
+};
 
 // ---- one CoreDNS with the rendered stanzas ----
 
 struct CoreDns {
-    child: Child,
+    process: Process,
     server: SocketAddr,
-    upstream: Arc<Mutex<Vec<String>>>,
-    forward_to: Arc<Mutex<Vec<String>>>,
+    upstream: Seen,
+    forward_to: Seen,
     dir: PathBuf,
 }
 
 impl Drop for CoreDns {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
-fn start(bin: &PathBuf, net: u8, rules: Vec<SuffixRule>, version: CoreDnsVersion) -> CoreDns {
+/// `base` with the stanzas `render` gives for `merged` on its `.` block,
+/// edited exactly as the operator edits it; the Corefile and the stanzas.
+fn edited(base: &str, merged: &MergedPolicies, version: CoreDnsVersion) -> (String, ManagedText) {
+    let parsed = corefile::parse(base).unwrap();
+    let dot = corefile::dot_server(&parsed).unwrap();
+    let ctx = RenderContext::for_block(&parsed, dot.index, version);
+    let text = render(merged, &ctx).unwrap();
+    (corefile::render(base, &text).unwrap(), text)
+}
+
+fn start(bin: &Path, net: u8, rules: Vec<SuffixRule>, version: CoreDnsVersion) -> CoreDns {
     let ip = |host: u8| format!("127.0.{net}.{host}");
-    let dir = std::env::temp_dir().join(format!("dnspolicy-stanza-{net}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("cluster.local.db"),
-        "$ORIGIN cluster.local.\n\
-         @ 30 IN SOA ns.dns.cluster.local. hostmaster.cluster.local. 1 7200 1800 86400 30\n\
-         @ 30 IN NS ns.dns.cluster.local.\n\
-         ns.dns 30 IN A 10.96.0.10\n\
-         frigate.video-management-system.svc 5 IN A 10.96.0.50\n",
-    )
-    .unwrap();
-    let merged = MergedPolicies {
-        cluster_domain: "cluster.local".into(),
-        rules,
-        applied: vec!["e2e".into()],
-        conflicts: vec![],
-    };
-    // kubeadm's `.` block, with `file` for `kubernetes` and loopback addresses,
-    // edited exactly as the operator edits it.
+    let dir = scratch_dir("stanza", net);
+    let db = write_cluster_zone(&dir);
+    let merged = e2e_policies(rules);
+    // kubeadm's `.` block, with `file` for `kubernetes` and loopback addresses.
     let base = format!(
         ".:{PORT} {{\n    bind {bind}\n    errors\n    file {db} cluster.local\n    forward . {up}:{PORT}\n    cache 30\n    loop\n    loadbalance\n}}\n",
         bind = ip(1),
-        db = dir.join("cluster.local.db").display(),
+        db = db.display(),
         up = ip(2),
     );
-    let parsed = corefile::parse(&base).unwrap();
-    let dot = corefile::dot_server(&parsed).unwrap();
-    let ctx = RenderContext::for_block(&parsed, dot.index, version);
-    let text = render(&merged, &ctx).unwrap();
-    let corefile = corefile::render(&base, &text).unwrap();
+    let (corefile, text) = edited(&base, &merged, version);
     assert_eq!(corefile::strip(&corefile).unwrap(), base);
     if version.has_view() {
         // Nothing is added to the `.` block: other names pay nothing.
         assert_eq!(text.dot_block, "");
     }
-    std::fs::write(dir.join("Corefile"), &corefile).unwrap();
     eprintln!("--- Corefile for CoreDNS {version}:\n{corefile}");
-    let upstream = responder(&format!("{}:{PORT}", ip(2)), 2);
-    let forward_to = responder(&format!("{}:{PORT}", ip(3)), 3);
+    let upstream = answering_resolver(&format!("{}:{PORT}", ip(2)), 2);
+    let forward_to = answering_resolver(&format!("{}:{PORT}", ip(3)), 3);
     let server: SocketAddr = format!("{}:{PORT}", ip(1)).parse().unwrap();
-    let child = spawn(bin, &dir, server, &format!("{FRIGATE}."), &corefile);
+    let mut process = Process::start(bin, &dir, "coredns", &corefile);
+    process.wait_serving(server, &format!("{FRIGATE}."));
     CoreDns {
-        child,
+        process,
         server,
         upstream,
         forward_to,
         dir,
     }
-}
-
-/// Runs CoreDNS on `dir/Corefile` and waits until `probe` gets a reply.
-fn spawn(
-    bin: &PathBuf,
-    dir: &std::path::Path,
-    server: SocketAddr,
-    probe: &str,
-    corefile: &str,
-) -> Child {
-    let child = Command::new(bin)
-        .arg("-conf")
-        .arg(dir.join("Corefile"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while query(server, probe, 1).is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "CoreDNS did not start with:\n{corefile}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    child
 }
 
 /// What one query must get: rcode, answers, and the names (with type) that
@@ -338,7 +122,7 @@ fn check(dns: &CoreDns, cases: &[Case]) {
     for c in cases {
         dns.upstream.lock().unwrap().clear();
         dns.forward_to.lock().unwrap().clear();
-        let reply = query(dns.server, &c.name, c.qtype);
+        let reply = query(dns.server, &c.name, c.qtype, Duration::from_secs(3));
         std::thread::sleep(Duration::from_millis(20));
         let up = dns.upstream.lock().unwrap().clone();
         let fw = dns.forward_to.lock().unwrap().clone();
@@ -568,16 +352,16 @@ fn common_cases(tail_forward: bool) -> Vec<Case> {
 fn rules(net: u8, tail_forward: bool) -> Vec<SuffixRule> {
     let fwd = vec![format!("127.0.{net}.3:{PORT}")];
     vec![
-        rule(
+        e2e_rule(
             "eu-west-1.compute.internal",
             SuffixAction::NXDomain,
             1,
             &fwd,
         ),
-        rule("lab.example", SuffixAction::NXDomain, 3, &[]),
-        rule("openstacklocal", SuffixAction::NXDomain, 1, &[]),
-        rule("reddog.microsoft.com", SuffixAction::Rewrite, 1, &[]),
-        rule(
+        e2e_rule("lab.example", SuffixAction::NXDomain, 3, &[]),
+        e2e_rule("openstacklocal", SuffixAction::NXDomain, 1, &[]),
+        e2e_rule("reddog.microsoft.com", SuffixAction::Rewrite, 1, &[]),
+        e2e_rule(
             "tailb45a71.ts.net",
             SuffixAction::Rewrite,
             1,
@@ -588,11 +372,11 @@ fn rules(net: u8, tail_forward: bool) -> Vec<SuffixRule> {
 
 #[test]
 fn current_coredns_keeps_cases_1_to_5() {
-    let bin = binary("1.14.2");
+    let bin = stock_coredns("1.14.2");
     let net = 77;
     let mut all = rules(net, true);
     // Rewrite, forwardTo and 3 host labels: the view's `&& !(...)` expression.
-    all.push(rule(
+    all.push(e2e_rule(
         "corp.example",
         SuffixAction::Rewrite,
         3,
@@ -640,15 +424,10 @@ fn current_coredns_keeps_cases_1_to_5() {
 
 #[test]
 fn coredns_1_8_4_keeps_cases_1_to_5_and_refuses_rewrite_with_forward_to() {
-    let bin = binary("1.8.4");
+    let bin = stock_coredns("1.8.4");
     let net = 78;
     let version = CoreDnsVersion::new(1, 8, 4);
-    let merged = MergedPolicies {
-        cluster_domain: "cluster.local".into(),
-        rules: rules(net, true),
-        applied: vec!["e2e".into()],
-        conflicts: vec![],
-    };
+    let merged = e2e_policies(rules(net, true));
     assert!(matches!(
         render(&merged, &RenderContext::new(version)),
         Err(RenderError::NeedsNewerCoreDns { .. })
@@ -662,35 +441,29 @@ fn coredns_1_8_4_keeps_cases_1_to_5_and_refuses_rewrite_with_forward_to() {
 /// what `plan::desired`'s warning says. The upstream is a loopback address
 /// where nothing listens.
 fn servfail_question_on_1_8_4(net: u8, cache: bool) -> (&'static str, String) {
-    let bin = binary("1.8.4");
+    let bin = stock_coredns("1.8.4");
     let version = CoreDnsVersion::new(1, 8, 4);
     let ip = |host: u8| format!("127.0.{net}.{host}");
-    let dir = std::env::temp_dir().join(format!("dnspolicy-servfail-{net}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch_dir("servfail", net);
     let base = format!(
         ".:{PORT} {{\n    bind {bind}\n    errors\n    template ANY ANY ready.test {{\n        rcode NOERROR\n    }}\n    forward . {up}:{PORT} {{\n        max_fails 0\n    }}\n{cache}    loop\n}}\n",
         bind = ip(1),
         up = ip(9),
         cache = if cache { "    cache 30\n" } else { "" },
     );
-    let merged = MergedPolicies {
-        cluster_domain: "cluster.local".into(),
-        rules: vec![rule("tailb45a71.ts.net", SuffixAction::Rewrite, 1, &[])],
-        applied: vec!["e2e".into()],
-        conflicts: vec![],
-    };
-    let parsed = corefile::parse(&base).unwrap();
-    let dot = corefile::dot_server(&parsed).unwrap();
-    let ctx = RenderContext::for_block(&parsed, dot.index, version);
-    let text = render(&merged, &ctx).unwrap();
-    let corefile = corefile::render(&base, &text).unwrap();
-    std::fs::write(dir.join("Corefile"), &corefile).unwrap();
+    let merged = e2e_policies(vec![e2e_rule(
+        "tailb45a71.ts.net",
+        SuffixAction::Rewrite,
+        1,
+        &[],
+    )]);
+    let (corefile, _) = edited(&base, &merged, version);
     let server: SocketAddr = format!("{}:{PORT}", ip(1)).parse().unwrap();
-    let mut child = spawn(&bin, &dir, server, "ready.test.", &corefile);
+    let mut process = Process::start(&bin, &dir, "coredns", &corefile);
+    process.wait_serving(server, "ready.test.");
     let name = "api.github.com.tailb45a71.ts.net.";
-    let reply = query_within(server, name, 1, Duration::from_secs(15));
-    let _ = child.kill();
-    let _ = child.wait();
+    let reply = query(server, name, 1, Duration::from_secs(15));
+    drop(process);
     let _ = std::fs::remove_dir_all(&dir);
     let reply = reply.expect("a reply");
     (reply.rcode, reply.question)

@@ -32,30 +32,29 @@ fn kubernetes(qname: &str, qtype: QType) -> Outcome {
 }
 
 /// kubeadm: `kubernetes cluster.local ...` and `forward . /etc/resolv.conf` in `.:53`.
+/// Served by kubeadm's `.` block with `plugin`, question kept, `resolved` the
+/// name CoreDNS resolved.
+fn dot_block(plugin: &str, reply: Reply, resolved: &str) -> Served {
+    Served {
+        block: ".:53".into(),
+        plugin: plugin.into(),
+        steps: vec![],
+        reply,
+        question_matches: true,
+        question_matches_if_upstream_fails: true,
+        resolved_name: format!("{resolved}."),
+    }
+}
+
 fn kubeadm(qname: &str, qtype: QType) -> Served {
     if qname == "cluster.local" || qname.ends_with(".cluster.local") {
-        Served {
-            block: ".:53".into(),
-            plugin: "kubernetes".into(),
-            steps: vec![],
-            reply: Reply::Local(kubernetes(qname, qtype)),
-            question_matches: true,
-            question_matches_if_upstream_fails: true,
-            resolved_name: format!("{qname}."),
-        }
+        dot_block("kubernetes", Reply::Local(kubernetes(qname, qtype)), qname)
     } else {
-        Served {
-            block: ".:53".into(),
-            plugin: "forward".into(),
-            steps: vec![],
-            reply: Reply::Upstream {
-                targets: vec!["/etc/resolv.conf".into()],
-                name: qname.into(),
-            },
-            question_matches: true,
-            question_matches_if_upstream_fails: true,
-            resolved_name: format!("{qname}."),
-        }
+        let upstream = Reply::Upstream {
+            targets: vec!["/etc/resolv.conf".into()],
+            name: qname.into(),
+        };
+        dot_block("forward", upstream, qname)
     }
 }
 
@@ -64,15 +63,10 @@ fn kubeadm(qname: &str, qtype: QType) -> Served {
 /// mapped back to the asked name.
 fn kubeadm_with_rewrite(qname: &str, qtype: QType) -> Served {
     match qname.strip_suffix(".tailb45a71.ts.net") {
-        Some(inner) if inner.ends_with(".cluster.local") => Served {
-            block: ".:53".into(),
-            plugin: "rewrite > kubernetes".into(),
-            steps: vec![],
-            reply: Reply::Local(kubernetes(inner, qtype)),
-            question_matches: true,
-            question_matches_if_upstream_fails: true,
-            resolved_name: format!("{inner}."),
-        },
+        Some(inner) if inner.ends_with(".cluster.local") => {
+            let reply = Reply::Local(kubernetes(inner, qtype));
+            dot_block("rewrite > kubernetes", reply, inner)
+        }
         _ => kubeadm(qname, qtype),
     }
 }
@@ -81,16 +75,20 @@ fn config(resolver: Resolver) -> ResolverConfig {
     ResolverConfig::new(resolver, search()).with_ndots(5)
 }
 
+/// `explain` for `name` looked up by a pod with the polluted search list,
+/// CoreDNS answering as `responder`.
+fn explain_from_pod(
+    name: &str,
+    resolver: Resolver,
+    responder: &dyn Responder,
+    upstream: Upstream,
+) -> Result<Explanation, ResolverError> {
+    explain(name, &config(resolver), responder, true, upstream)
+}
+
 #[test]
 fn musl_kubeadm_leaks_the_tailnet_name_and_aborts() {
-    let e = explain(
-        FRIGATE,
-        &config(Resolver::Musl),
-        &kubeadm,
-        true,
-        Upstream::BlackHole,
-    )
-    .unwrap();
+    let e = explain_from_pod(FRIGATE, Resolver::Musl, &kubeadm, Upstream::BlackHole).unwrap();
     assert_eq!(e.leaked_names(), vec![LEAK]);
     assert_eq!(e.upstream_queries().len(), 2);
     assert!(!e.resolved());
@@ -118,14 +116,7 @@ fn musl_kubeadm_leaks_the_tailnet_name_and_aborts() {
 
 #[test]
 fn glibc_kubeadm_succeeds_ten_seconds_late() {
-    let e = explain(
-        FRIGATE,
-        &config(Resolver::Glibc),
-        &kubeadm,
-        true,
-        Upstream::BlackHole,
-    )
-    .unwrap();
+    let e = explain_from_pod(FRIGATE, Resolver::Glibc, &kubeadm, Upstream::BlackHole).unwrap();
     assert_eq!(e.leaked_names(), vec![LEAK]);
     assert!(e.resolved());
     assert_eq!(e.trace.result, Lookup::Resolved(FRIGATE.into()));
@@ -145,11 +136,10 @@ fn glibc_kubeadm_succeeds_ten_seconds_late() {
 #[test]
 fn rewrite_policy_keeps_everything_inside_coredns() {
     for resolver in [Resolver::Musl, Resolver::Glibc] {
-        let e = explain(
+        let e = explain_from_pod(
             FRIGATE,
-            &config(resolver),
+            resolver,
             &kubeadm_with_rewrite,
-            true,
             Upstream::BlackHole,
         )
         .unwrap();
@@ -166,11 +156,10 @@ fn rewrite_policy_keeps_everything_inside_coredns() {
 #[test]
 fn outside_names_still_leak_without_a_policy_for_them() {
     // api.github.com has 2 dots: searched first under ndots 5; its tailnet artifact leaks.
-    let e = explain(
+    let e = explain_from_pod(
         "api.github.com",
-        &config(Resolver::Musl),
+        Resolver::Musl,
         &kubeadm,
-        true,
         Upstream::Working,
     )
     .unwrap();
@@ -187,24 +176,10 @@ fn outside_names_still_leak_without_a_policy_for_them() {
 
 #[test]
 fn servfail_upstream_musl_waits_glibc_goes_on() {
-    let musl = explain(
-        FRIGATE,
-        &config(Resolver::Musl),
-        &kubeadm,
-        true,
-        Upstream::ServFail,
-    )
-    .unwrap();
+    let musl = explain_from_pod(FRIGATE, Resolver::Musl, &kubeadm, Upstream::ServFail).unwrap();
     assert!(!musl.resolved());
     assert_eq!(musl.worst_case(), Duration::from_secs(5));
-    let glibc = explain(
-        FRIGATE,
-        &config(Resolver::Glibc),
-        &kubeadm,
-        true,
-        Upstream::ServFail,
-    )
-    .unwrap();
+    let glibc = explain_from_pod(FRIGATE, Resolver::Glibc, &kubeadm, Upstream::ServFail).unwrap();
     assert!(glibc.resolved());
     assert_eq!(glibc.worst_case(), Duration::ZERO);
 }
@@ -215,25 +190,17 @@ fn question_mismatch_is_reported() {
         question_matches: !qname.ends_with("ts.net"),
         ..kubeadm_with_rewrite(qname, qtype)
     };
-    let e = explain(
-        FRIGATE,
-        &config(Resolver::Musl),
-        &broken,
-        true,
-        Upstream::BlackHole,
-    )
-    .unwrap();
+    let e = explain_from_pod(FRIGATE, Resolver::Musl, &broken, Upstream::BlackHole).unwrap();
     assert_eq!(e.question_mismatches().len(), 2);
     assert!(e.to_string().contains("question section differs"));
 }
 
 #[test]
 fn trailing_dot_sends_one_exchange() {
-    let e = explain(
+    let e = explain_from_pod(
         &format!("{FRIGATE}."),
-        &config(Resolver::Musl),
+        Resolver::Musl,
         &kubeadm,
-        true,
         Upstream::BlackHole,
     )
     .unwrap();
@@ -243,11 +210,10 @@ fn trailing_dot_sends_one_exchange() {
 
 #[test]
 fn bad_name_is_an_error_naming_it() {
-    let err = explain(
+    let err = explain_from_pod(
         "frigate..svc",
-        &config(Resolver::Glibc),
+        Resolver::Glibc,
         &kubeadm,
-        true,
         Upstream::BlackHole,
     )
     .unwrap_err();

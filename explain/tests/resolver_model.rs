@@ -264,25 +264,22 @@ fn candidate_order() {
 
 #[test]
 fn glibc_failure_priority_nodata_then_servfail() {
-    let nodata = resolve(&config(Resolver::Glibc), "api.github.com", |q: &Query| {
-        if q.name.ends_with(TAILNET) {
-            Outcome::NoData
-        } else {
-            Outcome::NxDomain
-        }
-    })
-    .unwrap();
+    // The tailnet's server answers `tailnet`, every other NXDOMAIN.
+    let lookup = |tailnet: Outcome| {
+        resolve(&config(Resolver::Glibc), "api.github.com", |q: &Query| {
+            if q.name.ends_with(TAILNET) {
+                tailnet
+            } else {
+                Outcome::NxDomain
+            }
+        })
+        .unwrap()
+    };
+    let nodata = lookup(Outcome::NoData);
     assert_eq!(nodata.exchanges.len(), 5);
     assert_eq!(nodata.result, Lookup::Failed(Failure::NoData));
 
-    let servfail = resolve(&config(Resolver::Glibc), "api.github.com", |q: &Query| {
-        if q.name.ends_with(TAILNET) {
-            Outcome::ServFail
-        } else {
-            Outcome::NxDomain
-        }
-    })
-    .unwrap();
+    let servfail = lookup(Outcome::ServFail);
     assert_eq!(servfail.result, Lookup::Failed(Failure::TryAgain));
 }
 

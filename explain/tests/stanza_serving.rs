@@ -5,7 +5,7 @@
 
 use dnspolicy_crd::SuffixAction;
 use dnspolicy_dns::corefile;
-use dnspolicy_dns::policy::{MergedPolicies, SuffixRule, parse_forward_target};
+use dnspolicy_dns::policy::{MergedPolicies, SuffixRule};
 use dnspolicy_dns::stanza::{RenderContext, RenderError, render, warnings};
 use dnspolicy_dns::version::CoreDnsVersion;
 use dnspolicy_explain::serving::{Outcome, QType, Reply, ServeContext, Served, serve};
@@ -40,21 +40,8 @@ fn fixture(name: &str) -> String {
 }
 
 fn policy(suffix: &str, action: SuffixAction, forward_to: &[&str]) -> MergedPolicies {
-    MergedPolicies {
-        cluster_domain: "cluster.local".into(),
-        rules: vec![SuffixRule {
-            suffix: suffix.into(),
-            action,
-            host_labels: 1,
-            forward_to: forward_to
-                .iter()
-                .map(|t| parse_forward_target(t).unwrap())
-                .collect(),
-            policy: "tailnet".into(),
-        }],
-        applied: vec!["tailnet".into()],
-        conflicts: vec![],
-    }
+    let rule = SuffixRule::new("tailnet", suffix, action, 1, forward_to).unwrap();
+    MergedPolicies::of_one_policy("cluster.local", "tailnet", vec![rule])
 }
 
 /// Renders `merged` into the fixture with the editor; the parsed result.
@@ -96,6 +83,36 @@ fn upstream(targets: &[&str], name: &str) -> Reply {
 }
 
 const RESOLV: &[&str] = &["/etc/resolv.conf"];
+
+/// Names the tailnet policy must leave alone (case 5).
+const WITHOUT_SUFFIX: [&str; 4] = [
+    FRIGATE,
+    "nosuch.svc.cluster.local",
+    "api.github.com",
+    "myhost.ts.net",
+];
+
+/// A real host of the tailnet, sent to the policy's forwardTo.
+fn myhost_via_forward_to() -> Reply {
+    upstream(&["100.100.100.100:53"], &format!("myhost.{TAILNET}."))
+}
+
+/// Each of `names` (A) is served by `after` exactly as by `before`.
+fn assert_served_alike(
+    before: &corefile::Corefile,
+    after: &corefile::Corefile,
+    names: &[&str],
+    version: CoreDnsVersion,
+    at: &str,
+) {
+    for name in names {
+        assert_eq!(
+            ask(after, name, QType::A, version),
+            ask(before, name, QType::A, version),
+            "{at}: {name}"
+        );
+    }
+}
 
 #[test]
 fn the_kubeadm_corefile_leaks_search_artifacts_before_any_policy() {
@@ -184,27 +201,13 @@ fn rewrite_keeps_cases_1_to_5_on_every_fixture_and_version() {
                     );
                 } else {
                     assert_eq!(s.block, format!("{TAILNET}:53"), "{at}");
-                    assert_eq!(
-                        s.reply,
-                        upstream(&["100.100.100.100:53"], &format!("myhost.{TAILNET}.")),
-                        "{at}"
-                    );
+                    assert_eq!(s.reply, myhost_via_forward_to(), "{at}");
                 }
 
                 // Case 5: names without the suffix, exactly as before.
-                for name in [
-                    FRIGATE,
-                    "nosuch.svc.cluster.local",
-                    "api.github.com",
-                    "10.0.96.10.in-addr.arpa",
-                    "myhost.ts.net",
-                ] {
-                    assert_eq!(
-                        ask(&after, name, QType::A, version),
-                        ask(&before, name, QType::A, version),
-                        "{at}: {name}"
-                    );
-                }
+                assert_served_alike(&before, &after, &WITHOUT_SUFFIX, version, &at);
+                let reverse = ["10.0.96.10.in-addr.arpa"];
+                assert_served_alike(&before, &after, &reverse, version, &at);
             }
         }
     }
@@ -249,24 +252,9 @@ fn nxdomain_keeps_cases_1_to_5_on_every_fixture_and_version() {
                         "{at}"
                     );
                 } else {
-                    assert_eq!(
-                        s.reply,
-                        upstream(&["100.100.100.100:53"], &format!("myhost.{TAILNET}.")),
-                        "{at}"
-                    );
+                    assert_eq!(s.reply, myhost_via_forward_to(), "{at}");
                 }
-                for name in [
-                    FRIGATE,
-                    "nosuch.svc.cluster.local",
-                    "api.github.com",
-                    "myhost.ts.net",
-                ] {
-                    assert_eq!(
-                        ask(&after, name, QType::A, version),
-                        ask(&before, name, QType::A, version),
-                        "{at}: {name}"
-                    );
-                }
+                assert_served_alike(&before, &after, &WITHOUT_SUFFIX, version, &at);
             }
         }
     }
@@ -277,13 +265,7 @@ fn openstack_and_eks_suffixes_together() {
     let mut merged = policy("openstacklocal", SuffixAction::NXDomain, &[]);
     merged.rules.insert(
         0,
-        SuffixRule {
-            suffix: "ec2.internal".into(),
-            action: SuffixAction::Rewrite,
-            host_labels: 1,
-            forward_to: vec![],
-            policy: "eks".into(),
-        },
+        SuffixRule::new::<&str>("eks", "ec2.internal", SuffixAction::Rewrite, 1, &[]).unwrap(),
     );
     let original = fixture("eks-addon.Corefile");
     let version = CoreDnsVersion::new(1, 11, 3);

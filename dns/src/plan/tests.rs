@@ -54,6 +54,13 @@ fn after(write: &ConfigMapWrite) -> ConfigMapView {
     }
 }
 
+/// The plan at t=1000 on the stock ConfigMap, and the ConfigMap after its write.
+fn first_apply(merged: &MergedPolicies) -> (TargetPlan, ConfigMapView) {
+    let first = plan(merged, &stock(), &deployment(None, true), 1000);
+    let cm = after(first.write_config_map.as_ref().unwrap());
+    (first, cm)
+}
+
 #[test]
 fn first_apply_writes_the_corefile_keeps_the_original_and_rolls() {
     let merged = tailnet();
@@ -70,8 +77,7 @@ fn first_apply_writes_the_corefile_keeps_the_original_and_rolls() {
 #[test]
 fn a_crash_before_the_rollout_only_rolls_on_restart() {
     let merged = tailnet();
-    let first = plan(&merged, &stock(), &deployment(None, true), 1000);
-    let cm = after(first.write_config_map.as_ref().unwrap());
+    let (first, cm) = first_apply(&merged);
     let again = plan(&merged, &cm, &deployment(None, true), 1005);
     assert_eq!(
         again.write_config_map, None,
@@ -83,8 +89,7 @@ fn a_crash_before_the_rollout_only_rolls_on_restart() {
 #[test]
 fn a_finished_rollout_records_the_last_good_corefile_then_nothing_is_written() {
     let merged = tailnet();
-    let first = plan(&merged, &stock(), &deployment(None, true), 1000);
-    let cm = after(first.write_config_map.as_ref().unwrap());
+    let (first, cm) = first_apply(&merged);
     let hash = first.desired_hash.clone();
     let rolling = plan(&merged, &cm, &deployment(hash.as_deref(), false), 1010);
     assert!(!rolling.writes());
@@ -112,8 +117,7 @@ fn a_finished_rollout_records_the_last_good_corefile_then_nothing_is_written() {
 #[test]
 fn a_rollout_past_its_deadline_puts_the_last_good_corefile_back_once() {
     let merged = tailnet();
-    let first = plan(&merged, &stock(), &deployment(None, true), 1000);
-    let cm = after(first.write_config_map.as_ref().unwrap());
+    let (first, cm) = first_apply(&merged);
     let hash = first.desired_hash.clone();
     let late = plan(&merged, &cm, &deployment(hash.as_deref(), false), 1061);
     let Phase::RolledBack(r) = &late.phase else {
@@ -140,8 +144,7 @@ fn a_rollout_past_its_deadline_puts_the_last_good_corefile_back_once() {
 #[test]
 fn deleting_the_last_policy_restores_the_original_byte_for_byte() {
     let merged = tailnet();
-    let first = plan(&merged, &stock(), &deployment(None, true), 1000);
-    let cm = after(first.write_config_map.as_ref().unwrap());
+    let (first, cm) = first_apply(&merged);
     let released = plan(
         &MergedPolicies::default(),
         &cm,
@@ -174,8 +177,7 @@ fn deleting_the_last_policy_restores_the_original_byte_for_byte() {
 #[test]
 fn another_writer_reverting_the_corefile_is_fought_only_a_few_times() {
     let merged = tailnet();
-    let first = plan(&merged, &stock(), &deployment(None, true), 1000);
-    let mut cm = after(first.write_config_map.as_ref().unwrap());
+    let (first, mut cm) = first_apply(&merged);
     let hash = first.desired_hash.clone();
     for round in 0..CONTEST_MAX_REVERTS {
         // Argo CD syncs the stock Corefile back.

@@ -6,34 +6,38 @@ use super::suffix::Stanza;
 impl Stanza<'_> {
     /// Names with more than `hostLabels` labels before the suffix.
     pub(super) fn artifact(&self) -> String {
-        format!(
-            "^{}.+[.]{}[.]$",
-            exactly_labels(self.rule.host_labels),
-            self.suffix_re
-        )
+        self.artifact_grouped("", "")
     }
 
     /// Names below `<cluster domain>.<suffix>.` that `artifact` misses.
     pub(super) fn cluster(&self) -> Option<String> {
-        self.cluster_re
-            .as_ref()
-            .map(|d| format!("^.+[.]{d}[.]{}[.]$", self.suffix_re))
+        self.cluster_grouped("", "")
     }
 
     /// `artifact` with group 1 the name without the suffix and its dot.
     pub(super) fn artifact_capture(&self) -> String {
+        self.artifact_grouped("(", ")")
+    }
+
+    /// `cluster` with group 1 the name without the suffix and its dot.
+    pub(super) fn cluster_capture(&self) -> Option<String> {
+        self.cluster_grouped("(", ")")
+    }
+
+    /// `artifact`, the name before the suffix between `open` and `close`.
+    fn artifact_grouped(&self, open: &str, close: &str) -> String {
         format!(
-            "^({}.+)[.]{}[.]$",
+            "^{open}{}.+{close}[.]{}[.]$",
             exactly_labels(self.rule.host_labels),
             self.suffix_re
         )
     }
 
-    /// `cluster` with group 1 the name without the suffix and its dot.
-    pub(super) fn cluster_capture(&self) -> Option<String> {
+    /// `cluster`, the name before the suffix between `open` and `close`.
+    fn cluster_grouped(&self, open: &str, close: &str) -> Option<String> {
         self.cluster_re
             .as_ref()
-            .map(|d| format!("^(.+[.]{d})[.]{}[.]$", self.suffix_re))
+            .map(|d| format!("^{open}.+[.]{d}{close}[.]{}[.]$", self.suffix_re))
     }
 
     /// The names the suffix's own resolvers answer: the suffix itself and up

@@ -7,6 +7,7 @@ use dnspolicy_crd::SuffixAction;
 
 use super::regex::literal;
 use super::{RenderContext, self_address};
+use crate::corefile::token;
 use crate::policy::SuffixRule;
 
 /// The text for one suffix. Labels are `[^.]+`, dots `[.]`; names are
@@ -203,18 +204,4 @@ impl<'a> Stanza<'a> {
 /// NXDomain with forwardTo answers artifacts in its one plain block.
 fn gate_takes_artifacts(gate: &Gate, rule: &SuffixRule) -> bool {
     !matches!(gate, Gate::Answer) || rule.forward_to.is_empty()
-}
-
-/// An argument copied from the Corefile, quoted when it would not read back
-/// as one token.
-pub(super) fn token(arg: &str) -> String {
-    let plain = !arg.is_empty()
-        && !arg.contains(|c: char| c.is_whitespace() || c == '"' || c == '#' || c == '\\')
-        && arg != "{"
-        && arg != "}";
-    if plain {
-        arg.to_string()
-    } else {
-        format!("\"{}\"", arg.replace('\\', "\\\\").replace('"', "\\\""))
-    }
 }

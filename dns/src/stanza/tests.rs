@@ -1,33 +1,28 @@
 //! The renderer's unit tests: exact text per action, version and layout.
 
-use super::suffix::token;
 use super::*;
-use crate::policy::parse_forward_target;
+use crate::corefile::token;
 
 const V1_14: CoreDnsVersion = CoreDnsVersion::new(1, 14, 2);
 const V1_8: CoreDnsVersion = CoreDnsVersion::new(1, 8, 4);
 const V1_9: CoreDnsVersion = CoreDnsVersion::new(1, 9, 4);
 
 fn rule(suffix: &str, action: SuffixAction, host_labels: u8, forward_to: &[&str]) -> SuffixRule {
-    SuffixRule {
-        suffix: suffix.into(),
-        action,
-        host_labels,
-        forward_to: forward_to
-            .iter()
-            .map(|t| parse_forward_target(t).unwrap())
-            .collect(),
-        policy: "tailnet".into(),
-    }
+    SuffixRule::new("tailnet", suffix, action, host_labels, forward_to).unwrap()
 }
 
 fn merged(rules: Vec<SuffixRule>) -> MergedPolicies {
-    MergedPolicies {
-        cluster_domain: "cluster.local".into(),
-        rules,
-        applied: vec!["tailnet".into()],
-        conflicts: vec![],
-    }
+    MergedPolicies::of_one_policy("cluster.local", "tailnet", rules)
+}
+
+/// The tailnet rewritten (one host label), real hosts sent to `forward_to`.
+fn tailnet_rewrite(forward_to: &[&str]) -> MergedPolicies {
+    merged(vec![rule(
+        "tailb45a71.ts.net",
+        SuffixAction::Rewrite,
+        1,
+        forward_to,
+    )])
 }
 
 fn ctx(version: CoreDnsVersion) -> RenderContext {
@@ -39,12 +34,7 @@ fn ctx(version: CoreDnsVersion) -> RenderContext {
 
 #[test]
 fn rewrite_from_1_10_is_a_block_for_the_artifacts_that_asks_coredns_again() {
-    let m = merged(vec![rule(
-        "tailb45a71.ts.net",
-        SuffixAction::Rewrite,
-        1,
-        &[],
-    )]);
+    let m = tailnet_rewrite(&[]);
     let text = render(&m, &ctx(V1_14)).unwrap();
     assert_eq!(text.dot_block, "");
     assert_eq!(
@@ -63,12 +53,7 @@ fn rewrite_from_1_10_is_a_block_for_the_artifacts_that_asks_coredns_again() {
 
 #[test]
 fn rewrite_before_1_10_strips_the_suffix_in_the_dot_block() {
-    let m = merged(vec![rule(
-        "tailb45a71.ts.net",
-        SuffixAction::Rewrite,
-        1,
-        &[],
-    )]);
+    let m = tailnet_rewrite(&[]);
     for version in [V1_8, V1_9] {
         let text = render(&m, &ctx(version)).unwrap();
         assert_eq!(
@@ -137,12 +122,7 @@ fn nxdomain_before_1_10_is_a_template_that_falls_through() {
 
 #[test]
 fn rewrite_with_forward_to_adds_a_block_for_the_real_hosts() {
-    let m = merged(vec![rule(
-        "tailb45a71.ts.net",
-        SuffixAction::Rewrite,
-        1,
-        &["100.100.100.100"],
-    )]);
+    let m = tailnet_rewrite(&["100.100.100.100"]);
     let c = RenderContext {
         bind: vec!["10.96.0.10".into(), "{$POD_IP}".into()],
         ..ctx(V1_14)
@@ -177,12 +157,7 @@ fn rewrite_with_forward_to_adds_a_block_for_the_real_hosts() {
 
 #[test]
 fn rewrite_with_forward_to_is_refused_before_the_view_plugin() {
-    let m = merged(vec![rule(
-        "tailb45a71.ts.net",
-        SuffixAction::Rewrite,
-        1,
-        &["100.100.100.100"],
-    )]);
+    let m = tailnet_rewrite(&["100.100.100.100"]);
     let err = render(&m, &ctx(V1_9)).unwrap_err();
     assert_eq!(
         err,
@@ -339,12 +314,7 @@ fn coredns_reaches_itself_where_the_dot_block_listens() {
         bind: vec!["lo".into()],
         ..RenderContext::new(V1_14)
     };
-    let m = merged(vec![rule(
-        "tailb45a71.ts.net",
-        SuffixAction::Rewrite,
-        1,
-        &["100.100.100.100:53"],
-    )]);
+    let m = tailnet_rewrite(&["100.100.100.100:53"]);
     assert!(matches!(
         render(&m, &lo_only),
         Err(RenderError::NoSelfAddress { .. })
@@ -353,12 +323,7 @@ fn coredns_reaches_itself_where_the_dot_block_listens() {
 
 #[test]
 fn unsupported_versions_and_taken_zones_are_refused() {
-    let m = merged(vec![rule(
-        "tailb45a71.ts.net",
-        SuffixAction::Rewrite,
-        1,
-        &[],
-    )]);
+    let m = tailnet_rewrite(&[]);
     let err = render(&m, &ctx(CoreDnsVersion::new(1, 8, 3))).unwrap_err();
     assert!(err.to_string().contains("answer auto"), "{err}");
     // No policy, nothing to write, whatever the version.

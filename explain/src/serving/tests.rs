@@ -86,46 +86,10 @@ fn ctx(version: CoreDnsVersion) -> ServeContext<'static> {
     }
 }
 
-const V1_14: CoreDnsVersion = CoreDnsVersion::new(1, 14, 2);
-const V1_8: CoreDnsVersion = CoreDnsVersion::new(1, 8, 4);
-
-#[test]
-fn without_a_policy_the_search_artifact_leaks_upstream() {
-    let c = kubeadm(vec![], vec![]);
-    let s = serve(
-        &c,
-        "frigate.video-management-system.svc.cluster.local.tailb45a71.ts.net",
-        QType::A,
-        &ctx(V1_14),
-    );
-    assert_eq!(s.block, ".:53");
-    assert_eq!(
-        s.reply,
-        Reply::Upstream {
-            targets: vec!["/etc/resolv.conf".into()],
-            name: "frigate.video-management-system.svc.cluster.local.tailb45a71.ts.net.".into()
-        }
-    );
-    let s = serve(
-        &c,
-        "frigate.video-management-system.svc.cluster.local",
-        QType::A,
-        &ctx(V1_14),
-    );
-    assert_eq!(s.reply, Reply::Local(Outcome::Answer));
-    assert_eq!(
-        s.steps,
-        [
-            "kubernetes cluster.local.: frigate.video-management-system.svc.cluster.local. exists, answers an answer"
-        ]
-    );
-    let s = serve(&c, "nosuch.svc.cluster.local", QType::A, &ctx(V1_14));
-    assert_eq!(s.reply, Reply::Local(Outcome::NxDomain));
-}
-
-#[test]
-fn rewrite_answer_auto_resolves_the_stripped_name_and_keeps_the_question() {
-    let rule = d(
+/// The rewrite dnspolicy puts in the `.` block for the tailnet: strips the
+/// suffix from names of two labels or more, answers mapped back.
+fn strip_tailnet() -> Directive {
+    d(
         "rewrite",
         &[
             "stop",
@@ -137,14 +101,62 @@ fn rewrite_answer_auto_resolves_the_stripped_name_and_keeps_the_question() {
             "auto",
         ],
         vec![],
+    )
+}
+
+/// Sent upstream to kubeadm's `forward . /etc/resolv.conf` as `name`.
+fn resolv_conf(name: &str) -> Reply {
+    Reply::Upstream {
+        targets: vec!["/etc/resolv.conf".into()],
+        name: name.into(),
+    }
+}
+
+/// The search artifact of an in-cluster name under the tailnet's suffix.
+const ARTIFACT: &str = "frigate.video-management-system.svc.cluster.local.tailb45a71.ts.net";
+
+/// How CoreDNS `version` serves an A query for `name`.
+fn serve_a(c: &Corefile, name: &str, version: CoreDnsVersion) -> Served {
+    serve(c, name, QType::A, &ctx(version))
+}
+
+const V1_14: CoreDnsVersion = CoreDnsVersion::new(1, 14, 2);
+const V1_8: CoreDnsVersion = CoreDnsVersion::new(1, 8, 4);
+
+#[test]
+fn without_a_policy_the_search_artifact_leaks_upstream() {
+    let c = kubeadm(vec![], vec![]);
+    let s = serve_a(&c, ARTIFACT, V1_14);
+    assert_eq!(s.block, ".:53");
+    assert_eq!(
+        s.reply,
+        resolv_conf("frigate.video-management-system.svc.cluster.local.tailb45a71.ts.net.")
     );
+    let s = serve_a(
+        &c,
+        "frigate.video-management-system.svc.cluster.local",
+        V1_14,
+    );
+    assert_eq!(s.reply, Reply::Local(Outcome::Answer));
+    assert_eq!(
+        s.steps,
+        [
+            "kubernetes cluster.local.: frigate.video-management-system.svc.cluster.local. exists, answers an answer"
+        ]
+    );
+    let s = serve_a(&c, "nosuch.svc.cluster.local", V1_14);
+    assert_eq!(s.reply, Reply::Local(Outcome::NxDomain));
+}
+
+#[test]
+fn rewrite_answer_auto_resolves_the_stripped_name_and_keeps_the_question() {
+    let rule = strip_tailnet();
     let c = kubeadm(vec![rule], vec![]);
     for version in [V1_8, V1_14] {
-        let s = serve(
+        let s = serve_a(
             &c,
             "frigate.video-management-system.svc.cluster.local.tailb45a71.ts.net.",
-            QType::A,
-            &ctx(version),
+            version,
         );
         assert_eq!(s.reply, Reply::Local(Outcome::Answer));
         assert!(s.question_matches);
@@ -158,15 +170,9 @@ fn rewrite_answer_auto_resolves_the_stripped_name_and_keeps_the_question() {
             QType::Aaaa,
             &ctx(version),
         );
-        assert_eq!(
-            s.reply,
-            Reply::Upstream {
-                targets: vec!["/etc/resolv.conf".into()],
-                name: "api.github.com.".into()
-            }
-        );
+        assert_eq!(s.reply, resolv_conf("api.github.com."));
         assert!(s.question_matches);
-        let s = serve(&c, "myhost.tailb45a71.ts.net", QType::A, &ctx(version));
+        let s = serve_a(&c, "myhost.tailb45a71.ts.net", version);
         assert_eq!(s.resolved_name, "myhost.tailb45a71.ts.net.");
         assert!(matches!(s.reply, Reply::Upstream { .. }));
     }
@@ -180,12 +186,7 @@ fn a_continue_rule_without_answer_rules_leaves_the_question_rewritten() {
         vec![],
     );
     let c = kubeadm(vec![rule], vec![]);
-    let s = serve(
-        &c,
-        "frigate.video-management-system.svc.cluster.local.tailb45a71.ts.net",
-        QType::A,
-        &ctx(V1_14),
-    );
+    let s = serve_a(&c, ARTIFACT, V1_14);
     assert_eq!(s.reply, Reply::Local(Outcome::Answer));
     assert!(!s.question_matches);
     // A stop rule restores the question from 1.9.0 on, even without answer rules.
@@ -195,9 +196,9 @@ fn a_continue_rule_without_answer_rules_leaves_the_question_rewritten() {
         vec![],
     );
     let c = kubeadm(vec![rule], vec![]);
-    let name = "frigate.video-management-system.svc.cluster.local.tailb45a71.ts.net";
-    assert!(serve(&c, name, QType::A, &ctx(V1_14)).question_matches);
-    assert!(!serve(&c, name, QType::A, &ctx(V1_8)).question_matches);
+    let name = ARTIFACT;
+    assert!(serve_a(&c, name, V1_14).question_matches);
+    assert!(!serve_a(&c, name, V1_8).question_matches);
 }
 
 #[test]
@@ -215,21 +216,16 @@ fn template_without_fallthrough_fails_names_it_does_not_match() {
             vec![],
         )
     };
-    let s = serve(
-        &t(true),
-        "api.github.com.openstacklocal",
-        QType::A,
-        &ctx(V1_14),
-    );
+    let s = serve_a(&t(true), "api.github.com.openstacklocal", V1_14);
     assert_eq!(s.reply, Reply::Local(Outcome::NxDomain));
-    let s = serve(&t(true), "myhost.openstacklocal", QType::A, &ctx(V1_14));
+    let s = serve_a(&t(true), "myhost.openstacklocal", V1_14);
     assert!(matches!(s.reply, Reply::Upstream { .. }));
     assert_eq!(
-        serve(&t(false), "myhost.openstacklocal", QType::A, &ctx(V1_14)).reply,
+        serve_a(&t(false), "myhost.openstacklocal", V1_14).reply,
         Reply::Local(Outcome::ServFail)
     );
     assert_eq!(
-        serve(&t(false), "myhost.openstacklocal", QType::A, &ctx(V1_8)).reply,
+        serve_a(&t(false), "myhost.openstacklocal", V1_8).reply,
         Reply::Local(Outcome::Timeout)
     );
 }
@@ -241,12 +237,7 @@ fn a_block_for_the_suffix_captures_every_name_in_it_unless_a_view_filters() {
         vec![d("forward", &[".", "100.100.100.100"], vec![])],
     );
     let c = kubeadm(vec![], vec![plain]);
-    let s = serve(
-        &c,
-        "frigate.video-management-system.svc.cluster.local.tailb45a71.ts.net",
-        QType::A,
-        &ctx(V1_14),
-    );
+    let s = serve_a(&c, ARTIFACT, V1_14);
     assert_eq!(s.block, "tailb45a71.ts.net:53");
 
     let view = d(
@@ -267,14 +258,9 @@ fn a_block_for_the_suffix_captures_every_name_in_it_unless_a_view_filters() {
         vec![view, d("forward", &[".", "100.100.100.100:53"], vec![])],
     );
     let c = kubeadm(vec![], vec![filtered]);
-    let s = serve(
-        &c,
-        "frigate.video-management-system.svc.cluster.local.tailb45a71.ts.net",
-        QType::A,
-        &ctx(V1_14),
-    );
+    let s = serve_a(&c, ARTIFACT, V1_14);
     assert_eq!(s.block, ".:53");
-    let s = serve(&c, "myhost.tailb45a71.ts.net", QType::A, &ctx(V1_14));
+    let s = serve_a(&c, "myhost.tailb45a71.ts.net", V1_14);
     assert_eq!(s.block, "tailb45a71.ts.net:53");
     assert_eq!(
         s.reply,
@@ -289,47 +275,21 @@ fn a_block_for_the_suffix_captures_every_name_in_it_unless_a_view_filters() {
         vec![d("forward", &[".", "100.100.100.100"], vec![])],
     );
     let c = kubeadm(vec![], vec![other]);
-    assert_eq!(
-        serve(&c, "myhost.tailb45a71.ts.net", QType::A, &ctx(V1_14)).block,
-        ".:53"
-    );
+    assert_eq!(serve_a(&c, "myhost.tailb45a71.ts.net", V1_14).block, ".:53");
 }
 
 #[test]
 fn forwarding_to_itself_serves_the_query_again() {
-    let strip = d(
-        "rewrite",
-        &[
-            "stop",
-            "name",
-            "regex",
-            "^([^.]+[.].+)[.]tailb45a71[.]ts[.]net[.]$",
-            "{1}.",
-            "answer",
-            "auto",
-        ],
-        vec![],
-    );
+    let strip = strip_tailnet();
     let gated = block(
         "tailb45a71.ts.net:53",
         vec![strip, d("forward", &[".", "127.0.0.1:53"], vec![])],
     );
     let c = kubeadm(vec![], vec![gated]);
     for version in [V1_8, V1_14] {
-        let s = serve(
-            &c,
-            "api.github.com.tailb45a71.ts.net",
-            QType::A,
-            &ctx(version),
-        );
+        let s = serve_a(&c, "api.github.com.tailb45a71.ts.net", version);
         assert_eq!(s.block, "tailb45a71.ts.net:53");
-        assert_eq!(
-            s.reply,
-            Reply::Upstream {
-                targets: vec!["/etc/resolv.conf".into()],
-                name: "api.github.com.".into()
-            }
-        );
+        assert_eq!(s.reply, resolv_conf("api.github.com."));
         assert!(s.question_matches && s.question_matches_if_upstream_fails);
     }
     // Another port is somebody else.
@@ -338,7 +298,7 @@ fn forwarding_to_itself_serves_the_query_again() {
         vec![d("forward", &[".", "127.0.0.1:5353"], vec![])],
     );
     let c = kubeadm(vec![], vec![elsewhere]);
-    let s = serve(&c, "a.corp.example", QType::A, &ctx(V1_14));
+    let s = serve_a(&c, "a.corp.example", V1_14);
     assert!(matches!(s.reply, Reply::Upstream { .. }), "{s:?}");
     // A block that sends its own names back to itself loops.
     let looping = block(
@@ -346,7 +306,7 @@ fn forwarding_to_itself_serves_the_query_again() {
         vec![d("forward", &[".", "127.0.0.1"], vec![])],
     );
     let c = kubeadm(vec![], vec![looping]);
-    let s = serve(&c, "a.corp.example", QType::A, &ctx(V1_14));
+    let s = serve_a(&c, "a.corp.example", V1_14);
     assert_eq!(s.reply, Reply::Local(Outcome::ServFail));
     assert!(s.steps.last().unwrap().contains("loop"), "{:?}", s.steps);
 }
@@ -357,7 +317,7 @@ fn no_block_for_the_name_is_refused() {
         blocks: vec![block("cluster.local:53", vec![d("whoami", &[], vec![])])],
         top_level_imports: vec![],
     };
-    let s = serve(&c, "api.github.com", QType::A, &ctx(V1_14));
+    let s = serve_a(&c, "api.github.com", V1_14);
     assert_eq!(s.reply, Reply::Local(Outcome::Refused));
     assert_eq!(s.block, "");
 }
@@ -382,7 +342,7 @@ fn forward_except_and_hosts_fallthrough() {
         top_level_imports: vec![],
     };
     assert_eq!(
-        serve(&c, "registry.corp.example", QType::A, &ctx(V1_14)).reply,
+        serve_a(&c, "registry.corp.example", V1_14).reply,
         Reply::Local(Outcome::Answer)
     );
     assert_eq!(
@@ -390,11 +350,11 @@ fn forward_except_and_hosts_fallthrough() {
         Reply::Local(Outcome::NoData)
     );
     assert_eq!(
-        serve(&c, "other.corp.example", QType::A, &ctx(V1_14)).reply,
+        serve_a(&c, "other.corp.example", V1_14).reply,
         Reply::Local(Outcome::ServFail)
     );
     assert!(matches!(
-        serve(&c, "api.github.com", QType::A, &ctx(V1_14)).reply,
+        serve_a(&c, "api.github.com", V1_14).reply,
         Reply::Upstream { .. }
     ));
 }
