@@ -9,7 +9,7 @@
 //! resolv.conf *as it is at that moment*. A pod created while its node carried a
 //! foreign suffix keeps it until the pod is recreated, even after the node is
 //! cleaned; so the caller passes the node's search list as it was when the pod
-//! started (DESIGN 6), not as it is now.
+//! started (docs/design.md §6), not as it is now.
 
 use crate::names;
 use std::fmt;

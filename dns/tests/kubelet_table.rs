@@ -1,6 +1,6 @@
 //! Table tests for the kubelet model. Cases marked `dns_test.go` are kubelet's
 //! own (pkg/kubelet/network/dns/dns_test.go) with the same inputs and answers;
-//! the rest use the foreign suffixes from DESIGN 1.
+//! the rest use the foreign suffixes from docs/design.md §1.
 
 use dnspolicy_dns::kubelet::*;
 
@@ -61,7 +61,7 @@ fn on_tailscale_node(pod: &PodDns) -> ResolvConf {
     pod_resolv_conf(pod, &tailscale_node(), &kubeadm())
 }
 
-// ---- DESIGN 1: what a foreign suffix does to a ClusterFirst pod ----
+// ---- docs/design.md §1: what a foreign suffix does to a ClusterFirst pod ----
 
 #[test]
 fn tailscale_suffix_follows_the_three_cluster_entries() {

@@ -1,4 +1,4 @@
-//! The rendered stanzas on a real CoreDNS: DESIGN 3 cases 1 to 5 for both
+//! The rendered stanzas on a real CoreDNS: docs/design.md §3 cases 1 to 5 for both
 //! actions, with and without forwardTo, on the binaries the e2e harness
 //! builds (`~/.cache/dnspolicy-e2e/coredns/v<version>/coredns`, or
 //! `$DNSPOLICY_COREDNS_DIR/v<version>/coredns`). A version whose binary is

@@ -127,7 +127,7 @@ impl<F: Fn(&str, QType) -> Served> Responder for F {
 /// What the upstream resolvers do with what reaches them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Upstream {
-    /// Nothing comes back (the unreachable 8.8.8.8 of DESIGN 1): the stub times out.
+    /// Nothing comes back (the unreachable 8.8.8.8 of docs/design.md §1): the stub times out.
     #[default]
     BlackHole,
     ServFail,
@@ -229,7 +229,7 @@ impl Explanation {
         self.trace.worst_case
     }
 
-    /// Replies whose question differs from the query (DESIGN 3 case 4).
+    /// Replies whose question differs from the query (docs/design.md §3 case 4).
     pub fn question_mismatches(&self) -> Vec<&Line> {
         self.lines.iter().filter(|l| !l.question_matches).collect()
     }

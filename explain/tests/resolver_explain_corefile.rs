@@ -90,7 +90,7 @@ fn tailscale_policy_keeps_the_lookup_inside_coredns() {
 
 #[test]
 fn tailscale_policy_sends_outside_names_upstream_without_the_suffix() {
-    // DESIGN 3 case 2: api.github.com.tailb45a71.ts.net is asked upstream as api.github.com.
+    // docs/design.md §3 case 2: api.github.com.tailb45a71.ts.net is asked upstream as api.github.com.
     let text = with_tailscale_policy(KUBEADM);
     let e = run(&text, Resolver::Glibc, "api.github.com");
     assert_eq!(e.leaked_names(), vec!["api.github.com"], "{e}");
@@ -115,7 +115,7 @@ fn tailscale_policy_sends_outside_names_upstream_without_the_suffix() {
 
 #[test]
 fn tailnet_hosts_still_go_to_magicdns_with_the_policy() {
-    // DESIGN 3 case 3: myhost.tailb45a71.ts.net goes to forwardTo.
+    // docs/design.md §3 case 3: myhost.tailb45a71.ts.net goes to forwardTo.
     let text = with_tailscale_policy(KUBEADM);
     let e = run(&text, Resolver::Musl, "myhost.tailb45a71.ts.net.");
     assert_eq!(e.lines.len(), 2);

@@ -1,4 +1,4 @@
-//! The glibc and musl stub-resolver models against the cases of DESIGN 1.
+//! The glibc and musl stub-resolver models against the cases of docs/design.md §1.
 
 use std::time::Duration;
 

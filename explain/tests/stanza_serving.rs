@@ -1,4 +1,4 @@
-//! DESIGN 3 through the serving model: the fixtures' real Corefiles, the
+//! docs/design.md §3 through the serving model: the fixtures' real Corefiles, the
 //! stanzas rendered for them and placed by the editor, then every case served
 //! as CoreDNS would, on each supported version band. (The same stanzas on the
 //! real CoreDNS binaries: stanza_coredns.rs.)
