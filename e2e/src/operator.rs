@@ -229,6 +229,17 @@ pub async fn fresh(c: &Cluster, flavor: Flavor, version: &str) -> Result<String>
 
 /// Delete every policy, clearing finalizers first so no operator is needed.
 pub fn clear_policies(c: &Cluster) -> Result<()> {
+    let crd = c.kubectl(&[
+        "get",
+        "crd",
+        "--ignore-not-found",
+        "-o",
+        "name",
+        "clusterdnspolicies.dnspolicy.dev",
+    ])?;
+    if crd.trim().is_empty() {
+        return Ok(());
+    }
     let names = c.kubectl(&["get", "cdp", "-o", "jsonpath={.items[*].metadata.name}"])?;
     for name in names.split_whitespace() {
         c.kubectl(&[
@@ -242,6 +253,23 @@ pub fn clear_policies(c: &Cluster) -> Result<()> {
     }
     c.kubectl(&["delete", "cdp", "--all", "--wait=true"])?;
     Ok(())
+}
+
+/// A kubeconfig for the cluster with a fresh token of ServiceAccount
+/// `namespace/name` as the user, checked with `kubectl auth whoami`.
+pub fn service_account_kubeconfig(c: &Cluster, namespace: &str, name: &str) -> Result<PathBuf> {
+    let token = c.kubectl(&["-n", namespace, "create", "token", name, "--duration=1h"])?;
+    token_kubeconfig(c, &format!("{namespace}-{name}"), &token)
+}
+
+/// A kubeconfig for the cluster with `token` as the user.
+pub fn token_kubeconfig(c: &Cluster, file: &str, token: &str) -> Result<PathBuf> {
+    let raw = c.kubectl(&["config", "view", "--raw", "--minify"])?;
+    let mut config: serde_yaml::Value = serde_yaml::from_str(&raw)?;
+    config["users"][0]["user"] = serde_yaml::from_str(&format!("token: {}", token.trim()))?;
+    let path = c.layout.dir.join(format!("{file}.kubeconfig"));
+    std::fs::write(&path, serde_yaml::to_string(&config)?)?;
+    Ok(path)
 }
 
 pub fn apply(c: &Cluster, yaml: &str) -> Result<()> {

@@ -3,20 +3,9 @@
 //! allows but the job does not need is denied, and the writes the job needs
 //! pass.
 
-use std::path::PathBuf;
-
 use anyhow::{Result, bail, ensure};
+use dnspolicy_e2e::operator::{service_account_kubeconfig, token_kubeconfig};
 use dnspolicy_e2e::{Cluster, env};
-
-/// A kubeconfig for the admin's cluster with `token` as the user.
-fn kubeconfig_with_token(c: &Cluster, name: &str, token: &str) -> Result<PathBuf> {
-    let raw = c.kubectl(&["config", "view", "--raw", "--minify"])?;
-    let mut config: serde_yaml::Value = serde_yaml::from_str(&raw)?;
-    config["users"][0]["user"] = serde_yaml::from_str(&format!("token: {}", token.trim()))?;
-    let path = c.layout.dir.join(format!("{name}.kubeconfig"));
-    std::fs::write(&path, serde_yaml::to_string(&config)?)?;
-    Ok(path)
-}
 
 /// kubectl as `kubeconfig`'s user; Err(stderr) when the apiserver refuses.
 fn kubectl_as(c: &Cluster, kubeconfig: &std::path::Path, args: &[&str]) -> Result<String> {
@@ -54,15 +43,7 @@ async fn the_shipped_admission_policies_deny_what_rbac_would_allow() -> Result<(
 
     // The operator's token: RBAC lets it create any ConfigMap in kube-system
     // and patch the coredns Deployment.
-    let token = c.kubectl(&[
-        "-n",
-        "dnspolicy-system",
-        "create",
-        "token",
-        "dnspolicy",
-        "--duration=1h",
-    ])?;
-    let operator = kubeconfig_with_token(&c, "admission-operator", &token)?;
+    let operator = service_account_kubeconfig(&c, "dnspolicy-system", "dnspolicy")?;
     let policy = "dnspolicy-operator-writes";
     // Admission policies take a moment to be loaded by the apiserver.
     let mut tries = 0;
@@ -194,7 +175,7 @@ async fn the_shipped_admission_policies_deny_what_rbac_would_allow() -> Result<(
         "--bound-object-name=admission-agent",
         "--duration=1h",
     ])?;
-    let agent = kubeconfig_with_token(&c, "admission-agent", &token)?;
+    let agent = token_kubeconfig(&c, "admission-agent", &token)?;
     let policy = "dnspolicy-node-agent-writes";
     kubectl_as(
         &c,

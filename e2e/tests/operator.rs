@@ -639,20 +639,8 @@ async fn kustomize_install_works_with_the_shipped_rbac() -> Result<()> {
         "-k",
         manifests.to_str().unwrap(),
     ])?;
-    let token = c.kubectl(&[
-        "-n",
-        "dnspolicy-system",
-        "create",
-        "token",
-        "dnspolicy",
-        "--duration=1h",
-    ])?;
     // The admin kubeconfig's cluster, with the operator's ServiceAccount token as the user.
-    let raw = c.kubectl(&["config", "view", "--raw", "--minify"])?;
-    let mut config: serde_yaml::Value = serde_yaml::from_str(&raw)?;
-    config["users"][0]["user"] = serde_yaml::from_str(&format!("token: {}", token.trim()))?;
-    let path = c.layout.dir.join("dnspolicy-sa.kubeconfig");
-    std::fs::write(&path, serde_yaml::to_string(&config)?)?;
+    let path = service_account_kubeconfig(&c, "dnspolicy-system", "dnspolicy")?;
     let sa = c.kubectl(&[
         "--kubeconfig",
         path.to_str().unwrap(),
