@@ -214,6 +214,12 @@ pub fn install_crd(c: &Cluster) -> Result<()> {
 pub async fn fresh(c: &Cluster, flavor: Flavor, version: &str) -> Result<String> {
     install_crd(c)?;
     clear_policies(c)?;
+    stock_coredns(c, flavor, version).await
+}
+
+/// CoreDNS reinstalled as `flavor`, its ConfigMaps without any dnspolicy
+/// state. Returns the stock Corefile.
+pub async fn stock_coredns(c: &Cluster, flavor: Flavor, version: &str) -> Result<String> {
     c.kubectl(&[
         "-n",
         "kube-system",
@@ -225,6 +231,19 @@ pub async fn fresh(c: &Cluster, flavor: Flavor, version: &str) -> Result<String>
     ])?;
     c.install_coredns(flavor, version).await?;
     corefile(c)
+}
+
+/// `kubectl apply -k manifests/`, as a user installs dnspolicy.
+pub fn install_manifests(c: &Cluster) -> Result<()> {
+    let manifests = env::repo_root().join("manifests");
+    c.kubectl(&[
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "-k",
+        manifests.to_str().unwrap(),
+    ])?;
+    Ok(())
 }
 
 /// Delete every policy, clearing finalizers first so no operator is needed.
@@ -259,7 +278,18 @@ pub fn clear_policies(c: &Cluster) -> Result<()> {
 /// `namespace/name` as the user, checked with `kubectl auth whoami`.
 pub fn service_account_kubeconfig(c: &Cluster, namespace: &str, name: &str) -> Result<PathBuf> {
     let token = c.kubectl(&["-n", namespace, "create", "token", name, "--duration=1h"])?;
-    token_kubeconfig(c, &format!("{namespace}-{name}"), &token)
+    let path = token_kubeconfig(c, &format!("{namespace}-{name}"), &token)?;
+    let who = c.kubectl(&[
+        "--kubeconfig",
+        path.to_str().unwrap(),
+        "auth",
+        "whoami",
+        "-o",
+        "jsonpath={.status.userInfo.username}",
+    ])?;
+    let want = format!("system:serviceaccount:{namespace}:{name}");
+    anyhow::ensure!(who.trim() == want, "the token is {who:?}, not {want}");
+    Ok(path)
 }
 
 /// A kubeconfig for the cluster with `token` as the user.

@@ -4,8 +4,10 @@
 //! pass.
 
 use anyhow::{Result, bail, ensure};
-use dnspolicy_e2e::operator::{service_account_kubeconfig, token_kubeconfig};
-use dnspolicy_e2e::{Cluster, env};
+use dnspolicy_e2e::Cluster;
+use dnspolicy_e2e::operator::{
+    corefile, install_manifests, service_account_kubeconfig, token_kubeconfig,
+};
 
 /// kubectl as `kubeconfig`'s user; Err(stderr) when the apiserver refuses.
 fn kubectl_as(c: &Cluster, kubeconfig: &std::path::Path, args: &[&str]) -> Result<String> {
@@ -32,14 +34,7 @@ fn denied_by(result: Result<String>, policy: &str) -> Result<()> {
 async fn the_shipped_admission_policies_deny_what_rbac_would_allow() -> Result<()> {
     let c = Cluster::ensure().await?;
     let _guard = c.exclusive()?;
-    let manifests = env::repo_root().join("manifests");
-    c.kubectl(&[
-        "apply",
-        "--server-side",
-        "--force-conflicts",
-        "-k",
-        manifests.to_str().unwrap(),
-    ])?;
+    install_manifests(&c)?;
 
     // The operator's token: RBAC lets it create any ConfigMap in kube-system
     // and patch the coredns Deployment.
@@ -121,16 +116,7 @@ async fn the_shipped_admission_policies_deny_what_rbac_would_allow() -> Result<(
             r#"{"spec":{"template":{"metadata":{"annotations":{"dnspolicy.dev/corefile-hash":"sha256:admission-test"}}}}}"#,
         ],
     )?;
-    let corefile = c.kubectl(&[
-        "-n",
-        "kube-system",
-        "get",
-        "configmap",
-        "coredns",
-        "-o",
-        "jsonpath={.data.Corefile}",
-    ])?;
-    let patch = serde_json::json!({"data": {"Corefile": corefile}}).to_string();
+    let patch = serde_json::json!({"data": {"Corefile": corefile(&c)?}}).to_string();
     kubectl_as(
         &c,
         &operator,

@@ -96,18 +96,7 @@ async fn helm_install_upgrade_and_uninstall_on_the_local_cluster() -> Result<()>
     if h(&["status", RELEASE]).is_ok() {
         h(&["uninstall", RELEASE, "--wait"])?;
     }
-    c.kubectl(&[
-        "-n",
-        "kube-system",
-        "delete",
-        "configmap",
-        "coredns",
-        "coredns-custom",
-        "--ignore-not-found",
-    ])?;
-    c.install_coredns(Flavor::Kubeadm, &env::coredns_kubeadm_version())
-        .await?;
-    let original = corefile(&c)?;
+    let original = stock_coredns(&c, Flavor::Kubeadm, &env::coredns_kubeadm_version()).await?;
 
     // Install: the CRD from crds/, the workloads scheduled (kwok runs their pods).
     let t0 = Instant::now();
@@ -170,18 +159,6 @@ async fn helm_install_upgrade_and_uninstall_on_the_local_cluster() -> Result<()>
 
     // The operator as the chart's ServiceAccount.
     let sa_config = service_account_kubeconfig(&c, NAMESPACE, RELEASE)?;
-    let who = c.kubectl(&[
-        "--kubeconfig",
-        sa_config.to_str().unwrap(),
-        "auth",
-        "whoami",
-        "-o",
-        "jsonpath={.status.userInfo.username}",
-    ])?;
-    ensure!(
-        who.trim() == format!("system:serviceaccount:{NAMESPACE}:{RELEASE}"),
-        "running as {who}"
-    );
     // What the chart's Deployment gets from the downward API and its args.
     let mut op = Operator::start_with(
         &c,
