@@ -199,6 +199,11 @@ pub fn install_crd(c: &Cluster) -> Result<()> {
         "-f",
         crd_path().to_str().context("CRD path")?,
     ])?;
+    wait_crd_established(c)
+}
+
+/// The ClusterDNSPolicy CRD serves (after `kubectl apply` or `helm install`).
+pub fn wait_crd_established(c: &Cluster) -> Result<()> {
     c.kubectl(&[
         "wait",
         "--for=condition=Established",

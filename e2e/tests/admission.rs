@@ -67,70 +67,46 @@ async fn the_shipped_admission_policies_deny_what_rbac_would_allow() -> Result<(
             }
         }
     }
-    denied_by(
-        kubectl_as(
-            &c,
-            &operator,
-            &[
-                "-n",
-                "kube-system",
-                "patch",
-                "deployment",
-                "coredns",
-                "--type=json",
-                "-p",
-                r#"[{"op":"replace","path":"/spec/template/spec/containers/0/image","value":"evil.example/coredns:latest"}]"#,
-            ],
-        ),
-        policy,
-    )?;
-    denied_by(
-        kubectl_as(
-            &c,
-            &operator,
-            &[
-                "-n",
-                "kube-system",
-                "patch",
-                "configmap",
-                "coredns",
-                "--type=merge",
-                "-p",
-                r#"{"data":{"other":"x"}}"#,
-            ],
-        ),
-        policy,
-    )?;
-    // What the job needs passes: the pod-template hash and the Corefile key.
-    kubectl_as(
-        &c,
-        &operator,
-        &[
-            "-n",
-            "kube-system",
-            "patch",
+    // (object, patch type, patch, allowed): what RBAC allows the operator
+    // in the CoreDNS objects, and what the policy leaves of it.
+    let corefile_patch = serde_json::json!({"data": {"Corefile": corefile(&c)?}}).to_string();
+    let patches: [(&str, &str, &str, bool); 4] = [
+        (
             "deployment",
-            "coredns",
-            "--type=merge",
-            "-p",
+            "json",
+            r#"[{"op":"replace","path":"/spec/template/spec/containers/0/image","value":"evil.example/coredns:latest"}]"#,
+            false,
+        ),
+        ("configmap", "merge", r#"{"data":{"other":"x"}}"#, false),
+        (
+            "deployment",
+            "merge",
             r#"{"spec":{"template":{"metadata":{"annotations":{"dnspolicy.dev/corefile-hash":"sha256:admission-test"}}}}}"#,
-        ],
-    )?;
-    let patch = serde_json::json!({"data": {"Corefile": corefile(&c)?}}).to_string();
-    kubectl_as(
-        &c,
-        &operator,
-        &[
-            "-n",
-            "kube-system",
-            "patch",
-            "configmap",
-            "coredns",
-            "--type=merge",
-            "-p",
-            &patch,
-        ],
-    )?;
+            true,
+        ),
+        ("configmap", "merge", &corefile_patch, true),
+    ];
+    for (kind, type_, patch, allowed) in patches {
+        let r = kubectl_as(
+            &c,
+            &operator,
+            &[
+                "-n",
+                "kube-system",
+                "patch",
+                kind,
+                "coredns",
+                &format!("--type={type_}"),
+                "-p",
+                patch,
+            ],
+        );
+        if allowed {
+            r.map_err(|e| anyhow::anyhow!("{kind} patch {patch} refused: {e:#}"))?;
+        } else {
+            denied_by(r, policy)?;
+        }
+    }
 
     // The node agent's token, bound to a pod on one node: it may annotate
     // that Node with its host search list, and nothing else.

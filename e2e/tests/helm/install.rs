@@ -110,12 +110,7 @@ async fn helm_install_upgrade_and_uninstall_on_the_local_cluster() -> Result<()>
         "120s",
     ])?;
     println!("helm install in {:?}\n{out}", t0.elapsed());
-    c.kubectl(&[
-        "wait",
-        "--for=condition=Established",
-        "--timeout=30s",
-        "crd/clusterdnspolicies.dnspolicy.dev",
-    ])?;
+    wait_crd_established(&c)?;
     let d = get_json(&c, &["-n", NAMESPACE, "deployment", RELEASE])?;
     ensure!(
         d["spec"]["replicas"] == 2 && d["status"]["readyReplicas"] == 2,
