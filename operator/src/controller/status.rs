@@ -133,29 +133,32 @@ impl Conditions<'_> {
     }
 
     fn phase(&mut self, phase: &Phase) {
-        const APPLIED: &str = "the Corefile holds this policy's stanzas";
         match phase {
             Phase::Stalled(r) | Phase::RolledBack(r) => {
                 self.refused(r.reason, &r.message);
                 self.set(condition::ROLLED_OUT, false, r.reason, &r.message);
             }
-            Phase::Progressing => {
-                let msg = "the Corefile is written; CoreDNS is rolling out";
-                self.set(condition::READY, false, Reason::Progressing, msg);
-                self.set(condition::RECONCILING, true, Reason::Progressing, msg);
-                self.set(condition::STALLED, false, Reason::Progressing, msg);
-                self.set(condition::COREFILE_APPLIED, true, Reason::Applied, APPLIED);
-                self.set(condition::ROLLED_OUT, false, Reason::Progressing, msg);
-            }
-            Phase::RolledOut => {
-                let msg = "CoreDNS runs the Corefile with this policy's stanzas";
-                self.set(condition::READY, true, Reason::RolledOut, msg);
-                self.set(condition::RECONCILING, false, Reason::RolledOut, msg);
-                self.set(condition::STALLED, false, Reason::RolledOut, msg);
-                self.set(condition::COREFILE_APPLIED, true, Reason::Applied, APPLIED);
-                self.set(condition::ROLLED_OUT, true, Reason::RolledOut, msg);
-            }
+            Phase::Progressing => self.working(
+                false,
+                Reason::Progressing,
+                "the Corefile is written; CoreDNS is rolling out",
+            ),
+            Phase::RolledOut => self.working(
+                true,
+                Reason::RolledOut,
+                "CoreDNS runs the Corefile with this policy's stanzas",
+            ),
         }
+    }
+
+    /// The Corefile holds the stanzas; `rolled_out` once CoreDNS runs it.
+    fn working(&mut self, rolled_out: bool, reason: Reason, message: &str) {
+        const APPLIED: &str = "the Corefile holds this policy's stanzas";
+        self.set(condition::READY, rolled_out, reason, message);
+        self.set(condition::RECONCILING, !rolled_out, reason, message);
+        self.set(condition::STALLED, false, reason, message);
+        self.set(condition::COREFILE_APPLIED, true, Reason::Applied, APPLIED);
+        self.set(condition::ROLLED_OUT, rolled_out, reason, message);
     }
 
     fn into_vec(self) -> Vec<Condition> {
@@ -189,6 +192,20 @@ mod tests {
             roll_to: None,
             events: vec![],
         }
+    }
+
+    /// A new policy's first status after `p` was planned.
+    fn first_status(
+        p: &TargetPlan,
+        uncovered: Option<&str>,
+        counts: &PolicyCounts,
+    ) -> ClusterDNSPolicyStatus {
+        let finding = Finding::Planned {
+            plan: p,
+            conflict: None,
+            uncovered,
+        };
+        policy_status(None, Some(1), finding, counts, at(1))
     }
 
     fn get<'a>(s: &'a ClusterDNSPolicyStatus, t: &str) -> &'a Condition {
@@ -250,17 +267,7 @@ mod tests {
             polluted: 2,
             namespaces: vec![("workflow-engine".into(), 3, 2)],
         };
-        let s = policy_status(
-            None,
-            Some(1),
-            Finding::Planned {
-                plan: &p,
-                conflict: None,
-                uncovered: None,
-            },
-            &counts,
-            at(1),
-        );
+        let s = first_status(&p, None, &counts);
         assert_eq!(get(&s, "RolledOut").reason, "RolloutFailed");
         assert_eq!(get(&s, "Stalled").status, "True");
         assert_eq!(s.pods.unwrap().polluted, 2);
@@ -270,16 +277,10 @@ mod tests {
     #[test]
     fn an_uncovered_node_local_path_keeps_ready_false_though_coredns_rolled_out() {
         let p = plan(Phase::RolledOut);
-        let s = policy_status(
-            None,
-            Some(1),
-            Finding::Planned {
-                plan: &p,
-                conflict: None,
-                uncovered: Some("NodeLocal DNSCache ... kube-system/node-local-dns"),
-            },
+        let s = first_status(
+            &p,
+            Some("NodeLocal DNSCache ... kube-system/node-local-dns"),
             &PolicyCounts::default(),
-            at(1),
         );
         assert_eq!(get(&s, "Ready").status, "False");
         assert_eq!(get(&s, "Ready").reason, "NodeLocalNotCovered");
