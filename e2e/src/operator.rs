@@ -490,3 +490,25 @@ pub fn node_agent(c: &Cluster, node: &str, resolv_conf: &std::path::Path) -> Res
 
 pub const TAILSCALE: &str = include_str!("../../manifests/examples/tailscale.yaml");
 pub const OPENSTACK: &str = include_str!("../../manifests/examples/openstack.yaml");
+
+/// Prometheus text -> metric name -> label names of its series.
+pub fn metric_series(
+    text: &str,
+) -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>> {
+    let mut out = std::collections::BTreeMap::<String, std::collections::BTreeSet<String>>::new();
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let end = line.find(['{', ' ']).unwrap_or(line.len());
+        let labels = out.entry(line[..end].to_string()).or_default();
+        if let Some(rest) = line[end..].strip_prefix('{') {
+            for pair in rest.split('}').next().unwrap_or_default().split(',') {
+                if let Some((k, _)) = pair.split_once('=') {
+                    labels.insert(k.trim().to_string());
+                }
+            }
+        }
+    }
+    out
+}

@@ -70,22 +70,7 @@ fn work_dir(name: &str) -> Result<PathBuf> {
 
 /// Series of the real scrape: metric name -> label names.
 fn real_series() -> BTreeMap<String, BTreeSet<String>> {
-    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for line in REAL_METRICS
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-    {
-        let name_end = line.find(['{', ' ']).unwrap_or(line.len());
-        let labels = out.entry(line[..name_end].to_string()).or_default();
-        if let Some(rest) = line[name_end..].strip_prefix('{') {
-            for pair in rest.split('}').next().unwrap_or_default().split(',') {
-                if let Some((k, _)) = pair.split_once('=') {
-                    labels.insert(k.trim().to_string());
-                }
-            }
-        }
-    }
-    out
+    dnspolicy_e2e::operator::metric_series(REAL_METRICS)
 }
 
 /// `name{labels}` of the operator, checked against the real scrape, with the target labels.

@@ -1,7 +1,6 @@
 //! `helm install`, `upgrade` and `uninstall` of charts/dnspolicy on the
 //! local cluster, with the operator running as the chart's ServiceAccount.
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::time::{Duration, Instant};
 
@@ -28,26 +27,6 @@ fn exists(c: &Cluster, args: &[&str]) -> Result<bool> {
 
 const RELEASE: &str = "dnspolicy-helm";
 const NAMESPACE: &str = "dnspolicy-helm";
-
-/// Metric name -> label names, from Prometheus text.
-fn series_labels(text: &str) -> BTreeMap<String, std::collections::BTreeSet<String>> {
-    let mut out: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
-    for line in text
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-    {
-        let end = line.find(['{', ' ']).unwrap_or(line.len());
-        let labels = out.entry(line[..end].to_string()).or_default();
-        if let Some(rest) = line[end..].strip_prefix('{') {
-            for pair in rest.split('}').next().unwrap_or_default().split(',') {
-                if let Some((k, _)) = pair.split_once('=') {
-                    labels.insert(k.trim().to_string());
-                }
-            }
-        }
-    }
-    out
-}
 
 /// The metric names the shipped alerts and dashboard read from the operator.
 fn referenced_operator_metrics() -> Result<Vec<String>> {
@@ -207,8 +186,8 @@ async fn helm_install_upgrade_and_uninstall_on_the_local_cluster() -> Result<()>
 
     // The promtool tests (tests/monitoring.rs) draw their series from a stored
     // scrape: its series must still carry the labels the live ones do.
-    let live = series_labels(&exported);
-    let stored = series_labels(include_str!("../fixtures/operator-metrics.txt"));
+    let live = metric_series(&exported);
+    let stored = metric_series(include_str!("../fixtures/operator-metrics.txt"));
     for (name, labels) in &stored {
         if let Some(l) = live.get(name) {
             ensure!(
