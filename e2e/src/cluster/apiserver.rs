@@ -81,20 +81,45 @@ pub fn restart(l: &Layout) -> Result<Duration> {
     // SIGKILL, as a crash: a graceful stop drains watches for a minute.
     process::signal(pid, libc::SIGKILL);
     // A zombie child of this process counts as gone; reap it if it is ours.
-    while {
+    let gone = |pid: i32| {
         // SAFETY: waitpid with WNOHANG on a pid; a pid not our child is an error, ignored.
         unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
-        process::pid_alive(pid)
-    } {
+        !process::pid_alive(pid)
+    };
+    while !gone(pid) {
         if t0.elapsed() > Duration::from_secs(30) {
             bail!("kube-apiserver {pid} did not stop");
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    spawn(l, "kube-apiserver", Path::new(&argv[0]), &argv[1..], &[])?;
+    let log_tail = || {
+        let log = fs::read_to_string(l.log("kube-apiserver")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(15)..].join("\n")
+    };
+    let mut new = spawn(l, "kube-apiserver", Path::new(&argv[0]), &argv[1..], &[])?;
+    let mut respawned = false;
     while !serves(l) {
+        // On a loaded machine the new process can die at start-up (a port
+        // not yet released, etcd slow to answer): start it once more, as a
+        // supervisor would, and say why if it dies again.
+        if gone(new) {
+            if respawned {
+                bail!(
+                    "the restarted kube-apiserver exited twice; its log ends:\n{}",
+                    log_tail()
+                );
+            }
+            eprintln!("[e2e] the restarted kube-apiserver exited; starting it again");
+            std::thread::sleep(Duration::from_secs(1));
+            new = spawn(l, "kube-apiserver", Path::new(&argv[0]), &argv[1..], &[])?;
+            respawned = true;
+        }
         if t0.elapsed() > Duration::from_secs(120) {
-            bail!("kube-apiserver did not come back within 120 s");
+            bail!(
+                "kube-apiserver did not come back within 120 s; its log ends:\n{}",
+                log_tail()
+            );
         }
         std::thread::sleep(Duration::from_millis(200));
     }
