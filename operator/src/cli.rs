@@ -80,6 +80,7 @@ pub enum CliError {
     Failed(String),
 }
 
+// clap value parsers report a String, which clap prefixes with the flag.
 fn parse_duration(text: &str) -> Result<Duration, String> {
     let (number, unit) = text.split_at(
         text.find(|c: char| !c.is_ascii_digit())

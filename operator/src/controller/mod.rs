@@ -246,7 +246,7 @@ async fn reconcile_policy(
             version_override: ctx.settings.coredns_version,
             cluster_dns: observed.cluster_dns,
         }),
-        Err(missing) => TargetPlan::stalled(Reason::TargetNotFound, missing),
+        Err(missing) => TargetPlan::stalled(Reason::TargetNotFound, missing.to_string()),
     };
 
     // 4. apply, and tell the policies of the target

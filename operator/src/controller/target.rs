@@ -36,20 +36,25 @@ pub struct Observed {
 /// The Service in front of CoreDNS, by the name every distribution keeps.
 pub const CLUSTER_DNS_SERVICE: &str = "kube-dns";
 
-/// Reads the target. `Ok(Err(message))` when an object the spec names is missing.
+/// An object `spec.target` names that does not exist.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{object} not found; spec.target names the CoreDNS to configure")]
+pub struct TargetMissing {
+    /// e.g. `ConfigMap kube-system/coredns`
+    pub object: String,
+}
+
+/// Reads the target. `Ok(Err(_))` when an object the spec names is missing.
 pub async fn read(
     client: &Client,
     target: &CoreDnsTarget,
-) -> Result<Result<Observed, String>, Error> {
+) -> Result<Result<Observed, TargetMissing>, Error> {
     // The Deployment lives beside its ConfigMap.
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &target.namespace);
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &target.namespace);
     let object = |kind: &str, name: &str| format!("{kind} {}/{name}", target.namespace);
-    let missing = |kind: &str, name: &str| {
-        format!(
-            "{} not found; spec.target names the CoreDNS to configure",
-            object(kind, name)
-        )
+    let missing = |kind: &str, name: &str| TargetMissing {
+        object: object(kind, name),
     };
     let Some(cm) = cms
         .get_opt(&target.config_map)
