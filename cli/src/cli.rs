@@ -318,16 +318,9 @@ pub fn explain(args: &ExplainArgs) -> Result<String, CliError> {
     .map_err(|e| CliError::Invalid(e.to_string()))
 }
 
-/// A client from the kubeconfig or the in-cluster service account, telling
-/// the API server who it is (audit logs show `dnspolicy/<version>`).
+/// A client as every dnspolicy binary makes one (`dnspolicy_crd::client`).
 pub async fn client() -> Result<kube::Client, CliError> {
-    let mut config = kube::Config::infer()
+    dnspolicy_crd::client::connect()
         .await
-        .map_err(|e| CliError::Failed(format!("no Kubernetes configuration found: {e}")))?;
-    config.headers.push((
-        http::header::USER_AGENT,
-        http::HeaderValue::from_static(concat!("dnspolicy/", env!("CARGO_PKG_VERSION"))),
-    ));
-    kube::Client::try_from(config)
-        .map_err(|e| CliError::Failed(format!("cannot reach the Kubernetes API: {e}")))
+        .map_err(|e| CliError::Failed(e.to_string()))
 }

@@ -10,6 +10,9 @@ use std::collections::BTreeMap;
 pub mod vocabulary;
 
 #[cfg(feature = "kube")]
+pub mod client;
+
+#[cfg(feature = "kube")]
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 #[cfg(feature = "kube")]
 use kube::{CustomResource, CustomResourceExt, KubeSchema};
