@@ -95,6 +95,9 @@ pub enum Reason {
     NodeLocalNotCovered,
     // Rolled back.
     RolloutFailed,
+    /// CoreDNS pods are unavailable on a Corefile that rolled out before (or
+    /// that this rollout did not change): Ready is False, nothing rolled back.
+    CoreDNSUnavailable,
 }
 
 impl Reason {
@@ -126,6 +129,7 @@ impl Reason {
             Reason::NodeLocalNotCovered => "NodeLocalNotCovered",
             Reason::CorefileTooLarge => "CorefileTooLarge",
             Reason::RolloutFailed => "RolloutFailed",
+            Reason::CoreDNSUnavailable => "CoreDNSUnavailable",
         }
     }
 }

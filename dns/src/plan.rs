@@ -32,6 +32,9 @@ pub const CONTEST_MAX_REVERTS: usize = 3;
 /// the last good one) must fit the 256 KiB annotation limit beside the rest.
 pub const MAX_COREFILE_BYTES: usize = 100 * 1024;
 
+/// Seconds added to the rollout deadline for each CoreDNS replica.
+pub const ROLLOUT_SECS_PER_REPLICA: i64 = 10;
+
 /// The target ConfigMap as the plan needs it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ConfigMapView {
@@ -131,6 +134,9 @@ pub enum Phase {
     RolledBack(Refusal),
     /// Nothing written; a person must act.
     Stalled(Refusal),
+    /// CoreDNS is not all available, but not because of a Corefile this
+    /// rollout introduced: nothing is rolled back, Ready is False.
+    Unavailable(Refusal),
 }
 
 /// A write to the target ConfigMap, applied server-side by dnspolicy's field
@@ -430,15 +436,11 @@ pub fn plan_target(input: &PlanInput<'_>) -> TargetPlan {
                     .join(","),
             );
         }
-        let started = if corefile_changes || custom_changes || applied_hash != Some(&desired.hash) {
-            input.now.to_string()
-        } else {
-            cm.annotations
-                .get(annotation::ROLLOUT_STARTED)
-                .cloned()
-                .unwrap_or_else(|| input.now.to_string())
-        };
-        a.insert(annotation::ROLLOUT_STARTED.to_string(), started);
+        // The rollout record is dnspolicy's own: kept as it is here, set
+        // below when a rollout starts, dropped when it finished.
+        if let Some(started) = cm.annotations.get(annotation::ROLLOUT_STARTED) {
+            a.insert(annotation::ROLLOUT_STARTED.to_string(), started.clone());
+        }
         a
     };
     let owned: BTreeMap<String, String> = cm
@@ -478,7 +480,27 @@ pub fn plan_target(input: &PlanInput<'_>) -> TargetPlan {
         };
         return plan;
     }
+    let mut annotations = annotations;
     if deployment.template_hash.as_deref() != Some(desired.hash.as_str()) {
+        // The deadline runs from here, the rollout's start, not from the
+        // Corefile write: a switch from `rollout: None` rolls long after it.
+        // (A record for this hash is kept: the patch of a run that crashed
+        // just before it is seconds old.)
+        let recorded = cm
+            .annotations
+            .get(annotation::ROLLOUT_STARTED)
+            .and_then(|s| RolloutRecord::parse(s))
+            .is_some_and(|r| r.hash == desired.hash);
+        if !releasing && !recorded {
+            annotations.insert(
+                annotation::ROLLOUT_STARTED.to_string(),
+                RolloutRecord::new(&desired.hash, input.now).to_string(),
+            );
+            plan.write_config_map = Some(ConfigMapWrite {
+                corefile: desired.corefile.clone(),
+                annotations,
+            });
+        }
         plan.roll_to = Some(desired.hash.clone());
         plan.events.push((
             EventReason::RolloutStarted,
@@ -486,12 +508,17 @@ pub fn plan_target(input: &PlanInput<'_>) -> TargetPlan {
         ));
         return plan;
     }
+    let ours = cm
+        .annotations
+        .get(annotation::ROLLOUT_STARTED)
+        .and_then(|s| RolloutRecord::parse(s))
+        .filter(|r| r.hash == desired.hash);
     if deployment.rolled_out() {
         plan.phase = Phase::RolledOut;
-        if !releasing
-            && cm.annotations.get(annotation::LAST_GOOD_COREFILE) != Some(&desired.corefile)
-        {
-            let mut annotations = annotations;
+        let record_good = !releasing
+            && cm.annotations.get(annotation::LAST_GOOD_COREFILE) != Some(&desired.corefile);
+        if record_good || (!releasing && ours.is_some()) {
+            annotations.remove(annotation::ROLLOUT_STARTED);
             annotations.insert(
                 annotation::LAST_GOOD_COREFILE.to_string(),
                 desired.corefile.clone(),
@@ -507,52 +534,111 @@ pub fn plan_target(input: &PlanInput<'_>) -> TargetPlan {
         }
         return plan;
     }
-    let started: i64 = cm
-        .annotations
-        .get(annotation::ROLLOUT_STARTED)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(input.now);
-    if !releasing && input.now - started > input.rollout_deadline_secs {
-        let last_good = cm
-            .annotations
-            .get(annotation::LAST_GOOD_COREFILE)
-            .cloned()
-            .unwrap_or_else(|| desired.base.clone());
-        let good_hash = effective_hash(&last_good, &BTreeMap::new());
-        let mut annotations = annotations;
-        annotations.insert(annotation::FAILED_HASH.to_string(), desired.hash.clone());
-        annotations.insert(annotation::APPLIED_HASH.to_string(), good_hash.clone());
-        annotations.insert(
-            annotation::ROLLOUT_STARTED.to_string(),
-            input.now.to_string(),
-        );
-        let refusal = rollout_failed(&desired.hash, &good_hash);
-        plan.events.push((
-            EventReason::Rollback,
-            format!(
-                "{} ({} of {} pods available after {} s)",
-                refusal.message,
-                deployment
-                    .available_replicas
-                    .min(deployment.updated_replicas),
-                deployment.replicas,
-                input.rollout_deadline_secs
+    let available = deployment
+        .available_replicas
+        .min(deployment.updated_replicas);
+    let Some(started) = ours.filter(|_| !releasing) else {
+        // Not a rollout dnspolicy is judging: its own finished earlier (a pod
+        // that crashes later is not the Corefile's fault: a rollback would
+        // mark a good Corefile failed), or another actor rolls CoreDNS.
+        if releasing {
+            return plan;
+        }
+        plan.phase = Phase::Unavailable(Refusal {
+            reason: Reason::CoreDNSUnavailable,
+            message: format!(
+                "{available} of {} CoreDNS pods are available on Corefile {}; it rolled out before, so dnspolicy does not roll it back. Check the CoreDNS pods",
+                deployment.replicas, desired.hash
             ),
-        ));
-        plan.write_config_map = Some(ConfigMapWrite {
-            corefile: last_good,
-            annotations,
         });
-        plan.write_custom = if desired.custom_keys.is_empty() {
-            None
-        } else {
-            Some(BTreeMap::new())
-        };
-        plan.roll_to = Some(good_hash.clone());
-        plan.desired_hash = Some(good_hash);
-        plan.phase = Phase::RolledBack(refusal);
+        return plan;
+    };
+    let deadline = rollout_deadline(input.rollout_deadline_secs, deployment.replicas);
+    if input.now - started.at <= deadline {
+        return plan;
     }
+    let last_good = cm
+        .annotations
+        .get(annotation::LAST_GOOD_COREFILE)
+        .cloned()
+        .unwrap_or_else(|| desired.base.clone());
+    let good_hash = effective_hash(&last_good, &BTreeMap::new());
+    if good_hash == desired.hash {
+        // Nothing this rollout introduced to take back.
+        plan.phase = Phase::Unavailable(Refusal {
+            reason: Reason::CoreDNSUnavailable,
+            message: format!(
+                "{available} of {} CoreDNS pods are available after {deadline} s on Corefile {}, the one CoreDNS ran before this rollout, so there is nothing to roll back. Check the CoreDNS pods",
+                deployment.replicas, desired.hash
+            ),
+        });
+        return plan;
+    }
+    annotations.insert(annotation::FAILED_HASH.to_string(), desired.hash.clone());
+    annotations.insert(annotation::APPLIED_HASH.to_string(), good_hash.clone());
+    annotations.insert(
+        annotation::ROLLOUT_STARTED.to_string(),
+        RolloutRecord::new(&good_hash, input.now).to_string(),
+    );
+    let refusal = rollout_failed(&desired.hash, &good_hash);
+    plan.events.push((
+        EventReason::Rollback,
+        format!(
+            "{} ({available} of {} pods available after {deadline} s)",
+            refusal.message, deployment.replicas,
+        ),
+    ));
+    plan.write_config_map = Some(ConfigMapWrite {
+        corefile: last_good,
+        annotations,
+    });
+    plan.write_custom = if desired.custom_keys.is_empty() {
+        None
+    } else {
+        Some(BTreeMap::new())
+    };
+    plan.roll_to = Some(good_hash.clone());
+    plan.desired_hash = Some(good_hash);
+    plan.phase = Phase::RolledBack(refusal);
     plan
+}
+
+/// Seconds a rollout of `replicas` CoreDNS pods may take: the configured
+/// base plus `ROLLOUT_SECS_PER_REPLICA` for each pod, since a Deployment
+/// replaces its pods a few at a time (maxSurge/maxUnavailable), so a
+/// 100-replica CoreDNS needs far longer than a 2-replica one.
+pub fn rollout_deadline(base_secs: i64, replicas: i32) -> i64 {
+    base_secs + ROLLOUT_SECS_PER_REPLICA * i64::from(replicas.max(0))
+}
+
+/// The rollout dnspolicy started, kept in the `rollout-started` annotation as
+/// `<hash>@<unix seconds>`: only a rollout onto this hash is judged against
+/// the deadline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct RolloutRecord {
+    hash: String,
+    at: i64,
+}
+
+impl RolloutRecord {
+    fn new(hash: &str, at: i64) -> Self {
+        RolloutRecord {
+            hash: hash.to_string(),
+            at,
+        }
+    }
+
+    /// `None` for anything else, including the bare seconds older versions wrote.
+    fn parse(text: &str) -> Option<Self> {
+        let (hash, at) = text.rsplit_once('@')?;
+        Some(RolloutRecord::new(hash, at.parse().ok()?))
+    }
+}
+
+impl std::fmt::Display for RolloutRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}@{}", self.hash, self.at)
+    }
 }
 
 /// The same words when the rollback happens and on every run after it, so

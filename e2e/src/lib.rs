@@ -249,6 +249,12 @@ spec:
             .collect())
     }
 
+    /// The pid of a CoreDNS pod's process under the pod runtime, while one runs.
+    pub fn coredns_pid(&self, pod: &str) -> Option<i32> {
+        let dir = self.layout.pods().join(format!("kube-system_{pod}"));
+        process::read_pid(&dir.join("pid")).filter(|p| process::pid_alive(*p))
+    }
+
     /// Wait for `kubectl rollout status deployment/coredns` and return the serving addresses.
     pub async fn wait_coredns_rolled_out(&self, timeout: Duration) -> Result<Vec<Ipv4Addr>> {
         let t = format!("--timeout={}s", timeout.as_secs().max(1));

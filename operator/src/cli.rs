@@ -37,7 +37,8 @@ pub struct RunArgs {
     /// Where /metrics, /healthz and /readyz listen.
     #[arg(long, default_value = "0.0.0.0:8080")]
     pub metrics_addr: SocketAddr,
-    /// How long new CoreDNS pods may take to become available before the last good Corefile is put back.
+    /// How long new CoreDNS pods may take to become available before the last good Corefile is put back,
+    /// plus 10 s per CoreDNS replica (a Deployment replaces its pods a few at a time).
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub rollout_deadline: Duration,
     /// CoreDNS version to render for, overriding the Deployment's image tag

@@ -69,7 +69,10 @@ fn first_apply_writes_the_corefile_keeps_the_original_and_rolls() {
     assert!(write.corefile.contains("tailb45a71"));
     assert_eq!(write.annotations[annotation::ORIGINAL_COREFILE], KUBEADM);
     assert_eq!(write.annotations[annotation::LAST_GOOD_COREFILE], KUBEADM);
-    assert_eq!(write.annotations[annotation::ROLLOUT_STARTED], "1000");
+    assert_eq!(
+        write.annotations[annotation::ROLLOUT_STARTED],
+        format!("{}@1000", p.desired_hash.as_ref().unwrap())
+    );
     assert_eq!(p.roll_to, p.desired_hash);
     assert_eq!(p.phase, Phase::Progressing);
 }
@@ -119,7 +122,10 @@ fn a_rollout_past_its_deadline_puts_the_last_good_corefile_back_once() {
     let merged = tailnet();
     let (first, cm) = first_apply(&merged);
     let hash = first.desired_hash.clone();
-    let late = plan(&merged, &cm, &deployment(hash.as_deref(), false), 1061);
+    // 60 s plus 10 s for each of the 2 replicas.
+    let in_time = plan(&merged, &cm, &deployment(hash.as_deref(), false), 1080);
+    assert_eq!(in_time.phase, Phase::Progressing);
+    let late = plan(&merged, &cm, &deployment(hash.as_deref(), false), 1081);
     let Phase::RolledBack(r) = &late.phase else {
         panic!("{late:?}")
     };
@@ -251,5 +257,127 @@ fn a_corefile_too_large_for_its_kept_copies_writes_nothing() {
         matches!(p.phase, Phase::Stalled(ref r) if r.reason == Reason::CorefileTooLarge && r.message.contains("bytes")),
         "{p:?}"
     );
+    assert!(!p.writes());
+}
+
+/// The ConfigMap after the whole rollout of `merged` finished at t=1020.
+fn rolled_out(merged: &MergedPolicies) -> (String, ConfigMapView) {
+    let (first, cm) = first_apply(merged);
+    let hash = first.desired_hash.unwrap();
+    let done = plan(merged, &cm, &deployment(Some(&hash), true), 1020);
+    let cm = after(done.write_config_map.as_ref().expect("last good recorded"));
+    assert!(
+        !cm.annotations.contains_key(annotation::ROLLOUT_STARTED),
+        "a finished rollout is no longer judged: {:?}",
+        cm.annotations
+    );
+    (hash, cm)
+}
+
+#[test]
+fn a_pod_crashing_after_the_rollout_finished_rolls_nothing_back() {
+    let merged = tailnet();
+    let (hash, cm) = rolled_out(&merged);
+    // An hour later a CoreDNS pod crashes.
+    let crashed = plan(&merged, &cm, &deployment(Some(&hash), false), 4600);
+    assert!(!crashed.writes(), "{crashed:?}");
+    let Phase::Unavailable(r) = &crashed.phase else {
+        panic!("{crashed:?}")
+    };
+    assert_eq!(r.reason, Reason::CoreDNSUnavailable);
+    assert!(r.message.contains("1 of 2"), "{}", r.message);
+    let back = plan(&merged, &cm, &deployment(Some(&hash), true), 4700);
+    assert_eq!(back.phase, Phase::RolledOut);
+    assert!(!back.writes());
+}
+
+#[test]
+fn switching_from_rollout_none_to_restart_gets_a_deadline_of_its_own() {
+    let merged = tailnet();
+    let none = |cm: &ConfigMapView, d: &DeploymentView, now| {
+        plan_target(&PlanInput {
+            merged: &merged,
+            rollout: RolloutMode::None,
+            config_map: cm,
+            custom: &CustomView::default(),
+            deployment: d,
+            now,
+            rollout_deadline_secs: 60,
+            version_override: None,
+            cluster_dns: ClusterDns::default(),
+        })
+    };
+    let written = none(&stock(), &deployment(None, true), 1000);
+    assert_eq!(written.roll_to, None);
+    let cm = after(written.write_config_map.as_ref().unwrap());
+    assert_eq!(
+        none(&cm, &deployment(None, true), 1010).phase,
+        Phase::RolledOut
+    );
+    // An hour later the policy switches to Restart.
+    let switch = plan(&merged, &cm, &deployment(None, true), 4600);
+    let hash = switch.roll_to.clone().expect("a rollout starts");
+    let cm = after(
+        switch
+            .write_config_map
+            .as_ref()
+            .expect("the start is recorded"),
+    );
+    assert_eq!(
+        cm.annotations[annotation::ROLLOUT_STARTED],
+        format!("{hash}@4600")
+    );
+    let rolling = plan(&merged, &cm, &deployment(Some(&hash), false), 4610);
+    assert_eq!(rolling.phase, Phase::Progressing, "{rolling:?}");
+    assert!(!rolling.writes());
+    let done = plan(&merged, &cm, &deployment(Some(&hash), true), 4620);
+    assert_eq!(done.phase, Phase::RolledOut);
+}
+
+#[test]
+fn the_deadline_grows_with_the_replicas() {
+    let merged = tailnet();
+    let (first, cm) = first_apply(&merged);
+    let hash = first.desired_hash.unwrap();
+    let many = DeploymentView {
+        replicas: 50,
+        updated_replicas: 30,
+        available_replicas: 30,
+        total_replicas: 55,
+        ..deployment(Some(&hash), false)
+    };
+    assert_eq!(rollout_deadline(60, 50), 560);
+    assert_eq!(plan(&merged, &cm, &many, 1560).phase, Phase::Progressing);
+    assert!(matches!(
+        plan(&merged, &cm, &many, 1561).phase,
+        Phase::RolledBack(_)
+    ));
+}
+
+#[test]
+fn a_rollout_onto_the_last_good_corefile_is_not_rolled_back() {
+    let merged = tailnet();
+    let (hash, mut cm) = rolled_out(&merged);
+    // Someone reset the pod template; dnspolicy rolls again onto the same Corefile.
+    let again = plan(&merged, &cm, &deployment(Some("sha256:other"), true), 5000);
+    assert_eq!(again.roll_to.as_deref(), Some(hash.as_str()));
+    cm = after(again.write_config_map.as_ref().unwrap());
+    let late = plan(&merged, &cm, &deployment(Some(&hash), false), 5200);
+    assert!(!late.writes(), "{late:?}");
+    assert!(
+        matches!(late.phase, Phase::Unavailable(ref r) if r.message.contains("nothing to roll back")),
+        "{late:?}"
+    );
+}
+
+#[test]
+fn an_old_bare_seconds_record_is_not_judged() {
+    let merged = tailnet();
+    let (first, mut cm) = first_apply(&merged);
+    let hash = first.desired_hash.unwrap();
+    cm.annotations
+        .insert(annotation::ROLLOUT_STARTED.into(), "1000".into());
+    let p = plan(&merged, &cm, &deployment(Some(&hash), false), 9000);
+    assert!(matches!(p.phase, Phase::Unavailable(_)), "{p:?}");
     assert!(!p.writes());
 }

@@ -279,10 +279,13 @@ async fn reconcile_policy(
         Phase::Progressing => "progressing",
         Phase::RolledBack(_) => "rolled-back",
         Phase::Stalled(_) => "stalled",
+        Phase::Unavailable(_) => "unavailable",
     };
     ctx.metrics.reconciled(result, started.elapsed());
     Ok(match plan.phase {
         Phase::Progressing => Action::requeue(Duration::from_secs(1)),
+        // Pods coming back are seen through the Deployment watch too.
+        Phase::Unavailable(_) => Action::requeue(Duration::from_secs(10)),
         _ => Action::requeue(Duration::from_secs(300)),
     })
 }

@@ -138,6 +138,8 @@ impl Conditions<'_> {
                 self.refused(r.reason, &r.message);
                 self.set(condition::ROLLED_OUT, false, r.reason, &r.message);
             }
+            // The Corefile is CoreDNS's; its pods are not all up.
+            Phase::Unavailable(r) => self.working(false, r.reason, &r.message),
             Phase::Progressing => self.working(
                 false,
                 Reason::Progressing,
