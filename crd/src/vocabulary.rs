@@ -89,6 +89,9 @@ pub enum Reason {
     UnsupportedCoreDNS,
     NeedsNewerCoreDNS,
     CorefileContested,
+    /// Another field manager (a GitOps tool, a person) owns the Corefile:
+    /// dnspolicy stood down after one attempt.
+    ForeignOwner,
     /// The Corefile is too large to keep its copies in annotations.
     CorefileTooLarge,
     /// A NodeLocal DNSCache sends the suffixes upstream itself.
@@ -126,6 +129,7 @@ impl Reason {
             Reason::UnsupportedCoreDNS => "UnsupportedCoreDNS",
             Reason::NeedsNewerCoreDNS => "NeedsNewerCoreDNS",
             Reason::CorefileContested => "CorefileContested",
+            Reason::ForeignOwner => "ForeignOwner",
             Reason::NodeLocalNotCovered => "NodeLocalNotCovered",
             Reason::CorefileTooLarge => "CorefileTooLarge",
             Reason::RolloutFailed => "RolloutFailed",

@@ -89,6 +89,13 @@ pub struct PlanInput<'a> {
     pub version_override: Option<CoreDnsVersion>,
     /// Where the cluster DNS is reached, read by the controller.
     pub cluster_dns: ClusterDns,
+    /// A policy of this target has had its stanzas in the Corefile before
+    /// (its status says so): a ConfigMap without dnspolicy's annotations was
+    /// then replaced whole by someone else.
+    pub previously_applied: bool,
+    /// The message of a `ForeignOwner` a policy of this target shows for its
+    /// current generation: dnspolicy stays stood down.
+    pub stood_down: Option<String>,
 }
 
 /// What the controller knows about how pods reach this CoreDNS, beyond the
@@ -379,23 +386,63 @@ pub fn plan_target(input: &PlanInput<'_>) -> TargetPlan {
 
     let current_custom = &input.custom.managed_keys;
     let current_hash = effective_hash(current, current_custom);
+    if let Some(message) = &input.stood_down
+        && current_hash != desired.hash
+        && !releasing
+    {
+        // Stood down for another owner: stay so until the policy changes
+        // or the Corefile is what dnspolicy would write.
+        return TargetPlan::stalled(Reason::ForeignOwner, message.clone());
+    }
     let applied_hash = cm.annotations.get(annotation::APPLIED_HASH);
+    let others = &cm.other_corefile_managers;
+    if !releasing
+        && input.previously_applied
+        && applied_hash.is_none()
+        && !others.is_empty()
+        && current_hash != desired.hash
+    {
+        return TargetPlan::stalled(
+            Reason::ForeignOwner,
+            foreign_owner(
+                others,
+                "replaced the whole ConfigMap, dropping dnspolicy's stanzas and the copies it keeps in annotations",
+            ),
+        );
+    }
     let mut reverts = parse_reverts(cm.annotations.get(annotation::REVERTS), input.now);
     let drifted = applied_hash.is_some_and(|h| *h != current_hash) && current_hash != desired.hash;
     if drifted {
-        reverts.push(input.now);
-        if reverts.len() > CONTEST_MAX_REVERTS && !releasing {
-            let who = if cm.other_corefile_managers.is_empty() {
-                "another writer".to_string()
-            } else {
-                format!("field manager {}", cm.other_corefile_managers.join(", "))
-            };
+        // One attempt per owner: a field manager that reverts dnspolicy a
+        // second time (at any interval) owns the Corefile; stand down.
+        let again: Vec<String> = others
+            .iter()
+            .filter(|m| reverts.iter().any(|r| r.by.contains(m)))
+            .cloned()
+            .collect();
+        if !again.is_empty() && !releasing {
+            return TargetPlan::stalled(
+                Reason::ForeignOwner,
+                foreign_owner(
+                    &again,
+                    "rewrote the Corefile again after dnspolicy put its stanzas back",
+                ),
+            );
+        }
+        reverts.push(Revert {
+            at: input.now,
+            by: others.clone(),
+        });
+        let recent = reverts
+            .iter()
+            .filter(|r| input.now - r.at <= CONTEST_WINDOW_SECS)
+            .count();
+        if recent > CONTEST_MAX_REVERTS && !releasing {
+            // Writers that leave no field manager (rare): only a count.
             return TargetPlan::stalled(
                 Reason::CorefileContested,
                 format!(
-                    "{who} rewrote the Corefile {} times in {} s; dnspolicy stopped writing it. Let one owner keep it: put dnspolicy's stanzas in the coredns-custom ConfigMap, tell your GitOps tool to ignore data.Corefile, or stop the other writer",
-                    reverts.len(),
-                    CONTEST_WINDOW_SECS
+                    "another writer rewrote the Corefile {recent} times in {CONTEST_WINDOW_SECS} s; dnspolicy stopped writing it. Let one owner keep it: put dnspolicy's stanzas in the coredns-custom ConfigMap, tell your GitOps tool to ignore data.Corefile, or stop the other writer"
                 ),
             );
         }
@@ -431,7 +478,7 @@ pub fn plan_target(input: &PlanInput<'_>) -> TargetPlan {
                 annotation::REVERTS.to_string(),
                 reverts
                     .iter()
-                    .map(i64::to_string)
+                    .map(Revert::to_string)
                     .collect::<Vec<_>>()
                     .join(","),
             );
@@ -652,15 +699,58 @@ fn rollout_failed(bad: &str, good: &str) -> Refusal {
     }
 }
 
-/// Revert times (seconds) still inside the contest window.
-fn parse_reverts(text: Option<&String>, now: i64) -> Vec<i64> {
-    text.map(|t| {
-        t.split(',')
-            .filter_map(|s| s.trim().parse::<i64>().ok())
-            .filter(|at| now - at <= CONTEST_WINDOW_SECS)
-            .collect()
-    })
-    .unwrap_or_default()
+/// The message of `ForeignOwner`: who, what they did, and how to hand over.
+fn foreign_owner(managers: &[String], what: &str) -> String {
+    format!(
+        "field manager {} {what}; dnspolicy stopped writing the Corefile and will not fight over it. To hand it over: put the stanzas in Git (`dnspolicy render` prints them), or make the other tool leave data.Corefile to dnspolicy (Argo CD: ignoreDifferences with managedFieldsManagers [{FIELD}] and the RespectIgnoreDifferences=true sync option; Flux: the annotation kustomize.toolkit.fluxcd.io/ssa: IfNotPresent on the ConfigMap), or on k3s/AKS let dnspolicy use coredns-custom. Then change the policy to try again",
+        managers.join(", "),
+        FIELD = dnspolicy_crd::vocabulary::FIELD_MANAGER,
+    )
+}
+
+/// One revert of dnspolicy's Corefile by someone else: when, and the field
+/// managers that owned `data.Corefile` then. Kept as `<unix>:<m1>+<m2>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Revert {
+    at: i64,
+    by: Vec<String>,
+}
+
+impl std::fmt::Display for Revert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.at)?;
+        if !self.by.is_empty() {
+            write!(f, ":{}", self.by.join("+"))?;
+        }
+        Ok(())
+    }
+}
+
+/// The reverts worth keeping: named ones at any age (a GitOps tool may
+/// resync every few minutes), unnamed ones inside the contest window; at
+/// most the last ten.
+fn parse_reverts(text: Option<&String>, now: i64) -> Vec<Revert> {
+    let mut reverts: Vec<Revert> = text
+        .map(|t| {
+            t.split(',')
+                .filter_map(|entry| {
+                    let (at, by) = entry.trim().split_once(':').unwrap_or((entry.trim(), ""));
+                    Some(Revert {
+                        at: at.parse().ok()?,
+                        by: by
+                            .split('+')
+                            .filter(|m| !m.is_empty())
+                            .map(str::to_string)
+                            .collect(),
+                    })
+                })
+                .filter(|r| !r.by.is_empty() || now - r.at <= CONTEST_WINDOW_SECS)
+                .collect()
+        })
+        .unwrap_or_default();
+    let excess = reverts.len().saturating_sub(10);
+    reverts.drain(..excess);
+    reverts
 }
 
 #[cfg(test)]

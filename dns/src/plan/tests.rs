@@ -35,6 +35,8 @@ fn plan(merged: &MergedPolicies, cm: &ConfigMapView, d: &DeploymentView, now: i6
         rollout_deadline_secs: 60,
         version_override: None,
         cluster_dns: ClusterDns::default(),
+        previously_applied: false,
+        stood_down: None,
     })
 }
 
@@ -181,14 +183,109 @@ fn deleting_the_last_policy_restores_the_original_byte_for_byte() {
 }
 
 #[test]
-fn another_writer_reverting_the_corefile_is_fought_only_a_few_times() {
+fn a_named_owner_reverting_twice_makes_dnspolicy_stand_down_at_any_interval() {
+    let merged = tailnet();
+    let (first, cm) = first_apply(&merged);
+    let hash = first.desired_hash.clone();
+    let argo = |cm: &ConfigMapView| ConfigMapView {
+        corefile: Some(KUBEADM.into()),
+        other_corefile_managers: vec!["argocd-controller".into()],
+        ..cm.clone()
+    };
+    // Argo CD syncs the stock Corefile back: one attempt to put the stanzas back.
+    let p = plan(
+        &merged,
+        &argo(&cm),
+        &deployment(hash.as_deref(), true),
+        1100,
+    );
+    assert!(
+        p.events
+            .iter()
+            .any(|(r, _)| *r == EventReason::DriftCorrected),
+        "{p:?}"
+    );
+    let cm = after(p.write_config_map.as_ref().unwrap());
+    assert_eq!(
+        cm.annotations[annotation::REVERTS],
+        "1100:argocd-controller"
+    );
+    // An hour later (outside any window) it syncs again: stand down.
+    let p = plan(
+        &merged,
+        &argo(&cm),
+        &deployment(hash.as_deref(), true),
+        4700,
+    );
+    let Phase::Stalled(r) = &p.phase else {
+        panic!("{p:?}")
+    };
+    assert_eq!(r.reason, Reason::ForeignOwner);
+    assert!(
+        r.message.contains("argocd-controller")
+            && r.message.contains("managedFieldsManagers")
+            && r.message.contains("IfNotPresent"),
+        "{}",
+        r.message
+    );
+    assert!(!p.writes());
+    // While the policy shows it, dnspolicy stays stood down...
+    let stood = plan_target(&PlanInput {
+        merged: &merged,
+        rollout: RolloutMode::Restart,
+        config_map: &argo(&cm),
+        custom: &CustomView::default(),
+        deployment: &deployment(hash.as_deref(), true),
+        now: 9000,
+        rollout_deadline_secs: 60,
+        version_override: None,
+        cluster_dns: ClusterDns::default(),
+        previously_applied: true,
+        stood_down: Some(r.message.clone()),
+    });
+    assert!(matches!(stood.phase, Phase::Stalled(ref s) if s.reason == Reason::ForeignOwner));
+    assert!(!stood.writes());
+}
+
+#[test]
+fn a_whole_object_replace_that_drops_the_annotations_is_a_foreign_owner() {
+    let merged = tailnet();
+    let replaced = ConfigMapView {
+        corefile: Some(KUBEADM.into()),
+        annotations: BTreeMap::new(),
+        other_corefile_managers: vec!["kubectl-replace".into()],
+    };
+    let (custom, d) = (CustomView::default(), deployment(None, true));
+    let input = |previously_applied| PlanInput {
+        merged: &merged,
+        rollout: RolloutMode::Restart,
+        config_map: &replaced,
+        custom: &custom,
+        deployment: &d,
+        now: 2000,
+        rollout_deadline_secs: 60,
+        version_override: None,
+        cluster_dns: ClusterDns::default(),
+        previously_applied,
+        stood_down: None,
+    };
+    let p = plan_target(&input(true));
+    assert!(
+        matches!(p.phase, Phase::Stalled(ref r) if r.reason == Reason::ForeignOwner && r.message.contains("replaced the whole ConfigMap")),
+        "{p:?}"
+    );
+    assert!(!p.writes());
+    // A first policy on a ConfigMap someone else created is just applied.
+    assert!(plan_target(&input(false)).write_config_map.is_some());
+}
+
+#[test]
+fn unnamed_writers_are_fought_only_a_few_times_in_a_window() {
     let merged = tailnet();
     let (first, mut cm) = first_apply(&merged);
     let hash = first.desired_hash.clone();
     for round in 0..CONTEST_MAX_REVERTS {
-        // Argo CD syncs the stock Corefile back.
         cm.corefile = Some(KUBEADM.into());
-        cm.other_corefile_managers = vec!["argocd-controller".into()];
         let p = plan(
             &merged,
             &cm,
@@ -201,23 +298,14 @@ fn another_writer_reverting_the_corefile_is_fought_only_a_few_times() {
                 .any(|(r, _)| *r == EventReason::DriftCorrected),
             "round {round}: {p:?}"
         );
-        cm = ConfigMapView {
-            other_corefile_managers: vec![],
-            ..after(p.write_config_map.as_ref().unwrap())
-        };
+        cm = after(p.write_config_map.as_ref().unwrap());
     }
     cm.corefile = Some(KUBEADM.into());
-    cm.other_corefile_managers = vec!["argocd-controller".into()];
     let p = plan(&merged, &cm, &deployment(hash.as_deref(), true), 1200);
     let Phase::Stalled(r) = &p.phase else {
         panic!("{p:?}")
     };
     assert_eq!(r.reason, Reason::CorefileContested);
-    assert!(
-        r.message.contains("argocd-controller") && r.message.contains("coredns-custom"),
-        "{}",
-        r.message
-    );
     assert!(!p.writes());
 }
 
@@ -305,6 +393,8 @@ fn switching_from_rollout_none_to_restart_gets_a_deadline_of_its_own() {
             rollout_deadline_secs: 60,
             version_override: None,
             cluster_dns: ClusterDns::default(),
+            previously_applied: false,
+            stood_down: None,
         })
     };
     let written = none(&stock(), &deployment(None, true), 1000);

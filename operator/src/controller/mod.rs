@@ -245,6 +245,10 @@ async fn reconcile_policy(
             rollout_deadline_secs: ctx.settings.rollout_deadline.as_secs() as i64,
             version_override: ctx.settings.coredns_version,
             cluster_dns: observed.cluster_dns,
+            previously_applied: siblings
+                .iter()
+                .any(|p| has_condition(p, condition::COREFILE_APPLIED, None)),
+            stood_down: siblings.iter().find_map(|p| stood_down_message(p)),
         }),
         Err(missing) => TargetPlan::stalled(Reason::TargetNotFound, missing.to_string()),
     };
@@ -331,11 +335,32 @@ fn rollout_mode(siblings: &[Arc<ClusterDNSPolicy>]) -> RolloutMode {
 }
 
 fn already_stalled_by(policy: &ClusterDNSPolicy, reason: Reason) -> bool {
+    has_condition(policy, condition::STALLED, Some(reason))
+}
+
+/// The policy's status has condition `type_` True (with `reason`, if given).
+fn has_condition(policy: &ClusterDNSPolicy, type_: &str, reason: Option<Reason>) -> bool {
     policy.status.as_ref().is_some_and(|s| {
         s.conditions.iter().any(|c| {
-            c.type_ == condition::STALLED && c.status == "True" && reason == c.reason.as_str()
+            c.type_ == type_ && c.status == "True" && reason.is_none_or(|r| r == c.reason.as_str())
         })
     })
+}
+
+/// The `ForeignOwner` message the policy shows for its current spec: the
+/// stand-down lasts until the spec changes.
+fn stood_down_message(policy: &ClusterDNSPolicy) -> Option<String> {
+    let status = policy.status.as_ref()?;
+    status
+        .conditions
+        .iter()
+        .find(|c| {
+            c.type_ == condition::STALLED
+                && c.status == "True"
+                && Reason::ForeignOwner == c.reason.as_str()
+                && c.observed_generation == policy.metadata.generation
+        })
+        .map(|c| c.message.clone())
 }
 
 /// Metrics, logs and Events for what the plan did, on every policy of the
