@@ -156,6 +156,19 @@ impl Bench {
                 "context",
                 Verdict::Info,
             );
+            // Idle: nothing changes, so the operator should do nothing.
+            const IDLE: Duration = Duration::from_secs(20);
+            let cpu0 = pods::cpu_secs(pid).context("operator /proc stat")?;
+            tokio::time::sleep(IDLE).await;
+            let cpu1 = pods::cpu_secs(pid).context("operator /proc stat")?;
+            let idle_pct = (cpu1 - cpu0) * 100.0 / IDLE.as_secs_f64();
+            t.at_most(
+                &format!("operator CPU while idle, {label} pods"),
+                format!("{idle_pct:.2}% of a core over {}", fmt_secs(secs(IDLE))),
+                idle_pct,
+                1.0,
+                "<= 1% of a core (the 150k target)",
+            );
             rss_points.push((n, rss));
             if si + 1 < p.scales.len() {
                 o.stop()?;

@@ -37,11 +37,23 @@ pub async fn watch(
     tokio::spawn(watch_pods(Api::<Pod>::all(client.clone()), index.clone()));
     tokio::spawn(watch_nodes(Api::<Node>::all(client), index.clone()));
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut counted_at: Option<(u64, Vec<(String, Option<i64>)>)> = None;
     loop {
         tick.tick().await;
         let policies = policies.state();
         let counted: HashMap<String, PolicyCounts> = {
             let index = index.lock().expect("pollution index lock");
+            // Counts change only with the facts or the policies' specs.
+            let mut specs: Vec<(String, Option<i64>)> = policies
+                .iter()
+                .map(|p| (p.name_any(), p.metadata.generation))
+                .collect();
+            specs.sort();
+            let now = (index.changes(), specs);
+            if counted_at.as_ref() == Some(&now) {
+                continue;
+            }
+            counted_at = Some(now);
             metrics.watched_pods(index.pod_count());
             policies
                 .iter()
@@ -92,8 +104,7 @@ async fn watch_pods(api: Api<Pod>, index: Arc<Mutex<PollutionIndex>>) {
             }
             Ok(watcher::Event::InitDone) => {
                 if let Some(r) = relist.take() {
-                    let mut index = index.lock().expect("pollution index lock");
-                    index.pods = r.pods;
+                    index.lock().expect("pollution index lock").replace_pods(r);
                 }
             }
             Ok(watcher::Event::Apply(pod)) => {
@@ -127,7 +138,7 @@ async fn watch_nodes(api: Api<Node>, index: Arc<Mutex<PollutionIndex>>) {
             }
             Ok(watcher::Event::InitDone) => {
                 if let Some(r) = relist.take() {
-                    index.lock().expect("pollution index lock").nodes = r;
+                    index.lock().expect("pollution index lock").replace_nodes(r);
                 }
             }
             Ok(watcher::Event::Apply(node)) => index
