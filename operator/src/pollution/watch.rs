@@ -23,6 +23,10 @@ use crate::metrics::Metrics;
 /// them; status reads them instead of counting again.
 pub type LatestCounts = Arc<Mutex<HashMap<String, PolicyCounts>>>;
 
+/// What the last count saw: the index's change number and each policy's
+/// (name, generation).
+type CountedAt = (u64, Vec<(String, Option<i64>)>);
+
 /// Folds pod and node watches into `index`, and every second counts each
 /// policy's pods once, publishes the counts to `latest` and the metric, and
 /// asks for a reconcile of each policy whose counts changed.
@@ -37,7 +41,7 @@ pub async fn watch(
     tokio::spawn(watch_pods(Api::<Pod>::all(client.clone()), index.clone()));
     tokio::spawn(watch_nodes(Api::<Node>::all(client), index.clone()));
     let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let mut counted_at: Option<(u64, Vec<(String, Option<i64>)>)> = None;
+    let mut counted_at: Option<CountedAt> = None;
     loop {
         tick.tick().await;
         let policies = policies.state();
