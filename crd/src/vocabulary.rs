@@ -152,6 +152,8 @@ pub enum EventReason {
     DriftCorrected,
     Conflict,
     InvalidSpec,
+    /// A NodeLocal DNSCache still sends the suffixes upstream.
+    NodeLocalNotCovered,
 }
 
 impl EventReason {
@@ -164,6 +166,7 @@ impl EventReason {
             EventReason::DriftCorrected => "DriftCorrected",
             EventReason::Conflict => "Conflict",
             EventReason::InvalidSpec => "InvalidSpec",
+            EventReason::NodeLocalNotCovered => "NodeLocalNotCovered",
         }
     }
 
@@ -175,6 +178,7 @@ impl EventReason {
                 | EventReason::DriftCorrected
                 | EventReason::Conflict
                 | EventReason::InvalidSpec
+                | EventReason::NodeLocalNotCovered
         )
     }
 }

@@ -132,9 +132,11 @@ pub async fn run(
             config_maps,
             watcher::Config::default(),
             move |cm: ConfigMap| {
+                let name = cm.metadata.name.as_deref();
                 policies_targeting(&cm_store, cm.namespace().as_deref(), |t| {
-                    Some(t.config_map.as_str()) == cm.metadata.name.as_deref()
-                        || cm.metadata.name.as_deref() == Some(CUSTOM_CONFIGMAP)
+                    Some(t.config_map.as_str()) == name
+                        || name == Some(CUSTOM_CONFIGMAP)
+                        || name.is_some_and(|n| nodelocal::CONFIG_MAPS.contains(&n))
                 })
             },
         )
@@ -229,11 +231,15 @@ async fn reconcile_policy(
     let rollout = rollout_mode(&siblings);
     let observed = target::read(&ctx.client, &target).await?;
     // Every DNS path must be covered before Ready: NodeLocal DNSCache too.
-    let uncovered: Option<String> = observed.as_ref().ok().and_then(|o| {
-        o.node_local
-            .iter()
-            .find_map(|path| nodelocal::uncovered(path, &merged))
-    });
+    let node_local: Vec<(String, nodelocal::NodeLocalPlan)> = observed
+        .as_ref()
+        .map(|o| {
+            o.node_local
+                .iter()
+                .map(|path| (path.config_map.clone(), nodelocal::plan_path(path, &merged)))
+                .collect()
+        })
+        .unwrap_or_default();
     let plan = match observed {
         Ok(observed) => plan::plan_target(&PlanInput {
             merged: &merged,
@@ -251,7 +257,14 @@ async fn reconcile_policy(
 
     // 4. apply, and tell the policies of the target
     target::apply(&ctx.client, &ctx.metrics, &target, &plan).await?;
+    for (config_map, write) in node_local
+        .iter()
+        .filter_map(|(cm, p)| Some((cm, p.write.as_ref()?)))
+    {
+        target::apply_node_local(&ctx.client, &ctx.metrics, config_map, write).await?;
+    }
     report(&ctx, &target, &plan, &merged, &siblings).await;
+    report_node_local(&ctx, &node_local, &merged, &siblings).await;
 
     if deleting {
         if plan.writes() || !matches!(plan.phase, Phase::Stalled(_)) || merged.applied.is_empty() {
@@ -267,10 +280,12 @@ async fn reconcile_policy(
     if let Some(c) = conflict.filter(|_| !already_stalled_by(&policy, Reason::Conflict)) {
         publish(&ctx, &policy, EventReason::Conflict, &c.message).await;
     }
+    let config_map = format!("{}/{}", target.namespace, target.config_map);
     let finding = Finding::Planned {
         plan: &plan,
         conflict: conflict.map(|c| c.message.as_str()),
-        uncovered: uncovered.as_deref(),
+        config_map: &config_map,
+        node_local: &node_local,
     };
     write_status(&ctx, &policy, finding).await?;
 
@@ -364,6 +379,32 @@ async fn report(
             publish(ctx, p, *reason, note).await;
         }
         info!(target = %format!("{}/{}", target.namespace, target.config_map), reason = %reason, note, "target changed");
+    }
+}
+
+/// Events for what the node-local plans did or refused. A refusal is told
+/// once, when a policy first stalls on it, not on every periodic reconcile.
+async fn report_node_local(
+    ctx: &Context,
+    node_local: &[(String, nodelocal::NodeLocalPlan)],
+    merged: &MergedPolicies,
+    siblings: &[Arc<ClusterDNSPolicy>],
+) {
+    for (config_map, (reason, note)) in node_local
+        .iter()
+        .filter_map(|(cm, p)| Some((cm, p.event.as_ref()?)))
+    {
+        for p in siblings
+            .iter()
+            .filter(|p| merged.applied.contains(&p.name_any()) || merged.applied.is_empty())
+            .filter(|p| {
+                *reason != EventReason::NodeLocalNotCovered
+                    || !already_stalled_by(p, Reason::NodeLocalNotCovered)
+            })
+        {
+            publish(ctx, p, *reason, note).await;
+        }
+        info!(config_map = %config_map, reason = %reason, note, "node-local cache");
     }
 }
 
