@@ -29,6 +29,7 @@ use dnspolicy_e2e::{Cluster, Flavor, LookupSpec, Resolver, dns, env};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(90);
+const RELOAD_WINDOW: &str = "15s";
 const CM: &str = "node-local-dns";
 const NS: &str = "video-management-system";
 const SVC_FQDN: &str = "frigate.video-management-system.svc.cluster.local";
@@ -197,7 +198,13 @@ async fn scenario(
     );
 
     // 2. Reconcile mode: refused, nothing written, an Event
-    *op = Some(Operator::start(c, "nodelocal", &[])?);
+    // The harness's cache loads a write within ~3.5 s (300 ms sync, `reload 2s`
+    // plus its jitter); a node's takes up to the default 120 s.
+    *op = Some(Operator::start(
+        c,
+        "nodelocal",
+        &["--nodelocal-reload-window", RELOAD_WINDOW],
+    )?);
     apply(c, TAILSCALE)?;
     let p = wait_reason(c, "tailnet", "NodeLocalNotCovered").await?;
     let (_, _, message) = condition(&p, "Ready").unwrap();
@@ -241,7 +248,31 @@ async fn scenario(
         "addonmanager.kubernetes.io/mode=EnsureExists",
         "--overwrite",
     ])?;
+    // Written, but not Ready until every cache had the reload window.
+    let loading = wait_for("the cache path written and loading", WAIT, || {
+        let p = policy(c, "tailnet")?;
+        let path = &p["status"]["dnsPaths"][1];
+        let loading = path["covered"] == false
+            && path["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("reload window"));
+        Ok(loading.then_some(p))
+    })
+    .await?;
+    ensure!(
+        condition(&loading, "Ready").map(|c| (c.0, c.1))
+            == Some(("False".into(), "Progressing".into())),
+        "Ready while the caches load: {:?}",
+        condition(&loading, "Ready")
+    );
     let p = op.as_ref().unwrap().ready(c, "tailnet", WAIT).await?;
+    // Ready means the cache answers now: one query, no waiting.
+    let polluted = format!("{SVC_FQDN}.{}", env::NODE_SEARCH);
+    let reply = dns::query(cache_addr, &polluted, dns::TYPE_A, Duration::from_secs(2)).await;
+    ensure!(
+        reply.as_ref().is_ok_and(|r| r.addrs == vec![frigate_ip]),
+        "Ready, but the cache answers {polluted}: {reply:?}"
+    );
     let paths = &p["status"]["dnsPaths"];
     eprintln!("status.dnsPaths: {paths}");
     ensure!(
@@ -264,14 +295,6 @@ async fn scenario(
             && edited.starts_with(original.trim_end()),
         "the ConfigMap lacks the block, or its own text changed:\n{edited}"
     );
-    let polluted = format!("{SVC_FQDN}.{}", env::NODE_SEARCH);
-    answered(
-        cache_addr,
-        &polluted,
-        frigate_ip,
-        "the cache to load the edit",
-    )
-    .await?;
     let mark = bh.mark();
     for resolver in [Resolver::Glibc, Resolver::Musl] {
         let l = lookup_through_cache(c, resolver).await?;

@@ -43,8 +43,12 @@ pub struct NodeLocalPath {
 /// Whether lookups of the policies' names through the cache reach CoreDNS.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Coverage {
-    /// The Corefile holds a block per suffix, or this plan writes them.
+    /// The Corefile holds a block per suffix, and the caches have had the
+    /// reload window to load it.
     Covered,
+    /// The blocks were written less than the reload window ago: a cache may
+    /// still run the old Corefile. Ready waits; look again in `seconds`.
+    Loading { seconds: i64 },
     /// No policy is left: the Corefile is (being) restored.
     Released,
     /// The cache still sends the names upstream; why, and what to do.
@@ -76,9 +80,18 @@ impl NodeLocalPlan {
     }
 }
 
-/// Plans one node-local cache for the merged policies. Refusals write
-/// nothing and say which ConfigMap and what to change.
-pub fn plan_path(path: &NodeLocalPath, merged: &MergedPolicies) -> NodeLocalPlan {
+/// Plans one node-local cache for the merged policies at `now` (unix
+/// seconds), taking `reload_window` seconds for every cache to load a write
+/// (the operator's `--nodelocal-reload-window`, 120 s: kubelet's ConfigMap
+/// volume sync, 1 min, node-cache's copy of it, and the `reload` plugin's
+/// 30 s interval with up to 15 s of jitter).
+/// Refusals write nothing and say which ConfigMap and what to change.
+pub fn plan_path(
+    path: &NodeLocalPath,
+    merged: &MergedPolicies,
+    now: i64,
+    reload_window: i64,
+) -> NodeLocalPlan {
     let name = &path.config_map;
     let releasing = merged.applied.is_empty();
     let owned: BTreeMap<String, String> = path
@@ -157,10 +170,25 @@ pub fn plan_path(path: &NodeLocalPath, merged: &MergedPolicies) -> NodeLocalPlan
         );
     }
     let base = corefile::strip(current).expect("render stripped it already");
-    let annotations = BTreeMap::from([(
+    let mut annotations = BTreeMap::from([(
         annotation::ORIGINAL_COREFILE.to_string(),
         original.cloned().unwrap_or(base),
     )]);
+    // Blocks found in place without a time (applied by hand) count as loaded.
+    let written = if changes {
+        Some(now)
+    } else {
+        path.annotations
+            .get(annotation::NODE_LOCAL_WRITTEN)
+            .and_then(|t| t.parse::<i64>().ok())
+    };
+    if let Some(at) = written {
+        annotations.insert(annotation::NODE_LOCAL_WRITTEN.to_string(), at.to_string());
+    }
+    let coverage = match written.map(|at| at + reload_window - now) {
+        Some(seconds) if seconds > 0 => Coverage::Loading { seconds },
+        _ => Coverage::Covered,
+    };
     let write = (changes || owned != annotations).then_some(ConfigMapWrite {
         corefile: desired,
         annotations,
@@ -175,7 +203,7 @@ pub fn plan_path(path: &NodeLocalPath, merged: &MergedPolicies) -> NodeLocalPlan
             )
         }),
         listen: Some(listen),
-        coverage: Coverage::Covered,
+        coverage,
         write,
     }
 }

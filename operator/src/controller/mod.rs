@@ -73,6 +73,9 @@ pub struct Settings {
     pub coredns_version: Option<CoreDnsVersion>,
     /// The namespace whose ConfigMaps and Deployments are watched for drift.
     pub watch_namespace: String,
+    /// How long after a write every node's NodeLocal DNSCache is taken to
+    /// run it (kubelet's ConfigMap sync plus the `reload` interval).
+    pub nodelocal_reload_window: Duration,
 }
 
 pub struct Context {
@@ -231,12 +234,17 @@ async fn reconcile_policy(
     let rollout = rollout_mode(&siblings);
     let observed = target::read(&ctx.client, &target).await?;
     // Every DNS path must be covered before Ready: NodeLocal DNSCache too.
+    let now = chrono::Utc::now().timestamp();
+    let window = ctx.settings.nodelocal_reload_window.as_secs() as i64;
     let node_local: Vec<(String, nodelocal::NodeLocalPlan)> = observed
         .as_ref()
         .map(|o| {
             o.node_local
                 .iter()
-                .map(|path| (path.config_map.clone(), nodelocal::plan_path(path, &merged)))
+                .map(|path| {
+                    let plan = nodelocal::plan_path(path, &merged, now, window);
+                    (path.config_map.clone(), plan)
+                })
                 .collect()
         })
         .unwrap_or_default();
@@ -247,7 +255,7 @@ async fn reconcile_policy(
             config_map: &observed.config_map,
             custom: &observed.custom,
             deployment: &observed.deployment,
-            now: chrono::Utc::now().timestamp(),
+            now,
             rollout_deadline_secs: ctx.settings.rollout_deadline.as_secs() as i64,
             version_override: ctx.settings.coredns_version,
             cluster_dns: observed.cluster_dns,
@@ -296,8 +304,14 @@ async fn reconcile_policy(
         Phase::Stalled(_) => "stalled",
     };
     ctx.metrics.reconciled(result, started.elapsed());
-    Ok(match plan.phase {
-        Phase::Progressing => Action::requeue(Duration::from_secs(1)),
+    // Look again when the caches have had their reload window.
+    let loading = node_local.iter().find_map(|(_, p)| match p.coverage {
+        nodelocal::Coverage::Loading { seconds } => Some(seconds.max(1) as u64),
+        _ => None,
+    });
+    Ok(match (plan.phase, loading) {
+        (Phase::Progressing, _) => Action::requeue(Duration::from_secs(1)),
+        (_, Some(seconds)) => Action::requeue(Duration::from_secs(seconds)),
         _ => Action::requeue(Duration::from_secs(300)),
     })
 }

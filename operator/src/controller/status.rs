@@ -70,6 +70,18 @@ pub fn policy_status(
             {
                 conds.stalled(Reason::NodeLocalNotCovered, message);
             }
+            let loading = node_local.iter().find_map(|(name, p)| match p.coverage {
+                Coverage::Loading { .. } => Some(name),
+                _ => None,
+            });
+            if let (None, None, Some(name), Phase::RolledOut) =
+                (conflict, uncovered, loading, &plan.phase)
+            {
+                let message = format!(
+                    "CoreDNS runs the new Corefile; NodeLocal DNSCache {name} is written and its caches are loading it (reload window)"
+                );
+                conds.working(false, Reason::Progressing, &message);
+            }
             (Some(plan), dns_paths(plan, config_map, node_local))
         }
     };
@@ -120,10 +132,13 @@ fn dns_paths(
         config_map: name.clone(),
         mode: p.listen.as_ref().map(|l| l.mode().to_string()),
         addresses: p.listen.as_ref().map(|l| l.addresses()).unwrap_or_default(),
-        covered: !matches!(p.coverage, Coverage::Uncovered(_)),
+        covered: matches!(p.coverage, Coverage::Covered | Coverage::Released),
         message: match &p.coverage {
             Coverage::Uncovered(message) => Some(message.clone()),
-            _ => None,
+            Coverage::Loading { seconds } => Some(format!(
+                "written; every node's cache loads it within the reload window ({seconds} s left)"
+            )),
+            Coverage::Covered | Coverage::Released => None,
         },
     });
     std::iter::once(coredns).chain(caches).collect()
@@ -353,6 +368,22 @@ mod tests {
             ]
         );
         assert_eq!(s.dns_paths[1].message.as_deref(), Some(why));
+    }
+
+    #[test]
+    fn a_cache_loading_the_edit_keeps_ready_false_and_reconciling() {
+        let p = plan(Phase::RolledOut);
+        let s = first_status(
+            &p,
+            &[cache(Coverage::Loading { seconds: 90 })],
+            &PolicyCounts::default(),
+        );
+        assert_eq!(get(&s, "Ready").status, "False");
+        assert_eq!(get(&s, "Reconciling").status, "True");
+        assert_eq!(get(&s, "Stalled").status, "False");
+        assert!(get(&s, "Ready").message.contains("node-local-dns"));
+        assert!(!s.dns_paths[1].covered);
+        assert!(s.dns_paths[1].message.as_deref().unwrap().contains("90 s"));
     }
 
     #[test]
