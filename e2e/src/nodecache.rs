@@ -18,7 +18,7 @@
 //!   an edit in seconds, not the half minute kubelet's sync plus the default
 //!   interval take on a node. The ConfigMap itself is never touched.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -27,7 +27,7 @@ use anyhow::{Context, Result, ensure};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
 
-use crate::{Cluster, Layout, env, files};
+use crate::{Cluster, Layout, dns, env, files};
 
 /// Stands in for the link-local 169.254.20.10.
 pub const LINK_LOCAL: Ipv4Addr = Ipv4Addr::new(127, 0, 56, 10);
@@ -127,6 +127,26 @@ impl NodeCache {
     /// Where pods reach it: the intercepted kube-dns Service IP.
     pub fn nameserver(&self) -> IpAddr {
         IpAddr::V4(INTERCEPTED)
+    }
+
+    /// Waits until the cache answers `name` (type A) with `ip`, one query
+    /// every 200 ms, for at most `timeout`.
+    pub async fn wait_answer(&self, name: &str, ip: IpAddr, timeout: Duration) -> Result<()> {
+        let server = SocketAddr::new(self.nameserver(), 53);
+        let t0 = std::time::Instant::now();
+        loop {
+            let reply = dns::query(server, name, dns::TYPE_A, Duration::from_secs(1)).await;
+            match reply {
+                Ok(r) if r.addrs == vec![ip] => return Ok(()),
+                last if t0.elapsed() > timeout => {
+                    anyhow::bail!(
+                        "the node-local cache did not answer {name} with {ip} within {timeout:?}: last reply {last:?}; log:\n{}",
+                        self.log_tail()
+                    )
+                }
+                _ => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
     }
 
     /// The end of its log, for failure messages.

@@ -90,21 +90,6 @@ async fn lookup_through_cache(c: &Cluster, resolver: Resolver) -> Result<dnspoli
     c.lookup_with(&spec).await
 }
 
-/// Waits until `server` answers `name` with `ip` (one query every 200 ms).
-async fn answered(server: SocketAddr, name: &str, ip: std::net::IpAddr, what: &str) -> Result<()> {
-    let t0 = std::time::Instant::now();
-    loop {
-        let reply = dns::query(server, name, dns::TYPE_A, Duration::from_secs(1)).await;
-        match reply {
-            Ok(r) if r.addrs == vec![ip] => return Ok(()),
-            last if t0.elapsed() > WAIT => {
-                anyhow::bail!("timed out after {WAIT:?} waiting for {what}: last reply {last:?}")
-            }
-            _ => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
-    }
-}
-
 async fn wait_reason(c: &Cluster, name: &str, reason: &str) -> Result<Value> {
     wait_for(&format!("{name} Ready=False {reason}"), WAIT, || {
         let p = policy(c, name)?;
@@ -168,13 +153,7 @@ async fn scenario(
 ) -> Result<()> {
     // The cache answers the cluster domain through CoreDNS.
     let cache_addr = SocketAddr::new(cache.nameserver(), 53);
-    answered(
-        cache_addr,
-        SVC_FQDN,
-        frigate_ip,
-        "the cache answers the cluster domain",
-    )
-    .await?;
+    cache.wait_answer(SVC_FQDN, frigate_ip, WAIT).await?;
 
     // 1. before: the polluted name goes from the cache to the black hole
     let bh = c.blackhole();
