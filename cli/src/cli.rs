@@ -93,6 +93,11 @@ pub struct ExplainArgs {
     pub policies: Vec<PathBuf>,
     #[arg(long)]
     pub coredns_version: Option<String>,
+    /// The NodeLocal DNSCache Corefile (its ConfigMap's, as stored): the pod
+    /// asks the cache first, and the cache sends the cluster domain (and,
+    /// with the policies, their suffixes) to CoreDNS. Needs --corefile.
+    #[arg(long)]
+    pub node_local_corefile: Option<PathBuf>,
 }
 
 #[derive(Debug)]
@@ -308,14 +313,40 @@ pub fn explain(args: &ExplainArgs) -> Result<String, CliError> {
         }
         None => None,
     };
-    dnspolicy_explain::explain::explain_command(
+    let cache = match (&args.node_local_corefile, &corefile) {
+        (Some(path), Some(_)) => Some(node_local_as_running(path, &args.policies)?),
+        (Some(_), None) => {
+            return Err(CliError::Invalid(
+                "--node-local-corefile needs --corefile: the cache sends the cluster domain to CoreDNS".into(),
+            ));
+        }
+        (None, _) => None,
+    };
+    dnspolicy_explain::explain::explain_command_through(
         &args.name,
         &args.search,
         args.ndots,
         matches!(args.resolver, ResolverKind::Musl),
         corefile.as_ref().map(|(c, k)| (c, k)),
+        cache.as_ref().map(|(c, dns)| (c, dns.as_slice())),
     )
     .map_err(|e| CliError::Invalid(e.to_string()))
+}
+
+/// The node-local Corefile with the policies' blocks (as the operator writes
+/// them), and where it forwards the cluster domain.
+fn node_local_as_running(
+    path: &Path,
+    policy_paths: &[PathBuf],
+) -> Result<(corefile::Corefile, Vec<String>), CliError> {
+    let text = read_input(path)?;
+    let merged = policy::merge(&read_policies(policy_paths)?);
+    let invalid = |e: &dyn std::fmt::Display| CliError::Invalid(format!("{}: {e}", path.display()));
+    let rendered = nodelocal::render(&text, &merged).map_err(|e| invalid(&e))?;
+    let parsed = corefile::parse(&rendered).map_err(|e| invalid(&e))?;
+    let layout = nodelocal::recognise(&parsed)
+        .ok_or_else(|| invalid(&nodelocal::NodeLocalError::NotNodeLocal))?;
+    Ok((parsed, layout.cluster_dns))
 }
 
 /// A client as every dnspolicy binary makes one (`dnspolicy_crd::client`).

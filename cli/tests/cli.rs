@@ -181,6 +181,47 @@ fn explain_shows_the_leak_and_its_fix() {
     println!("--- before\n{text}--- after\n{fixed}");
 }
 
+/// With the node-local Corefile too, explain follows each query through the
+/// cache and says which hop sends it upstream; without --corefile it refuses.
+#[test]
+fn explain_through_a_node_local_cache_names_the_hop() {
+    let fixtures = repo().join("dns/tests/fixtures/corefiles");
+    let kubeadm = fixtures.join("kubeadm-v1.36.3.Corefile");
+    let cache = fixtures.join("nodelocaldns-kubespray-46dbdd39.Corefile");
+    let base = [
+        "explain",
+        "frigate.video-management-system.svc.cluster.local",
+        "--search",
+        "workflow-engine.svc.cluster.local svc.cluster.local cluster.local tailb45a71.ts.net",
+        "--resolver",
+        "musl",
+        "--corefile",
+        kubeadm.to_str().unwrap(),
+        "--node-local-corefile",
+        cache.to_str().unwrap(),
+    ];
+    let before = run(&base, None);
+    assert!(before.status.success(), "{}", stderr(&before));
+    let text = stdout(&before);
+    assert!(text.contains("node-local .:53"), "{text}");
+    assert!(text.contains("FAILED"), "{text}");
+    let tailscale = example("tailscale.yaml");
+    let mut with_policy = base.to_vec();
+    with_policy.extend(["--policy", tailscale.as_str()]);
+    let after = run(&with_policy, None);
+    assert!(after.status.success(), "{}", stderr(&after));
+    let fixed = stdout(&after);
+    assert!(
+        fixed.contains("node-local tailb45a71.ts.net:53 > CoreDNS tailb45a71.ts.net:53"),
+        "{fixed}"
+    );
+    assert!(fixed.contains("no query reaches an upstream"), "{fixed}");
+
+    let alone = run(&[&base[..6], &base[8..]].concat(), None);
+    assert_eq!(alone.status.code(), Some(2), "{}", stderr(&alone));
+    assert!(stderr(&alone).contains("--node-local-corefile needs --corefile"));
+}
+
 /// The block dnspolicy adds to a node-local cache for the tailnet example.
 fn node_local_block(bind: &str, forward: &str) -> String {
     format!(

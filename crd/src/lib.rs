@@ -223,6 +223,47 @@ pub struct ClusterDNSPolicyStatus {
     /// `MAX_STATUS_NAMESPACES` entries.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub namespaces: Vec<NamespacePollution>,
+    /// Every DNS path pods' queries take that the operator found: CoreDNS,
+    /// and each NodeLocal DNSCache in front of it. `Ready` is True only
+    /// when every path is covered.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_paths: Vec<DnsPath>,
+}
+
+/// One way pods' queries reach an answer, and whether the policy holds on it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DnsPath {
+    /// `CoreDNS`, or `NodeLocalDNSCache`: a cache on every node that pods
+    /// query first and that sends only the cluster domain and reverse zones
+    /// to CoreDNS.
+    pub kind: DnsPathKind,
+    /// `namespace/name` of the ConfigMap holding its Corefile.
+    pub config_map: String,
+    /// NodeLocal DNSCache only: `LinkLocal` (pods reach it on a link-local
+    /// address such as 169.254.20.10, which kubelet's clusterDNS names),
+    /// `Interception` (it also binds the kube-dns Service IP and so takes
+    /// every pod's queries on its node), or `SetAtStartup` (its Corefile
+    /// binds placeholders that node-cache fills in from its -localip flag).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    /// The addresses it listens on, as its Corefile binds them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<String>,
+    /// True when the policy's suffixed names looked up through this path
+    /// are answered as the policy says.
+    pub covered: bool,
+    /// Why it is not covered, and what to do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum DnsPathKind {
+    /// The cluster DNS Deployment `spec.target` names.
+    CoreDNS,
+    /// NodeLocal DNSCache (k8s.io/dns node-cache), found by its ConfigMap.
+    NodeLocalDNSCache,
 }
 
 pub const MAX_STATUS_NAMESPACES: usize = 20;

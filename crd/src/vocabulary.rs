@@ -38,6 +38,9 @@ pub mod annotation {
     pub const ROLLOUT_STARTED: &str = "dnspolicy.dev/rollout-started";
     /// On the target ConfigMap: times of recent reverts of foreign edits.
     pub const REVERTS: &str = "dnspolicy.dev/reverts";
+    /// On a NodeLocal DNSCache ConfigMap: when dnspolicy last changed its
+    /// Corefile (unix seconds); the caches load it within the reload window.
+    pub const NODE_LOCAL_WRITTEN: &str = "dnspolicy.dev/node-local-written";
     /// On the Deployment's pod template: the Corefile hash, so a change rolls CoreDNS.
     pub const TEMPLATE_HASH: &str = "dnspolicy.dev/corefile-hash";
     /// On a Node: its host search list, published by the node agent.
@@ -160,6 +163,8 @@ pub enum EventReason {
     DriftCorrected,
     Conflict,
     InvalidSpec,
+    /// A NodeLocal DNSCache still sends the suffixes upstream.
+    NodeLocalNotCovered,
 }
 
 impl EventReason {
@@ -172,6 +177,7 @@ impl EventReason {
             EventReason::DriftCorrected => "DriftCorrected",
             EventReason::Conflict => "Conflict",
             EventReason::InvalidSpec => "InvalidSpec",
+            EventReason::NodeLocalNotCovered => "NodeLocalNotCovered",
         }
     }
 
@@ -183,6 +189,7 @@ impl EventReason {
                 | EventReason::DriftCorrected
                 | EventReason::Conflict
                 | EventReason::InvalidSpec
+                | EventReason::NodeLocalNotCovered
         )
     }
 }

@@ -121,6 +121,33 @@ pub enum Listen {
     AtStartup { bind: Vec<String> },
 }
 
+impl Listen {
+    /// `LinkLocal`, `Interception` or `SetAtStartup`: the mode as `.status` names it.
+    pub fn mode(&self) -> &'static str {
+        match self {
+            Listen::LinkLocal(_) => "LinkLocal",
+            Listen::Interception { .. } => "Interception",
+            Listen::AtStartup { .. } => "SetAtStartup",
+        }
+    }
+
+    /// The addresses it listens on, as written (placeholders when set at start-up).
+    pub fn addresses(&self) -> Vec<String> {
+        match self {
+            Listen::LinkLocal(ips) => ips.iter().map(ToString::to_string).collect(),
+            Listen::Interception {
+                link_local,
+                service,
+            } => service
+                .iter()
+                .chain(link_local)
+                .map(ToString::to_string)
+                .collect(),
+            Listen::AtStartup { bind } => bind.clone(),
+        }
+    }
+}
+
 impl fmt::Display for Listen {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let list = |ips: &[IpAddr]| {
@@ -438,65 +465,10 @@ fn write_directive(out: &mut String, directive: &Directive, depth: usize) {
     writeln!(out, "{indent}}}").unwrap();
 }
 
+mod path;
 #[cfg(test)]
 mod tests;
 
-/// The ConfigMaps NodeLocal DNSCache reads its Corefile from, in the target's
-/// namespace: the upstream addon's and Kubespray's.
-pub const CONFIG_MAPS: [&str; 2] = ["node-local-dns", "nodelocaldns"];
-
-/// The addon manager's label: `Reconcile` puts the shipped ConfigMap back.
-pub const ADDON_MANAGER_MODE: &str = "addonmanager.kubernetes.io/mode";
-
-/// A node-local cache found in the cluster, as the controller read it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NodeLocalPath {
-    /// `kube-system/node-local-dns`
-    pub config_map: String,
-    /// Its `Corefile` key.
-    pub corefile: Option<String>,
-    /// Its `addonmanager.kubernetes.io/mode` label.
-    pub addon_mode: Option<String>,
-}
-
-/// Why a node-local cache leaves the policies' names uncovered, or `None`
-/// when its Corefile already sends every suffix to CoreDNS (it holds exactly
-/// the blocks `render` gives). The cache sends polluted names straight to the
-/// node's upstream, never to CoreDNS, so an uncovered path means lookups
-/// through it are still broken: Ready must not be True.
-pub fn uncovered(path: &NodeLocalPath, merged: &MergedPolicies) -> Option<String> {
-    let name = &path.config_map;
-    let Some(text) = path.corefile.as_deref() else {
-        return Some(format!(
-            "NodeLocal DNSCache ConfigMap {name} has no Corefile key; dnspolicy cannot tell where its queries go"
-        ));
-    };
-    let listen = corefile::strip(text)
-        .ok()
-        .and_then(|base| corefile::parse(&base).ok())
-        .and_then(|parsed| recognise(&parsed))
-        .map(|layout| layout.listen.to_string());
-    let Some(listen) = listen else {
-        return Some(format!(
-            "NodeLocal DNSCache ConfigMap {name}: its Corefile does not have the shape dnspolicy knows (a cluster-domain block forwarding to the cluster DNS and a `.` block forwarding upstream), so the names it sends upstream are not covered"
-        ));
-    };
-    match render(text, merged) {
-        Ok(wanted) if wanted == text => None,
-        Ok(_) => {
-            let reverted = if path.addon_mode.as_deref() == Some("Reconcile") {
-                format!(
-                    "; it is labelled {ADDON_MANAGER_MODE}=Reconcile, so the addon manager would revert an edit: change the label to EnsureExists first"
-                )
-            } else {
-                String::new()
-            };
-            Some(format!(
-                "NodeLocal DNSCache ({listen}) sends the policies' suffixed names straight to the node's upstream, not to CoreDNS; ConfigMap {name} needs a server block per suffix: apply what `dnspolicy render --corefile <its Corefile> --policy <the policies>` prints (its reload plugin picks it up){reverted}"
-            ))
-        }
-        Err(e) => Some(format!(
-            "NodeLocal DNSCache ConfigMap {name} cannot take the policies' blocks: {e}"
-        )),
-    }
-}
+pub use path::{
+    ADDON_MANAGER_MODE, CONFIG_MAPS, Coverage, NodeLocalPath, NodeLocalPlan, plan_path,
+};

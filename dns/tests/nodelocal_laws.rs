@@ -364,29 +364,111 @@ fn of_the_distribution_fixtures_only_the_node_local_caches_are_recognised() {
     );
 }
 
-/// A path is covered only when the cache's Corefile holds exactly the blocks
-/// `render` gives; otherwise Ready must not be True, and the message names
-/// the ConfigMap and what to do.
+/// The controller's plan for a cache: write the blocks with the original
+/// kept beside them, cover the path once the reload window has passed, and
+/// with no policy left strip the Corefile back byte for byte and drop
+/// dnspolicy's annotations; refuse (write nothing, say which ConfigMap and
+/// what to do) where the edit cannot hold.
 #[test]
-fn a_node_local_path_is_uncovered_until_its_corefile_holds_the_blocks() {
-    use dnspolicy_dns::nodelocal::{NodeLocalPath, uncovered};
+fn a_node_local_path_is_written_covered_and_restored() {
+    use dnspolicy_crd::vocabulary::annotation::{NODE_LOCAL_WRITTEN, ORIGINAL_COREFILE};
+    use dnspolicy_dns::nodelocal::{Coverage, NodeLocalPath, plan_path};
+    const NOW: i64 = 1_000_000;
+    const WINDOW: i64 = 120;
     let merged = tailnet(&["10.0.0.53"]);
-    let path = |corefile: &str, mode: Option<&str>| NodeLocalPath {
+    let path = |corefile: &str, mode: Option<&str>, annotations: &[(&str, &str)]| NodeLocalPath {
         config_map: "kube-system/node-local-dns".into(),
         corefile: Some(corefile.into()),
         addon_mode: mode.map(str::to_string),
+        annotations: annotations
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
     };
-    let why = uncovered(&path(ADDON, None), &merged).expect("the stock addon is uncovered");
-    assert!(why.contains("kube-system/node-local-dns"), "{why}");
-    assert!(why.contains("dnspolicy render"), "{why}");
-    let why = uncovered(&path(ADDON, Some("Reconcile")), &merged).unwrap();
-    assert!(why.contains("Reconcile"), "{why}");
     let edited = render(ADDON, &merged).unwrap();
-    assert_eq!(uncovered(&path(&edited, None), &merged), None);
-    // A cache edited for another policy set is not covered for this one.
+    let written = NOW.to_string();
+    let kept = [
+        (ORIGINAL_COREFILE, ADDON),
+        (NODE_LOCAL_WRITTEN, written.as_str()),
+    ];
+
+    let first = plan_path(
+        &path(ADDON, Some("EnsureExists"), &[]),
+        &merged,
+        NOW,
+        WINDOW,
+    );
+    assert_eq!(first.coverage, Coverage::Loading { seconds: WINDOW });
+    let write = first.write.expect("the blocks are written");
+    assert_eq!(write.corefile, edited);
+    assert_eq!(write.annotations[ORIGINAL_COREFILE], ADDON);
+    assert_eq!(write.annotations[NODE_LOCAL_WRITTEN], written);
+    assert_eq!(first.listen.unwrap().mode(), "SetAtStartup");
+
+    // Written: nothing more to do; covered once every cache had the window to load it.
+    let soon = plan_path(&path(&edited, None, &kept), &merged, NOW + 100, WINDOW);
+    assert_eq!(
+        (soon.coverage, soon.write),
+        (Coverage::Loading { seconds: 20 }, None)
+    );
+    let later = plan_path(&path(&edited, None, &kept), &merged, NOW + WINDOW, WINDOW);
+    assert_eq!((later.coverage, later.write), (Coverage::Covered, None));
+    // Blocks applied by hand (no time recorded) count as loaded.
+    let by_hand = plan_path(&path(&edited, None, &[]), &merged, NOW, WINDOW);
+    assert_eq!(by_hand.coverage, Coverage::Covered);
+    assert_eq!(
+        by_hand.write.unwrap().annotations.len(),
+        1,
+        "only the original is kept"
+    );
+
+    // The last policy gone: the original back byte for byte, annotations released.
     let none = MergedPolicies::default();
-    assert!(uncovered(&path(&edited, None), &none).is_some());
+    let release = plan_path(&path(&edited, None, &kept), &none, NOW, WINDOW);
+    assert_eq!(release.coverage, Coverage::Released);
+    let write = release.write.expect("the original is written back");
+    assert_eq!(write.corefile, ADDON);
+    assert!(write.annotations.is_empty());
+    assert_eq!(
+        plan_path(&path(ADDON, None, &[]), &none, NOW, WINDOW).write,
+        None
+    );
+    // Damaged markers: the kept original.
+    let damaged = edited.replacen("# dnspolicy:end", "# gone", 1);
+    assert_ne!(damaged, edited, "the fixture has an end marker");
+    let write = plan_path(&path(&damaged, None, &kept), &none, NOW, WINDOW).write;
+    assert_eq!(write.unwrap().corefile, ADDON);
+
+    // The addon manager would revert the edit: refused, nothing written.
+    let reconcile = plan_path(&path(ADDON, Some("Reconcile"), &[]), &merged, NOW, WINDOW);
+    assert_eq!(reconcile.write, None);
+    let Coverage::Uncovered(why) = reconcile.coverage else {
+        panic!("Reconcile mode is not refused")
+    };
+    assert!(why.contains("kube-system/node-local-dns"), "{why}");
+    assert!(why.contains("EnsureExists"), "{why}");
+    // Already holding the blocks, the shipped ConfigMap is covered.
+    let shipped = plan_path(
+        &path(&edited, Some("Reconcile"), &kept),
+        &merged,
+        NOW + WINDOW,
+        WINDOW,
+    );
+    assert_eq!(shipped.coverage, Coverage::Covered);
+
     let kubeadm = include_str!("fixtures/corefiles/kubeadm-v1.36.3.Corefile");
-    let why = uncovered(&path(kubeadm, None), &merged).unwrap();
+    let unknown = plan_path(&path(kubeadm, None, &[]), &merged, NOW, WINDOW);
+    assert_eq!(unknown.write, None);
+    let Coverage::Uncovered(why) = unknown.coverage else {
+        panic!("an unknown shape is not refused")
+    };
     assert!(why.contains("does not have the shape"), "{why}");
+
+    let huge = format!("{ADDON}{}", "# padding\n".repeat(12_000));
+    let Coverage::Uncovered(why) =
+        plan_path(&path(&huge, None, &[]), &merged, NOW, WINDOW).coverage
+    else {
+        panic!("an oversized Corefile is not refused")
+    };
+    assert!(why.contains("bytes"), "{why}");
 }

@@ -14,6 +14,7 @@ pub mod env;
 pub mod files;
 pub mod mountns;
 pub mod net;
+pub mod nodecache;
 pub mod operator;
 pub mod pki;
 pub mod process;

@@ -326,7 +326,7 @@ pub fn explain_corefile(
 }
 
 /// The in-cluster names taken to exist when `name` is looked up with `searches`.
-fn known_service_names(name: &str, searches: &[String]) -> Vec<String> {
+pub(crate) fn known_service_names(name: &str, searches: &[String]) -> Vec<String> {
     let bare = name.trim_end_matches('.');
     let mut known = vec![absolute(bare)];
     if name.ends_with('.') {
@@ -348,7 +348,7 @@ fn known_service_names(name: &str, searches: &[String]) -> Vec<String> {
     known
 }
 
-fn absolute(name: &str) -> String {
+pub(crate) fn absolute(name: &str) -> String {
     format!("{}.", name.trim_end_matches('.').to_ascii_lowercase())
 }
 
@@ -362,6 +362,19 @@ pub fn explain_command(
     ndots: u8,
     musl: bool,
     corefile: Option<(&Corefile, &BTreeMap<String, String>)>,
+) -> Result<String, ExplainError> {
+    explain_command_through(name, search, ndots, musl, corefile, None)
+}
+
+/// [`explain_command`], the pod's queries going first to a node-local cache
+/// (its Corefile and its cluster-DNS forward targets) when one is given.
+pub fn explain_command_through(
+    name: &str,
+    search: &str,
+    ndots: u8,
+    musl: bool,
+    corefile: Option<(&Corefile, &BTreeMap<String, String>)>,
+    cache: Option<(&Corefile, &[String])>,
 ) -> Result<String, ExplainError> {
     let resolver = if musl {
         Resolver::Musl
@@ -379,8 +392,20 @@ pub fn explain_command(
         });
     }
     let config = ResolverConfig::new(resolver, searches).with_ndots(ndots as u32);
-    let explanation = match corefile {
-        Some((corefile, keys)) => explain_corefile(
+    let explanation = match (corefile, cache) {
+        (Some((corefile, keys)), Some((cache, cluster_dns))) => {
+            crate::nodelocal::explain_through_cache(
+                name,
+                &config,
+                cache,
+                cluster_dns,
+                corefile,
+                keys,
+                CoreDnsVersion::NEWEST_CHECKED,
+                Upstream::BlackHole,
+            )?
+        }
+        (Some((corefile, keys)), _) => explain_corefile(
             name,
             &config,
             corefile,
@@ -388,7 +413,7 @@ pub fn explain_command(
             CoreDnsVersion::NEWEST_CHECKED,
             Upstream::BlackHole,
         )?,
-        None => explain(name, &config, &NoCorefile, false, Upstream::BlackHole)?,
+        (None, _) => explain(name, &config, &NoCorefile, false, Upstream::BlackHole)?,
     };
     Ok(explanation.to_string())
 }

@@ -7,9 +7,11 @@
 //! - `serving`: how CoreDNS routes and answers one query under a Corefile.
 //! - `explain`: the two together, as `dnspolicy explain` prints them.
 //! - `custom`: the Corefile with its `coredns-custom` keys spliced in.
+//! - `nodelocal`: the same through a NodeLocal DNSCache in front of CoreDNS.
 
 pub mod answer;
 pub mod custom;
 pub mod explain;
+pub mod nodelocal;
 pub mod resolver;
 pub mod serving;

@@ -41,6 +41,11 @@ pub struct RunArgs {
     /// plus 10 s per CoreDNS replica (a Deployment replaces its pods a few at a time).
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub rollout_deadline: Duration,
+    /// How long after writing a NodeLocal DNSCache ConfigMap every node's
+    /// cache is taken to run it (kubelet's ConfigMap sync, node-cache's copy,
+    /// the reload plugin's interval); the policy is Ready only after it.
+    #[arg(long, default_value = "120s", value_parser = parse_duration)]
+    pub nodelocal_reload_window: Duration,
     /// CoreDNS version to render for, overriding the Deployment's image tag
     /// (for mirrored images with their own tags, or digests).
     #[arg(long)]
@@ -162,6 +167,7 @@ async fn run(args: RunArgs) -> Result<(), CliError> {
         rollout_deadline: args.rollout_deadline,
         coredns_version,
         watch_namespace: args.watch_namespace.clone(),
+        nodelocal_reload_window: args.nodelocal_reload_window,
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let mut controller = tokio::spawn(controller::run(client, settings, metrics, async move {

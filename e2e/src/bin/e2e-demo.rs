@@ -1,9 +1,12 @@
 //! `just demo`: the seed's failure on the local real cluster, then the example
-//! policy applied by the operator, then the same lookups again.
+//! policy applied by the operator, then the same lookups again; last, the
+//! same through a NodeLocal DNSCache that the operator covers.
 
 use anyhow::{Result, bail};
+use dnspolicy_e2e::nodecache::NodeCache;
 use dnspolicy_e2e::operator::{self, Operator};
-use dnspolicy_e2e::{Cluster, Lookup, Resolver, env, resolver};
+use dnspolicy_e2e::{Cluster, Lookup, LookupSpec, Resolver, env, resolver};
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 const NS: &str = "video-management-system";
@@ -25,6 +28,23 @@ async fn lookups(c: &Cluster, search: &[&str]) -> Result<()> {
     show("glibc", &g);
     let m = c.lookup(Resolver::Musl, NAME, search, 5).await?;
     show("musl", &m);
+    print_leaked(&bh, mark);
+    Ok(())
+}
+
+/// The same lookups with `nameserver` in the pod's resolv.conf.
+async fn lookups_via(c: &Cluster, search: &[&str], nameserver: IpAddr) -> Result<()> {
+    let bh = c.blackhole();
+    let mark = bh.mark();
+    for (tag, resolver) in [("glibc", Resolver::Glibc), ("musl", Resolver::Musl)] {
+        let spec = LookupSpec::new(resolver, NAME, nameserver, search, 5);
+        show(tag, &c.lookup_with(&spec).await?);
+    }
+    print_leaked(&bh, mark);
+    Ok(())
+}
+
+fn print_leaked(bh: &dnspolicy_e2e::QueryLog, mark: u64) {
     let leaked = bh.names_ending_with(mark, env::NODE_SEARCH);
     println!(
         "  queries that reached the (black-holed) upstream: {}",
@@ -34,7 +54,101 @@ async fn lookups(c: &Cluster, search: &[&str]) -> Result<()> {
             leaked.join(", ")
         }
     );
-    Ok(())
+}
+
+const NODE_LOCAL: &str = "node-local-dns";
+const ADDON: &str =
+    include_str!("../../../dns/tests/fixtures/corefiles/nodelocaldns-kubernetes-v1.36.3.Corefile");
+
+/// NodeLocal DNSCache intercepting the kube-dns Service IP: it sends the
+/// suffix upstream itself until the operator gives it a block per suffix.
+async fn node_local_cache(c: &Cluster, search: &[&str], frigate: IpAddr) -> Result<()> {
+    println!(
+        "\n== 7. NodeLocal DNSCache in front of CoreDNS (the addon for iptables kube-proxy: it intercepts the kube-dns IP {}, so pods ask the cache)",
+        env::DNS_SVC_IP
+    );
+    let corefile = ADDON
+        .replace("__PILLAR__LOCAL__DNS__", "169.254.20.10")
+        .replace("__PILLAR__DNS__DOMAIN__", env::CLUSTER_DOMAIN)
+        .replace("__PILLAR__DNS__SERVER__", env::DNS_SVC_IP);
+    let indented: String = corefile.lines().map(|l| format!("    {l}\n")).collect();
+    let config_map = |mode: &str| {
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {NODE_LOCAL}\n  namespace: kube-system\n  labels: {{addonmanager.kubernetes.io/mode: {mode}}}\ndata:\n  Corefile: |\n{indented}"
+        )
+    };
+    c.kubectl_stdin(&["apply", "-f", "-"], &config_map("Reconcile"))?;
+    let cache = NodeCache::start(c, NODE_LOCAL, &env::coredns_kubeadm_version()).await?;
+    let shown = async {
+        cache.wait_answer(NAME, frigate, Duration::from_secs(60)).await?;
+        println!(
+            "   kube-system/{NODE_LOCAL} is labelled addonmanager.kubernetes.io/mode=Reconcile: the operator must not edit it"
+        );
+        let why = wait_jsonpath(
+            c,
+            "{.status.conditions[?(@.type=='Ready')].reason}",
+            "NodeLocalNotCovered",
+        )
+        .await?;
+        println!("   tailnet Ready=False {why}:");
+        println!(
+            "     {}",
+            c.kubectl(&[
+                "get",
+                "cdp",
+                "tailnet",
+                "-o",
+                "jsonpath={.status.conditions[?(@.type=='Ready')].message}",
+            ])?
+        );
+        println!("   the seed's lookups through the cache:");
+        lookups_via(c, search, cache.nameserver()).await?;
+        println!(
+            "   relabelled EnsureExists: the operator writes a block per suffix, the cache's reload plugin loads it"
+        );
+        c.kubectl(&[
+            "-n",
+            "kube-system",
+            "label",
+            "configmap",
+            NODE_LOCAL,
+            "addonmanager.kubernetes.io/mode=EnsureExists",
+            "--overwrite",
+        ])?;
+        wait_jsonpath(c, "{.status.conditions[?(@.type=='Ready')].status}", "True").await?;
+        println!(
+            "   status.dnsPaths: {}",
+            c.kubectl(&["get", "cdp", "tailnet", "-o", "jsonpath={.status.dnsPaths}"])?
+        );
+        println!("   the same lookups through the cache:");
+        lookups_via(c, search, cache.nameserver()).await
+    }
+    .await;
+    drop(cache);
+    // Later suites share this cluster: leave no cache ConfigMap behind.
+    c.kubectl(&["-n", "kube-system", "delete", "configmap", NODE_LOCAL])?;
+    shown
+}
+
+/// Waits until the tailnet policy's `jsonpath` reads `want`.
+async fn wait_jsonpath(c: &Cluster, jsonpath: &str, want: &str) -> Result<String> {
+    let t0 = Instant::now();
+    loop {
+        let got = c.kubectl(&[
+            "get",
+            "cdp",
+            "tailnet",
+            "-o",
+            &format!("jsonpath={jsonpath}"),
+        ])?;
+        if got.trim() == want {
+            return Ok(got);
+        }
+        if t0.elapsed() > Duration::from_secs(90) {
+            bail!("{jsonpath} is {got:?}, want {want}");
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 }
 
 /// Pods on a Tailscale node, by namespace, as the policy counts them: kubelet
@@ -181,7 +295,8 @@ async fn demo() -> Result<()> {
         "\n== 3. Apply the example policy (manifests/examples/tailscale.yaml) with the operator"
     );
     operator::install_crd(&c)?;
-    let mut opproc = Operator::start(&c, "demo", &[])?;
+    // The harness's node-local cache loads an edit in seconds (see nodecache).
+    let mut opproc = Operator::start(&c, "demo", &["--nodelocal-reload-window", "5s"])?;
     // 100.100.100.100 (MagicDNS) is never dialled here: the tailnet resolver is
     // the harness's answering upstream on 127.0.54.2.
     let policy =
@@ -227,7 +342,10 @@ async fn demo() -> Result<()> {
     let st = c.kubectl(&["get", "clusterdnspolicies"])?;
     println!("\n{st}");
 
-    let shown = polluted_pods(&c).await;
+    let mut shown = polluted_pods(&c).await;
+    if shown.is_ok() {
+        shown = node_local_cache(&c, &search, ip).await;
+    }
     opproc.kill();
     shown?;
     println!("The cluster stays up (KUBECONFIG above); `just down` stops it.");

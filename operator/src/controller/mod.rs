@@ -73,6 +73,9 @@ pub struct Settings {
     pub coredns_version: Option<CoreDnsVersion>,
     /// The namespace whose ConfigMaps and Deployments are watched for drift.
     pub watch_namespace: String,
+    /// How long after a write every node's NodeLocal DNSCache is taken to
+    /// run it (kubelet's ConfigMap sync plus the `reload` interval).
+    pub nodelocal_reload_window: Duration,
 }
 
 pub struct Context {
@@ -132,9 +135,11 @@ pub async fn run(
             config_maps,
             watcher::Config::default(),
             move |cm: ConfigMap| {
+                let name = cm.metadata.name.as_deref();
                 policies_targeting(&cm_store, cm.namespace().as_deref(), |t| {
-                    Some(t.config_map.as_str()) == cm.metadata.name.as_deref()
-                        || cm.metadata.name.as_deref() == Some(CUSTOM_CONFIGMAP)
+                    Some(t.config_map.as_str()) == name
+                        || name == Some(CUSTOM_CONFIGMAP)
+                        || name.is_some_and(|n| nodelocal::CONFIG_MAPS.contains(&n))
                 })
             },
         )
@@ -229,11 +234,20 @@ async fn reconcile_policy(
     let rollout = rollout_mode(&siblings);
     let observed = target::read(&ctx.client, &target).await?;
     // Every DNS path must be covered before Ready: NodeLocal DNSCache too.
-    let uncovered: Option<String> = observed.as_ref().ok().and_then(|o| {
-        o.node_local
-            .iter()
-            .find_map(|path| nodelocal::uncovered(path, &merged))
-    });
+    let now = chrono::Utc::now().timestamp();
+    let window = ctx.settings.nodelocal_reload_window.as_secs() as i64;
+    let node_local: Vec<(String, nodelocal::NodeLocalPlan)> = observed
+        .as_ref()
+        .map(|o| {
+            o.node_local
+                .iter()
+                .map(|path| {
+                    let plan = nodelocal::plan_path(path, &merged, now, window);
+                    (path.config_map.clone(), plan)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     let plan = match observed {
         Ok(observed) => plan::plan_target(&PlanInput {
             merged: &merged,
@@ -241,7 +255,7 @@ async fn reconcile_policy(
             config_map: &observed.config_map,
             custom: &observed.custom,
             deployment: &observed.deployment,
-            now: chrono::Utc::now().timestamp(),
+            now,
             rollout_deadline_secs: ctx.settings.rollout_deadline.as_secs() as i64,
             version_override: ctx.settings.coredns_version,
             cluster_dns: observed.cluster_dns,
@@ -255,7 +269,14 @@ async fn reconcile_policy(
 
     // 4. apply, and tell the policies of the target
     target::apply(&ctx.client, &ctx.metrics, &target, &plan).await?;
+    for (config_map, write) in node_local
+        .iter()
+        .filter_map(|(cm, p)| Some((cm, p.write.as_ref()?)))
+    {
+        target::apply_node_local(&ctx.client, &ctx.metrics, config_map, write).await?;
+    }
     report(&ctx, &target, &plan, &merged, &siblings).await;
+    report_node_local(&ctx, &node_local, &merged, &siblings).await;
 
     if deleting {
         if plan.writes() || !matches!(plan.phase, Phase::Stalled(_)) || merged.applied.is_empty() {
@@ -271,10 +292,12 @@ async fn reconcile_policy(
     if let Some(c) = conflict.filter(|_| !already_stalled_by(&policy, Reason::Conflict)) {
         publish(&ctx, &policy, EventReason::Conflict, &c.message).await;
     }
+    let config_map = format!("{}/{}", target.namespace, target.config_map);
     let finding = Finding::Planned {
         plan: &plan,
         conflict: conflict.map(|c| c.message.as_str()),
-        uncovered: uncovered.as_deref(),
+        config_map: &config_map,
+        node_local: &node_local,
     };
     write_status(&ctx, &policy, finding).await?;
 
@@ -286,10 +309,16 @@ async fn reconcile_policy(
         Phase::Unavailable(_) => "unavailable",
     };
     ctx.metrics.reconciled(result, started.elapsed());
-    Ok(match plan.phase {
-        Phase::Progressing => Action::requeue(Duration::from_secs(1)),
+    // Look again when the caches have had their reload window.
+    let loading = node_local.iter().find_map(|(_, p)| match p.coverage {
+        nodelocal::Coverage::Loading { seconds } => Some(seconds.max(1) as u64),
+        _ => None,
+    });
+    Ok(match (plan.phase, loading) {
+        (Phase::Progressing, _) => Action::requeue(Duration::from_secs(1)),
         // Pods coming back are seen through the Deployment watch too.
-        Phase::Unavailable(_) => Action::requeue(Duration::from_secs(10)),
+        (Phase::Unavailable(_), _) => Action::requeue(Duration::from_secs(10)),
+        (_, Some(seconds)) => Action::requeue(Duration::from_secs(seconds)),
         _ => Action::requeue(Duration::from_secs(300)),
     })
 }
@@ -392,6 +421,32 @@ async fn report(
             publish(ctx, p, *reason, note).await;
         }
         info!(target = %format!("{}/{}", target.namespace, target.config_map), reason = %reason, note, "target changed");
+    }
+}
+
+/// Events for what the node-local plans did or refused. A refusal is told
+/// once, when a policy first stalls on it, not on every periodic reconcile.
+async fn report_node_local(
+    ctx: &Context,
+    node_local: &[(String, nodelocal::NodeLocalPlan)],
+    merged: &MergedPolicies,
+    siblings: &[Arc<ClusterDNSPolicy>],
+) {
+    for (config_map, (reason, note)) in node_local
+        .iter()
+        .filter_map(|(cm, p)| Some((cm, p.event.as_ref()?)))
+    {
+        for p in siblings
+            .iter()
+            .filter(|p| merged.applied.contains(&p.name_any()) || merged.applied.is_empty())
+            .filter(|p| {
+                *reason != EventReason::NodeLocalNotCovered
+                    || !already_stalled_by(p, Reason::NodeLocalNotCovered)
+            })
+        {
+            publish(ctx, p, *reason, note).await;
+        }
+        info!(config_map = %config_map, reason = %reason, note, "node-local cache");
     }
 }
 

@@ -5,7 +5,8 @@
 use std::collections::BTreeMap;
 
 use dnspolicy_crd::vocabulary::{Reason, condition};
-use dnspolicy_crd::{ClusterDNSPolicyStatus, NamespacePollution, PodCounts};
+use dnspolicy_crd::{ClusterDNSPolicyStatus, DnsPath, DnsPathKind, NamespacePollution, PodCounts};
+use dnspolicy_dns::nodelocal::{Coverage, NodeLocalPlan};
 use dnspolicy_dns::plan::{Phase, TargetPlan};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
@@ -21,9 +22,12 @@ pub enum Finding<'a> {
     Planned {
         plan: &'a TargetPlan,
         conflict: Option<&'a str>,
-        /// Why another DNS path (NodeLocal DNSCache) still sends the
-        /// suffixes upstream: CoreDNS may be done, but Ready is not True.
-        uncovered: Option<&'a str>,
+        /// The target's CoreDNS ConfigMap, `namespace/name`.
+        config_map: &'a str,
+        /// Each NodeLocal DNSCache found, by its ConfigMap `namespace/name`:
+        /// while one still sends the suffixes upstream, CoreDNS may be done
+        /// but Ready is not True.
+        node_local: &'a [(String, NodeLocalPlan)],
     },
 }
 
@@ -42,30 +46,43 @@ pub fn policy_status(
         generation,
         now,
     };
-    let plan = match finding {
+    let (plan, dns_paths) = match finding {
         Finding::Invalid { message } => {
             conds.refused(Reason::InvalidSpec, message);
-            None
+            (None, Vec::new())
         }
         Finding::Planned {
             plan,
-            conflict: Some(message),
-            ..
+            conflict,
+            config_map,
+            node_local,
         } => {
-            conds.refused(Reason::Conflict, message);
-            Some(plan)
-        }
-        Finding::Planned {
-            plan,
-            conflict: None,
-            uncovered,
-        } => {
-            conds.phase(&plan.phase);
-            if let (Some(message), Phase::RolledOut | Phase::Progressing) = (uncovered, &plan.phase)
+            match conflict {
+                Some(message) => conds.refused(Reason::Conflict, message),
+                None => conds.phase(&plan.phase),
+            }
+            let uncovered = node_local.iter().find_map(|(_, p)| match &p.coverage {
+                Coverage::Uncovered(message) => Some(message.as_str()),
+                _ => None,
+            });
+            if let (None, Some(message), Phase::RolledOut | Phase::Progressing) =
+                (conflict, uncovered, &plan.phase)
             {
                 conds.stalled(Reason::NodeLocalNotCovered, message);
             }
-            Some(plan)
+            let loading = node_local.iter().find_map(|(name, p)| match p.coverage {
+                Coverage::Loading { .. } => Some(name),
+                _ => None,
+            });
+            if let (None, None, Some(name), Phase::RolledOut) =
+                (conflict, uncovered, loading, &plan.phase)
+            {
+                let message = format!(
+                    "CoreDNS runs the new Corefile; NodeLocal DNSCache {name} is written and its caches are loading it (reload window)"
+                );
+                conds.working(false, Reason::Progressing, &message);
+            }
+            (Some(plan), dns_paths(plan, config_map, node_local))
         }
     };
     ClusterDNSPolicyStatus {
@@ -87,7 +104,44 @@ pub fn policy_status(
                 polluted: *polluted,
             })
             .collect(),
+        dns_paths,
     }
+}
+
+/// CoreDNS and each node-local cache, and whether the policies hold on it.
+fn dns_paths(
+    plan: &TargetPlan,
+    config_map: &str,
+    node_local: &[(String, NodeLocalPlan)],
+) -> Vec<DnsPath> {
+    let coredns_message = match &plan.phase {
+        Phase::RolledOut => None,
+        Phase::Progressing => Some("CoreDNS is rolling onto the new Corefile".to_string()),
+        Phase::Stalled(r) | Phase::RolledBack(r) | Phase::Unavailable(r) => Some(r.message.clone()),
+    };
+    let coredns = DnsPath {
+        kind: DnsPathKind::CoreDNS,
+        config_map: config_map.to_string(),
+        mode: None,
+        addresses: Vec::new(),
+        covered: coredns_message.is_none(),
+        message: coredns_message,
+    };
+    let caches = node_local.iter().map(|(name, p)| DnsPath {
+        kind: DnsPathKind::NodeLocalDNSCache,
+        config_map: name.clone(),
+        mode: p.listen.as_ref().map(|l| l.mode().to_string()),
+        addresses: p.listen.as_ref().map(|l| l.addresses()).unwrap_or_default(),
+        covered: matches!(p.coverage, Coverage::Covered | Coverage::Released),
+        message: match &p.coverage {
+            Coverage::Uncovered(message) => Some(message.clone()),
+            Coverage::Loading { seconds } => Some(format!(
+                "written; every node's cache loads it within the reload window ({seconds} s left)"
+            )),
+            Coverage::Covered | Coverage::Released => None,
+        },
+    });
+    std::iter::once(coredns).chain(caches).collect()
 }
 
 struct Conditions<'a> {
@@ -181,6 +235,8 @@ mod tests {
     use super::*;
     use dnspolicy_dns::plan::Refusal;
 
+    const COREDNS: &str = "kube-system/coredns";
+
     fn at(secs: i64) -> Time {
         Time(k8s_openapi::jiff::Timestamp::from_second(secs).unwrap())
     }
@@ -199,13 +255,14 @@ mod tests {
     /// A new policy's first status after `p` was planned.
     fn first_status(
         p: &TargetPlan,
-        uncovered: Option<&str>,
+        node_local: &[(String, NodeLocalPlan)],
         counts: &PolicyCounts,
     ) -> ClusterDNSPolicyStatus {
         let finding = Finding::Planned {
             plan: p,
             conflict: None,
-            uncovered,
+            config_map: COREDNS,
+            node_local,
         };
         policy_status(None, Some(1), finding, counts, at(1))
     }
@@ -220,7 +277,8 @@ mod tests {
         let finding = Finding::Planned {
             plan: &p,
             conflict: None,
-            uncovered: None,
+            config_map: COREDNS,
+            node_local: &[],
         };
         let first = policy_status(None, Some(2), finding, &PolicyCounts::default(), at(100));
         assert_eq!(get(&first, "Ready").status, "True");
@@ -269,19 +327,32 @@ mod tests {
             polluted: 2,
             namespaces: vec![("workflow-engine".into(), 3, 2)],
         };
-        let s = first_status(&p, None, &counts);
+        let s = first_status(&p, &[], &counts);
         assert_eq!(get(&s, "RolledOut").reason, "RolloutFailed");
         assert_eq!(get(&s, "Stalled").status, "True");
         assert_eq!(s.pods.unwrap().polluted, 2);
         assert_eq!(s.namespaces[0].name, "workflow-engine");
     }
 
+    fn cache(coverage: Coverage) -> (String, NodeLocalPlan) {
+        let listen =
+            dnspolicy_dns::nodelocal::Listen::LinkLocal(vec!["169.254.20.10".parse().unwrap()]);
+        let plan = NodeLocalPlan {
+            listen: Some(listen),
+            coverage,
+            write: None,
+            event: None,
+        };
+        ("kube-system/node-local-dns".to_string(), plan)
+    }
+
     #[test]
     fn an_uncovered_node_local_path_keeps_ready_false_though_coredns_rolled_out() {
         let p = plan(Phase::RolledOut);
+        let why = "NodeLocal DNSCache ... kube-system/node-local-dns";
         let s = first_status(
             &p,
-            Some("NodeLocal DNSCache ... kube-system/node-local-dns"),
+            &[cache(Coverage::Uncovered(why.into()))],
             &PolicyCounts::default(),
         );
         assert_eq!(get(&s, "Ready").status, "False");
@@ -290,5 +361,43 @@ mod tests {
         assert_eq!(get(&s, "Stalled").status, "True");
         assert_eq!(get(&s, "CorefileApplied").status, "True");
         assert_eq!(get(&s, "RolledOut").status, "True");
+        let paths: Vec<_> = s.dns_paths.iter().map(|d| (d.kind, d.covered)).collect();
+        assert_eq!(
+            paths,
+            [
+                (DnsPathKind::CoreDNS, true),
+                (DnsPathKind::NodeLocalDNSCache, false)
+            ]
+        );
+        assert_eq!(s.dns_paths[1].message.as_deref(), Some(why));
+    }
+
+    #[test]
+    fn a_cache_loading_the_edit_keeps_ready_false_and_reconciling() {
+        let p = plan(Phase::RolledOut);
+        let s = first_status(
+            &p,
+            &[cache(Coverage::Loading { seconds: 90 })],
+            &PolicyCounts::default(),
+        );
+        assert_eq!(get(&s, "Ready").status, "False");
+        assert_eq!(get(&s, "Reconciling").status, "True");
+        assert_eq!(get(&s, "Stalled").status, "False");
+        assert!(get(&s, "Ready").message.contains("node-local-dns"));
+        assert!(!s.dns_paths[1].covered);
+        assert!(s.dns_paths[1].message.as_deref().unwrap().contains("90 s"));
+    }
+
+    #[test]
+    fn a_covered_cache_is_listed_with_its_mode_and_ready() {
+        let p = plan(Phase::RolledOut);
+        let s = first_status(&p, &[cache(Coverage::Covered)], &PolicyCounts::default());
+        assert_eq!(get(&s, "Ready").status, "True");
+        let cache = &s.dns_paths[1];
+        assert_eq!(cache.config_map, "kube-system/node-local-dns");
+        assert_eq!(cache.mode.as_deref(), Some("LinkLocal"));
+        assert_eq!(cache.addresses, ["169.254.20.10"]);
+        assert!(cache.covered && cache.message.is_none());
+        assert_eq!(s.dns_paths[0].config_map, COREDNS);
     }
 }

@@ -9,8 +9,8 @@ use dnspolicy_crd::CoreDnsTarget;
 use dnspolicy_crd::vocabulary::{FIELD_MANAGER, annotation};
 use dnspolicy_dns::nodelocal::{self, NodeLocalPath};
 use dnspolicy_dns::plan::{
-    COREFILE_KEY, CUSTOM_CONFIGMAP, ClusterDns, ConfigMapView, CustomView, DeploymentView,
-    TargetPlan,
+    COREFILE_KEY, CUSTOM_CONFIGMAP, ClusterDns, ConfigMapView, ConfigMapWrite, CustomView,
+    DeploymentView, TargetPlan,
 };
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
@@ -93,6 +93,7 @@ pub async fn read(
                     .labels
                     .as_ref()
                     .and_then(|l| l.get(nodelocal::ADDON_MANAGER_MODE).cloned()),
+                annotations: cm.metadata.annotations.clone().unwrap_or_default(),
             });
         }
     }
@@ -163,6 +164,36 @@ pub async fn apply(
         metrics.write("deployment");
         metrics.rollout("started");
     }
+    Ok(())
+}
+
+/// Writes a node-local cache's ConfigMap (`namespace/name`): exactly this
+/// Corefile and these dnspolicy annotations, by dnspolicy's field manager.
+/// No rollout: the cache's `reload` plugin loads it.
+pub async fn apply_node_local(
+    client: &Client,
+    metrics: &Metrics,
+    config_map: &str,
+    write: &ConfigMapWrite,
+) -> Result<(), Error> {
+    let (namespace, name) = config_map
+        .split_once('/')
+        .expect("node-local paths are read as namespace/name");
+    let patch = json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": namespace, "annotations": write.annotations},
+        "data": {COREFILE_KEY: write.corefile},
+    });
+    Api::<ConfigMap>::namespaced(client.clone(), namespace)
+        .patch(
+            name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map_err(Error::api("apply", format!("ConfigMap {config_map}")))?;
+    metrics.write("configmap");
     Ok(())
 }
 
