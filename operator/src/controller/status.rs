@@ -24,7 +24,21 @@ pub enum Finding<'a> {
         /// Why another DNS path (NodeLocal DNSCache) still sends the
         /// suffixes upstream: CoreDNS may be done, but Ready is not True.
         uncovered: Option<&'a str>,
+        /// Whether real hosts reach the policy's forward targets; `None`
+        /// when it has none.
+        forward: Option<ForwardHealth<'a>>,
     },
+}
+
+/// The `ForwardTargetsReachable` condition: every forwardToRef resolved and
+/// every forward target answered its last probe, or the first that did not.
+/// Not answering keeps Ready False (DESIGN: Ready means lookups work, and
+/// real hosts in the suffix do not resolve).
+#[derive(Debug, Clone, Copy)]
+pub struct ForwardHealth<'a> {
+    pub answering: bool,
+    pub reason: Reason,
+    pub message: &'a str,
 }
 
 /// The policy's next status. `now` stamps conditions that change.
@@ -59,8 +73,20 @@ pub fn policy_status(
             plan,
             conflict: None,
             uncovered,
+            forward,
         } => {
             conds.phase(&plan.phase);
+            if let Some(f) = forward {
+                conds.set(
+                    condition::FORWARD_TARGETS_REACHABLE,
+                    f.answering,
+                    f.reason,
+                    f.message,
+                );
+                if let (false, Phase::RolledOut | Phase::Progressing) = (f.answering, &plan.phase) {
+                    conds.stalled(f.reason, f.message);
+                }
+            }
             if let (Some(message), Phase::RolledOut | Phase::Progressing) = (uncovered, &plan.phase)
             {
                 conds.stalled(Reason::NodeLocalNotCovered, message);
@@ -165,10 +191,12 @@ impl Conditions<'_> {
         condition::ALL
             .iter()
             .filter_map(|t| {
+                // Forward reachability is only ever this reconcile's finding.
+                let carried = *t != condition::FORWARD_TARGETS_REACHABLE;
                 self.new
                     .get(t)
                     .cloned()
-                    .or_else(|| self.old.iter().find(|c| c.type_ == *t).cloned())
+                    .or_else(|| self.old.iter().find(|c| carried && c.type_ == *t).cloned())
             })
             .collect()
     }
@@ -204,6 +232,7 @@ mod tests {
             plan: p,
             conflict: None,
             uncovered,
+            forward: None,
         };
         policy_status(None, Some(1), finding, counts, at(1))
     }
@@ -219,6 +248,7 @@ mod tests {
             plan: &p,
             conflict: None,
             uncovered: None,
+            forward: None,
         };
         let first = policy_status(None, Some(2), finding, &PolicyCounts::default(), at(100));
         assert_eq!(get(&first, "Ready").status, "True");
@@ -288,5 +318,63 @@ mod tests {
         assert_eq!(get(&s, "Stalled").status, "True");
         assert_eq!(get(&s, "CorefileApplied").status, "True");
         assert_eq!(get(&s, "RolledOut").status, "True");
+    }
+
+    #[test]
+    fn a_silent_forward_target_is_named_and_keeps_ready_false() {
+        let p = plan(Phase::RolledOut);
+        let message = "forward target 10.96.0.77:53 for tailb45a71.ts.net did not answer";
+        let finding = |answering| Finding::Planned {
+            plan: &p,
+            conflict: None,
+            uncovered: None,
+            forward: Some(ForwardHealth {
+                answering,
+                reason: if answering {
+                    Reason::ForwardTargetsAnswer
+                } else {
+                    Reason::ForwardTargetUnreachable
+                },
+                message,
+            }),
+        };
+        let silent = policy_status(
+            None,
+            Some(1),
+            finding(false),
+            &PolicyCounts::default(),
+            at(1),
+        );
+        assert_eq!(get(&silent, "Ready").status, "False");
+        assert_eq!(get(&silent, "Ready").reason, "ForwardTargetUnreachable");
+        assert_eq!(get(&silent, "ForwardTargetsReachable").status, "False");
+        assert!(
+            get(&silent, "ForwardTargetsReachable")
+                .message
+                .contains("10.96.0.77:53")
+        );
+        assert_eq!(get(&silent, "RolledOut").status, "True");
+        let back = policy_status(
+            Some(&silent),
+            Some(1),
+            finding(true),
+            &PolicyCounts::default(),
+            at(2),
+        );
+        assert_eq!(get(&back, "Ready").status, "True");
+        assert_eq!(get(&back, "ForwardTargetsReachable").status, "True");
+        let none = Finding::Planned {
+            plan: &p,
+            conflict: None,
+            uncovered: None,
+            forward: None,
+        };
+        let gone = policy_status(Some(&back), Some(2), none, &PolicyCounts::default(), at(3));
+        assert!(
+            gone.conditions
+                .iter()
+                .all(|c| c.type_ != "ForwardTargetsReachable"),
+            "no forward targets, no condition"
+        );
     }
 }
