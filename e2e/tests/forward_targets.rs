@@ -241,3 +241,61 @@ async fn a_dnsconfig_reference_resolves_follows_and_reports() -> Result<()> {
     ])?;
     Ok(())
 }
+
+/// The CRD's CEL rules on the real apiserver: a suffix takes forwardTo or
+/// forwardToRef, not both, and a Service reference needs its namespace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_crd_refuses_both_forward_fields_and_a_service_without_namespace() -> Result<()> {
+    let c = Cluster::ensure().await?;
+    let _guard = c.exclusive()?;
+    install_crd(&c)?;
+    let policy = |name: &str, suffix: &str| {
+        format!(
+            "apiVersion: dnspolicy.dev/v1alpha1\nkind: ClusterDNSPolicy\nmetadata: {{name: {name}}}\nspec:\n  foreignSuffixes:\n  - {suffix}\n"
+        )
+    };
+    for (name, suffix, refusal) in [
+        (
+            "both",
+            "{suffix: corp.example, forwardTo: ['10.20.0.53'], forwardToRef: {kind: DNSConfig, name: ts-dns}}",
+            "forwardTo (literal addresses) or forwardToRef",
+        ),
+        (
+            "no-namespace",
+            "{suffix: corp.example, forwardToRef: {kind: Service, name: corp-dns}}",
+            "a Service reference needs a namespace",
+        ),
+        (
+            "dnsconfig-namespace",
+            "{suffix: corp.example, forwardToRef: {kind: DNSConfig, namespace: x, name: ts-dns}}",
+            "a DNSConfig (cluster-scoped) takes none",
+        ),
+    ] {
+        let r = c.kubectl_stdin(&["apply", "-f", "-"], &policy(name, suffix));
+        let e = match r {
+            Ok(out) => bail!("{name}: admitted, should be refused: {out}"),
+            Err(e) => format!("{e:#}"),
+        };
+        ensure!(
+            e.contains(refusal),
+            "{name}: refused, but not by the CEL rule: {e}"
+        );
+    }
+    // Each alone is admitted.
+    for (name, suffix) in [
+        (
+            "ref-service",
+            "{suffix: corp.example, forwardToRef: {kind: Service, namespace: dns, name: corp-dns, port: 53}}",
+        ),
+        (
+            "ref-dnsconfig",
+            "{suffix: corp.example, forwardToRef: {kind: DNSConfig, name: ts-dns}}",
+        ),
+    ] {
+        c.kubectl_stdin(
+            &["apply", "--dry-run=server", "-f", "-"],
+            &policy(name, suffix),
+        )?;
+    }
+    Ok(())
+}
