@@ -67,6 +67,21 @@ pub struct RenderArgs {
     /// CoreDNS's `-dns.port`, when it runs with one: the port of server keys without one.
     #[arg(long)]
     pub dns_port: Option<u16>,
+    /// The address a suffix's `forwardToRef` resolves to in the cluster, as
+    /// SUFFIX=IP or SUFFIX=IP:port (`kubectl get dnsconfig NAME -o
+    /// jsonpath={.status.nameserver.ip}`). A reference is read from the
+    /// cluster, so offline it needs this. Repeatable.
+    #[arg(long = "forward-ref-address", value_parser = suffix_address)]
+    pub forward_ref_addresses: Vec<(String, String)>,
+}
+
+fn suffix_address(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((suffix, address)) if !suffix.is_empty() && !address.is_empty() => {
+            Ok((suffix.to_string(), address.to_string()))
+        }
+        _ => Err(format!("{text:?} is not SUFFIX=ADDRESS")),
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -98,6 +113,9 @@ pub struct ExplainArgs {
     /// with the policies, their suffixes) to CoreDNS. Needs --corefile.
     #[arg(long)]
     pub node_local_corefile: Option<PathBuf>,
+    /// As for `render`: SUFFIX=IP[:port] for a suffix's `forwardToRef`.
+    #[arg(long = "forward-ref-address", value_parser = suffix_address)]
+    pub forward_ref_addresses: Vec<(String, String)>,
 }
 
 #[derive(Debug)]
@@ -146,7 +164,12 @@ fn read_input(path: &Path) -> Result<String, CliError> {
 
 /// Reads and validates every policy in the files, naming file, document,
 /// line and field in errors.
-pub fn read_policies(paths: &[PathBuf]) -> Result<Vec<ValidPolicy>, CliError> {
+pub fn read_policies(
+    paths: &[PathBuf],
+    forward_ref_addresses: &[(String, String)],
+) -> Result<Vec<ValidPolicy>, CliError> {
+    let addresses: std::collections::BTreeMap<String, String> =
+        forward_ref_addresses.iter().cloned().collect();
     let mut valid = Vec::new();
     for path in paths {
         let text = read_input(path)?;
@@ -176,7 +199,20 @@ pub fn read_policies(paths: &[PathBuf]) -> Result<Vec<ValidPolicy>, CliError> {
                 ))
             })?;
             let name = policy.name_any();
-            let v = policy::validate(&name, &policy.spec).map_err(|e| {
+            let spec = policy::resolve_forward_refs(&policy.spec, &addresses);
+            if let Some(f) = policy.spec.foreign_suffixes.iter().find(|f| {
+                f.forward_to_ref.is_some()
+                    && f.forward_to.is_empty()
+                    && !addresses.contains_key(&f.suffix)
+            }) {
+                return Err(CliError::Invalid(format!(
+                    "{}: ClusterDNSPolicy {name:?}: {:?} has forwardToRef, which is read from the cluster; give its address with --forward-ref-address {}=IP",
+                    path.display(),
+                    f.suffix,
+                    f.suffix
+                )));
+            }
+            let v = policy::validate(&name, &spec).map_err(|e| {
                 CliError::Invalid(format!(
                     "{}: ClusterDNSPolicy {name:?}: {e}",
                     path.display()
@@ -216,7 +252,7 @@ fn version_arg(text: Option<&str>) -> Result<CoreDnsVersion, CliError> {
 /// `dnspolicy render`: the same computation the controller makes.
 pub fn render(args: &RenderArgs) -> Result<String, CliError> {
     let text = read_input(&args.corefile)?;
-    let policies = read_policies(&args.policies)?;
+    let policies = read_policies(&args.policies, &args.forward_ref_addresses)?;
     let merged = policy::merge(&policies);
     if let Some(c) = merged.conflicts.first() {
         return Err(CliError::Invalid(format!(
@@ -297,7 +333,7 @@ pub fn explain(args: &ExplainArgs) -> Result<String, CliError> {
     let corefile = match &args.corefile {
         Some(path) => {
             let text = read_input(path)?;
-            let policies = read_policies(&args.policies)?;
+            let policies = read_policies(&args.policies, &args.forward_ref_addresses)?;
             let merged = policy::merge(&policies);
             let version = version_arg(args.coredns_version.as_deref())?;
             let desired = plan::desired(&text, &merged, Ok(version), &plan::ClusterDns::default())
@@ -314,7 +350,11 @@ pub fn explain(args: &ExplainArgs) -> Result<String, CliError> {
         None => None,
     };
     let cache = match (&args.node_local_corefile, &corefile) {
-        (Some(path), Some(_)) => Some(node_local_as_running(path, &args.policies)?),
+        (Some(path), Some(_)) => Some(node_local_as_running(
+            path,
+            &args.policies,
+            &args.forward_ref_addresses,
+        )?),
         (Some(_), None) => {
             return Err(CliError::Invalid(
                 "--node-local-corefile needs --corefile: the cache sends the cluster domain to CoreDNS".into(),
@@ -338,9 +378,10 @@ pub fn explain(args: &ExplainArgs) -> Result<String, CliError> {
 fn node_local_as_running(
     path: &Path,
     policy_paths: &[PathBuf],
+    forward_ref_addresses: &[(String, String)],
 ) -> Result<(corefile::Corefile, Vec<String>), CliError> {
     let text = read_input(path)?;
-    let merged = policy::merge(&read_policies(policy_paths)?);
+    let merged = policy::merge(&read_policies(policy_paths, forward_ref_addresses)?);
     let invalid = |e: &dyn std::fmt::Display| CliError::Invalid(format!("{}: {e}", path.display()));
     let rendered = nodelocal::render(&text, &merged).map_err(|e| invalid(&e))?;
     let parsed = corefile::parse(&rendered).map_err(|e| invalid(&e))?;

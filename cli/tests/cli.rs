@@ -7,6 +7,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+/// The address the Tailscale example's DNSConfig would publish, for render
+/// to use offline in place of its forwardToRef.
+const TS_NAMESERVER: &str = "--forward-ref-address=tailb45a71.ts.net=10.96.0.77";
+
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_dnspolicy"))
 }
@@ -69,14 +73,28 @@ fn render_laws_hold_for_every_fixture_and_example() {
         let original = fs::read_to_string(&fixture).unwrap();
         for policy in ["tailscale.yaml", "openstack.yaml", "eks.yaml"] {
             let first = run(
-                &["render", "--corefile", f, "--policy", &example(policy)],
+                &[
+                    "render",
+                    "--corefile",
+                    f,
+                    "--policy",
+                    &example(policy),
+                    TS_NAMESERVER,
+                ],
                 None,
             );
             assert!(first.status.success(), "{f} + {policy}: {}", stderr(&first));
             let rendered = stdout(&first);
             // Rendering the output again changes nothing.
             let again = run(
-                &["render", "--corefile", "-", "--policy", &example(policy)],
+                &[
+                    "render",
+                    "--corefile",
+                    "-",
+                    "--policy",
+                    &example(policy),
+                    TS_NAMESERVER,
+                ],
                 Some(&rendered),
             );
             assert!(
@@ -112,6 +130,7 @@ fn k3s_and_aks_get_coredns_custom_keys_instead() {
                 f.to_str().unwrap(),
                 "--policy",
                 &example("tailscale.yaml"),
+                TS_NAMESERVER,
                 "--output",
                 "custom",
             ],
@@ -173,7 +192,7 @@ fn explain_shows_the_leak_and_its_fix() {
     );
     let tailscale = example("tailscale.yaml");
     let mut with_policy = base.to_vec();
-    with_policy.extend(["--policy", tailscale.as_str()]);
+    with_policy.extend(["--policy", tailscale.as_str(), TS_NAMESERVER]);
     let after = run(&with_policy, None);
     assert!(after.status.success(), "{}", stderr(&after));
     let fixed = stdout(&after);
@@ -259,6 +278,7 @@ fn node_local_caches_send_each_suffix_to_coredns() {
                 f,
                 "--policy",
                 &example("tailscale.yaml"),
+                TS_NAMESERVER,
             ],
             None,
         );
@@ -283,6 +303,7 @@ fn node_local_caches_send_each_suffix_to_coredns() {
                 f,
                 "--policy",
                 &example("tailscale.yaml"),
+                TS_NAMESERVER,
                 "--output",
                 "custom",
             ],
@@ -318,6 +339,7 @@ fn a_node_local_zone_around_the_suffix_is_refused_by_line() {
             path.to_str().unwrap(),
             "--policy",
             &example("tailscale.yaml"),
+            TS_NAMESERVER,
         ],
         None,
     );
@@ -407,6 +429,7 @@ fn bad_input_exits_2_naming_the_field_file_or_line() {
             broken.to_str().unwrap(),
             "--policy",
             &example("tailscale.yaml"),
+            TS_NAMESERVER,
         ],
         None,
     );
@@ -421,6 +444,7 @@ fn bad_input_exits_2_naming_the_field_file_or_line() {
             no_dot.to_str().unwrap(),
             "--policy",
             &example("tailscale.yaml"),
+            TS_NAMESERVER,
         ],
         None,
     );
@@ -436,6 +460,7 @@ fn bad_input_exits_2_naming_the_field_file_or_line() {
             k,
             "--policy",
             &example("tailscale.yaml"),
+            TS_NAMESERVER,
             "--coredns-version",
             "1.7.0",
         ],
@@ -629,5 +654,36 @@ fn the_committed_crd_is_what_the_binary_prints() {
     assert!(
         stdout(&o) == committed,
         "manifests/crd.yaml is stale: run `just crd`"
+    );
+}
+
+#[test]
+fn a_forward_ref_needs_its_address_offline_and_renders_it() {
+    let k = repo().join("dns/tests/fixtures/corefiles/kubeadm-v1.36.3.Corefile");
+    let k = k.to_str().unwrap();
+    let tailscale = example("tailscale.yaml");
+    let without = run(&["render", "--corefile", k, "--policy", &tailscale], None);
+    assert_eq!(without.status.code(), Some(2), "{}", stderr(&without));
+    assert!(
+        stderr(&without).contains("--forward-ref-address tailb45a71.ts.net=IP"),
+        "{}",
+        stderr(&without)
+    );
+    let with = run(
+        &[
+            "render",
+            "--corefile",
+            k,
+            "--policy",
+            &tailscale,
+            TS_NAMESERVER,
+        ],
+        None,
+    );
+    assert!(with.status.success(), "{}", stderr(&with));
+    assert!(
+        stdout(&with).contains("forward . 10.96.0.77:53"),
+        "{}",
+        stdout(&with)
     );
 }

@@ -60,6 +60,8 @@ pub const FORWARD_TARGET_PATTERN: &str = r"^(([0-9]{1,3}\.){3}[0-9]{1,3}(:[0-9]{
 #[serde(rename_all = "camelCase")]
 #[cfg_attr(feature = "kube", x_kube(validation = Rule::new("self.foreignSuffixes.all(f, f.suffix != self.clusterDomain && !f.suffix.endsWith('.' + self.clusterDomain) && !self.clusterDomain.endsWith('.' + f.suffix))").message("spec.foreignSuffixes: a suffix may not be the cluster domain, a name under it, or a parent of it")))]
 #[cfg_attr(feature = "kube", x_kube(validation = Rule::new("self.foreignSuffixes.all(f, self.foreignSuffixes.exists_one(g, g.suffix == f.suffix))").message("spec.foreignSuffixes: each suffix may appear once")))]
+#[cfg_attr(feature = "kube", x_kube(validation = Rule::new("self.foreignSuffixes.all(f, !(has(f.forwardTo) && size(f.forwardTo) > 0 && has(f.forwardToRef)))").message("spec.foreignSuffixes: give a suffix forwardTo (literal addresses) or forwardToRef (an object that publishes the address), not both")))]
+#[cfg_attr(feature = "kube", x_kube(validation = Rule::new("self.foreignSuffixes.all(f, !has(f.forwardToRef) || (f.forwardToRef.kind == 'Service') == has(f.forwardToRef.namespace))").message("spec.foreignSuffixes[].forwardToRef: a Service reference needs a namespace; a DNSConfig (cluster-scoped) takes none")))]
 pub struct ClusterDNSPolicySpec {
     /// The cluster's DNS domain (kubelet `--cluster-domain`).
     #[serde(default = "default_cluster_domain")]
@@ -115,6 +117,58 @@ pub struct ForeignSuffix {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 15), inner(regex(pattern = FORWARD_TARGET_PATTERN)))]
     pub forward_to: Vec<String>,
+
+    /// Instead of `forwardTo`: the object that publishes the resolver for
+    /// real hosts, read on every reconcile and watched, so a changed
+    /// address is followed. Not together with `forwardTo`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forward_to_ref: Option<ForwardToRef>,
+}
+
+/// A resolver named by the object that publishes its address.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ForwardToRef {
+    /// `DNSConfig`: Tailscale's operator (`tailscale.com/v1alpha1`,
+    /// cluster-scoped); its `status.nameserver.ip` is the in-cluster
+    /// nameserver for the tailnet. `Service`: its ClusterIP.
+    pub kind: ForwardRefKind,
+    /// The object's name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// The Service's namespace; a DNSConfig takes none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub namespace: Option<String>,
+    /// The port the resolver answers on (default 53).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: Option<u16>,
+}
+
+impl ForwardToRef {
+    /// The port queries go to.
+    pub fn port(&self) -> u16 {
+        self.port.unwrap_or(53)
+    }
+}
+
+impl std::fmt::Display for ForwardToRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.namespace {
+            Some(ns) => write!(f, "{:?} {ns}/{}", self.kind, self.name),
+            None => write!(f, "{:?} {}", self.kind, self.name),
+        }
+    }
+}
+
+/// What kind of object a `forwardToRef` names.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum ForwardRefKind {
+    /// Tailscale's `DNSConfig` (`tailscale.com/v1alpha1`): `status.nameserver.ip`.
+    DNSConfig,
+    /// A `Service`: its ClusterIP.
+    Service,
 }
 
 fn default_host_labels() -> u8 {
@@ -320,6 +374,8 @@ mod tests {
             "name: Polluted",
             "x-kubernetes-validations",
             "maxItems: 15",
+            "forwardToRef",
+            "has(f.forwardToRef)",
         ] {
             assert!(yaml.contains(needle), "CRD lacks {needle:?}:\n{yaml}");
         }

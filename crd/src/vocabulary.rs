@@ -20,8 +20,18 @@ pub mod condition {
     pub const STALLED: &str = "Stalled";
     pub const COREFILE_APPLIED: &str = "CorefileApplied";
     pub const ROLLED_OUT: &str = "RolledOut";
+    /// Every forward target of the policy answered its last probe; present
+    /// only while the policy has forward targets.
+    pub const FORWARD_TARGETS_REACHABLE: &str = "ForwardTargetsReachable";
     /// The order status lists them in, so equal statuses compare equal.
-    pub const ALL: [&str; 5] = [READY, RECONCILING, STALLED, COREFILE_APPLIED, ROLLED_OUT];
+    pub const ALL: [&str; 6] = [
+        READY,
+        RECONCILING,
+        STALLED,
+        COREFILE_APPLIED,
+        ROLLED_OUT,
+        FORWARD_TARGETS_REACHABLE,
+    ];
 }
 
 /// Annotation keys dnspolicy writes.
@@ -99,6 +109,12 @@ pub enum Reason {
     CorefileTooLarge,
     /// A NodeLocal DNSCache sends the suffixes upstream itself.
     NodeLocalNotCovered,
+    /// A forwardToRef names an object that is missing or publishes no address.
+    ForwardRefUnresolved,
+    /// A forward target did not answer a query for its suffix.
+    ForwardTargetUnreachable,
+    /// Every forward target answered its last probe.
+    ForwardTargetsAnswer,
     // Rolled back.
     RolloutFailed,
     /// CoreDNS pods are unavailable on a Corefile that rolled out before (or
@@ -135,6 +151,9 @@ impl Reason {
             Reason::ForeignOwner => "ForeignOwner",
             Reason::NodeLocalNotCovered => "NodeLocalNotCovered",
             Reason::CorefileTooLarge => "CorefileTooLarge",
+            Reason::ForwardRefUnresolved => "ForwardRefUnresolved",
+            Reason::ForwardTargetUnreachable => "ForwardTargetUnreachable",
+            Reason::ForwardTargetsAnswer => "ForwardTargetsAnswer",
             Reason::RolloutFailed => "RolloutFailed",
             Reason::CoreDNSUnavailable => "CoreDNSUnavailable",
         }
@@ -165,6 +184,12 @@ pub enum EventReason {
     InvalidSpec,
     /// A NodeLocal DNSCache still sends the suffixes upstream.
     NodeLocalNotCovered,
+    /// A forward target stopped answering (or never answered).
+    ForwardTargetUnreachable,
+    /// A forward target that did not answer answers again.
+    ForwardTargetAnswers,
+    /// A forwardToRef cannot be resolved to an address.
+    ForwardRefUnresolved,
 }
 
 impl EventReason {
@@ -178,6 +203,9 @@ impl EventReason {
             EventReason::Conflict => "Conflict",
             EventReason::InvalidSpec => "InvalidSpec",
             EventReason::NodeLocalNotCovered => "NodeLocalNotCovered",
+            EventReason::ForwardTargetUnreachable => "ForwardTargetUnreachable",
+            EventReason::ForwardTargetAnswers => "ForwardTargetAnswers",
+            EventReason::ForwardRefUnresolved => "ForwardRefUnresolved",
         }
     }
 
@@ -190,6 +218,8 @@ impl EventReason {
                 | EventReason::Conflict
                 | EventReason::InvalidSpec
                 | EventReason::NodeLocalNotCovered
+                | EventReason::ForwardTargetUnreachable
+                | EventReason::ForwardRefUnresolved
         )
     }
 }

@@ -202,6 +202,28 @@ pub fn check_forward_target(text: &str) -> Result<ForwardTarget, TargetError> {
     }
 }
 
+/// The spec with each `forwardToRef` replaced by the address it resolved to
+/// (`addresses`, by suffix, `IP` or `IP:port`), so `validate` and the planner
+/// see plain addresses. A reference with no address becomes no forward at
+/// all: real hosts in that suffix resolve as before the policy while the
+/// search artifacts are still answered; the caller reports why. A suffix
+/// that gives both forwardTo and forwardToRef is left as it is, for
+/// `validate` to refuse.
+pub fn resolve_forward_refs(
+    spec: &ClusterDNSPolicySpec,
+    addresses: &BTreeMap<String, String>,
+) -> ClusterDNSPolicySpec {
+    let mut resolved = spec.clone();
+    for entry in &mut resolved.foreign_suffixes {
+        if entry.forward_to_ref.is_none() || !entry.forward_to.is_empty() {
+            continue;
+        }
+        entry.forward_to_ref = None;
+        entry.forward_to = addresses.get(&entry.suffix).cloned().into_iter().collect();
+    }
+    resolved
+}
+
 /// Validates one policy. Reports every problem, each naming its field.
 pub fn validate(name: &str, spec: &ClusterDNSPolicySpec) -> Result<ValidPolicy, InvalidSpec> {
     let mut errors = Vec::new();
@@ -311,6 +333,16 @@ pub fn validate(name: &str, spec: &ClusterDNSPolicySpec) -> Result<ValidPolicy, 
                     entry.forward_to.len()
                 ),
             );
+        }
+        if let Some(reference) = &entry.forward_to_ref {
+            let message = if entry.forward_to.is_empty() {
+                format!(
+                    "{reference} is resolved against the cluster, not here; give its address with resolve_forward_refs (the operator) or --forward-ref-address {suffix}=ADDR (dnspolicy render)"
+                )
+            } else {
+                "give forwardTo or forwardToRef, not both".to_string()
+            };
+            err(format!("{field}.forwardToRef"), message);
         }
         let mut forward_to = Vec::new();
         for (j, target) in entry.forward_to.iter().enumerate() {
@@ -500,6 +532,43 @@ mod tests {
     }
 
     #[test]
+    fn a_forward_ref_is_replaced_by_its_address_or_by_nothing() {
+        let s = spec(
+            "foreignSuffixes: [{suffix: tailb45a71.ts.net, forwardToRef: {kind: DNSConfig, name: ts-dns}}, {suffix: corp.example, forwardToRef: {kind: Service, namespace: dns, name: corp, port: 5353}}]",
+        );
+        assert_eq!(
+            fields(validate("p", &s)),
+            [
+                "spec.foreignSuffixes[0].forwardToRef",
+                "spec.foreignSuffixes[1].forwardToRef"
+            ],
+            "an unresolved reference cannot reach the planner"
+        );
+        let addresses = BTreeMap::from([("tailb45a71.ts.net".into(), "10.96.0.77:53".into())]);
+        let v = validate("p", &resolve_forward_refs(&s, &addresses)).unwrap();
+        let by_suffix: BTreeMap<_, _> = v.rules.iter().map(|r| (r.suffix.as_str(), r)).collect();
+        assert_eq!(
+            by_suffix["tailb45a71.ts.net"].forward_to,
+            [parse_forward_target("10.96.0.77:53").unwrap()]
+        );
+        assert!(
+            by_suffix["corp.example"].forward_to.is_empty(),
+            "unresolved: real hosts resolve as before, the artifacts are still answered"
+        );
+    }
+
+    #[test]
+    fn forward_to_and_forward_to_ref_together_are_refused() {
+        let s = spec(
+            "foreignSuffixes: [{suffix: corp.example, forwardTo: ['10.0.0.1'], forwardToRef: {kind: DNSConfig, name: ts-dns}}]",
+        );
+        let addresses = BTreeMap::from([("corp.example".into(), "10.0.0.2".into())]);
+        let e = validate("p", &resolve_forward_refs(&s, &addresses)).unwrap_err();
+        assert_eq!(e.0[0].field, "spec.foreignSuffixes[0].forwardToRef");
+        assert!(e.0[0].message.contains("not both"), "{e}");
+    }
+
+    #[test]
     fn the_cluster_domain_its_parents_and_children_are_refused() {
         for bad in ["cluster.local", "svc.cluster.local", "local"] {
             let s = spec(&format!("foreignSuffixes: [{{suffix: {bad}}}]"));
@@ -535,6 +604,7 @@ mod tests {
                 action: SuffixAction::Rewrite,
                 host_labels: 1,
                 forward_to: vec![],
+                forward_to_ref: None,
             })
             .collect();
         assert_eq!(fields(validate("p", &s)), ["spec.foreignSuffixes"]);

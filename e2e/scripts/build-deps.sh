@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build (once) every upstream binary the e2e harness runs, cached by version
 # outside the repo. Idempotent: a component whose binaries exist is skipped.
-# Usage: build-deps.sh [k8s|etcd|kwok|coredns|coredns-nodecache|musl|helm|promtool|all]...   (default: all)
+# Usage: build-deps.sh [k8s|etcd|kwok|coredns|coredns-nodecache|musl|helm|promtool|tailscale-crd|all]...   (default: all)
 set -euo pipefail
 
 CACHE="${DNSPOLICY_E2E_CACHE:-$HOME/.cache/dnspolicy-e2e}"
@@ -11,6 +11,8 @@ KWOK_VERSION="${KWOK_VERSION:-v0.8.0}"
 HELM_VERSION="${HELM_VERSION:-v4.3.1}"
 # Prometheus 3.16 (its Go module is tagged v0.316.0).
 PROMTOOL_VERSION="${PROMTOOL_VERSION:-v0.316.0}"
+# Tailscale's DNSConfig CRD ships in its Go module; newer versions want a newer Go.
+TAILSCALE_VERSION="${TAILSCALE_VERSION:-v1.90.0}"
 # Oldest CoreDNS in 1.8.4..1.10.x that builds with this Go (see e2e/README.md).
 COREDNS_OLD_VERSION="${COREDNS_OLD_VERSION:-v1.8.4}"
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -267,11 +269,25 @@ build_promtool() {
   mv "$out/.bin/promtool" "$out/promtool"; rmdir "$out/.bin"
 }
 
+# Tailscale's published DNSConfig CRD (forwardToRef's e2e): nothing is built;
+# the file is copied out of the tailscale.com module as the module proxy
+# serves it. Tailscale's operator itself needs a tailnet and is not run.
+build_tailscale_crd() {
+  local out="$CACHE/tailscale/$TAILSCALE_VERSION"
+  if [[ -f "$out/tailscale.com_dnsconfigs.yaml" ]]; then say "tailscale CRDs $TAILSCALE_VERSION present"; return; fi
+  mkdir -p "$out"
+  local dir
+  dir="$(cd /tmp && go mod download -json "tailscale.com@$TAILSCALE_VERSION" | sed -n 's/.*"Dir": "\(.*\)",/\1/p')"
+  cp "$dir/cmd/k8s-operator/deploy/crds/tailscale.com_dnsconfigs.yaml" "$out/.dnsconfigs.yaml"
+  mv "$out/.dnsconfigs.yaml" "$out/tailscale.com_dnsconfigs.yaml"
+  echo "$(date -u +%FT%TZ) tailscale-crd-$TAILSCALE_VERSION 0s (copied from the module cache)" >>"$LOG"
+}
+
 main() {
   local what=("$@")
   [[ ${#what[@]} == 0 ]] && what=(all)
   local t0=$SECONDS
-  [[ " ${what[*]} " == *" all "* ]] && what=(k8s etcd kwok coredns coredns-nodecache musl helm promtool)
+  [[ " ${what[*]} " == *" all "* ]] && what=(k8s etcd kwok coredns coredns-nodecache musl helm promtool tailscale-crd)
   for c in "${what[@]}"; do
     local c0=$SECONDS n0
     n0=$(wc -l <"$LOG" 2>/dev/null || echo 0)
@@ -284,6 +300,7 @@ main() {
       musl) build_musl ;;
       helm) build_helm ;;
       promtool) build_promtool ;;
+      tailscale-crd) build_tailscale_crd ;;
       *) say "unknown component $c"; exit 2 ;;
     esac
     # Wall time including module downloads, when something was built.

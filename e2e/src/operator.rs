@@ -488,7 +488,35 @@ pub fn node_agent(c: &Cluster, node: &str, resolv_conf: &std::path::Path) -> Res
         .spawn()?)
 }
 
-pub const TAILSCALE: &str = include_str!("../../manifests/examples/tailscale.yaml");
+/// The Tailscale example as shipped: its tailnet hosts go to a DNSConfig's
+/// nameserver (`forwardToRef`).
+pub const TAILSCALE_EXAMPLE: &str = include_str!("../../manifests/examples/tailscale.yaml");
+/// The example's reference, one line, for the variants below to replace.
+pub const TAILSCALE_FORWARD_REF: &str = "    forwardToRef: {kind: DNSConfig, name: ts-dns}\n";
+
+/// The Tailscale example without forwarding for tailnet hosts: the policy
+/// the rollout, status and accounting tests apply (they run no tailnet
+/// resolver, and the operator probes every forward target).
+pub static TAILSCALE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    assert!(
+        TAILSCALE_EXAMPLE.contains(TAILSCALE_FORWARD_REF),
+        "manifests/examples/tailscale.yaml has no {TAILSCALE_FORWARD_REF:?}"
+    );
+    TAILSCALE_EXAMPLE.replace(TAILSCALE_FORWARD_REF, "")
+});
+
+/// The Tailscale example with a literal forwardTo `resolver` (a harness
+/// address) in place of its reference.
+pub fn tailscale_forwarding_to(resolver: &str) -> String {
+    assert!(
+        TAILSCALE_EXAMPLE.contains(TAILSCALE_FORWARD_REF),
+        "manifests/examples/tailscale.yaml has no {TAILSCALE_FORWARD_REF:?}"
+    );
+    TAILSCALE_EXAMPLE.replace(
+        TAILSCALE_FORWARD_REF,
+        &format!("    forwardTo: [\"{resolver}\"]\n"),
+    )
+}
 pub const OPENSTACK: &str = include_str!("../../manifests/examples/openstack.yaml");
 
 /// Prometheus text -> metric name -> label names of its series.

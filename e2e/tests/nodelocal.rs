@@ -184,7 +184,7 @@ async fn scenario(
         "nodelocal",
         &["--nodelocal-reload-window", RELOAD_WINDOW],
     )?);
-    apply(c, TAILSCALE)?;
+    apply(c, &TAILSCALE)?;
     let p = wait_reason(c, "tailnet", "NodeLocalNotCovered").await?;
     let (_, _, message) = condition(&p, "Ready").unwrap();
     ensure!(

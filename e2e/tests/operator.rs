@@ -20,7 +20,7 @@ async fn apply_change_reapply_and_delete() -> Result<()> {
 
     // Apply: managed stanzas in the ConfigMap, CoreDNS rolled, Ready for this generation.
     let t0 = Instant::now();
-    apply(&c, TAILSCALE)?;
+    apply(&c, &TAILSCALE)?;
     let p = op.ready(&c, "tailnet", WAIT).await?;
     println!("apply -> Ready=True in {:?}", t0.elapsed());
     let applied = corefile(&c)?;
@@ -151,7 +151,7 @@ async fn policies_merge_conflicts_stall_and_hand_edits() -> Result<()> {
     fresh(&c, Flavor::Kubeadm, &env::coredns_kubeadm_version()).await?;
     let mut op = Operator::start(&c, "merge", &[])?;
 
-    apply(&c, TAILSCALE)?;
+    apply(&c, &TAILSCALE)?;
     apply(&c, OPENSTACK)?;
     op.ready(&c, "tailnet", WAIT).await?;
     let openstack = wait_ready(&c, "openstack", WAIT).await?;
@@ -228,7 +228,7 @@ async fn k3s_corefile_gets_coredns_custom_keys_and_stays_unchanged() -> Result<(
     let _guard = c.exclusive()?;
     let original = fresh(&c, Flavor::K3s, &env::coredns_kubeadm_version()).await?;
     let mut op = Operator::start(&c, "k3s", &[])?;
-    apply(&c, TAILSCALE)?;
+    apply(&c, &TAILSCALE)?;
     op.ready(&c, "tailnet", WAIT).await?;
     ensure!(
         corefile(&c)? == original,
@@ -281,7 +281,7 @@ async fn a_corefile_coredns_refuses_is_rolled_back() -> Result<()> {
         "rollback",
         &["--coredns-version", "1.14.2", "--rollout-deadline", "15s"],
     )?;
-    apply(&c, TAILSCALE)?;
+    apply(&c, &TAILSCALE)?;
     let stalled = wait_for("Stalled=RolloutFailed", Duration::from_secs(90), || {
         let p = policy(&c, "tailnet")?;
         Ok(condition(&p, "Stalled").filter(|s| s.0 == "True" && s.1 == "RolloutFailed"))
@@ -340,7 +340,7 @@ async fn a_crash_between_corefile_write_and_rollout_converges() -> Result<()> {
         &[],
         &Launch::default().env("DNSPOLICY_FAILPOINT", "exit-after-configmap-write"),
     )?;
-    apply(&c, TAILSCALE)?;
+    apply(&c, &TAILSCALE)?;
     let status = wait_for(
         "the operator to die after the ConfigMap write",
         WAIT,
@@ -451,7 +451,7 @@ async fn polluted_pods_are_counted_as_kubelet_builds_their_search_lists() -> Res
     .await?;
 
     let mut op = Operator::start(&c, "pollution", &[])?;
-    apply(&c, TAILSCALE)?;
+    apply(&c, &TAILSCALE)?;
     op.ready(&c, "tailnet", WAIT).await?;
 
     // What kubelet writes (pkg/kubelet/network/dns): ClusterFirst = cluster
@@ -561,7 +561,7 @@ async fn two_replicas_one_leads_and_the_other_takes_over() -> Result<()> {
         "ha-standby",
         &["--lease-name", lease, "--identity", "ha-2"],
     )?;
-    apply(&c, TAILSCALE)?;
+    apply(&c, &TAILSCALE)?;
     first.ready(&c, "tailnet", WAIT).await?;
     ensure!(
         !second.log_text().contains("starting the controller"),
@@ -599,7 +599,7 @@ async fn the_apiserver_restarting_mid_run_is_survived() -> Result<()> {
     let _guard = c.exclusive()?;
     fresh(&c, Flavor::Kubeadm, &env::coredns_kubeadm_version()).await?;
     let mut op = Operator::start(&c, "apiserver-restart", &[])?;
-    apply(&c, TAILSCALE)?;
+    apply(&c, &TAILSCALE)?;
     op.ready(&c, "tailnet", WAIT).await?;
     let down = c.restart_apiserver()?;
     println!("kube-apiserver back after {down:?}");
@@ -646,7 +646,7 @@ async fn kustomize_install_works_with_the_shipped_rbac() -> Result<()> {
         ],
         &Launch::default().kubeconfig(path),
     )?;
-    apply(&c, TAILSCALE)?;
+    apply(&c, &TAILSCALE)?;
     op.ready(&c, "tailnet", WAIT).await?;
     rolled(&c).await?;
     c.kubectl(&["delete", "cdp", "tailnet", "--wait=true", "--timeout=60s"])?;

@@ -43,7 +43,7 @@ async fn gitops_tool_keeps_the_corefile(
     let _guard = c.exclusive()?;
     let git = fresh(&c, Flavor::Kubeadm, &env::coredns_kubeadm_version()).await?;
     let mut op = Operator::start(&c, manager, &[])?;
-    apply(&c, TAILSCALE)?;
+    apply(&c, &TAILSCALE)?;
     op.ready(&c, "tailnet", WAIT).await?;
 
     let mark = audit_mark(&c)?;

@@ -34,7 +34,7 @@ async fn a_coredns_pod_failing_after_a_good_rollout_is_reported_not_rolled_back(
     let _guard = c.exclusive()?;
     fresh(&c, Flavor::Kubeadm, &env::coredns_kubeadm_version()).await?;
     let mut op = Operator::start(&c, "late-crash", &DEADLINE_ARGS)?;
-    apply(&c, TAILSCALE)?;
+    apply(&c, &TAILSCALE)?;
     op.ready(&c, "tailnet", WAIT).await?;
     let rolled_back_before = rollback_events(&c)?;
     let live = corefile(&c)?;
@@ -116,7 +116,7 @@ async fn switching_rollout_none_to_restart_long_after_the_write_rolls_out() -> R
     );
     // The Corefile was written well before the deadline's worth of time ago.
     tokio::time::sleep(PAST_DEADLINE).await;
-    apply(&c, TAILSCALE)?;
+    apply(&c, &TAILSCALE)?;
     let p = wait_for("a rollout onto the policy's Corefile", WAIT, || {
         let p = policy(&c, "tailnet")?;
         let hash = p["status"]["corefileHash"].as_str().map(str::to_string);

@@ -19,6 +19,8 @@ const LEAK: &str = "frigate.video-management-system.svc.cluster.local.tailb45a71
 const SEARCH: &str =
     "workflow-engine.svc.cluster.local svc.cluster.local cluster.local tailb45a71.ts.net";
 const VERSION: CoreDnsVersion = CoreDnsVersion::NEWEST_CHECKED;
+/// What the example's DNSConfig publishes, as the operator would read it.
+const TS_NAMESERVER: &str = "10.96.0.77";
 
 fn config(resolver: Resolver) -> ResolverConfig {
     ResolverConfig::new(resolver, SEARCH.split(' ').map(str::to_string).collect()).with_ndots(5)
@@ -26,7 +28,10 @@ fn config(resolver: Resolver) -> ResolverConfig {
 
 fn with_tailscale_policy(text: &str) -> String {
     let policy: ClusterDNSPolicy = serde_yaml::from_str(TAILSCALE_POLICY).unwrap();
-    let valid = policy::validate("tailnet", &policy.spec).unwrap();
+    // The operator reads the DNSConfig's status.nameserver.ip; here it is 10.96.0.77.
+    let addresses = [("tailb45a71.ts.net".to_string(), TS_NAMESERVER.to_string())].into();
+    let spec = policy::resolve_forward_refs(&policy.spec, &addresses);
+    let valid = policy::validate("tailnet", &spec).unwrap();
     let merged = policy::merge(&[valid]);
     let parsed = corefile::parse(text).unwrap();
     let dot = corefile::dot_server(&parsed).unwrap();
@@ -114,16 +119,15 @@ fn tailscale_policy_sends_outside_names_upstream_without_the_suffix() {
 }
 
 #[test]
-fn tailnet_hosts_still_go_to_magicdns_with_the_policy() {
-    // docs/design.md §3 case 3: myhost.tailb45a71.ts.net goes to forwardTo.
+fn tailnet_hosts_still_go_to_the_tailnet_nameserver_with_the_policy() {
+    // docs/design.md §3 case 3: myhost.tailb45a71.ts.net goes to the
+    // forwardToRef's address.
     let text = with_tailscale_policy(KUBEADM);
     let e = run(&text, Resolver::Musl, "myhost.tailb45a71.ts.net.");
     assert_eq!(e.lines.len(), 2);
     let line = &e.lines[0];
     assert_eq!(
-        line.upstream
-            .as_deref()
-            .map(|u| u.contains("100.100.100.100")),
+        line.upstream.as_deref().map(|u| u.contains(TS_NAMESERVER)),
         Some(true),
         "{e}"
     );

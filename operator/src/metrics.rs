@@ -28,6 +28,9 @@ pub struct Metrics {
     polluted: Family<Labels, Gauge>,
     policy_ready: Family<Labels, Gauge>,
     watched_pods: Gauge,
+    forward_reachable: Family<Labels, Gauge>,
+    /// The forward-target series each policy exports, to drop stale ones.
+    forward_series: std::sync::Mutex<std::collections::HashMap<String, Vec<Labels>>>,
     /// Set once the API server answered; a standby replica is ready too.
     pub ready: AtomicBool,
 }
@@ -43,6 +46,7 @@ impl Default for Metrics {
         let polluted = Family::<Labels, Gauge>::default();
         let watched_pods = Gauge::default();
         let policy_ready = Family::<Labels, Gauge>::default();
+        let forward_reachable = Family::<Labels, Gauge>::default();
         let build_info = Family::<Labels, Gauge>::default();
         build_info
             .get_or_create(&vec![("version", env!("CARGO_PKG_VERSION").to_string())])
@@ -84,6 +88,11 @@ impl Default for Metrics {
             "Pods in the accounting index",
             watched_pods.clone(),
         );
+        registry.register(
+            "forward_target_reachable",
+            "1 when the forward target answered its last probe for the suffix, else 0",
+            forward_reachable.clone(),
+        );
         Self {
             registry,
             reconciles,
@@ -94,6 +103,8 @@ impl Default for Metrics {
             polluted,
             policy_ready,
             watched_pods,
+            forward_reachable,
+            forward_series: Default::default(),
             ready: AtomicBool::new(false),
         }
     }
@@ -142,6 +153,36 @@ impl Metrics {
         let labels = vec![("policy", policy.to_string())];
         self.polluted.remove(&labels);
         self.policy_ready.remove(&labels);
+        self.forward_targets(policy, &[]);
+    }
+
+    /// The policy's forward targets as last probed: (suffix, target,
+    /// answering). Series of targets no longer probed are dropped.
+    pub fn forward_targets(&self, policy: &str, probed: &[(String, String, bool)]) {
+        let mut series = self.forward_series.lock().expect("forward series lock");
+        let now: Vec<Labels> = probed
+            .iter()
+            .map(|(suffix, target, _)| {
+                vec![
+                    ("policy", policy.to_string()),
+                    ("suffix", suffix.clone()),
+                    ("target", target.clone()),
+                ]
+            })
+            .collect();
+        for old in series.remove(policy).unwrap_or_default() {
+            if !now.contains(&old) {
+                self.forward_reachable.remove(&old);
+            }
+        }
+        for (labels, (_, _, answering)) in now.iter().zip(probed) {
+            self.forward_reachable
+                .get_or_create(labels)
+                .set(i64::from(*answering));
+        }
+        if !now.is_empty() {
+            series.insert(policy.to_string(), now);
+        }
     }
 
     pub fn watched_pods(&self, pods: usize) {

@@ -391,7 +391,7 @@ fn human(n: usize) -> String {
 
 /// The Tailscale example, its MagicDNS played by the answering upstream.
 fn policy_a() -> String {
-    op::TAILSCALE.replace("100.100.100.100", &env::UPSTREAM_IP.to_string())
+    op::tailscale_forwarding_to(&env::UPSTREAM_IP.to_string())
 }
 
 fn policy_b() -> String {

@@ -297,11 +297,10 @@ async fn demo() -> Result<()> {
     operator::install_crd(&c)?;
     // The harness's node-local cache loads an edit in seconds (see nodecache).
     let mut opproc = Operator::start(&c, "demo", &["--nodelocal-reload-window", "5s"])?;
-    // 100.100.100.100 (MagicDNS) is never dialled here: the tailnet resolver is
-    // the harness's answering upstream on 127.0.54.2.
-    let policy =
-        std::fs::read_to_string(env::repo_root().join("manifests/examples/tailscale.yaml"))?
-            .replace("100.100.100.100", &env::UPSTREAM_IP.to_string());
+    // The example's forwardToRef names a Tailscale DNSConfig, which needs a
+    // tailnet; here the tailnet resolver is the harness's answering upstream
+    // on 127.0.54.2, given as a literal forwardTo.
+    let policy = operator::tailscale_forwarding_to(&env::UPSTREAM_IP.to_string());
     let before = c.coredns_template_hashes().await?;
     let t1 = Instant::now();
     c.kubectl_stdin(&["apply", "-f", "-"], &policy)?;

@@ -70,7 +70,10 @@ pub async fn seed_after(
     }
     let sent = bh.names_ending_with(mark, TAILNET);
     ensure!(sent.is_empty(), "{}: the black hole got {sent:?}", p.state);
-    let asked = up.magicdns.log.names_ending_with(magic, TAILNET);
+    // The operator's reachability probe asks for the suffix itself (SOA).
+    let probe = format!("{TAILNET}.");
+    let mut asked = up.magicdns.log.names_ending_with(magic, TAILNET);
+    asked.retain(|name| *name != probe);
     ensure!(
         asked == vec![format!("{MYHOST}.")],
         "{}: MagicDNS should see only the real host, got {asked:?}",

@@ -8,7 +8,7 @@ use anyhow::{Context, Result, ensure};
 use dnspolicy_e2e::operator::*;
 use dnspolicy_e2e::{Cluster, Flavor, env};
 
-use super::{TAILSCALE, WAIT, chart_dir, helm, helm_bin, manifests};
+use super::{WAIT, chart_dir, helm, helm_bin, manifests};
 
 /// `GET /metrics` from the operator's endpoint.
 fn scrape(addr: &str) -> Result<String> {
@@ -141,7 +141,9 @@ async fn helm_install_upgrade_and_uninstall_on_the_local_cluster() -> Result<()>
         &Launch::default().kubeconfig(sa_config.clone()),
     )?;
 
-    c.kubectl_stdin(&["apply", "-f", "-"], TAILSCALE)?;
+    // The example without its forwardToRef: no Tailscale operator runs here
+    // (e2e/tests/forward_targets.rs covers the reference).
+    c.kubectl_stdin(&["apply", "-f", "-"], &TAILSCALE)?;
     let t0 = Instant::now();
     op.ready(&c, "tailnet", WAIT).await?;
     let took = t0.elapsed();

@@ -32,7 +32,6 @@ const HELM_LABELS: [&str; 4] = [
     "app.kubernetes.io/instance",
     "app.kubernetes.io/version",
 ];
-const TAILSCALE: &str = include_str!("../../../manifests/examples/tailscale.yaml");
 const WAIT: Duration = Duration::from_secs(60);
 
 // ---------------------------------------------------------------- helpers

@@ -1,9 +1,13 @@
 //! The controller: one policy's reconcile is a pipeline you can read on one
 //! screen (`reconcile`): dereference -> validate -> plan -> apply -> status.
 //! Validation and planning are the pure core's (`dnspolicy_dns`); the status
-//! is a pure function (`status`); the target's I/O is in `target`.
+//! is a pure function (`status`); the target's I/O is in `target`;
+//! `forwardToRef` objects are read into addresses in `references`, and the
+//! forward targets are probed in `reachability`.
 
 mod backoff;
+mod reachability;
+mod references;
 mod status;
 mod target;
 
@@ -13,14 +17,17 @@ use std::time::{Duration, Instant};
 use dnspolicy_crd::vocabulary::{
     API_VERSION, EventReason, FIELD_MANAGER, FINALIZER, KIND, Reason, condition,
 };
-use dnspolicy_crd::{ClusterDNSPolicy, ClusterDNSPolicyStatus, CoreDnsTarget, RolloutMode};
+use dnspolicy_crd::{
+    ClusterDNSPolicy, ClusterDNSPolicySpec, ClusterDNSPolicyStatus, CoreDnsTarget, ForwardRefKind,
+    RolloutMode,
+};
 use dnspolicy_dns::nodelocal;
 use dnspolicy_dns::plan::{self, CUSTOM_CONFIGMAP, Phase, PlanInput, TargetPlan};
 use dnspolicy_dns::policy::{self, MergedPolicies, ValidPolicy};
 use dnspolicy_dns::version::CoreDnsVersion;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
@@ -31,7 +38,7 @@ use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
 
-pub use status::{Finding, policy_status};
+pub use status::{Finding, ForwardHealth, policy_status};
 
 use crate::metrics::Metrics;
 use crate::pollution::{LatestCounts, PollutionIndex, policy_counts};
@@ -88,6 +95,8 @@ pub struct Context {
     pub counts: LatestCounts,
     /// Consecutive failed reconciles by policy, for the retry backoff.
     pub failures: Mutex<std::collections::HashMap<String, u32>>,
+    /// The forward targets' last probes.
+    pub probes: reachability::Probes,
 }
 
 /// Runs the controller until shutdown.
@@ -114,8 +123,14 @@ pub async fn run(
         pollution.clone(),
         counts.clone(),
         store.clone(),
-        trigger_tx,
+        trigger_tx.clone(),
         metrics.clone(),
+    ));
+    // A changed DNSConfig address re-renders the policies that reference it.
+    tokio::spawn(references::watch_dns_configs(
+        client.clone(),
+        store.clone(),
+        trigger_tx,
     ));
 
     let ctx = Arc::new(Context {
@@ -127,9 +142,11 @@ pub async fn run(
         pollution,
         counts,
         failures: Mutex::default(),
+        probes: reachability::Probes::default(),
     });
     let cm_store = store.clone();
     let deploy_store = store.clone();
+    let service_store = store.clone();
     controller
         .watches(
             config_maps,
@@ -150,6 +167,19 @@ pub async fn run(
                 policies_targeting(&deploy_store, d.namespace().as_deref(), |t| {
                     Some(t.deployment.as_str()) == d.metadata.name.as_deref()
                 })
+            },
+        )
+        // forwardToRef Services: a recreated Service has a new ClusterIP.
+        .watches(
+            Api::<Service>::all(client.clone()),
+            watcher::Config::default(),
+            move |svc: Service| {
+                references::policies_referencing(
+                    &service_store,
+                    ForwardRefKind::Service,
+                    svc.namespace().as_deref(),
+                    &svc.name_any(),
+                )
             },
         )
         .reconcile_on(trigger_rx)
@@ -213,12 +243,25 @@ async fn reconcile_policy(
         return Ok(Action::await_change());
     }
 
-    // 1. dereference: the live policies that share this target
+    // 1. dereference: the live policies that share this target, their
+    //    forwardToRef objects read into addresses
     let target = policy.spec.target.clone();
     let siblings = live_policies_of(&ctx.policies, &target);
+    let mut specs = Vec::with_capacity(siblings.len());
+    let mut own_unresolved = Vec::new();
+    for p in &siblings {
+        let resolved = references::resolve(&ctx.client, &p.spec).await?;
+        specs.push((
+            p.name_any(),
+            policy::resolve_forward_refs(&p.spec, &resolved.addresses),
+        ));
+        if p.name_any() == name {
+            own_unresolved = resolved.unresolved;
+        }
+    }
 
     // 2. validate (pure), before anything is written for this policy
-    let (valid, own_invalid) = validate(&siblings, &name);
+    let (valid, own_invalid) = validate(&specs, &name);
     if let Some(message) = own_invalid {
         write_status(&ctx, &policy, Finding::Invalid { message: &message }).await?;
         publish(&ctx, &policy, EventReason::InvalidSpec, &message).await;
@@ -292,12 +335,18 @@ async fn reconcile_policy(
     if let Some(c) = conflict.filter(|_| !already_stalled_by(&policy, Reason::Conflict)) {
         publish(&ctx, &policy, EventReason::Conflict, &c.message).await;
     }
+    let probed = forward_health(&ctx, &name, &merged, &plan.phase, &own_unresolved).await;
+    let forward = probed.as_ref().map(|(health, _)| health.as_health());
+    if let Some(f) = forward {
+        publish_forward_change(&ctx, &policy, f).await;
+    }
     let config_map = format!("{}/{}", target.namespace, target.config_map);
     let finding = Finding::Planned {
         plan: &plan,
         conflict: conflict.map(|c| c.message.as_str()),
         config_map: &config_map,
         node_local: &node_local,
+        forward,
     };
     write_status(&ctx, &policy, finding).await?;
 
@@ -309,18 +358,138 @@ async fn reconcile_policy(
         Phase::Unavailable(_) => "unavailable",
     };
     ctx.metrics.reconciled(result, started.elapsed());
-    // Look again when the caches have had their reload window.
+    // Look again when the caches have had their reload window, or when the
+    // next forward probe is due.
     let loading = node_local.iter().find_map(|(_, p)| match p.coverage {
-        nodelocal::Coverage::Loading { seconds } => Some(seconds.max(1) as u64),
+        nodelocal::Coverage::Loading { seconds } => {
+            Some(Duration::from_secs(seconds.max(1) as u64))
+        }
         _ => None,
     });
-    Ok(match (plan.phase, loading) {
+    let next_probe = probed.and_then(|(_, next)| next);
+    let later = [loading, next_probe].into_iter().flatten().min();
+    Ok(match (plan.phase, later) {
         (Phase::Progressing, _) => Action::requeue(Duration::from_secs(1)),
         // Pods coming back are seen through the Deployment watch too.
         (Phase::Unavailable(_), _) => Action::requeue(Duration::from_secs(10)),
-        (_, Some(seconds)) => Action::requeue(Duration::from_secs(seconds)),
+        (_, Some(after)) => Action::requeue(after),
         _ => Action::requeue(Duration::from_secs(300)),
     })
+}
+
+/// The `ForwardTargetsReachable` finding, owned.
+struct ForwardFinding {
+    answering: bool,
+    reason: Reason,
+    message: String,
+}
+
+impl ForwardFinding {
+    fn as_health(&self) -> ForwardHealth<'_> {
+        ForwardHealth {
+            answering: self.answering,
+            reason: self.reason,
+            message: &self.message,
+        }
+    }
+}
+
+/// Whether real hosts in this policy's suffixes reach a resolver: its
+/// forwardToRefs resolved, and (once CoreDNS runs the Corefile) each of its
+/// forward targets answered a probe. `None` when it has no forward targets.
+/// The second value is when the next probe is due.
+async fn forward_health(
+    ctx: &Context,
+    name: &str,
+    merged: &MergedPolicies,
+    phase: &Phase,
+    unresolved: &[references::Unresolved],
+) -> Option<(ForwardFinding, Option<Duration>)> {
+    let own: Vec<(String, std::net::SocketAddr)> = merged
+        .rules
+        .iter()
+        .filter(|r| r.policy == name)
+        .flat_map(|r| r.forward_to.iter().map(|t| (r.suffix.clone(), t.0)))
+        .collect();
+    if let Some(u) = unresolved.first() {
+        let finding = ForwardFinding {
+            answering: false,
+            reason: Reason::ForwardRefUnresolved,
+            message: format!(
+                "{u}; real hosts in {:?} resolve as they did before the policy until it does",
+                u.suffix
+            ),
+        };
+        // Re-read on the same schedule as a silent target.
+        return Some((finding, Some(reachability::FIRST_RETRY)));
+    }
+    if own.is_empty() {
+        ctx.metrics.forward_targets(name, &[]);
+        return None;
+    }
+    if !matches!(phase, Phase::RolledOut) {
+        return None;
+    }
+    let now = Instant::now();
+    let states = futures::future::join_all(
+        own.iter()
+            .map(|(suffix, target)| ctx.probes.check(suffix, *target, now)),
+    )
+    .await;
+    let probed: Vec<(String, String, bool)> = own
+        .iter()
+        .zip(&states)
+        .map(|((s, t), st)| (s.clone(), t.to_string(), st.answering))
+        .collect();
+    ctx.metrics.forward_targets(name, &probed);
+    let next = states
+        .iter()
+        .map(|s| s.next_due.saturating_duration_since(Instant::now()))
+        .min()
+        .map(|d| d.max(Duration::from_secs(1)));
+    let finding = match probed.iter().find(|(_, _, answering)| !answering) {
+        Some((suffix, target, _)) => ForwardFinding {
+            answering: false,
+            reason: Reason::ForwardTargetUnreachable,
+            message: format!(
+                "forward target {target} for {suffix:?} did not answer a query for {suffix} within {}s: real hosts in {suffix} do not resolve",
+                reachability::PROBE_TIMEOUT.as_secs()
+            ),
+        },
+        None => ForwardFinding {
+            answering: true,
+            reason: Reason::ForwardTargetsAnswer,
+            message: format!(
+                "every forward target answered: {}",
+                probed
+                    .iter()
+                    .map(|(s, t, _)| format!("{s} -> {t}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        },
+    };
+    Some((finding, next))
+}
+
+/// A Warning Event when a forward target stops answering (or a reference
+/// stops resolving), a Normal one when it answers again: once per change.
+async fn publish_forward_change(ctx: &Context, policy: &ClusterDNSPolicy, f: ForwardHealth<'_>) {
+    let old = policy.status.as_ref().and_then(|s| {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == condition::FORWARD_TARGETS_REACHABLE)
+    });
+    let changed = old.is_none_or(|c| (c.status == "True") != f.answering || c.message != f.message);
+    let reason = match (f.answering, f.reason) {
+        (true, _) => EventReason::ForwardTargetAnswers,
+        (false, Reason::ForwardRefUnresolved) => EventReason::ForwardRefUnresolved,
+        (false, _) => EventReason::ForwardTargetUnreachable,
+    };
+    // A first probe that answers is not news.
+    if changed && (!f.answering || old.is_some_and(|c| c.status == "False")) {
+        publish(ctx, policy, reason, f.message).await;
+    }
 }
 
 fn live_policies_of(
@@ -336,13 +505,16 @@ fn live_policies_of(
 
 /// The valid policies, and the message when `own` is not one of them.
 /// Another policy's bad spec is its own reconcile's business.
-fn validate(siblings: &[Arc<ClusterDNSPolicy>], own: &str) -> (Vec<ValidPolicy>, Option<String>) {
+fn validate(
+    specs: &[(String, ClusterDNSPolicySpec)],
+    own: &str,
+) -> (Vec<ValidPolicy>, Option<String>) {
     let mut valid = Vec::new();
     let mut own_invalid = None;
-    for p in siblings {
-        match policy::validate(&p.name_any(), &p.spec) {
+    for (name, spec) in specs {
+        match policy::validate(name, spec) {
             Ok(v) => valid.push(v),
-            Err(e) if p.name_any() == own => own_invalid = Some(e.to_string()),
+            Err(e) if name == own => own_invalid = Some(e.to_string()),
             Err(_) => {}
         }
     }

@@ -28,7 +28,21 @@ pub enum Finding<'a> {
         /// while one still sends the suffixes upstream, CoreDNS may be done
         /// but Ready is not True.
         node_local: &'a [(String, NodeLocalPlan)],
+        /// Whether real hosts reach the policy's forward targets; `None`
+        /// when it has none.
+        forward: Option<ForwardHealth<'a>>,
     },
+}
+
+/// The `ForwardTargetsReachable` condition: every forwardToRef resolved and
+/// every forward target answered its last probe, or the first that did not.
+/// Not answering keeps Ready False (DESIGN: Ready means lookups work, and
+/// real hosts in the suffix do not resolve).
+#[derive(Debug, Clone, Copy)]
+pub struct ForwardHealth<'a> {
+    pub answering: bool,
+    pub reason: Reason,
+    pub message: &'a str,
 }
 
 /// The policy's next status. `now` stamps conditions that change.
@@ -56,6 +70,7 @@ pub fn policy_status(
             conflict,
             config_map,
             node_local,
+            forward,
         } => {
             match conflict {
                 Some(message) => conds.refused(Reason::Conflict, message),
@@ -81,6 +96,19 @@ pub fn policy_status(
                     "CoreDNS runs the new Corefile; NodeLocal DNSCache {name} is written and its caches are loading it (reload window)"
                 );
                 conds.working(false, Reason::Progressing, &message);
+            }
+            if let Some(f) = forward {
+                conds.set(
+                    condition::FORWARD_TARGETS_REACHABLE,
+                    f.answering,
+                    f.reason,
+                    f.message,
+                );
+                if let (None, false, Phase::RolledOut | Phase::Progressing) =
+                    (conflict, f.answering, &plan.phase)
+                {
+                    conds.stalled(f.reason, f.message);
+                }
             }
             (Some(plan), dns_paths(plan, config_map, node_local))
         }
@@ -221,10 +249,12 @@ impl Conditions<'_> {
         condition::ALL
             .iter()
             .filter_map(|t| {
+                // Forward reachability is only ever this reconcile's finding.
+                let carried = *t != condition::FORWARD_TARGETS_REACHABLE;
                 self.new
                     .get(t)
                     .cloned()
-                    .or_else(|| self.old.iter().find(|c| c.type_ == *t).cloned())
+                    .or_else(|| self.old.iter().find(|c| carried && c.type_ == *t).cloned())
             })
             .collect()
     }
@@ -263,6 +293,7 @@ mod tests {
             conflict: None,
             config_map: COREDNS,
             node_local,
+            forward: None,
         };
         policy_status(None, Some(1), finding, counts, at(1))
     }
@@ -279,6 +310,7 @@ mod tests {
             conflict: None,
             config_map: COREDNS,
             node_local: &[],
+            forward: None,
         };
         let first = policy_status(None, Some(2), finding, &PolicyCounts::default(), at(100));
         assert_eq!(get(&first, "Ready").status, "True");
@@ -399,5 +431,65 @@ mod tests {
         assert_eq!(cache.addresses, ["169.254.20.10"]);
         assert!(cache.covered && cache.message.is_none());
         assert_eq!(s.dns_paths[0].config_map, COREDNS);
+    }
+
+    #[test]
+    fn a_silent_forward_target_is_named_and_keeps_ready_false() {
+        let p = plan(Phase::RolledOut);
+        let message = "forward target 10.96.0.77:53 for tailb45a71.ts.net did not answer";
+        let finding = |answering| Finding::Planned {
+            plan: &p,
+            conflict: None,
+            config_map: COREDNS,
+            node_local: &[],
+            forward: Some(ForwardHealth {
+                answering,
+                reason: if answering {
+                    Reason::ForwardTargetsAnswer
+                } else {
+                    Reason::ForwardTargetUnreachable
+                },
+                message,
+            }),
+        };
+        let silent = policy_status(
+            None,
+            Some(1),
+            finding(false),
+            &PolicyCounts::default(),
+            at(1),
+        );
+        assert_eq!(get(&silent, "Ready").status, "False");
+        assert_eq!(get(&silent, "Ready").reason, "ForwardTargetUnreachable");
+        assert_eq!(get(&silent, "ForwardTargetsReachable").status, "False");
+        assert!(
+            get(&silent, "ForwardTargetsReachable")
+                .message
+                .contains("10.96.0.77:53")
+        );
+        assert_eq!(get(&silent, "RolledOut").status, "True");
+        let back = policy_status(
+            Some(&silent),
+            Some(1),
+            finding(true),
+            &PolicyCounts::default(),
+            at(2),
+        );
+        assert_eq!(get(&back, "Ready").status, "True");
+        assert_eq!(get(&back, "ForwardTargetsReachable").status, "True");
+        let none = Finding::Planned {
+            plan: &p,
+            conflict: None,
+            config_map: COREDNS,
+            node_local: &[],
+            forward: None,
+        };
+        let gone = policy_status(Some(&back), Some(2), none, &PolicyCounts::default(), at(3));
+        assert!(
+            gone.conditions
+                .iter()
+                .all(|c| c.type_ != "ForwardTargetsReachable"),
+            "no forward targets, no condition"
+        );
     }
 }
