@@ -223,6 +223,13 @@ fn model(c: &Case, node_file: &str) -> Result<String> {
     Ok(pod_resolv_conf(&pod, &node, &cluster).render())
 }
 
+/// The node file as containerd writes it for a Default pod: search first.
+fn usual_as_written(usual: &str) -> String {
+    let mut lines: Vec<&str> = usual.lines().collect();
+    lines.sort_by_key(|l| !l.starts_with("search"));
+    lines.join("\n") + "\n"
+}
+
 /// kubelet merges options through a Go map: their order is random. Every
 /// other line, and the order of lines, must match exactly.
 fn options_unordered(text: &str) -> String {
@@ -277,10 +284,13 @@ async fn compare_every_case(c: &Cluster, how: ResolvConf) -> Result<()> {
     }
     std::fs::write(&node_file_path, &usual)?;
     let mut diffs = Vec::new();
+    let mut real = std::collections::BTreeMap::new();
     for k in &cases {
         let node_file = k.node_file.clone().unwrap_or_else(|| usual.clone());
         let want = model(k, &node_file)?;
         let got = node::pod_resolv_conf(&c.layout, NS, k.name)?;
+        eprintln!("[real_node] {}:\n{got}", k.name);
+        real.insert(k.name, got.clone());
         if options_unordered(&got) != options_unordered(&want) {
             diffs.push(format!(
                 "{} ({how:?}): real kubelet wrote\n{got}\nthe model says\n{want}",
@@ -296,6 +306,17 @@ async fn compare_every_case(c: &Cluster, how: ResolvConf) -> Result<()> {
     if !diffs.is_empty() {
         bail!("{}", diffs.join("\n---\n"));
     }
+    // Without the model: what the seed is about, read straight off the real files.
+    assert_eq!(
+        real["cluster-first"],
+        format!(
+            "search {NS}.svc.cluster.local svc.cluster.local cluster.local tailb45a71.ts.net\nnameserver 10.96.0.10\noptions ndots:5\n"
+        )
+    );
+    assert_eq!(real["default"], usual_as_written(&usual));
+    assert!(!real["search-over-32-entries"].contains("d29.example"));
+    assert!(!real["node-search-pushes-suffix-out"].contains("tailb45a71"));
+    assert!(!real["node-options-default"].contains("10.0.0.4"));
     Ok(())
 }
 
