@@ -324,15 +324,35 @@ node_image() {
   echo "$ref" >"$out/$name.ref"; echo "$key" >"$out/$name.key"
 }
 
-# The real node's images: pause (the sandbox) and busybox (Debian's static
-# build: a glibc binary that prints files and sleeps in test pods).
+# The real node's images: pause (the sandbox); busybox (Debian's static
+# build: a glibc binary that prints files and sleeps in test pods); CoreDNS
+# (kubeadm's version, the binary built above, user 65532 as upstream's
+# image); the glibc probe (Debian's getent with its libc and loader, and
+# `hosts: files dns`) and the musl probe (e2e/probe/musl-probe.c), each with
+# busybox to sleep on.
 build_node_images() {
   build_pause
   local t0=$SECONDS
   node_image pause "localhost/pause:$K8S_VERSION" /pause 65535:65535 "$CACHE/k8s/$K8S_VERSION/pause:/pause"
   command -v busybox >/dev/null || "$HERE/deps.sh"
   local bb; bb="$(dpkg-query -W -f '${Version}' busybox-static | tr ':+~' '---')"
-  node_image busybox "localhost/busybox:$bb" /bin/busybox 0:0 "$(command -v busybox):/bin/busybox"
+  local busybox; busybox="$(command -v busybox)"
+  node_image busybox "localhost/busybox:$bb" /bin/busybox 0:0 "$busybox:/bin/busybox"
+  local kv; kv="$(cat "$CACHE/coredns/kubeadm-version" 2>/dev/null || true)"
+  [[ -n "$kv" && -x "$CACHE/coredns/$kv/coredns" ]] || build_coredns
+  kv="$(cat "$CACHE/coredns/kubeadm-version")"
+  node_image coredns "localhost/coredns:$kv" /coredns 65532:65532 "$CACHE/coredns/$kv/coredns:/coredns"
+  local libc ld nss="$CACHE/node-images/nsswitch.conf"
+  libc="$(readlink -f /lib/x86_64-linux-gnu/libc.so.6)"; ld="$(readlink -f /lib64/ld-linux-x86-64.so.2)"
+  printf 'hosts: files dns\n' >"$nss"
+  local gv; gv="$(dpkg-query -W -f '${Version}' libc-bin | tr ':+~' '---')"
+  node_image glibc-probe "localhost/glibc-probe:$gv" /bin/busybox 65534:65534 "$busybox:/bin/busybox" \
+    /usr/bin/getent:/usr/bin/getent "$libc:/lib/x86_64-linux-gnu/libc.so.6" "$ld:/lib64/ld-linux-x86-64.so.2" \
+    "$nss:/etc/nsswitch.conf"
+  build_musl
+  local h; h="$(sha256sum "$HERE/../probe/musl-probe.c" | cut -c1-12)"
+  node_image musl-probe "localhost/musl-probe:$h" /bin/busybox 65534:65534 "$busybox:/bin/busybox" \
+    "$CACHE/musl-probe/$h/musl-probe:/usr/bin/musl-probe"
   say "node images in $((SECONDS - t0))s"
 }
 

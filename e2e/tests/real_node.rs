@@ -441,3 +441,225 @@ fn host_iptables() -> Result<String> {
         .collect::<Vec<_>>()
         .join("\n"))
 }
+
+const SEED_NS: &str = "video-management-system";
+const SEED_NAME: &str = "frigate.video-management-system.svc.cluster.local";
+
+/// kubeadm's CoreDNS as real pods on the real node: the harness's ConfigMap
+/// (its `bind {$POD_IP}` gets the real pod IP), kubeadm's securityContext,
+/// probes and `dnsPolicy: Default` (so `forward . /etc/resolv.conf` goes to
+/// the node file's nameserver). Labelled apart from the process-run pods so
+/// the kube-dns Service can be pointed at these alone.
+fn real_coredns(image: &str) -> String {
+    format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: coredns-real, namespace: kube-system}}
+spec:
+  replicas: 2
+  selector: {{matchLabels: {{k8s-app: kube-dns-real}}}}
+  template:
+    metadata: {{labels: {{k8s-app: kube-dns-real}}}}
+    spec:
+      serviceAccountName: coredns
+      nodeSelector: {{{key}: "true"}}
+      tolerations: [{toleration}]
+      dnsPolicy: Default
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: coredns
+        image: "{image}"
+        imagePullPolicy: Never
+        args: ["-conf", "/etc/coredns/Corefile"]
+        env: [{{name: POD_IP, valueFrom: {{fieldRef: {{fieldPath: status.podIP}}}}}}]
+        volumeMounts: [{{name: config-volume, mountPath: /etc/coredns, readOnly: true}}]
+        ports:
+        - {{containerPort: 53, name: dns, protocol: UDP}}
+        - {{containerPort: 53, name: dns-tcp, protocol: TCP}}
+        - {{containerPort: 8181, name: readiness-probe, protocol: TCP}}
+        readinessProbe: {{httpGet: {{path: /ready, port: readiness-probe}}, periodSeconds: 2}}
+        securityContext:
+          allowPrivilegeEscalation: false
+          capabilities: {{add: [NET_BIND_SERVICE], drop: [ALL]}}
+          readOnlyRootFilesystem: true
+      volumes:
+      - name: config-volume
+        configMap: {{name: coredns, items: [{{key: Corefile, path: Corefile}}]}}
+"#,
+        key = node::TAINT_KEY,
+        toleration = node::TOLERATION,
+    )
+}
+
+fn probe_pod(name: &str, image: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: {name}, namespace: default}}
+spec:
+  nodeSelector: {{{key}: "true"}}
+  tolerations: [{toleration}]
+  terminationGracePeriodSeconds: 1
+  containers: [{{name: probe, image: "{image}", imagePullPolicy: Never, command: [/bin/busybox, sleep, "3600"]}}]
+"#,
+        key = node::TAINT_KEY,
+        toleration = node::TOLERATION,
+    )
+}
+
+/// `kubectl exec` of a lookup in a real pod: (exit ok, output, seconds).
+fn exec_lookup(c: &Cluster, pod: &str, argv: &[&str]) -> (bool, String, f64) {
+    let t0 = std::time::Instant::now();
+    let mut args = vec!["-n", "default", "exec", pod, "--"];
+    args.extend_from_slice(argv);
+    let r = c.kubectl(&args);
+    let secs = t0.elapsed().as_secs_f64();
+    match r {
+        Ok(out) => (true, out, secs),
+        Err(e) => (false, format!("{e:#}"), secs),
+    }
+}
+
+/// The seed, from inside real pods: a glibc pod and a musl pod on the real
+/// node (their resolv.conf written by real kubelet, with the node's tailnet
+/// suffix) look the seed's Service up through the kube-dns Service IP
+/// (kube-proxy's iptables rules) served by real CoreDNS pods whose upstream
+/// is a black hole. The polluted query reaches the black hole; musl fails and
+/// glibc answers only after its tries through the suffix time out.
+#[tokio::test]
+async fn seed_lookup_from_real_glibc_and_musl_pods() -> Result<()> {
+    let c = Cluster::ensure().await?;
+    // The kube-dns Service's selector is cluster-wide state.
+    let _x = c.exclusive()?;
+    c.ensure_node(&NodeOptions::default())?;
+    let blackhole = c.start_dns_server(
+        format!("{}:53", node::HOST_IP).parse()?,
+        "",
+        dnspolicy_e2e::dns::Action::Drop,
+    )?;
+    let result = seed_from_real_pods(&c, &blackhole).await;
+    let _ = c.kubectl(&[
+        "-n",
+        "kube-system",
+        "patch",
+        "service",
+        "kube-dns",
+        "-p",
+        r#"{"spec":{"selector":{"k8s-app":"kube-dns"}}}"#,
+    ]);
+    let _ = c.kubectl(&[
+        "-n",
+        "kube-system",
+        "delete",
+        "deployment",
+        "coredns-real",
+        "--ignore-not-found",
+    ]);
+    let _ = c.kubectl(&[
+        "-n",
+        "default",
+        "delete",
+        "pod",
+        "glibc-probe",
+        "musl-probe",
+        "--ignore-not-found",
+        "--wait=false",
+    ]);
+    let stopped = c.stop_node();
+    drop(blackhole);
+    result?;
+    stopped
+}
+
+async fn seed_from_real_pods(c: &Cluster, blackhole: &dnspolicy_e2e::DnsServer) -> Result<()> {
+    let frigate_ip = c.deploy_frigate(SEED_NS, 1, "e2e-test")?;
+    c.apply_as("e2e-test", &real_coredns(&node::image("coredns")?))?;
+    c.kubectl_stdin(
+        &["apply", "-f", "-"],
+        &probe_pod("glibc-probe", &node::image("glibc-probe")?),
+    )?;
+    c.kubectl_stdin(
+        &["apply", "-f", "-"],
+        &probe_pod("musl-probe", &node::image("musl-probe")?),
+    )?;
+    c.kubectl(&[
+        "-n",
+        "kube-system",
+        "rollout",
+        "status",
+        "deployment/coredns-real",
+        "--timeout=180s",
+    ])?;
+    for p in ["glibc-probe", "musl-probe"] {
+        c.kubectl(&[
+            "-n",
+            "default",
+            "wait",
+            "--for=condition=Ready",
+            &format!("pod/{p}"),
+            "--timeout=180s",
+        ])?;
+    }
+    c.kubectl(&[
+        "-n",
+        "kube-system",
+        "patch",
+        "service",
+        "kube-dns",
+        "-p",
+        r#"{"spec":{"selector":{"k8s-app":"kube-dns-real"}}}"#,
+    ])?;
+    // Until kube-proxy has the real pods behind 10.96.0.10: a name with
+    // five dots is asked as is first, so this waits on the path, not the suffix.
+    let t0 = std::time::Instant::now();
+    loop {
+        let (ok, out, _) = exec_lookup(
+            c,
+            "musl-probe",
+            &[
+                "/usr/bin/musl-probe",
+                "kubernetes.default.svc.cluster.local.",
+            ],
+        );
+        if ok && out.contains(env::KUBERNETES_SVC_IP) {
+            break;
+        }
+        if t0.elapsed() > std::time::Duration::from_secs(90) {
+            bail!("real pods never resolved kubernetes.default through kube-dns: {out}");
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+    let resolv = node::pod_resolv_conf(&c.layout, "default", "glibc-probe")?;
+    assert!(
+        resolv.contains(env::NODE_SEARCH) && resolv.contains(env::DNS_SVC_IP),
+        "real kubelet's resolv.conf: {resolv}"
+    );
+    let polluted = format!("{SEED_NAME}.{}.", env::NODE_SEARCH);
+    let mark = blackhole.log.mark();
+    let (glibc_ok, glibc_out, glibc_s) =
+        exec_lookup(c, "glibc-probe", &["/usr/bin/getent", "ahosts", SEED_NAME]);
+    let (musl_ok, musl_out, musl_s) =
+        exec_lookup(c, "musl-probe", &["/usr/bin/musl-probe", SEED_NAME]);
+    eprintln!(
+        "[real_node] glibc pod: ok={glibc_ok} in {glibc_s:.1}s: {}",
+        glibc_out.trim()
+    );
+    eprintln!(
+        "[real_node] musl pod: ok={musl_ok} in {musl_s:.1}s: {}",
+        musl_out.trim()
+    );
+    let seen = blackhole.log.names_ending_with(mark, env::NODE_SEARCH);
+    assert!(
+        seen.contains(&polluted),
+        "the polluted query reached the black hole: {seen:?}"
+    );
+    assert!(
+        glibc_ok && glibc_out.contains(&frigate_ip.to_string()),
+        "glibc answers in the end: {glibc_out}"
+    );
+    assert!(
+        !musl_ok && musl_out.contains("EAI -3"),
+        "musl gives up with EAI_AGAIN: {musl_out}"
+    );
+    Ok(())
+}

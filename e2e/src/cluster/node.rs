@@ -36,6 +36,8 @@ pub const NODE_NAME: &str = "e2e-real-node";
 pub const TAINT_KEY: &str = "dnspolicy.dev/real-node";
 /// `tolerations:` entry for pods meant for the real node.
 pub const TOLERATION: &str = "{key: dnspolicy.dev/real-node, operator: Exists, effect: NoSchedule}";
+/// Images built by build-deps.sh `node-images` and imported at start.
+pub const IMAGES: &[&str] = &["pause", "busybox", "coredns", "glibc-probe", "musl-probe"];
 pub const NETNS: &str = "dnspolicy-e2e-node";
 const HOST_VETH: &str = "dpe2e-host";
 pub const HOST_IP: &str = "10.240.0.1";
@@ -134,9 +136,10 @@ pub fn check_binaries() -> Result<()> {
         env::containerd_bin("containerd"),
         env::containerd_bin("containerd-shim-runc-v2"),
         env::containerd_bin("ctr"),
-        env::node_image_tar("pause"),
-        env::node_image_tar("busybox"),
-    ] {
+    ]
+    .into_iter()
+    .chain(IMAGES.iter().map(|i| env::node_image_tar(i)))
+    {
         if !p.is_file() {
             missing.push(format!(
                 "{} (run e2e/scripts/build-deps.sh k8s-node containerd node-images)",
@@ -536,7 +539,7 @@ pub fn image(name: &str) -> Result<String> {
 }
 
 fn import_images(l: &Layout) -> Result<()> {
-    for name in ["pause", "busybox"] {
+    for name in IMAGES {
         let tar = env::node_image_tar(name).display().to_string();
         ctr(l, &["images", "import", "--no-unpack", &tar])?;
         let want = image_ref(name)?;
