@@ -13,6 +13,7 @@ use dnspolicy_dns::kubelet::{
 use dnspolicy_e2e::Cluster;
 use dnspolicy_e2e::cluster::node::{self, NodeOptions, ResolvConf};
 use dnspolicy_e2e::env;
+use dnspolicy_e2e::operator::{self, Operator};
 
 const NS: &str = "realnode-kubelet";
 
@@ -524,8 +525,10 @@ fn exec_lookup(c: &Cluster, pod: &str, argv: &[&str]) -> (bool, String, f64) {
 /// node (their resolv.conf written by real kubelet, with the node's tailnet
 /// suffix) look the seed's Service up through the kube-dns Service IP
 /// (kube-proxy's iptables rules) served by real CoreDNS pods whose upstream
-/// is a black hole. The polluted query reaches the black hole; musl fails and
-/// glibc answers only after its tries through the suffix time out.
+/// is a black hole. Before: the polluted query reaches the black hole, musl
+/// fails and glibc answers only after its tries through the suffix time out.
+/// After the example policy (kubectl apply, the operator writes the
+/// Corefile): both answer and nothing polluted goes upstream.
 #[tokio::test]
 async fn seed_lookup_from_real_glibc_and_musl_pods() -> Result<()> {
     let c = Cluster::ensure().await?;
@@ -572,6 +575,13 @@ async fn seed_lookup_from_real_glibc_and_musl_pods() -> Result<()> {
 }
 
 async fn seed_from_real_pods(c: &Cluster, blackhole: &dnspolicy_e2e::DnsServer) -> Result<()> {
+    // Stock CoreDNS and no policies, whatever ran before.
+    operator::fresh(
+        c,
+        dnspolicy_e2e::Flavor::Kubeadm,
+        &env::coredns_kubeadm_version(),
+    )
+    .await?;
     let frigate_ip = c.deploy_frigate(SEED_NS, 1, "e2e-test")?;
     c.apply_as("e2e-test", &real_coredns(&node::image("coredns")?))?;
     c.kubectl_stdin(
@@ -609,26 +619,7 @@ async fn seed_from_real_pods(c: &Cluster, blackhole: &dnspolicy_e2e::DnsServer) 
         "-p",
         r#"{"spec":{"selector":{"k8s-app":"kube-dns-real"}}}"#,
     ])?;
-    // Until kube-proxy has the real pods behind 10.96.0.10: a name with
-    // five dots is asked as is first, so this waits on the path, not the suffix.
-    let t0 = std::time::Instant::now();
-    loop {
-        let (ok, out, _) = exec_lookup(
-            c,
-            "musl-probe",
-            &[
-                "/usr/bin/musl-probe",
-                "kubernetes.default.svc.cluster.local.",
-            ],
-        );
-        if ok && out.contains(env::KUBERNETES_SVC_IP) {
-            break;
-        }
-        if t0.elapsed() > std::time::Duration::from_secs(90) {
-            bail!("real pods never resolved kubernetes.default through kube-dns: {out}");
-        }
-        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-    }
+    wait_kube_dns_serves(c).await?;
     let resolv = node::pod_resolv_conf(&c.layout, "default", "glibc-probe")?;
     assert!(
         resolv.contains(env::NODE_SEARCH) && resolv.contains(env::DNS_SVC_IP),
@@ -661,5 +652,89 @@ async fn seed_from_real_pods(c: &Cluster, blackhole: &dnspolicy_e2e::DnsServer) 
         !musl_ok && musl_out.contains("EAI -3"),
         "musl gives up with EAI_AGAIN: {musl_out}"
     );
-    Ok(())
+
+    // The example policy, applied with kubectl and written by the operator;
+    // the real CoreDNS pods are restarted to read the managed Corefile (the
+    // operator rolls the harness's CoreDNS Deployment, not this one).
+    operator::install_crd(c)?;
+    let mut op = Operator::start(c, "real-node", &[])?;
+    let policy =
+        std::fs::read_to_string(env::repo_root().join("manifests/examples/tailscale.yaml"))?
+            .replace("100.100.100.100", &env::UPSTREAM_IP.to_string());
+    c.kubectl_stdin(&["apply", "-f", "-"], &policy)?;
+    let after = async {
+        op.ready(c, "tailnet", std::time::Duration::from_secs(120))
+            .await?;
+        c.kubectl(&[
+            "-n",
+            "kube-system",
+            "rollout",
+            "restart",
+            "deployment/coredns-real",
+        ])?;
+        c.kubectl(&[
+            "-n",
+            "kube-system",
+            "rollout",
+            "status",
+            "deployment/coredns-real",
+            "--timeout=180s",
+        ])?;
+        wait_kube_dns_serves(c).await?;
+        let mark = blackhole.log.mark();
+        let (glibc_ok, glibc_out, glibc_s) =
+            exec_lookup(c, "glibc-probe", &["/usr/bin/getent", "ahosts", SEED_NAME]);
+        let (musl_ok, musl_out, musl_s) =
+            exec_lookup(c, "musl-probe", &["/usr/bin/musl-probe", SEED_NAME]);
+        eprintln!(
+            "[real_node] after the policy, glibc pod: ok={glibc_ok} in {glibc_s:.1}s: {}",
+            glibc_out.trim()
+        );
+        eprintln!(
+            "[real_node] after the policy, musl pod: ok={musl_ok} in {musl_s:.1}s: {}",
+            musl_out.trim()
+        );
+        let seen = blackhole.log.names_ending_with(mark, env::NODE_SEARCH);
+        assert!(
+            seen.is_empty(),
+            "nothing polluted goes upstream now: {seen:?}"
+        );
+        assert!(
+            glibc_ok && glibc_out.contains(&frigate_ip.to_string()),
+            "glibc: {glibc_out}"
+        );
+        assert!(
+            musl_ok && musl_out.contains(&format!("ADDR {frigate_ip}")),
+            "musl: {musl_out}"
+        );
+        anyhow::Ok(())
+    }
+    .await;
+    let stopped = op.delete_policies_and_stop(c);
+    after?;
+    stopped
+}
+
+/// Until kube-proxy has Ready real CoreDNS pods behind 10.96.0.10: a name
+/// with five dots is asked as is first, so this waits on the path, not on
+/// the suffix.
+async fn wait_kube_dns_serves(c: &Cluster) -> Result<()> {
+    let t0 = std::time::Instant::now();
+    loop {
+        let (ok, out, _) = exec_lookup(
+            c,
+            "musl-probe",
+            &[
+                "/usr/bin/musl-probe",
+                "kubernetes.default.svc.cluster.local.",
+            ],
+        );
+        if ok && out.contains(env::KUBERNETES_SVC_IP) {
+            return Ok(());
+        }
+        if t0.elapsed() > std::time::Duration::from_secs(90) {
+            bail!("real pods never resolved kubernetes.default through kube-dns: {out}");
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
 }
