@@ -321,25 +321,106 @@ async fn compare_every_case(c: &Cluster, how: ResolvConf) -> Result<()> {
     Ok(())
 }
 
+/// The real node for one test: stopped (and what the seed test changed put
+/// back) by [`NodeRun::finish`], or on drop when the test panics, so the
+/// next test and suite find the cluster as `up` left it.
+struct NodeRun<'a> {
+    c: &'a Cluster,
+    seed: bool,
+    done: bool,
+}
+
+impl<'a> NodeRun<'a> {
+    fn start(c: &'a Cluster, opts: &NodeOptions, seed: bool) -> Result<Self> {
+        // Not a node left by an earlier run: its recorded host state is ours.
+        c.stop_node()?;
+        let run = NodeRun {
+            c,
+            seed,
+            done: false,
+        };
+        c.ensure_node(opts)?;
+        Ok(run)
+    }
+
+    fn cleanup(&self) -> Result<()> {
+        let c = self.c;
+        if self.seed {
+            let _ = c.kubectl(&[
+                "-n",
+                "kube-system",
+                "patch",
+                "service",
+                "kube-dns",
+                "-p",
+                r#"{"spec":{"selector":{"k8s-app":"kube-dns"}}}"#,
+            ]);
+            let _ = c.kubectl(&[
+                "-n",
+                "kube-system",
+                "delete",
+                "deployment",
+                "coredns-real",
+                "--ignore-not-found",
+            ]);
+            let _ = operator::clear_policies(c);
+        }
+        let _ = c.kubectl(&[
+            "delete",
+            "namespace",
+            NS,
+            "--ignore-not-found",
+            "--wait=false",
+        ]);
+        let _ = c.kubectl(&[
+            "-n",
+            "default",
+            "delete",
+            "pod",
+            "glibc-probe",
+            "musl-probe",
+            "--ignore-not-found",
+            "--wait=false",
+        ]);
+        c.stop_node()
+    }
+
+    fn finish(mut self) -> Result<()> {
+        self.done = true;
+        self.cleanup()
+    }
+}
+
+impl Drop for NodeRun<'_> {
+    fn drop(&mut self) {
+        if !self.done
+            && let Err(e) = self.cleanup()
+        {
+            eprintln!("[real_node] cleanup after a failure: {e:#}");
+        }
+    }
+}
+
 /// Every case of the kubelet table that a pod can express, on the real
 /// node, with the node file reached through a systemd-resolved-style symlink.
 #[tokio::test]
 async fn kubelet_model_matches_the_real_kubelet() -> Result<()> {
     let c = Cluster::ensure().await?;
-    c.ensure_node(&NodeOptions {
-        resolv_conf: ResolvConf::SystemdSymlink,
-    })?;
+    let run = NodeRun::start(
+        &c,
+        &NodeOptions {
+            resolv_conf: ResolvConf::SystemdSymlink,
+        },
+        false,
+    )?;
     let link = node::kubelet_resolv_conf(&c.layout, ResolvConf::SystemdSymlink);
     assert!(
         link.symlink_metadata()?.file_type().is_symlink(),
         "{} is a symlink",
         link.display()
     );
-    let result = compare_every_case(&c, ResolvConf::SystemdSymlink).await;
-    let _ = c.kubectl(&["delete", "namespace", NS, "--wait=false"]);
-    let stopped = c.stop_node();
-    result?;
-    stopped
+    compare_every_case(&c, ResolvConf::SystemdSymlink).await?;
+    run.finish()
 }
 
 /// What the running node changes on the host (each kind seen while it runs,
@@ -349,9 +430,11 @@ async fn kubelet_model_matches_the_real_kubelet() -> Result<()> {
 #[tokio::test]
 async fn stopping_the_node_leaves_nothing_behind() -> Result<()> {
     let c = Cluster::ensure().await?;
+    // A node left by an earlier run would make "before" its state, not the host's.
+    c.stop_node()?;
     let sysctls_before = node::host_sysctls();
     let iptables_before = host_iptables()?;
-    c.ensure_node(&NodeOptions::default())?;
+    let run = NodeRun::start(&c, &NodeOptions::default(), false)?;
     c.kubectl_stdin(
         &["apply", "-f", "-"],
         &format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {NS}}}\n"),
@@ -413,8 +496,7 @@ async fn stopping_the_node_leaves_nothing_behind() -> Result<()> {
         "kube-proxy and kubelet rules stay in the netns"
     );
 
-    let _ = c.kubectl(&["delete", "namespace", NS, "--wait=false"]);
-    c.stop_node()?;
+    run.finish()?;
     let left = node::leftovers(&c.layout);
     assert!(left.is_empty(), "left behind: {left:#?}");
     assert_eq!(node::host_sysctls(), sysctls_before);
@@ -534,44 +616,14 @@ async fn seed_lookup_from_real_glibc_and_musl_pods() -> Result<()> {
     let c = Cluster::ensure().await?;
     // The kube-dns Service's selector is cluster-wide state.
     let _x = c.exclusive()?;
-    c.ensure_node(&NodeOptions::default())?;
+    let run = NodeRun::start(&c, &NodeOptions::default(), true)?;
     let blackhole = c.start_dns_server(
         format!("{}:53", node::HOST_IP).parse()?,
         "",
         dnspolicy_e2e::dns::Action::Drop,
     )?;
-    let result = seed_from_real_pods(&c, &blackhole).await;
-    let _ = c.kubectl(&[
-        "-n",
-        "kube-system",
-        "patch",
-        "service",
-        "kube-dns",
-        "-p",
-        r#"{"spec":{"selector":{"k8s-app":"kube-dns"}}}"#,
-    ]);
-    let _ = c.kubectl(&[
-        "-n",
-        "kube-system",
-        "delete",
-        "deployment",
-        "coredns-real",
-        "--ignore-not-found",
-    ]);
-    let _ = c.kubectl(&[
-        "-n",
-        "default",
-        "delete",
-        "pod",
-        "glibc-probe",
-        "musl-probe",
-        "--ignore-not-found",
-        "--wait=false",
-    ]);
-    let stopped = c.stop_node();
-    drop(blackhole);
-    result?;
-    stopped
+    seed_from_real_pods(&c, &blackhole).await?;
+    run.finish()
 }
 
 async fn seed_from_real_pods(c: &Cluster, blackhole: &dnspolicy_e2e::DnsServer) -> Result<()> {
@@ -680,6 +732,7 @@ async fn seed_from_real_pods(c: &Cluster, blackhole: &dnspolicy_e2e::DnsServer) 
             "deployment/coredns-real",
             "--timeout=180s",
         ])?;
+        wait_kube_proxy_on_current_pods(c).await?;
         wait_kube_dns_serves(c).await?;
         let mark = blackhole.log.mark();
         let (glibc_ok, glibc_out, glibc_s) =
@@ -713,6 +766,41 @@ async fn seed_from_real_pods(c: &Cluster, blackhole: &dnspolicy_e2e::DnsServer) 
     let stopped = op.delete_policies_and_stop(c);
     after?;
     stopped
+}
+
+/// Until kube-proxy sends kube-dns to exactly the real CoreDNS pods that are
+/// not terminating (after a restart, the old pods still run the old Corefile).
+async fn wait_kube_proxy_on_current_pods(c: &Cluster) -> Result<()> {
+    let t0 = std::time::Instant::now();
+    loop {
+        let pods: serde_json::Value = serde_json::from_str(&c.kubectl(&[
+            "-n",
+            "kube-system",
+            "get",
+            "pods",
+            "-l",
+            "k8s-app=kube-dns-real",
+            "-o",
+            "json",
+        ])?)?;
+        let mut current: Vec<String> = pods["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+            .filter_map(|p| p["status"]["podIP"].as_str())
+            .map(|ip| format!("{ip}:53"))
+            .collect();
+        current.sort();
+        let proxied = node::kube_proxy_endpoints("kube-system/kube-dns:dns")?;
+        if !current.is_empty() && proxied == current {
+            return Ok(());
+        }
+        if t0.elapsed() > std::time::Duration::from_secs(90) {
+            bail!("kube-proxy sends kube-dns to {proxied:?}, the current pods are {current:?}");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
 }
 
 /// Until kube-proxy has Ready real CoreDNS pods behind 10.96.0.10: a name

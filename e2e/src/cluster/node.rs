@@ -990,6 +990,22 @@ pub fn pod_resolv_conf(l: &Layout, ns: &str, name: &str) -> Result<String> {
     fs::read_to_string(&p).with_context(|| format!("pod {ns}/{name}: read {}", p.display()))
 }
 
+/// The endpoints kube-proxy sends Service port `comment` to (its iptables
+/// DNAT rules in the node's netns; `comment` is like `kube-system/kube-dns:dns`).
+pub fn kube_proxy_endpoints(comment: &str) -> Result<Vec<String>> {
+    let nat = in_netns("iptables-save", &["-t", "nat"])?;
+    let tag = format!("\"{comment}\"");
+    let mut v: Vec<String> = nat
+        .lines()
+        .filter(|l| l.contains(&tag) || l.contains(&format!(" {comment} ")))
+        .filter_map(|l| l.split("--to-destination ").nth(1))
+        .map(|d| d.split_whitespace().next().unwrap_or(d).to_string())
+        .collect();
+    v.sort();
+    v.dedup();
+    Ok(v)
+}
+
 /// Log tail of a node component, for error messages.
 pub fn log_tail(l: &Layout, component: &str) -> String {
     files::tail(&l.log(component), 30)
