@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build (once) every upstream binary the e2e harness runs, cached by version
 # outside the repo. Idempotent: a component whose binaries exist is skipped.
-# Usage: build-deps.sh [k8s|etcd|kwok|coredns|coredns-nodecache|musl|helm|promtool|tailscale-crd|all]...   (default: all)
+# Usage: build-deps.sh [k8s|etcd|kwok|coredns|coredns-nodecache|musl|helm|promtool|tailscale-crd|k8s-node|containerd|node-images|all]...   (default: all)
 set -euo pipefail
 
 CACHE="${DNSPOLICY_E2E_CACHE:-$HOME/.cache/dnspolicy-e2e}"
@@ -34,12 +34,16 @@ timed() {
   echo "$(date -u +%FT%TZ) $name ${dt}s" >>"$LOG"
 }
 
-build_k8s() {
+build_k8s() { build_k8s_cmds kube-apiserver kube-controller-manager kube-scheduler kubectl; }
+
+# build_k8s_cmds CMD...: k8s.io/kubernetes/cmd/CMD from one wrapper module
+# with the staging replaces, stamped with the version, into $CACHE/k8s/VERSION.
+build_k8s_cmds() {
   local out="$CACHE/k8s/$K8S_VERSION"
-  local bins=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
+  local bins=("$@")
   local missing=0
   for b in "${bins[@]}"; do [[ -x "$out/$b" ]] || missing=1; done
-  if [[ $missing == 0 ]]; then say "k8s $K8S_VERSION present"; return; fi
+  if [[ $missing == 0 ]]; then say "k8s $K8S_VERSION ${bins[*]} present"; return; fi
   local w="$CACHE/src/k8s-$K8S_VERSION"
   rm -rf "$w"; mkdir -p "$w" "$out"
   # The staging replace list changes between minors: derive it from that
@@ -283,11 +287,116 @@ build_tailscale_crd() {
   echo "$(date -u +%FT%TZ) tailscale-crd-$TAILSCALE_VERSION 0s (copied from the module cache)" >>"$LOG"
 }
 
+# The real node's Kubernetes half: kubelet and kube-proxy, same module and
+# stamping as the control plane (build_k8s_cmds).
+build_k8s_node() { build_k8s_cmds kubelet kube-proxy; build_pause; }
+
+# pause, the pod sandbox's process: Kubernetes' own build/pause/linux/pause.c
+# from the k8s.io/kubernetes module, static with musl-gcc.
+build_pause() {
+  local out="$CACHE/k8s/$K8S_VERSION"
+  if [[ -x "$out/pause" ]]; then say "pause $K8S_VERSION present"; return; fi
+  command -v musl-gcc >/dev/null || "$HERE/deps.sh"
+  local dir
+  dir="$(cd /tmp && go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | sed -n 's/.*"Dir": "\(.*\)",/\1/p')"
+  mkdir -p "$out"
+  timed "pause-$K8S_VERSION" musl-gcc -static -Os -DVERSION="$K8S_VERSION" -o "$out/pause.tmp" "$dir/build/pause/linux/pause.c"
+  mv "$out/pause.tmp" "$out/pause"
+}
+
+# node_image NAME REF ENTRYPOINT USER FILE:DEST...: an OCI image built with
+# umoci (Debian's; a real tool rather than a hand-written tar) holding FILEs,
+# tagged with the fully qualified REF (a short tag makes `ctr import` invent
+# an `import-<date>` name the CRI cannot resolve). Written as
+# $CACHE/node-images/NAME.tar with NAME.ref; rebuilt when an input changes.
+node_image() {
+  local name=$1 ref=$2 entry=$3 user=$4; shift 4
+  local out="$CACHE/node-images" key f
+  key="$(for f in "$@"; do sha256sum "${f%%:*}" | cut -c1-64; echo "${f#*:}"; done; echo "$ref $entry $user")"
+  key="$(echo "$key" | sha256sum | cut -c1-16)"
+  if [[ -f "$out/$name.tar" && "$(cat "$out/$name.key" 2>/dev/null)" == "$key" ]]; then
+    say "image $ref present"; return
+  fi
+  command -v umoci >/dev/null || "$HERE/deps.sh"
+  mkdir -p "$out"
+  local w; w="$(mktemp -d "$out/.build-$name.XXXX")"
+  (
+    set -e
+    cd "$w"
+    umoci init --layout oci
+    umoci new --image "oci:$ref"
+    umoci unpack --image "oci:$ref" bundle >/dev/null
+    for f in "$@"; do
+      install -D -m 0755 "${f%%:*}" "bundle/rootfs${f#*:}"
+    done
+    umoci repack --image "oci:$ref" bundle
+    umoci config --image "oci:$ref" --config.entrypoint "$entry" --config.user "$user" \
+      --architecture amd64 --os linux
+    umoci gc --layout oci
+    tar -C oci -cf "$out/$name.tar.tmp" .
+  )
+  rm -rf "$w"
+  mv "$out/$name.tar.tmp" "$out/$name.tar"
+  echo "$ref" >"$out/$name.ref"; echo "$key" >"$out/$name.key"
+}
+
+# The real node's images: pause (the sandbox); busybox (Debian's static
+# build: a glibc binary that prints files and sleeps in test pods); CoreDNS
+# (kubeadm's version, the binary built above, user 65532 as upstream's
+# image); the glibc probe (Debian's getent with its libc and loader, and
+# `hosts: files dns`) and the musl probe (e2e/probe/musl-probe.c), each with
+# busybox to sleep on.
+build_node_images() {
+  build_pause
+  local t0=$SECONDS
+  node_image pause "localhost/pause:$K8S_VERSION" /pause 65535:65535 "$CACHE/k8s/$K8S_VERSION/pause:/pause"
+  command -v busybox >/dev/null || "$HERE/deps.sh"
+  local bb; bb="$(dpkg-query -W -f '${Version}' busybox-static | tr ':+~' '---')"
+  local busybox; busybox="$(command -v busybox)"
+  node_image busybox "localhost/busybox:$bb" /bin/busybox 0:0 "$busybox:/bin/busybox"
+  local kv; kv="$(cat "$CACHE/coredns/kubeadm-version" 2>/dev/null || true)"
+  [[ -n "$kv" && -x "$CACHE/coredns/$kv/coredns" ]] || build_coredns
+  kv="$(cat "$CACHE/coredns/kubeadm-version")"
+  node_image coredns "localhost/coredns:$kv" /coredns 65532:65532 "$CACHE/coredns/$kv/coredns:/coredns"
+  local libc ld nss="$CACHE/node-images/nsswitch.conf"
+  libc="$(readlink -f /lib/x86_64-linux-gnu/libc.so.6)"; ld="$(readlink -f /lib64/ld-linux-x86-64.so.2)"
+  printf 'hosts: files dns\n' >"$nss"
+  local gv; gv="$(dpkg-query -W -f '${Version}' libc-bin | tr ':+~' '---')"
+  node_image glibc-probe "localhost/glibc-probe:$gv" /bin/busybox 65534:65534 "$busybox:/bin/busybox" \
+    /usr/bin/getent:/usr/bin/getent "$libc:/lib/x86_64-linux-gnu/libc.so.6" "$ld:/lib64/ld-linux-x86-64.so.2" \
+    "$nss:/etc/nsswitch.conf"
+  build_musl
+  local h; h="$(sha256sum "$HERE/../probe/musl-probe.c" | cut -c1-12)"
+  node_image musl-probe "localhost/musl-probe:$h" /bin/busybox 65534:65534 "$busybox:/bin/busybox" \
+    "$CACHE/musl-probe/$h/musl-probe:/usr/bin/musl-probe"
+  say "node images in $((SECONDS - t0))s"
+}
+
+# containerd for the real node (Debian's 1.6 is too old for kubelet 1.36):
+# the daemon, its runc shim and ctr (image import), plain go install.
+CONTAINERD_VERSION="${CONTAINERD_VERSION:-v2.4.2}"
+build_containerd() {
+  local out="$CACHE/containerd/$CONTAINERD_VERSION"
+  local bins=(containerd containerd-shim-runc-v2 ctr) b
+  local missing=0
+  for b in "${bins[@]}"; do [[ -x "$out/$b" ]] || missing=1; done
+  if [[ $missing == 0 ]]; then say "containerd $CONTAINERD_VERSION present"; return; fi
+  mkdir -p "$out"
+  local ldflags="-s -w -X github.com/containerd/containerd/v2/version.Version=$CONTAINERD_VERSION"
+  for b in "${bins[@]}"; do
+    [[ -x "$out/$b" ]] && continue
+    timed "$b-$CONTAINERD_VERSION" env GOBIN="$out/.bin" go install -ldflags "$ldflags" \
+      "github.com/containerd/containerd/v2/cmd/$b@$CONTAINERD_VERSION"
+    mv "$out/.bin/$b" "$out/$b"
+  done
+  rmdir "$out/.bin"
+}
+
 main() {
   local what=("$@")
   [[ ${#what[@]} == 0 ]] && what=(all)
   local t0=$SECONDS
-  [[ " ${what[*]} " == *" all "* ]] && what=(k8s etcd kwok coredns coredns-nodecache musl helm promtool tailscale-crd)
+  [[ " ${what[*]} " == *" all "* ]] && what=(k8s etcd kwok coredns coredns-nodecache musl helm promtool tailscale-crd k8s-node containerd node-images)
   for c in "${what[@]}"; do
     local c0=$SECONDS n0
     n0=$(wc -l <"$LOG" 2>/dev/null || echo 0)
@@ -301,6 +410,9 @@ main() {
       helm) build_helm ;;
       promtool) build_promtool ;;
       tailscale-crd) build_tailscale_crd ;;
+      k8s-node) build_k8s_node ;;
+      containerd) build_containerd ;;
+      node-images) build_node_images ;;
       *) say "unknown component $c"; exit 2 ;;
     esac
     # Wall time including module downloads, when something was built.

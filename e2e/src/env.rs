@@ -68,6 +68,18 @@ pub fn etcd_bin() -> PathBuf {
 pub fn kwok_bin() -> PathBuf {
     cache_dir().join("kwok").join(KWOK_VERSION).join("kwok")
 }
+pub const CONTAINERD_VERSION: &str = "v2.4.2";
+/// containerd, containerd-shim-runc-v2 or ctr (the real node).
+pub fn containerd_bin(name: &str) -> PathBuf {
+    cache_dir()
+        .join("containerd")
+        .join(CONTAINERD_VERSION)
+        .join(name)
+}
+/// An OCI image archive built by build-deps.sh `node-images` (`<name>.ref` beside it holds its name).
+pub fn node_image_tar(name: &str) -> PathBuf {
+    cache_dir().join("node-images").join(format!("{name}.tar"))
+}
 pub fn kwok_stage_dir() -> PathBuf {
     cache_dir().join("kwok").join(KWOK_VERSION).join("stage")
 }

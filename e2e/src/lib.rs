@@ -99,6 +99,20 @@ impl Cluster {
         Ok(Cluster { layout, client })
     }
 
+    /// Start the real node (containerd, kubelet, kube-proxy; cluster/node.rs)
+    /// unless it runs. On demand rather than in every `up`: it adds about a
+    /// minute, and only the real-node suites use it. Pods for it tolerate
+    /// [`cluster::node::TOLERATION`]; stop it with [`Cluster::stop_node`] so
+    /// later suites find the cluster as `up` left it.
+    pub fn ensure_node(&self, opts: &cluster::node::NodeOptions) -> Result<()> {
+        cluster::node::up(&self.layout, opts, &process::e2e_bin()?)
+    }
+
+    /// Stop the real node; everything it changed on the host is undone.
+    pub fn stop_node(&self) -> Result<()> {
+        cluster::node::down(&self.layout)
+    }
+
     pub fn client(&self) -> Client {
         self.client.clone()
     }

@@ -50,3 +50,28 @@ pub fn http_get(addr: &str, path: &str) -> Result<String> {
     stream.read_to_string(&mut text)?;
     Ok(text)
 }
+
+/// Forward every TCP connection on `listen` to `to`, both ways, until killed
+/// (`e2e-cluster tcp-forward`: the real node reaches the loopback-only apiserver).
+pub fn tcp_forward(listen: SocketAddr, to: SocketAddr) -> Result<()> {
+    let l = std::net::TcpListener::bind(listen).with_context(|| format!("listen on {listen}"))?;
+    for conn in l.incoming() {
+        let Ok(a) = conn else { continue };
+        std::thread::spawn(move || {
+            let Ok(b) = TcpStream::connect(to) else {
+                return;
+            };
+            let (Ok(a2), Ok(b2)) = (a.try_clone(), b.try_clone()) else {
+                return;
+            };
+            let pipe = |mut r: TcpStream, mut w: TcpStream| {
+                let _ = std::io::copy(&mut r, &mut w);
+                let _ = w.shutdown(std::net::Shutdown::Write);
+            };
+            let t = std::thread::spawn(move || pipe(a2, b));
+            pipe(b2, a);
+            let _ = t.join();
+        });
+    }
+    Ok(())
+}

@@ -31,6 +31,9 @@ pub const CLIENTS: &[(&str, &str, Option<&str>)] = &[
     ("scheduler", "system:kube-scheduler", None),
     ("kwok", "e2e:kwok", Some("system:masters")),
     ("runtime", "e2e:pod-runtime", Some("system:masters")),
+    // The real node (cluster/node.rs).
+    ("node", "system:node:e2e-real-node", Some("system:nodes")),
+    ("kube-proxy", "system:kube-proxy", None),
 ];
 
 pub fn generate(dir: &Path) -> Result<()> {
@@ -52,6 +55,8 @@ pub fn generate(dir: &Path) -> Result<()> {
     let mut sans = vec![
         env::CONTROL_IP.to_string(),
         "127.0.0.1".into(),
+        // The real node's way in (cluster/node.rs: the forwarder on the veth).
+        crate::cluster::node::HOST_IP.into(),
         env::KUBERNETES_SVC_IP.into(),
         "localhost".into(),
         "kubernetes".into(),

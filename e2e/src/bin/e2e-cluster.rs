@@ -60,6 +60,21 @@ enum Cmd {
         #[arg(long, default_value = "A")]
         qtype: String,
     },
+    /// Start the real node (containerd, kubelet, kube-proxy in a netns) on the running cluster.
+    NodeUp {
+        /// kubelet reads the node resolv.conf through a systemd-resolved-style symlink.
+        #[arg(long)]
+        resolv_conf_symlink: bool,
+    },
+    /// Stop the real node and undo what it changed on the host.
+    NodeDown,
+    /// (daemon) forward TCP connections (the real node's way to the apiserver).
+    TcpForward {
+        #[arg(long)]
+        listen: SocketAddr,
+        #[arg(long)]
+        to: SocketAddr,
+    },
     /// (daemon) kubelet stand-in for CoreDNS pods.
     PodRuntime {
         #[arg(long)]
@@ -105,6 +120,20 @@ fn run(cli: Cli) -> Result<()> {
             println!("{line}");
         }
         Cmd::Down => cluster::down(&layout)?,
+        Cmd::NodeUp {
+            resolv_conf_symlink,
+        } => {
+            let opts = cluster::node::NodeOptions {
+                resolv_conf: if resolv_conf_symlink {
+                    cluster::node::ResolvConf::SystemdSymlink
+                } else {
+                    cluster::node::ResolvConf::Plain
+                },
+            };
+            cluster::node::up(&layout, &opts, &std::env::current_exe()?)?;
+        }
+        Cmd::NodeDown => cluster::node::down(&layout)?,
+        Cmd::TcpForward { listen, to } => dnspolicy_e2e::net::tcp_forward(listen, to)?,
         Cmd::Addresses => rt()?.block_on(async {
             let c = dnspolicy_e2e::Cluster::connect(Layout::new(env::state_dir())).await?;
             for a in c.coredns_addresses().await? {

@@ -57,6 +57,9 @@ pub fn start(l: &Layout) -> Result<()> {
             "--profiling=false".into(),
             "--enable-priority-and-fairness=false".into(),
             "--endpoint-reconciler-type=lease".into(),
+            // The real node's name does not resolve; its InternalIP is
+            // reachable through the veth (exec, logs: cluster/node.rs).
+            "--kubelet-preferred-address-types=InternalIP,Hostname".into(),
             "--v=1".into(),
         ],
         &[],

@@ -8,6 +8,7 @@ mod controllers;
 mod coredns;
 mod etcd;
 mod kwok;
+pub mod node;
 mod upstreams;
 
 use anyhow::{Context, Result, bail};
@@ -335,7 +336,7 @@ fn known_pids(l: &Layout) -> Vec<(String, i32)> {
 
 fn all_pids(l: &Layout) -> Vec<(String, i32)> {
     let mut v = Vec::new();
-    for c in COMPONENTS.iter().rev() {
+    for c in COMPONENTS.iter().rev().chain(node::NODE_COMPONENTS) {
         if let Some(p) = process::read_pid(&l.pidfile(c)) {
             v.push((c.to_string(), p));
         }
@@ -377,6 +378,8 @@ fn stop_pids(pids: &[(String, i32)], grace: Duration) {
 /// Stop in reverse dependency order: clients of the apiserver first (so it
 /// has no open watches to drain), then the apiserver, then etcd.
 fn stop_all(l: &Layout) -> Result<()> {
+    // The real node first: it drains its pods through the apiserver.
+    let node = node::stop(l);
     let pids = known_pids(l);
     let (core, clients): (Vec<_>, Vec<_>) = pids
         .into_iter()
@@ -386,7 +389,7 @@ fn stop_all(l: &Layout) -> Result<()> {
     stop_pids(&api, Duration::from_secs(10));
     stop_pids(&etcd, Duration::from_secs(10));
     let _ = fs::remove_dir_all(l.dir.join("pids"));
-    Ok(())
+    node
 }
 
 /// Stop everything, check no port is left, remove the state (logs are kept in
