@@ -384,6 +384,25 @@ pub fn operator_writes_since(c: &Cluster, mark: u64) -> Result<Vec<String>> {
     Ok(writes)
 }
 
+/// An audit mark taken once the operator has written nothing for 3 s (old
+/// pods finishing after a rollout still change counts in status), so writes
+/// after it are the next step's.
+pub async fn quiet_mark(c: &Cluster) -> Result<u64> {
+    let t0 = std::time::Instant::now();
+    loop {
+        let mark = audit_mark(c)?;
+        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+        let writes = operator_writes_since(c, mark)?;
+        if writes.is_empty() {
+            return Ok(mark);
+        }
+        anyhow::ensure!(
+            t0.elapsed() < std::time::Duration::from_secs(60),
+            "the operator never stopped writing: {writes:?}"
+        );
+    }
+}
+
 pub fn policy(c: &Cluster, name: &str) -> Result<Value> {
     get_json(c, &["cdp", name])
 }

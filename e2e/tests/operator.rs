@@ -164,7 +164,7 @@ async fn policies_merge_conflicts_stall_and_hand_edits() -> Result<()> {
     rolled(&c).await?;
 
     // A third policy contradicting the first: Stalled=Conflict, the others untouched.
-    let mark = audit_mark(&c)?;
+    let mark = quiet_mark(&c).await?;
     apply(
         &c,
         "apiVersion: dnspolicy.dev/v1alpha1\nkind: ClusterDNSPolicy\nmetadata: {name: zz-rogue}\nspec:\n  foreignSuffixes:\n  - {suffix: tailb45a71.ts.net, action: NXDomain}\n",
