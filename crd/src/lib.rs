@@ -256,6 +256,10 @@ pub enum RolloutMode {
 /// `CorefileApplied` and `RolledOut`.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+// A policy the operator has not written yet reads `observedGeneration: 0`
+// (the apiserver defaults it): without it kstatus, and so Flux's `wait`,
+// calls a status-less object Current, Ready before anything ran.
+#[schemars(extend("default" = {"observedGeneration": 0}))]
 pub struct ClusterDNSPolicyStatus {
     /// The `metadata.generation` this status describes; equal to it once the
     /// operator has acted on the latest spec.
@@ -376,6 +380,8 @@ mod tests {
             "maxItems: 15",
             "forwardToRef",
             "has(f.forwardToRef)",
+            // kstatus reads a status-less policy as Current; this reads InProgress.
+            "default:\n              observedGeneration: 0",
         ] {
             assert!(yaml.contains(needle), "CRD lacks {needle:?}:\n{yaml}");
         }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build (once) every upstream binary the e2e harness runs, cached by version
 # outside the repo. Idempotent: a component whose binaries exist is skipped.
-# Usage: build-deps.sh [k8s|etcd|kwok|coredns|coredns-nodecache|musl|helm|promtool|tailscale-crd|k8s-node|containerd|node-images|all]...   (default: all)
+# Usage: build-deps.sh [k8s|etcd|kwok|coredns|coredns-nodecache|musl|helm|promtool|tailscale-crd|k8s-node|containerd|node-images|flux|kstatus|argocd|all]...   (default: all)
 set -euo pipefail
 
 CACHE="${DNSPOLICY_E2E_CACHE:-$HOME/.cache/dnspolicy-e2e}"
@@ -15,6 +15,19 @@ PROMTOOL_VERSION="${PROMTOOL_VERSION:-v0.316.0}"
 TAILSCALE_VERSION="${TAILSCALE_VERSION:-v1.90.0}"
 # Oldest CoreDNS in 1.8.4..1.10.x that builds with this Go (see e2e/README.md).
 COREDNS_OLD_VERSION="${COREDNS_OLD_VERSION:-v1.8.4}"
+# Flux controllers (Flux 2.9): 1.10.x asks for go 1.27. source-controller
+# 1.9.5/1.9.6 need github.com/fluxcd/pkg/artifact v0.18.3, which the module
+# proxy does not serve (403); 1.9.0 needs v0.18.0, which it does. 1.9.0 is
+# also the source API kustomize-controller 1.9.6 itself requires.
+FLUX_SOURCE_VERSION="${FLUX_SOURCE_VERSION:-v1.9.0}"
+FLUX_KUSTOMIZE_VERSION="${FLUX_KUSTOMIZE_VERSION:-v1.9.6}"
+# kstatus (sigs.k8s.io/cli-utils), the status library Flux's health checks use.
+KSTATUS_VERSION="${KSTATUS_VERSION:-v0.37.2}"
+# Argo CD's health code (util/lua). 3.4 and later replace gitops-engine with
+# a ./gitops-engine directory the module zip leaves out and whose
+# pseudo-version the proxy does not serve; 3.2.x still requires the separate
+# github.com/argoproj/gitops-engine module, which resolves.
+ARGOCD_VERSION="${ARGOCD_VERSION:-v3.2.12}"
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 export GOFLAGS="${GOFLAGS:-} -trimpath -buildvcs=false"
 export CGO_ENABLED=0
@@ -392,11 +405,88 @@ build_containerd() {
   rmdir "$out/.bin"
 }
 
+# build_one_flux NAME VERSION: a Flux controller (its main package is the
+# module root). Its go.mod replaces <module>/api => ./api, a directory the
+# module zip leaves out, so build a copy whose go.mod points that replace at
+# the published api module of the same version (what the ./api holds at the tag).
+build_one_flux() {
+  local name=$1 v=$2 out="$CACHE/flux/$1/$2"
+  if [[ -x "$out/$name" && -d "$out/crd" ]]; then say "flux $name $v present"; return; fi
+  local mod="github.com/fluxcd/$name"
+  local dir
+  dir="$(cd /tmp && go mod download -json "$mod@$v" | sed -n 's/.*"Dir": "\(.*\)",/\1/p')"
+  [[ -n "$dir" ]] || { say "cannot download $mod@$v"; return 1; }
+  local w="$CACHE/src/flux-$name-$v"
+  rm -rf "$w"; mkdir -p "$(dirname "$w")" "$out"
+  cp -r "$dir" "$w"; chmod -R u+w "$w"
+  sed -i "s#^replace $mod/api => ./api\$#replace $mod/api => $mod/api $v#" "$w/go.mod"
+  (
+    cd "$w"
+    go mod download "$mod/api@$v"
+    timed "flux-$name-$v" go build -mod=mod -ldflags "-s -w" -o "$out/$name.tmp" .
+  ) || return 1
+  rm -rf "$out/crd"; cp -r "$dir/config/crd/bases" "$out/crd"; chmod -R u+w "$out/crd"
+  mv "$out/$name.tmp" "$out/$name"
+}
+
+# build_flux: source-controller (GitRepository) and kustomize-controller
+# (Kustomization), plus their CRDs from the modules' config/crd/bases.
+build_flux() {
+  build_one_flux source-controller "$FLUX_SOURCE_VERSION"
+  build_one_flux kustomize-controller "$FLUX_KUSTOMIZE_VERSION"
+}
+
+# build_kstatus: e2e/kstatus (a few lines of Go around kstatus's status.Compute),
+# cached by the hash of its source.
+build_kstatus() {
+  local src="$HERE/../kstatus"
+  local h; h="$(cat "$src/main.go" "$src/go.mod" | sha256sum | cut -c1-12)"
+  local out="$CACHE/kstatus/$KSTATUS_VERSION-$h"
+  if [[ -x "$out/kstatus" ]]; then say "kstatus $KSTATUS_VERSION-$h present"; return; fi
+  local w="$CACHE/src/kstatus-$h"
+  rm -rf "$w"; mkdir -p "$w" "$out"
+  cp "$src/main.go" "$src/go.mod" "$w/"
+  (
+    cd "$w"
+    go get "sigs.k8s.io/cli-utils@$KSTATUS_VERSION"
+    go mod tidy
+    timed "kstatus-$KSTATUS_VERSION" go build -ldflags "-s -w" -o "$out/kstatus.tmp" .
+  ) || return 1
+  mv "$out/kstatus.tmp" "$out/kstatus"
+}
+
+# build_argocd: e2e/argocd-health (Argo CD's Lua health code and
+# gitops-engine's GetResourceHealth around dnspolicy's health.lua), in a
+# module that takes Argo CD's own replace directives (they only apply in
+# the main module), cached by version and the hash of its source.
+build_argocd() {
+  local src="$HERE/../argocd-health"
+  local h; h="$(cat "$src/main.go" "$src/go.mod" | sha256sum | cut -c1-12)"
+  local out="$CACHE/argocd-health/$ARGOCD_VERSION-$h"
+  if [[ -x "$out/argocd-health" ]]; then say "argocd-health $ARGOCD_VERSION-$h present"; return; fi
+  local w="$CACHE/src/argocd-health-$h"
+  rm -rf "$w"; mkdir -p "$w" "$out"
+  cp "$src/main.go" "$src/go.mod" "$w/"
+  local modfile
+  modfile="$(cd /tmp && go mod download -json "github.com/argoproj/argo-cd/v3@$ARGOCD_VERSION" | sed -n 's/.*"GoMod": "\(.*\)",/\1/p')"
+  {
+    echo
+    echo "require github.com/argoproj/argo-cd/v3 $ARGOCD_VERSION"
+    echo
+    awk '/^replace \(/{b=1} b{print} b&&/^\)/{b=0} /^replace [^(]/{print}' "$modfile" | grep -v '=> \./'
+  } >>"$w/go.mod"
+  (
+    cd "$w"
+    timed "argocd-health-$ARGOCD_VERSION" go build -mod=mod -ldflags "-s -w" -o "$out/argocd-health.tmp" .
+  ) || return 1
+  mv "$out/argocd-health.tmp" "$out/argocd-health"
+}
+
 main() {
   local what=("$@")
   [[ ${#what[@]} == 0 ]] && what=(all)
   local t0=$SECONDS
-  [[ " ${what[*]} " == *" all "* ]] && what=(k8s etcd kwok coredns coredns-nodecache musl helm promtool tailscale-crd k8s-node containerd node-images)
+  [[ " ${what[*]} " == *" all "* ]] && what=(k8s etcd kwok coredns coredns-nodecache musl helm promtool tailscale-crd k8s-node containerd node-images flux kstatus argocd)
   for c in "${what[@]}"; do
     local c0=$SECONDS n0
     n0=$(wc -l <"$LOG" 2>/dev/null || echo 0)
@@ -413,6 +503,9 @@ main() {
       k8s-node) build_k8s_node ;;
       containerd) build_containerd ;;
       node-images) build_node_images ;;
+      flux) build_flux ;;
+      kstatus) build_kstatus ;;
+      argocd) build_argocd ;;
       *) say "unknown component $c"; exit 2 ;;
     esac
     # Wall time including module downloads, when something was built.

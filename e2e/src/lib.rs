@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod dns;
 pub mod env;
 pub mod files;
+pub mod gitops;
 pub mod mountns;
 pub mod net;
 pub mod nodecache;

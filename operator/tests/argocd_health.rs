@@ -1,4 +1,6 @@
-//! The Argo CD health check (manifests/gitops/argocd/health.lua) run on its
+//! The Argo CD health check (manifests/gitops/argocd/resource_customizations/
+//! dnspolicy.dev/ClusterDNSPolicy/health.lua, the layout Argo CD's
+//! resource_customizations directory uses) run on its
 //! own test cases, in Lua 5.1 as Argo CD's gopher-lua speaks it, and kept
 //! identical to the copy in the argocd-cm patch.
 
@@ -8,6 +10,10 @@ use std::path::PathBuf;
 use mlua::{Lua, LuaSerdeExt, Table};
 
 fn dir() -> PathBuf {
+    argocd_dir().join("resource_customizations/dnspolicy.dev/ClusterDNSPolicy")
+}
+
+fn argocd_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../manifests/gitops/argocd")
 }
 
@@ -29,7 +35,7 @@ fn health_check_passes_its_test_cases() {
     let tests: serde_yaml::Value =
         serde_yaml::from_str(&fs::read_to_string(dir().join("health_test.yaml")).unwrap()).unwrap();
     let cases = tests["tests"].as_sequence().unwrap();
-    assert!(cases.len() >= 3);
+    assert!(cases.len() >= 5);
     for case in cases {
         let input = case["inputPath"].as_str().unwrap();
         let object: serde_json::Value =
@@ -54,9 +60,10 @@ fn health_check_passes_its_test_cases() {
 #[test]
 fn the_argocd_cm_patch_carries_the_same_script() {
     let script = fs::read_to_string(dir().join("health.lua")).unwrap();
-    let patch: serde_yaml::Value =
-        serde_yaml::from_str(&fs::read_to_string(dir().join("argocd-cm-patch.yaml")).unwrap())
-            .unwrap();
+    let patch: serde_yaml::Value = serde_yaml::from_str(
+        &fs::read_to_string(argocd_dir().join("argocd-cm-patch.yaml")).unwrap(),
+    )
+    .unwrap();
     let embedded = patch["data"]["resource.customizations.health.dnspolicy.dev_ClusterDNSPolicy"]
         .as_str()
         .unwrap();

@@ -1,6 +1,11 @@
 -- Argo CD health for dnspolicy.dev/ClusterDNSPolicy (kstatus conditions).
 -- Install under argocd-cm: resource.customizations.health.dnspolicy.dev_ClusterDNSPolicy
 local hs = {status = "Progressing", message = "Waiting for dnspolicy to reconcile"}
+if obj.metadata.deletionTimestamp ~= nil then
+  -- The finalizer holds the policy until its stanzas are out of the Corefile.
+  hs.message = "Deleting: dnspolicy is taking this policy's stanzas out of the Corefile"
+  return hs
+end
 if obj.status == nil then
   return hs
 end

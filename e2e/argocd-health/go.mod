@@ -1,0 +1,3 @@
+module dnspolicy.local/argocd-health
+
+go 1.25

@@ -1,0 +1,3 @@
+module dnspolicy.local/kstatus
+
+go 1.26
