@@ -226,7 +226,7 @@ fn explain_through_a_node_local_cache_names_the_hop() {
     assert!(text.contains("FAILED"), "{text}");
     let tailscale = example("tailscale.yaml");
     let mut with_policy = base.to_vec();
-    with_policy.extend(["--policy", tailscale.as_str()]);
+    with_policy.extend(["--policy", tailscale.as_str(), TS_NAMESERVER]);
     let after = run(&with_policy, None);
     assert!(after.status.success(), "{}", stderr(&after));
     let fixed = stdout(&after);

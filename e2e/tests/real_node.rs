@@ -710,9 +710,9 @@ async fn seed_from_real_pods(c: &Cluster, blackhole: &dnspolicy_e2e::DnsServer) 
     // operator rolls the harness's CoreDNS Deployment, not this one).
     operator::install_crd(c)?;
     let mut op = Operator::start(c, "real-node", &[])?;
-    let policy =
-        std::fs::read_to_string(env::repo_root().join("manifests/examples/tailscale.yaml"))?
-            .replace("100.100.100.100", &env::UPSTREAM_IP.to_string());
+    // Its forwardToRef needs Tailscale's DNSConfig (a tailnet): the tailnet
+    // resolver is the harness's answering upstream, as a literal forwardTo.
+    let policy = operator::tailscale_forwarding_to(&env::UPSTREAM_IP.to_string());
     c.kubectl_stdin(&["apply", "-f", "-"], &policy)?;
     let after = async {
         op.ready(c, "tailnet", std::time::Duration::from_secs(120))

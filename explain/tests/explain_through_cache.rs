@@ -30,7 +30,10 @@ fn merged(with_policy: bool) -> policy::MergedPolicies {
         return policy::MergedPolicies::default();
     }
     let p: ClusterDNSPolicy = serde_yaml::from_str(TAILSCALE_POLICY).unwrap();
-    policy::merge(&[policy::validate("tailnet", &p.spec).unwrap()])
+    // The example's forwardToRef, as the operator resolves it from the cluster.
+    let addresses = [("tailb45a71.ts.net".to_string(), "10.96.0.77".to_string())].into();
+    let spec = policy::resolve_forward_refs(&p.spec, &addresses);
+    policy::merge(&[policy::validate("tailnet", &spec).unwrap()])
 }
 
 /// The lookup through `cache` (as the ConfigMap stores it), both Corefiles
