@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::{env, files};
+use crate::env;
 
 /// ARGOCD_VERSION in build-deps.sh.
 pub const ARGOCD_VERSION: &str = "v3.2.12";
@@ -36,26 +36,13 @@ pub fn customization_dir() -> PathBuf {
         .join("manifests/gitops/argocd/resource_customizations/dnspolicy.dev/ClusterDNSPolicy")
 }
 
-fn source_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("argocd-health")
-}
-
 /// `<cache>/argocd-health/<version>-<hash of e2e/argocd-health's main.go and go.mod>/argocd-health`.
 pub fn argocd_health_bin() -> Result<PathBuf> {
-    let mut src = std::fs::read(source_dir().join("main.go"))?;
-    src.extend(std::fs::read(source_dir().join("go.mod"))?);
-    let h = files::sha256_hex(&src);
-    let bin = env::cache_dir()
-        .join("argocd-health")
-        .join(format!("{ARGOCD_VERSION}-{}", &h[..12]))
-        .join("argocd-health");
-    if !bin.is_file() {
-        bail!(
-            "{} is missing: run `bash e2e/scripts/build-deps.sh argocd` (builds e2e/argocd-health with Argo CD {ARGOCD_VERSION} from the Go module proxy)",
-            bin.display()
-        );
-    }
-    Ok(bin)
+    super::go_program_bin(
+        "argocd-health",
+        ARGOCD_VERSION,
+        &format!("Argo CD {ARGOCD_VERSION} from the Go module proxy"),
+    )
 }
 
 /// Argo CD's health of `object` (as `kubectl get -o json` prints it).

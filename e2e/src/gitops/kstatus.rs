@@ -10,7 +10,6 @@ use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::{env, files};
 
 /// KSTATUS_VERSION in build-deps.sh.
 pub const KSTATUS_VERSION: &str = "v0.37.2";
@@ -24,26 +23,13 @@ pub struct Verdict {
     pub message: String,
 }
 
-fn source_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("kstatus")
-}
-
 /// `<cache>/kstatus/<version>-<hash of e2e/kstatus's main.go and go.mod>/kstatus`.
 pub fn kstatus_bin() -> Result<PathBuf> {
-    let mut src = std::fs::read(source_dir().join("main.go"))?;
-    src.extend(std::fs::read(source_dir().join("go.mod"))?);
-    let h = files::sha256_hex(&src);
-    let bin = env::cache_dir()
-        .join("kstatus")
-        .join(format!("{KSTATUS_VERSION}-{}", &h[..12]))
-        .join("kstatus");
-    if !bin.is_file() {
-        bail!(
-            "{} is missing: run `bash e2e/scripts/build-deps.sh kstatus` (builds e2e/kstatus with sigs.k8s.io/cli-utils {KSTATUS_VERSION})",
-            bin.display()
-        );
-    }
-    Ok(bin)
+    super::go_program_bin(
+        "kstatus",
+        KSTATUS_VERSION,
+        &format!("sigs.k8s.io/cli-utils {KSTATUS_VERSION}"),
+    )
 }
 
 /// kstatus's verdict on `object` (as `kubectl get -o json` prints it).
