@@ -24,12 +24,24 @@ fn deployment(template_hash: Option<&str>, rolled: bool) -> DeploymentView {
     }
 }
 
-fn plan(merged: &MergedPolicies, cm: &ConfigMapView, d: &DeploymentView, now: i64) -> TargetPlan {
-    plan_target(&PlanInput {
+static NO_CUSTOM: CustomView = CustomView {
+    exists: false,
+    managed_keys: BTreeMap::new(),
+};
+
+/// The input the tests plan with: rollout Restart, a 60 s deadline, no
+/// custom keys; tests change single fields with `..input(..)`.
+fn input<'a>(
+    merged: &'a MergedPolicies,
+    cm: &'a ConfigMapView,
+    d: &'a DeploymentView,
+    now: i64,
+) -> PlanInput<'a> {
+    PlanInput {
         merged,
         rollout: RolloutMode::Restart,
         config_map: cm,
-        custom: &CustomView::default(),
+        custom: &NO_CUSTOM,
         deployment: d,
         now,
         rollout_deadline_secs: 60,
@@ -37,7 +49,11 @@ fn plan(merged: &MergedPolicies, cm: &ConfigMapView, d: &DeploymentView, now: i6
         cluster_dns: ClusterDns::default(),
         previously_applied: false,
         stood_down: None,
-    })
+    }
+}
+
+fn plan(merged: &MergedPolicies, cm: &ConfigMapView, d: &DeploymentView, now: i64) -> TargetPlan {
+    plan_target(&input(merged, cm, d, now))
 }
 
 fn stock() -> ConfigMapView {
@@ -230,18 +246,11 @@ fn a_named_owner_reverting_twice_makes_dnspolicy_stand_down_at_any_interval() {
     );
     assert!(!p.writes());
     // While the policy shows it, dnspolicy stays stood down...
+    let (cm, d) = (argo(&cm), deployment(hash.as_deref(), true));
     let stood = plan_target(&PlanInput {
-        merged: &merged,
-        rollout: RolloutMode::Restart,
-        config_map: &argo(&cm),
-        custom: &CustomView::default(),
-        deployment: &deployment(hash.as_deref(), true),
-        now: 9000,
-        rollout_deadline_secs: 60,
-        version_override: None,
-        cluster_dns: ClusterDns::default(),
         previously_applied: true,
         stood_down: Some(r.message.clone()),
+        ..input(&merged, &cm, &d, 9000)
     });
     assert!(matches!(stood.phase, Phase::Stalled(ref s) if s.reason == Reason::ForeignOwner));
     assert!(!stood.writes());
@@ -255,19 +264,10 @@ fn a_whole_object_replace_that_drops_the_annotations_is_a_foreign_owner() {
         annotations: BTreeMap::new(),
         other_corefile_managers: vec!["kubectl-replace".into()],
     };
-    let (custom, d) = (CustomView::default(), deployment(None, true));
+    let d = deployment(None, true);
     let input = |previously_applied| PlanInput {
-        merged: &merged,
-        rollout: RolloutMode::Restart,
-        config_map: &replaced,
-        custom: &custom,
-        deployment: &d,
-        now: 2000,
-        rollout_deadline_secs: 60,
-        version_override: None,
-        cluster_dns: ClusterDns::default(),
         previously_applied,
-        stood_down: None,
+        ..input(&merged, &replaced, &d, 2000)
     };
     let p = plan_target(&input(true));
     assert!(
@@ -384,17 +384,8 @@ fn switching_from_rollout_none_to_restart_gets_a_deadline_of_its_own() {
     let merged = tailnet();
     let none = |cm: &ConfigMapView, d: &DeploymentView, now| {
         plan_target(&PlanInput {
-            merged: &merged,
             rollout: RolloutMode::None,
-            config_map: cm,
-            custom: &CustomView::default(),
-            deployment: d,
-            now,
-            rollout_deadline_secs: 60,
-            version_override: None,
-            cluster_dns: ClusterDns::default(),
-            previously_applied: false,
-            stood_down: None,
+            ..input(&merged, cm, d, now)
         })
     };
     let written = none(&stock(), &deployment(None, true), 1000);

@@ -10,7 +10,6 @@ use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 use serde_json::Value;
 
-
 /// KSTATUS_VERSION in build-deps.sh.
 pub const KSTATUS_VERSION: &str = "v0.37.2";
 
