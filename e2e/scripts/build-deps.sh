@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build (once) every upstream binary the e2e harness runs, cached by version
 # outside the repo. Idempotent: a component whose binaries exist is skipped.
-# Usage: build-deps.sh [k8s|etcd|kwok|coredns|coredns-nodecache|musl|helm|promtool|tailscale-crd|k8s-node|containerd|node-images|flux|kstatus|argocd|all]...   (default: all)
+# Usage: build-deps.sh [k8s|etcd|kwok|coredns|coredns-matrix|coredns-nodecache|musl|helm|promtool|tailscale-crd|k8s-node|containerd|node-images|flux|kstatus|argocd|all]...   (default: all)
 set -euo pipefail
 
 CACHE="${DNSPOLICY_E2E_CACHE:-$HOME/.cache/dnspolicy-e2e}"
@@ -36,13 +36,16 @@ mkdir -p "$CACHE"; touch "$LOG"
 
 say() { echo "[build-deps] $*" >&2; }
 
-# timed NAME CMD...: runs CMD, logs the wall time to $LOG.
+# timed NAME CMD...: runs CMD, logs the wall time to $LOG; CMD's failure is
+# returned (also where the caller tests it, e.g. `if timed ...`, which turns
+# `set -e` off inside the function).
 timed() {
   local name=$1; shift
-  local t0=$SECONDS
+  local t0=$SECONDS rc=0
   say "building $name ..."
-  "$@"
+  "$@" || rc=$?
   local dt=$((SECONDS - t0))
+  if [[ $rc != 0 ]]; then say "building $name failed (exit $rc) after ${dt}s"; return "$rc"; fi
   say "built $name in ${dt}s"
   echo "$(date -u +%FT%TZ) $name ${dt}s" >>"$LOG"
 }
@@ -152,7 +155,7 @@ build_one_coredns() {
   if [[ -x "$out/coredns" ]]; then say "coredns $v present"; return 0; fi
   mkdir -p "$out"
   if timed "coredns-$v" env GOBIN="$out/.bin" go install -ldflags "-s -w" "github.com/coredns/coredns@$v"; then
-    mv "$out/.bin/coredns" "$out/coredns"; rmdir "$out/.bin"; echo "go install" >"$out/HOW"; return 0
+    mv "$out/.bin/coredns" "$out/coredns" && rmdir "$out/.bin" && echo "go install" >"$out/HOW" && return 0
   fi
   say "go install coredns@$v failed; trying a wrapper module with bumped golang.org/x deps"
   local w="$CACHE/src/coredns-$v"
@@ -200,6 +203,18 @@ build_coredns() {
     rm -rf "$CACHE/coredns/$v"
   done
   say "no CoreDNS 1.8.4..1.10.x builds"; return 1
+}
+
+# The CoreDNS versions the real-CoreDNS matrix (dns/tests/coredns_matrix.rs)
+# runs besides the kubeadm and old ones: the last release without the `view`
+# plugin and the first with it (dns/src/version.rs: view from 1.10.0).
+COREDNS_MATRIX_VERSIONS=(v1.9.4 v1.10.0)
+
+build_coredns_matrix() {
+  local v
+  for v in "${COREDNS_MATRIX_VERSIONS[@]}"; do
+    build_one_coredns "$v" || { say "coredns $v does not build with $(go version)"; return 1; }
+  done
 }
 
 # The plugins NodeLocal DNSCache's node-cache links (k8s.io/dns
@@ -486,7 +501,7 @@ main() {
   local what=("$@")
   [[ ${#what[@]} == 0 ]] && what=(all)
   local t0=$SECONDS
-  [[ " ${what[*]} " == *" all "* ]] && what=(k8s etcd kwok coredns coredns-nodecache musl helm promtool tailscale-crd k8s-node containerd node-images flux kstatus argocd)
+  [[ " ${what[*]} " == *" all "* ]] && what=(k8s etcd kwok coredns coredns-matrix coredns-nodecache musl helm promtool tailscale-crd k8s-node containerd node-images flux kstatus argocd)
   for c in "${what[@]}"; do
     local c0=$SECONDS n0
     n0=$(wc -l <"$LOG" 2>/dev/null || echo 0)
@@ -495,6 +510,7 @@ main() {
       etcd) build_etcd ;;
       kwok) build_kwok ;;
       coredns) build_coredns ;;
+      coredns-matrix) build_coredns_matrix ;;
       coredns-nodecache) build_coredns_nodecache ;;
       musl) build_musl ;;
       helm) build_helm ;;
