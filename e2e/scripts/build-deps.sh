@@ -148,16 +148,21 @@ coredns_kubeadm_version() {
   sed -n 's/^\s*CoreDNSVersion = "\(v[0-9.]*\)"/\1/p' "$dir/cmd/kubeadm/app/constants/constants.go"
 }
 
-# build_one_coredns VERSION: go install first; old releases need a wrapper
-# module that bumps dependencies which no longer compile with this Go.
+# build_one_coredns VERSION: go install first; releases whose
+# golang.org/x/net reaches syscall.recvmsg by linkname (1.9.x, 1.10.x: the Go
+# linker refuses that since 1.23) with the linker's check off; else a wrapper
+# module that bumps dependencies which no longer compile with this Go. Each
+# result must say it is VERSION (`coredns -version`), or it is thrown away.
 build_one_coredns() {
   local v=$1 out="$CACHE/coredns/$1"
   if [[ -x "$out/coredns" ]]; then say "coredns $v present"; return 0; fi
   mkdir -p "$out"
-  if timed "coredns-$v" env GOBIN="$out/.bin" go install -ldflags "-s -w" "github.com/coredns/coredns@$v"; then
-    mv "$out/.bin/coredns" "$out/coredns" && rmdir "$out/.bin" && echo "go install" >"$out/HOW" && return 0
-  fi
-  say "go install coredns@$v failed; trying a wrapper module with bumped golang.org/x deps"
+  if timed "coredns-$v" env GOBIN="$out/.bin" go install -ldflags "-s -w" "github.com/coredns/coredns@$v" \
+    && keep_coredns "$v" "go install"; then return 0; fi
+  say "go install coredns@$v failed; trying again with -ldflags -checklinkname=0"
+  if timed "coredns-$v(checklinkname=0)" env GOBIN="$out/.bin" go install -ldflags "-s -w -checklinkname=0" "github.com/coredns/coredns@$v" \
+    && keep_coredns "$v" "go install -ldflags '-s -w -checklinkname=0' (its golang.org/x/net links syscall.recvmsg by name)"; then return 0; fi
+  say "trying a wrapper module with bumped golang.org/x deps"
   local w="$CACHE/src/coredns-$v"
   rm -rf "$w"; mkdir -p "$w"
   cat >"$w/go.mod" <<EOM
@@ -176,14 +181,27 @@ import (
 // Same as coredns' own main.go.
 func main() { coremain.Run() }
 EOM
+  # `&&` throughout: callers test this function, which turns `set -e` off,
+  # and a failed `go get` would let `go mod tidy` pick the newest CoreDNS.
   (
-    cd "$w"
-    go get "github.com/coredns/coredns@$v"
-    go get golang.org/x/sys@latest golang.org/x/net@latest
-    go mod tidy
-    timed "coredns-$v(wrapper)" go build -ldflags "-s -w" -o "$out/coredns.tmp" .
-  ) || return 1
-  mv "$out/coredns.tmp" "$out/coredns"; echo "wrapper module, bumped golang.org/x/sys,net" >"$out/HOW"
+    cd "$w" \
+      && go get "github.com/coredns/coredns@$v" \
+      && go get golang.org/x/sys@latest golang.org/x/net@latest \
+      && go mod tidy \
+      && timed "coredns-$v(wrapper)" go build -ldflags "-s -w" -o "$out/.bin/coredns" .
+  ) && keep_coredns "$v" "wrapper module, bumped golang.org/x/sys,net"
+}
+
+# keep_coredns VERSION HOW: moves the build from .bin into place if it reports
+# VERSION, records HOW; fails (and removes it) otherwise.
+keep_coredns() {
+  local v=$1 how=$2 out="$CACHE/coredns/$1"
+  local said; said="$("$out/.bin/coredns" -version 2>/dev/null | head -1)"
+  if [[ "$said" != "CoreDNS-${v#v}" ]]; then
+    say "the build for coredns $v reports ${said:-nothing}; discarded"
+    rm -rf "$out/.bin"; return 1
+  fi
+  mv "$out/.bin/coredns" "$out/coredns" && rmdir "$out/.bin" && echo "$how" >"$out/HOW"
 }
 
 build_coredns() {
