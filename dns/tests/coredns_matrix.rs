@@ -56,6 +56,7 @@ enum Layout {
     Kubeadm,
     ClusterBlock,
     StubDomain,
+    StubInDot,
     BindLo,
     BindIp,
     Autopath,
@@ -65,10 +66,11 @@ enum Layout {
     DnsPortFlag,
 }
 
-const LAYOUTS: [Layout; 10] = [
+const LAYOUTS: [Layout; 11] = [
     Layout::Kubeadm,
     Layout::ClusterBlock,
     Layout::StubDomain,
+    Layout::StubInDot,
     Layout::BindLo,
     Layout::BindIp,
     Layout::Autopath,
@@ -99,6 +101,8 @@ impl Cell {
 
 /// kubeadm's `kubernetes` block, and what the run serves in its place.
 const KUBERNETES: &str = "    kubernetes cluster.local in-addr.arpa ip6.arpa {\n       pods insecure\n       fallthrough in-addr.arpa ip6.arpa\n       ttl 30\n    }\n";
+/// The same in the fixtures (no `ttl`).
+const KUBERNETES_FIXTURE: &str = "    kubernetes cluster.local in-addr.arpa ip6.arpa {\n       pods insecure\n       fallthrough in-addr.arpa ip6.arpa\n    }\n";
 const KUBERNETES_CLUSTER_ONLY: &str =
     "    kubernetes cluster.local {\n       pods insecure\n       ttl 30\n    }\n";
 
@@ -108,6 +112,7 @@ impl Layout {
             Layout::Kubeadm => "kubeadm default",
             Layout::ClusterBlock => "separate `cluster.local` block",
             Layout::StubDomain => "stub domain block",
+            Layout::StubInDot => "stub domain `forward` in `.`",
             Layout::BindLo => "`bind lo`",
             Layout::BindIp => "`bind <ip>`",
             Layout::Autopath => "`autopath @kubernetes`",
@@ -126,6 +131,9 @@ impl Layout {
             }
             Layout::StubDomain => {
                 "a `corp.example:PORT` block forwarding to the stub's resolver (kubeadm's stubDomains translation)"
+            }
+            Layout::StubInDot => {
+                "fixture `refused/stub-forward-corp-example` as is but for addresses and port: `forward corp.example STUB` before `forward .` in `.`"
             }
             Layout::BindLo => "`bind lo` in `.` (NodeLocal-style: no IP to reach CoreDNS again)",
             Layout::BindIp => "`bind 127.0.N.1` in `.`, standing for the pod IP",
@@ -181,6 +189,16 @@ impl Layout {
                 dot(&key, "", KUBERNETES),
                 stub = cell.resolver(4)
             ),
+            Layout::StubInDot => fixture("refused/stub-forward-corp-example.Corefile")
+                .replace(".:53 {", &format!("{key} {{"))
+                .replace(
+                    "forward corp.example 10.0.0.53",
+                    &format!("forward corp.example {}", cell.resolver(4)),
+                )
+                .replace(
+                    "forward . /etc/resolv.conf",
+                    &format!("forward . {}", cell.resolver(2)),
+                ),
             Layout::BindLo => dot(&key, "    bind lo\n", KUBERNETES),
             Layout::BindIp => dot(&key, &format!("    bind {}\n", cell.ip(1)), KUBERNETES),
             Layout::Autopath => dot(&key, "    autopath @kubernetes\n", KUBERNETES),
@@ -207,6 +225,19 @@ impl Layout {
         (text, None)
     }
 
+    /// Why the layout cannot exist on `version`, and what CoreDNS says when
+    /// it refuses the Corefile at start-up.
+    fn absent_on(self, version: CoreDnsVersion) -> Option<(&'static str, &'static str)> {
+        match self {
+            Layout::View if !version.has_view() => Some(("plugin absent", "view")),
+            Layout::StubInDot if version < CoreDnsVersion::new(1, 9, 0) => Some((
+                "one `forward` per server block",
+                "can only be used once per Server Block",
+            )),
+            _ => None,
+        }
+    }
+
     /// Where a client reaches the `.` block.
     fn server(self, cell: &Cell) -> SocketAddr {
         let ip = match self {
@@ -215,6 +246,13 @@ impl Layout {
         };
         format!("{ip}:{}", cell.port).parse().unwrap()
     }
+}
+
+fn fixture(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/corefiles")
+        .join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 /// `corefile` as the run serves it: `kubernetes` replaced by `file` zones.
@@ -227,6 +265,7 @@ fn runnable(corefile: &str, db: &Path, reverse: &Path) -> String {
     let only = format!("    file {} cluster.local\n", db.display());
     let out = corefile
         .replace(KUBERNETES, &file)
+        .replace(KUBERNETES_FIXTURE, &file)
         .replace(KUBERNETES_CLUSTER_ONLY, &only);
     assert!(!out.contains("kubernetes"), "{out}");
     out
@@ -398,7 +437,7 @@ fn queries(layout: Layout, cell: &Cell) -> Vec<Query> {
         plain("outside name", "api.github.com", 1, Expect::Unchanged),
     ]);
     match layout {
-        Layout::StubDomain => qs.extend([
+        Layout::StubDomain | Layout::StubInDot => qs.extend([
             twin("stub domain name", "db.corp.example", 1),
             plain("stub domain name", "db.corp.example", 1, Expect::Unchanged),
         ]),
@@ -540,8 +579,8 @@ fn run_cell(
     let (base, dns_port) = layout.corefile(cell);
     let (db, reverse) = write_zones(dir);
     let name = format!("{}-{:?}", version, layout);
-    if layout == Layout::View && !version.has_view() {
-        // Shown, not assumed: this CoreDNS does not know the directive.
+    if let Some((why, says)) = layout.absent_on(version) {
+        // Shown, not assumed: this CoreDNS refuses the Corefile.
         let mut p = Process::start(bin, dir, &name, &runnable(&base, &db, &reverse));
         let started = Instant::now();
         let status = loop {
@@ -549,15 +588,15 @@ fn run_cell(
                 break s;
             }
             if started.elapsed() > Duration::from_secs(20) {
-                return Outcome::Failed(format!("CoreDNS {version} kept running with `view`"));
+                return Outcome::Failed(format!("CoreDNS {version} kept running ({why})"));
             }
             std::thread::sleep(Duration::from_millis(50));
         };
         let log = p.log();
-        return if !status.success() && log.contains("view") {
-            Outcome::NotApplicable("plugin absent".into())
+        return if !status.success() && log.contains(says) {
+            Outcome::NotApplicable(why.into())
         } else {
-            Outcome::Failed(format!("CoreDNS {version} with `view`: {status}: {log}"))
+            Outcome::Failed(format!("CoreDNS {version} ({why}?): {status}: {log}"))
         };
     }
     let cluster = ClusterDns {
