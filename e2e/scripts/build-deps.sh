@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build (once) every upstream binary the e2e harness runs, cached by version
 # outside the repo. Idempotent: a component whose binaries exist is skipped.
-# Usage: build-deps.sh [k8s|etcd|kwok|coredns|coredns-matrix|coredns-nodecache|musl|helm|promtool|tailscale-crd|k8s-node|containerd|node-images|flux|kstatus|argocd|all]...   (default: all)
+# Usage: build-deps.sh [k8s|etcd|kwok|coredns|coredns-matrix|coredns-nodecache|musl|musl-canon|helm|promtool|tailscale-crd|k8s-node|containerd|node-images|flux|kstatus|argocd|all]...   (default: all)
 set -euo pipefail
 
 CACHE="${DNSPOLICY_E2E_CACHE:-$HOME/.cache/dnspolicy-e2e}"
@@ -293,6 +293,19 @@ build_musl() {
   mv "$out/musl-probe.tmp" "$out/musl-probe"
 }
 
+# The canonical-name probe (getaddrinfo with AI_CANONNAME), cached like the
+# probe by its source's hash: dns/tests/rewrite_readback.rs.
+build_musl_canon() {
+  local src="$HERE/../probe/musl-canon.c"
+  local h; h="$(sha256sum "$src" | cut -c1-12)"
+  local out="$CACHE/musl-canon/$h"
+  if [[ -x "$out/musl-canon" ]]; then say "musl-canon $h present"; return; fi
+  command -v musl-gcc >/dev/null || "$HERE/deps.sh"
+  mkdir -p "$out"
+  timed "musl-canon" musl-gcc -static -O2 -o "$out/musl-canon.tmp" "$src"
+  mv "$out/musl-canon.tmp" "$out/musl-canon"
+}
+
 # helm (chart lint, template and install tests): `go install` of helm's own
 # command, with the version stamped the way helm's Makefile stamps it.
 build_helm() {
@@ -519,7 +532,7 @@ main() {
   local what=("$@")
   [[ ${#what[@]} == 0 ]] && what=(all)
   local t0=$SECONDS
-  [[ " ${what[*]} " == *" all "* ]] && what=(k8s etcd kwok coredns coredns-matrix coredns-nodecache musl helm promtool tailscale-crd k8s-node containerd node-images flux kstatus argocd)
+  [[ " ${what[*]} " == *" all "* ]] && what=(k8s etcd kwok coredns coredns-matrix coredns-nodecache musl musl-canon helm promtool tailscale-crd k8s-node containerd node-images flux kstatus argocd)
   for c in "${what[@]}"; do
     local c0=$SECONDS n0
     n0=$(wc -l <"$LOG" 2>/dev/null || echo 0)
@@ -531,6 +544,7 @@ main() {
       coredns-matrix) build_coredns_matrix ;;
       coredns-nodecache) build_coredns_nodecache ;;
       musl) build_musl ;;
+      musl-canon) build_musl_canon ;;
       helm) build_helm ;;
       promtool) build_promtool ;;
       tailscale-crd) build_tailscale_crd ;;
