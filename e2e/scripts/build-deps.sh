@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build (once) every upstream binary the e2e harness runs, cached by version
 # outside the repo. Idempotent: a component whose binaries exist is skipped.
-# Usage: build-deps.sh [k8s|etcd|kwok|coredns|coredns-nodecache|musl|helm|promtool|tailscale-crd|k8s-node|containerd|node-images|flux|kstatus|argocd|all]...   (default: all)
+# Usage: build-deps.sh [k8s|etcd|kwok|coredns|coredns-matrix|coredns-nodecache|musl|musl-canon|helm|promtool|tailscale-crd|k8s-node|containerd|node-images|flux|kstatus|argocd|all]...   (default: all)
 set -euo pipefail
 
 CACHE="${DNSPOLICY_E2E_CACHE:-$HOME/.cache/dnspolicy-e2e}"
@@ -36,13 +36,16 @@ mkdir -p "$CACHE"; touch "$LOG"
 
 say() { echo "[build-deps] $*" >&2; }
 
-# timed NAME CMD...: runs CMD, logs the wall time to $LOG.
+# timed NAME CMD...: runs CMD, logs the wall time to $LOG; CMD's failure is
+# returned (also where the caller tests it, e.g. `if timed ...`, which turns
+# `set -e` off inside the function).
 timed() {
   local name=$1; shift
-  local t0=$SECONDS
+  local t0=$SECONDS rc=0
   say "building $name ..."
-  "$@"
+  "$@" || rc=$?
   local dt=$((SECONDS - t0))
+  if [[ $rc != 0 ]]; then say "building $name failed (exit $rc) after ${dt}s"; return "$rc"; fi
   say "built $name in ${dt}s"
   echo "$(date -u +%FT%TZ) $name ${dt}s" >>"$LOG"
 }
@@ -145,16 +148,21 @@ coredns_kubeadm_version() {
   sed -n 's/^\s*CoreDNSVersion = "\(v[0-9.]*\)"/\1/p' "$dir/cmd/kubeadm/app/constants/constants.go"
 }
 
-# build_one_coredns VERSION: go install first; old releases need a wrapper
-# module that bumps dependencies which no longer compile with this Go.
+# build_one_coredns VERSION: go install first; releases whose
+# golang.org/x/net reaches syscall.recvmsg by linkname (1.9.x, 1.10.x: the Go
+# linker refuses that since 1.23) with the linker's check off; else a wrapper
+# module that bumps dependencies which no longer compile with this Go. Each
+# result must say it is VERSION (`coredns -version`), or it is thrown away.
 build_one_coredns() {
   local v=$1 out="$CACHE/coredns/$1"
   if [[ -x "$out/coredns" ]]; then say "coredns $v present"; return 0; fi
   mkdir -p "$out"
-  if timed "coredns-$v" env GOBIN="$out/.bin" go install -ldflags "-s -w" "github.com/coredns/coredns@$v"; then
-    mv "$out/.bin/coredns" "$out/coredns"; rmdir "$out/.bin"; echo "go install" >"$out/HOW"; return 0
-  fi
-  say "go install coredns@$v failed; trying a wrapper module with bumped golang.org/x deps"
+  if timed "coredns-$v" env GOBIN="$out/.bin" go install -ldflags "-s -w" "github.com/coredns/coredns@$v" \
+    && keep_coredns "$v" "go install"; then return 0; fi
+  say "go install coredns@$v failed; trying again with -ldflags -checklinkname=0"
+  if timed "coredns-$v(checklinkname=0)" env GOBIN="$out/.bin" go install -ldflags "-s -w -checklinkname=0" "github.com/coredns/coredns@$v" \
+    && keep_coredns "$v" "go install -ldflags '-s -w -checklinkname=0' (its golang.org/x/net links syscall.recvmsg by name)"; then return 0; fi
+  say "trying a wrapper module with bumped golang.org/x deps"
   local w="$CACHE/src/coredns-$v"
   rm -rf "$w"; mkdir -p "$w"
   cat >"$w/go.mod" <<EOM
@@ -173,14 +181,27 @@ import (
 // Same as coredns' own main.go.
 func main() { coremain.Run() }
 EOM
+  # `&&` throughout: callers test this function, which turns `set -e` off,
+  # and a failed `go get` would let `go mod tidy` pick the newest CoreDNS.
   (
-    cd "$w"
-    go get "github.com/coredns/coredns@$v"
-    go get golang.org/x/sys@latest golang.org/x/net@latest
-    go mod tidy
-    timed "coredns-$v(wrapper)" go build -ldflags "-s -w" -o "$out/coredns.tmp" .
-  ) || return 1
-  mv "$out/coredns.tmp" "$out/coredns"; echo "wrapper module, bumped golang.org/x/sys,net" >"$out/HOW"
+    cd "$w" \
+      && go get "github.com/coredns/coredns@$v" \
+      && go get golang.org/x/sys@latest golang.org/x/net@latest \
+      && go mod tidy \
+      && timed "coredns-$v(wrapper)" go build -ldflags "-s -w" -o "$out/.bin/coredns" .
+  ) && keep_coredns "$v" "wrapper module, bumped golang.org/x/sys,net"
+}
+
+# keep_coredns VERSION HOW: moves the build from .bin into place if it reports
+# VERSION, records HOW; fails (and removes it) otherwise.
+keep_coredns() {
+  local v=$1 how=$2 out="$CACHE/coredns/$1"
+  local said; said="$("$out/.bin/coredns" -version 2>/dev/null | head -1)"
+  if [[ "$said" != "CoreDNS-${v#v}" ]]; then
+    say "the build for coredns $v reports ${said:-nothing}; discarded"
+    rm -rf "$out/.bin"; return 1
+  fi
+  mv "$out/.bin/coredns" "$out/coredns" && rmdir "$out/.bin" && echo "$how" >"$out/HOW"
 }
 
 build_coredns() {
@@ -200,6 +221,18 @@ build_coredns() {
     rm -rf "$CACHE/coredns/$v"
   done
   say "no CoreDNS 1.8.4..1.10.x builds"; return 1
+}
+
+# The CoreDNS versions the real-CoreDNS matrix (dns/tests/coredns_matrix.rs)
+# runs besides the kubeadm and old ones: the last release without the `view`
+# plugin and the first with it (dns/src/version.rs: view from 1.10.0).
+COREDNS_MATRIX_VERSIONS=(v1.9.4 v1.10.0)
+
+build_coredns_matrix() {
+  local v
+  for v in "${COREDNS_MATRIX_VERSIONS[@]}"; do
+    build_one_coredns "$v" || { say "coredns $v does not build with $(go version)"; return 1; }
+  done
 }
 
 # The plugins NodeLocal DNSCache's node-cache links (k8s.io/dns
@@ -258,6 +291,19 @@ build_musl() {
   mkdir -p "$out"
   timed "musl-probe" musl-gcc -static -O2 -o "$out/musl-probe.tmp" "$src"
   mv "$out/musl-probe.tmp" "$out/musl-probe"
+}
+
+# The canonical-name probe (getaddrinfo with AI_CANONNAME), cached like the
+# probe by its source's hash: dns/tests/rewrite_readback.rs.
+build_musl_canon() {
+  local src="$HERE/../probe/musl-canon.c"
+  local h; h="$(sha256sum "$src" | cut -c1-12)"
+  local out="$CACHE/musl-canon/$h"
+  if [[ -x "$out/musl-canon" ]]; then say "musl-canon $h present"; return; fi
+  command -v musl-gcc >/dev/null || "$HERE/deps.sh"
+  mkdir -p "$out"
+  timed "musl-canon" musl-gcc -static -O2 -o "$out/musl-canon.tmp" "$src"
+  mv "$out/musl-canon.tmp" "$out/musl-canon"
 }
 
 # helm (chart lint, template and install tests): `go install` of helm's own
@@ -486,7 +532,7 @@ main() {
   local what=("$@")
   [[ ${#what[@]} == 0 ]] && what=(all)
   local t0=$SECONDS
-  [[ " ${what[*]} " == *" all "* ]] && what=(k8s etcd kwok coredns coredns-nodecache musl helm promtool tailscale-crd k8s-node containerd node-images flux kstatus argocd)
+  [[ " ${what[*]} " == *" all "* ]] && what=(k8s etcd kwok coredns coredns-matrix coredns-nodecache musl musl-canon helm promtool tailscale-crd k8s-node containerd node-images flux kstatus argocd)
   for c in "${what[@]}"; do
     local c0=$SECONDS n0
     n0=$(wc -l <"$LOG" 2>/dev/null || echo 0)
@@ -495,8 +541,10 @@ main() {
       etcd) build_etcd ;;
       kwok) build_kwok ;;
       coredns) build_coredns ;;
+      coredns-matrix) build_coredns_matrix ;;
       coredns-nodecache) build_coredns_nodecache ;;
       musl) build_musl ;;
+      musl-canon) build_musl_canon ;;
       helm) build_helm ;;
       promtool) build_promtool ;;
       tailscale-crd) build_tailscale_crd ;;

@@ -95,6 +95,17 @@ pub struct Process {
 impl Process {
     /// Runs `bin` on `corefile`, written to `dir/<name>.Corefile`.
     pub fn start(bin: &Path, dir: &Path, name: &str, corefile: &str) -> Process {
+        Self::start_with_args(bin, dir, name, corefile, &[])
+    }
+
+    /// `start` with more command-line arguments (`-dns.port 5353`).
+    pub fn start_with_args(
+        bin: &Path,
+        dir: &Path,
+        name: &str,
+        corefile: &str,
+        args: &[String],
+    ) -> Process {
         let path = dir.join(format!("{name}.Corefile"));
         write_atomically(&path, corefile);
         let log = dir.join(format!("{name}.log"));
@@ -102,6 +113,7 @@ impl Process {
         let child = Command::new(bin)
             .arg("-conf")
             .arg(&path)
+            .args(args)
             .stdout(Stdio::from(out.try_clone().unwrap()))
             .stderr(Stdio::from(out))
             .spawn()
@@ -299,8 +311,9 @@ pub fn silent_resolver(addr: &str) -> Seen {
     serve(addr, None)
 }
 
-/// A resolver that answers every A query with 198.51.100.<octet>; `nx.*` is
-/// NXDOMAIN, `www.cname.test` a CNAME to `edge.cdn.test`.
+/// A resolver that answers every A query with 198.51.100.<octet>, TXT with
+/// `answered by <octet>`, MX with `10 mail.<name>`; `nx.*` is NXDOMAIN,
+/// `www.cname.test` a CNAME to `edge.cdn.test`.
 pub fn answering_resolver(addr: &str, octet: u8) -> Seen {
     serve(addr, Some(octet))
 }
@@ -367,13 +380,182 @@ fn respond(q: &[u8], octet: Option<u8>, log: &Seen) -> Option<Vec<u8>> {
         ));
     } else if qtype == 1 {
         answers.push(rr(&[0xc0, 12], 1, &[198, 51, 100, octet]));
+    } else if qtype == 16 {
+        let text = format!("answered by {octet}");
+        let mut rdata = vec![text.len() as u8];
+        rdata.extend_from_slice(text.as_bytes());
+        answers.push(rr(&[0xc0, 12], 16, &rdata));
+    } else if qtype == 15 {
+        // An MX target under the asked name: what a Rewrite client reads back.
+        let mut rdata = 10u16.to_be_bytes().to_vec();
+        rdata.extend_from_slice(&encode_name(&format!("mail.{name}")));
+        answers.push(rr(&[0xc0, 12], 15, &rdata));
     }
-    let flags = 0x8000 | (u16::from_be_bytes([q[2], q[3]]) & 0x0100) | 0x0080 | rcode;
+    // A query with EDNS DO gets what a validating resolver gives: AD set, DO
+    // echoed in an OPT record.
+    let opt = off + 4;
+    let dnssec_ok = u16::from_be_bytes([q[10], q[11]]) > 0
+        && q.len() >= opt + 11
+        && q[opt] == 0
+        && q[opt + 1..opt + 3] == [0, 41]
+        && q[opt + 7] & 0x80 != 0;
+    let ad = if dnssec_ok { 0x0020 } else { 0 };
+    let flags = 0x8000 | (u16::from_be_bytes([q[2], q[3]]) & 0x0100) | 0x0080 | ad | rcode;
     let mut reply = q[..2].to_vec();
-    for v in [flags, 1, answers.len() as u16, 0, 0] {
+    for v in [flags, 1, answers.len() as u16, 0, u16::from(dnssec_ok)] {
         reply.extend_from_slice(&v.to_be_bytes());
     }
     reply.extend_from_slice(&q[12..off + 4]);
     answers.iter().for_each(|a| reply.extend_from_slice(a));
+    if dnssec_ok {
+        reply.extend_from_slice(&[0, 0, 41, 0x04, 0xd0, 0, 0, 0x80, 0, 0, 0]);
+    }
     Some(reply)
+}
+
+// ---- a fuller client: any type, UDP or TCP, EDNS with DO, a chosen source ----
+
+/// One question as a client sends it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ask {
+    pub name: String,
+    pub qtype: u16,
+    pub tcp: bool,
+    /// An OPT record with the DO bit (EDNS, 1232-byte buffer).
+    pub dnssec_ok: bool,
+    /// The client's address (port chosen by the kernel).
+    pub source: std::net::IpAddr,
+}
+
+impl Ask {
+    pub fn new(name: &str, qtype: u16) -> Self {
+        Ask {
+            name: name.into(),
+            qtype,
+            tcp: false,
+            dnssec_ok: false,
+            source: std::net::Ipv4Addr::LOCALHOST.into(),
+        }
+    }
+}
+
+/// A reply as a client reads it: every answer record rendered
+/// `owner TYPE rdata` (names absolute, lower-case), TTLs left out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub rcode: &'static str,
+    /// The question section's name, as the server wrote it.
+    pub question: String,
+    pub answers: Vec<String>,
+    /// The AD (authentic data) header bit.
+    pub authentic_data: bool,
+    /// An OPT record came back, and whether its DO bit was set.
+    pub opt_do: Option<bool>,
+}
+
+/// One query; `None` when no reply came within `timeout`.
+pub fn ask(server: SocketAddr, q: &Ask, timeout: Duration) -> Option<Answer> {
+    static NEXT_ID: AtomicU16 = AtomicU16::new(0x4000);
+    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    let mut msg = id.to_be_bytes().to_vec();
+    let additional: u16 = q.dnssec_ok.into();
+    msg.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0]);
+    msg.extend_from_slice(&additional.to_be_bytes());
+    msg.extend_from_slice(&encode_name(&q.name));
+    msg.extend_from_slice(&q.qtype.to_be_bytes());
+    msg.extend_from_slice(&1u16.to_be_bytes());
+    if q.dnssec_ok {
+        // Root owner, OPT, 1232-byte payload, extended rcode 0, version 0, DO.
+        msg.extend_from_slice(&[0, 0, 41, 0x04, 0xd0, 0, 0, 0x80, 0, 0, 0]);
+    }
+    let reply = if q.tcp {
+        // std connects from an address the kernel picks: 127.0.0.1 on loopback.
+        assert!(
+            q.source == std::net::IpAddr::from(std::net::Ipv4Addr::LOCALHOST),
+            "TCP queries come from 127.0.0.1, not {}",
+            q.source
+        );
+        let mut stream = std::net::TcpStream::connect_timeout(&server, timeout).ok()?;
+        stream.set_read_timeout(Some(timeout)).unwrap();
+        let mut framed = (msg.len() as u16).to_be_bytes().to_vec();
+        framed.extend_from_slice(&msg);
+        stream.write_all(&framed).ok()?;
+        let mut len = [0u8; 2];
+        stream.read_exact(&mut len).ok()?;
+        let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        stream.read_exact(&mut buf).ok()?;
+        buf
+    } else {
+        let socket = UdpSocket::bind(SocketAddr::new(q.source, 0)).unwrap();
+        socket.set_read_timeout(Some(timeout)).unwrap();
+        socket.send_to(&msg, server).unwrap();
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = socket.recv(&mut buf).ok()?;
+            if buf[..2] == id.to_be_bytes() {
+                break buf[..n].to_vec();
+            }
+        }
+    };
+    Some(parse_answer(&reply))
+}
+
+fn parse_answer(m: &[u8]) -> Answer {
+    let rcode = match m[3] & 0x0f {
+        0 => "NOERROR",
+        2 => "SERVFAIL",
+        3 => "NXDOMAIN",
+        5 => "REFUSED",
+        _ => "OTHER",
+    };
+    let count = |i: usize| u16::from_be_bytes([m[i], m[i + 1]]);
+    let (question, mut off) = read_name(m, 12);
+    off += 4;
+    let mut answers = Vec::new();
+    let mut opt_do = None;
+    for section in 0..3 {
+        for _ in 0..count(6 + 2 * section) {
+            let (owner, o) = read_name(m, off);
+            let owner = owner.to_ascii_lowercase();
+            let rtype = count(o);
+            let len = count(o + 8) as usize;
+            let d = o + 10;
+            off = d + len;
+            if rtype == 41 {
+                opt_do = Some(m[o + 6] & 0x80 != 0);
+                continue;
+            }
+            if section != 0 {
+                continue;
+            }
+            let name_at = |at: usize| read_name(m, at).0.to_ascii_lowercase();
+            answers.push(match rtype {
+                1 => format!("{owner} A {}.{}.{}.{}", m[d], m[d + 1], m[d + 2], m[d + 3]),
+                28 => format!("{owner} AAAA {:02x?}", &m[d..d + 16]),
+                5 => format!("{owner} CNAME {}", name_at(d)),
+                12 => format!("{owner} PTR {}", name_at(d)),
+                15 => format!("{owner} MX {} {}", count(d), name_at(d + 2)),
+                33 => format!(
+                    "{owner} SRV {} {} {} {}",
+                    count(d),
+                    count(d + 2),
+                    count(d + 4),
+                    name_at(d + 6)
+                ),
+                16 => format!(
+                    "{owner} TXT {:?}",
+                    String::from_utf8_lossy(&m[d + 1..d + 1 + m[d] as usize])
+                ),
+                t => format!("{owner} TYPE{t}"),
+            });
+        }
+    }
+    answers.sort();
+    Answer {
+        rcode,
+        question,
+        answers,
+        authentic_data: m[3] & 0x20 != 0,
+        opt_do,
+    }
 }
