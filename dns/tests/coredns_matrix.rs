@@ -11,8 +11,9 @@
 //!
 //! What stands in for the cluster, per version on 127.0.N.0/24 (N = 91..94):
 //! - CoreDNS (the e2e harness's builds, `build-deps.sh coredns coredns-matrix`)
-//!   on port 5400 + 20 * version + layout, its own for each cell: wildcard
-//!   where the layout binds nothing, else 127.0.0.1 (`bind lo`) or 127.0.N.1.
+//!   on port 5400 + 20 * version + layout, its own for each cell: 127.0.0.1
+//!   where the layout binds nothing (added to the run, see `loopback_only`)
+//!   or binds `lo`, else 127.0.N.1.
 //! - `kubernetes` needs an apiserver; like tests/stanza_coredns.rs the run
 //!   replaces it with `file` zones standing for it (cluster.local and
 //!   0.96.10.in-addr.arpa, authoritative, NXDOMAIN for unknown names) after
@@ -268,6 +269,36 @@ fn runnable(corefile: &str, db: &Path, reverse: &Path) -> String {
         .replace(KUBERNETES_FIXTURE, &file)
         .replace(KUBERNETES_CLUSTER_ONLY, &only);
     assert!(!out.contains("kubernetes"), "{out}");
+    loopback_only(&out)
+}
+
+/// `corefile` with `bind 127.0.0.1` in every server block that binds
+/// nothing, so no cell listens beyond loopback. The plan read those blocks
+/// unbound and self-forwards to 127.0.0.1 on their port, which this keeps
+/// serving; clients ask 127.0.0.1 (`Layout::server`).
+fn loopback_only(corefile: &str) -> String {
+    let mut out = String::new();
+    let mut depth = 0usize;
+    let mut header_end = 0;
+    let mut binds = false;
+    for line in corefile.lines() {
+        let trimmed = line.trim();
+        let opens = line.matches('{').count();
+        let closes = line.matches('}').count();
+        out.push_str(line);
+        out.push('\n');
+        if depth == 0 && trimmed.ends_with('{') {
+            header_end = out.len();
+            binds = false;
+        } else if depth == 1 && trimmed.starts_with("bind ") {
+            binds = true;
+        }
+        depth = (depth + opens).saturating_sub(closes);
+        if depth == 0 && closes > opens && !binds {
+            out.insert_str(header_end, "    bind 127.0.0.1\n");
+            binds = true;
+        }
+    }
     out
 }
 
@@ -744,7 +775,7 @@ fn table(results: &[Vec<Outcome>]) -> String {
     md.push_str("- `ok`: every query below answered as the unedited Corefile answers the name\n  without the suffix (rcode, records, AD bit, EDNS DO echo; TTLs aside; names\n  at or below that name carry the suffix, see docs/design.md \"What a Rewrite\n  client reads back\"), and no stand-in resolver (upstream, forwardTo, stub)\n  saw a suffixed search artifact.\n");
     md.push_str("- `refused: <Reason>`: `plan::desired` (the controller and `dnspolicy render`)\n  refused the layout with that condition reason; nothing is written.\n");
     md.push_str("- `n/a`: the layout cannot exist on that version (CoreDNS itself rejects the\n  Corefile at start-up, checked).\n\n");
-    md.push_str("Real CoreDNS processes (the e2e harness's builds). The cluster's names need the\n`kubernetes` plugin, which needs an apiserver: as in `dns/tests/stanza_coredns.rs`,\nthe plan reads the Corefile with `kubernetes`, and the run serves `file` zones in\nits place (cluster.local and 0.96.10.in-addr.arpa: a Service, its SRV record, an\nExternalName CNAME, the Service IP's PTR). `health`, `ready` and `prometheus` are\nleft out (their ports belong to the e2e cluster). Clients and stand-in resolvers\nuse loopback addresses only; a layout without `bind` listens on the wildcard\naddress of a port of its own.\n\n");
+    md.push_str("Real CoreDNS processes (the e2e harness's builds). The cluster's names need the\n`kubernetes` plugin, which needs an apiserver: as in `dns/tests/stanza_coredns.rs`,\nthe plan reads the Corefile with `kubernetes`, and the run serves `file` zones in\nits place (cluster.local and 0.96.10.in-addr.arpa: a Service, its SRV record, an\nExternalName CNAME, the Service IP's PTR). `health`, `ready` and `prometheus` are\nleft out (their ports belong to the e2e cluster). Clients and stand-in resolvers\nuse loopback addresses only; a block without `bind` is run with `bind 127.0.0.1`\n(the plan read it unbound; its self-forward goes to 127.0.0.1), on a port of its own.\n\n");
     md.push_str("| layout |");
     for v in VERSIONS {
         let _ = write!(md, " {v} |");
