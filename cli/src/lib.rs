@@ -1,4 +1,5 @@
 //! The `dnspolicy` command line's library, so its tests call it directly.
 
 pub mod cli;
+pub mod explain;
 pub mod status;

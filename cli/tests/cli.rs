@@ -687,3 +687,80 @@ fn a_forward_ref_needs_its_address_offline_and_renders_it() {
         stdout(&with)
     );
 }
+
+/// The Corefile copied out of a cluster where dnspolicy runs is explained as
+/// given: its blocks work, so the lookup works. `--before-after` shows the
+/// Corefile without them first.
+#[test]
+fn explain_takes_the_corefile_as_given_and_shows_before_after_when_asked() {
+    let kubeadm = repo().join("dns/tests/fixtures/corefiles/kubeadm-v1.36.3.Corefile");
+    let tailscale = example("tailscale.yaml");
+    let rendered = run(
+        &[
+            "render",
+            "--corefile",
+            kubeadm.to_str().unwrap(),
+            "--policy",
+            &tailscale,
+            TS_NAMESERVER,
+        ],
+        None,
+    );
+    assert!(rendered.status.success(), "{}", stderr(&rendered));
+    let dir = std::env::temp_dir().join(format!("dnspolicy-explain-{}", std::process::id()));
+    fs::create_dir_all(&dir).unwrap();
+    let running = dir.join("running.Corefile");
+    fs::write(&running, stdout(&rendered)).unwrap();
+
+    let query = [
+        "explain",
+        "frigate.video-management-system.svc.cluster.local",
+        "--search",
+        "workflow-engine.svc.cluster.local svc.cluster.local cluster.local tailb45a71.ts.net",
+        "--resolver",
+        "musl",
+        "--corefile",
+    ];
+    let explain = |corefile: &Path, extra: &[&str]| {
+        let mut args = query.to_vec();
+        args.push(corefile.to_str().unwrap());
+        args.extend(extra);
+        let out = run(&args, None);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        stdout(&out)
+    };
+    let as_given = explain(&running, &[]);
+    let with_policy = explain(&kubeadm, &["--policy", &tailscale, TS_NAMESERVER]);
+    let stock = explain(&kubeadm, &[]);
+    assert_eq!(
+        as_given, with_policy,
+        "the running Corefile explains as the policy rendered it"
+    );
+    assert_ne!(
+        as_given, stock,
+        "the stock Corefile leaks the suffixed name"
+    );
+    assert!(stock.contains("FAILED"), "{stock}");
+    assert!(!as_given.contains("FAILED"), "{as_given}");
+
+    let both = explain(&running, &["--before-after"]);
+    let (before, after) = both.split_once("=== after: ").expect("an after section");
+    assert!(
+        before.starts_with(&format!(
+            "=== before: {} without dnspolicy's managed text\n",
+            running.display()
+        )),
+        "{both}"
+    );
+    assert!(before.ends_with(&format!("{stock}\n")), "{both}");
+    assert_eq!(
+        after,
+        format!("{} as given\n{as_given}", running.display()),
+        "{both}"
+    );
+
+    let alone = run(&[&query[..6], &["--before-after"][..]].concat(), None);
+    assert_eq!(alone.status.code(), Some(2));
+    assert!(stderr(&alone).contains("--before-after needs --corefile"));
+    fs::remove_dir_all(&dir).unwrap();
+}

@@ -363,16 +363,26 @@ pub fn explain_command(
     musl: bool,
     corefile: Option<(&Corefile, &BTreeMap<String, String>)>,
 ) -> Result<String, ExplainError> {
-    explain_command_through(name, search, ndots, musl, corefile, None)
+    explain_command_through(
+        name,
+        search,
+        ndots,
+        musl,
+        CoreDnsVersion::NEWEST_CHECKED,
+        corefile,
+        None,
+    )
 }
 
-/// [`explain_command`], the pod's queries going first to a node-local cache
-/// (its Corefile and its cluster-DNS forward targets) when one is given.
+/// [`explain_command`] for CoreDNS `version`, the pod's queries going first
+/// to a node-local cache (its Corefile and its cluster-DNS forward targets)
+/// when one is given.
 pub fn explain_command_through(
     name: &str,
     search: &str,
     ndots: u8,
     musl: bool,
+    version: CoreDnsVersion,
     corefile: Option<(&Corefile, &BTreeMap<String, String>)>,
     cache: Option<(&Corefile, &[String])>,
 ) -> Result<String, ExplainError> {
@@ -401,18 +411,13 @@ pub fn explain_command_through(
                 cluster_dns,
                 corefile,
                 keys,
-                CoreDnsVersion::NEWEST_CHECKED,
+                version,
                 Upstream::BlackHole,
             )?
         }
-        (Some((corefile, keys)), _) => explain_corefile(
-            name,
-            &config,
-            corefile,
-            keys,
-            CoreDnsVersion::NEWEST_CHECKED,
-            Upstream::BlackHole,
-        )?,
+        (Some((corefile, keys)), _) => {
+            explain_corefile(name, &config, corefile, keys, version, Upstream::BlackHole)?
+        }
         (None, _) => explain(name, &config, &NoCorefile, false, Upstream::BlackHole)?,
     };
     Ok(explanation.to_string())

@@ -38,7 +38,7 @@ use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
 
-pub use status::{Finding, ForwardHealth, policy_status};
+pub use status::{Finding, ForwardHealth, policy_status, warnings_message};
 
 use crate::metrics::Metrics;
 use crate::pollution::{LatestCounts, PollutionIndex, policy_counts};
@@ -340,6 +340,9 @@ async fn reconcile_policy(
     if let Some(f) = forward {
         publish_forward_change(&ctx, &policy, f).await;
     }
+    if conflict.is_none() {
+        publish_warnings_change(&ctx, &policy, &plan).await;
+    }
     let config_map = format!("{}/{}", target.namespace, target.config_map);
     let finding = Finding::Planned {
         plan: &plan,
@@ -489,6 +492,22 @@ async fn publish_forward_change(ctx: &Context, policy: &ClusterDNSPolicy, f: For
     // A first probe that answers is not news.
     if changed && (!f.answering || old.is_some_and(|c| c.status == "False")) {
         publish(ctx, policy, reason, f.message).await;
+    }
+}
+
+/// A Warning Event when the planner's notes change to something new: not on
+/// every reconcile, and not when they go away (the condition does).
+async fn publish_warnings_change(ctx: &Context, policy: &ClusterDNSPolicy, plan: &TargetPlan) {
+    let Some(message) = warnings_message(plan) else {
+        return;
+    };
+    let old = policy.status.as_ref().and_then(|s| {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == condition::WARNINGS && c.status == "True")
+    });
+    if old.is_none_or(|c| c.message != message) {
+        publish(ctx, policy, EventReason::PlanWarning, &message).await;
     }
 }
 
