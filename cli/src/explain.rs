@@ -11,6 +11,8 @@ use dnspolicy_dns::plan;
 use dnspolicy_dns::policy::{self, MergedPolicies};
 use dnspolicy_dns::version::CoreDnsVersion;
 
+use dnspolicy_explain::explain::Network;
+
 use crate::cli::{CliError, ResolverKind, read_input, read_policies, suffix_address, version_arg};
 
 #[derive(Debug, clap::Args)]
@@ -48,6 +50,13 @@ pub struct ExplainArgs {
     /// As for `render`: SUFFIX=IP[:port] for a suffix's `forwardToRef`.
     #[arg(long = "forward-ref-address", value_parser = suffix_address)]
     pub forward_ref_addresses: Vec<(String, String)>,
+    /// The pod's address, for the Corefile's `acl` (a kubeadm pod address when not given).
+    #[arg(long)]
+    pub pod_ip: Option<std::net::IpAddr>,
+    /// A cluster IP of the kube-dns Service: a `forward` to it on port 53
+    /// reaches this CoreDNS again. Repeatable.
+    #[arg(long = "cluster-dns-ip")]
+    pub cluster_dns_ips: Vec<std::net::IpAddr>,
     /// Explain twice: first the Corefiles without dnspolicy's managed text
     /// (as before any policy), then as given (or, with --policy, as rendered).
     #[arg(long)]
@@ -145,6 +154,10 @@ fn explain_stage(
         args.ndots,
         matches!(args.resolver, ResolverKind::Musl),
         version,
+        &Network {
+            pod_ip: args.pod_ip.unwrap_or(Network::default().pod_ip),
+            cluster_dns_ips: args.cluster_dns_ips.clone(),
+        },
         corefile.as_ref().map(|(c, k)| (c, k)),
         cache.as_ref().map(|(c, dns)| (c, dns.as_slice())),
     )
