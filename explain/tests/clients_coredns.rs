@@ -9,7 +9,6 @@
 //! `template`s (the shape dnspolicy's own stanzas use), and autopath reads
 //! its search path from a file (`autopath . FILE`), the pod's search list.
 
-#[allow(dead_code)]
 #[path = "../../dns/tests/kit/mod.rs"]
 mod kit;
 
