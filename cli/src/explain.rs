@@ -3,7 +3,7 @@
 //! `--policy`, for the Corefile those policies produce.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use dnspolicy_dns::corefile::{self, Corefile};
 use dnspolicy_dns::nodelocal;
@@ -61,6 +61,37 @@ pub struct ExplainArgs {
     /// (as before any policy), then as given (or, with --policy, as rendered).
     #[arg(long)]
     pub before_after: bool,
+    /// Read what CoreDNS runs from the cluster (KUBECONFIG, as kubectl does):
+    /// the ClusterDNSPolicies, their target ConfigMap's Corefile (and
+    /// coredns-custom, node-local-dns or nodelocaldns beside it), the CoreDNS
+    /// version from the Deployment's image unless --coredns-version, and the
+    /// kube-dns Service IPs; then explain it as given. Replaces --corefile,
+    /// --node-local-corefile and --policy.
+    #[arg(long, conflicts_with_all = ["corefile", "node_local_corefile", "policies"])]
+    pub from_cluster: bool,
+}
+
+/// A Corefile to explain and where it came from.
+#[derive(Debug, Clone)]
+struct Source {
+    /// A file path, or `ConfigMap NAMESPACE/NAME`.
+    label: String,
+    text: String,
+}
+
+/// What the explanation reads: from files, or from the cluster.
+#[derive(Debug, Clone)]
+pub(crate) struct Inputs {
+    corefile: Option<Source>,
+    node_local: Option<Source>,
+    /// coredns-custom's keys as CoreDNS imports them, and which of them are
+    /// dnspolicy's (the cluster only; files give none).
+    custom_keys: BTreeMap<String, String>,
+    managed_custom_keys: Vec<String>,
+    version: CoreDnsVersion,
+    cluster_dns_ips: Vec<std::net::IpAddr>,
+    /// What was read, for the reader (the cluster only).
+    header: String,
 }
 
 /// Which Corefile to explain, from the text given.
@@ -86,7 +117,7 @@ impl Stage<'_> {
 
 /// `dnspolicy explain`.
 pub fn explain(args: &ExplainArgs) -> Result<String, CliError> {
-    if args.corefile.is_none() {
+    if args.corefile.is_none() && !args.from_cluster {
         if !args.policies.is_empty() {
             return Err(CliError::Invalid(
                 "--policy needs --corefile: the policy edits a Corefile".into(),
@@ -99,11 +130,15 @@ pub fn explain(args: &ExplainArgs) -> Result<String, CliError> {
         }
         if args.before_after {
             return Err(CliError::Invalid(
-                "--before-after needs --corefile: it compares the Corefile with and without dnspolicy's text".into(),
+                "--before-after needs --corefile or --from-cluster: it compares the Corefile with and without dnspolicy's text".into(),
             ));
         }
     }
-    let version = version_arg(args.coredns_version.as_deref())?;
+    let inputs = if args.from_cluster {
+        crate::cli::runtime()?.block_on(crate::cluster::read_for_explain(args))?
+    } else {
+        files(args)?
+    };
     let merged = if args.policies.is_empty() {
         None
     } else {
@@ -115,37 +150,109 @@ pub fn explain(args: &ExplainArgs) -> Result<String, CliError> {
         None => Stage::AsGiven,
     };
     if !args.before_after {
-        return explain_stage(args, after, version);
+        return Ok(format!(
+            "{}{}",
+            inputs.header,
+            explain_stage(args, &inputs, after)?
+        ));
     }
     Ok(format!(
-        "=== before: {}\n{}\n=== after: {}\n{}",
-        stage_title(args, Stage::Stripped),
-        explain_stage(args, Stage::Stripped, version)?,
-        stage_title(args, after),
-        explain_stage(args, after, version)?,
+        "{}=== before: {}\n{}\n=== after: {}\n{}",
+        inputs.header,
+        stage_title(&inputs, Stage::Stripped),
+        explain_stage(args, &inputs, Stage::Stripped)?,
+        stage_title(&inputs, after),
+        explain_stage(args, &inputs, after)?,
     ))
 }
 
-fn stage_title(args: &ExplainArgs, stage: Stage<'_>) -> String {
-    let files: Vec<String> = [&args.corefile, &args.node_local_corefile]
+/// The inputs the files name.
+fn files(args: &ExplainArgs) -> Result<Inputs, CliError> {
+    let read = |path: &Option<PathBuf>| -> Result<Option<Source>, CliError> {
+        path.as_ref()
+            .map(|p| {
+                Ok(Source {
+                    label: p.display().to_string(),
+                    text: read_input(p)?,
+                })
+            })
+            .transpose()
+    };
+    Ok(Inputs {
+        corefile: read(&args.corefile)?,
+        node_local: read(&args.node_local_corefile)?,
+        custom_keys: BTreeMap::new(),
+        managed_custom_keys: Vec::new(),
+        version: version_arg(args.coredns_version.as_deref())?,
+        cluster_dns_ips: args.cluster_dns_ips.clone(),
+        header: String::new(),
+    })
+}
+
+/// The cluster's inputs: what `--from-cluster` read, with what it found.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn cluster_inputs(
+    corefile: (String, String),
+    node_local: Option<(String, String)>,
+    custom_keys: BTreeMap<String, String>,
+    managed_custom_keys: Vec<String>,
+    version: CoreDnsVersion,
+    version_from: String,
+    cluster_dns_ips: Vec<std::net::IpAddr>,
+    policies: Vec<String>,
+) -> Inputs {
+    let mut header = format!("From the cluster: {}", corefile.0);
+    if let Some((label, _)) = &node_local {
+        header.push_str(&format!(", {label}"));
+    }
+    if !custom_keys.is_empty() {
+        header.push_str(&format!(", coredns-custom ({} keys)", custom_keys.len()));
+    }
+    header.push_str(&format!("; CoreDNS {version} ({version_from})"));
+    if !cluster_dns_ips.is_empty() {
+        let ips: Vec<String> = cluster_dns_ips.iter().map(|ip| ip.to_string()).collect();
+        header.push_str(&format!("; kube-dns {}", ips.join(" ")));
+    }
+    header.push_str(&format!(
+        "; policies: {}\n\n",
+        if policies.is_empty() {
+            "none".to_string()
+        } else {
+            policies.join(", ")
+        }
+    ));
+    let source = |(label, text): (String, String)| Source { label, text };
+    Inputs {
+        corefile: Some(source(corefile)),
+        node_local: node_local.map(source),
+        custom_keys,
+        managed_custom_keys,
+        version,
+        cluster_dns_ips,
+        header,
+    }
+}
+
+fn stage_title(inputs: &Inputs, stage: Stage<'_>) -> String {
+    let labels: Vec<&str> = [&inputs.corefile, &inputs.node_local]
         .into_iter()
         .flatten()
-        .map(|p| p.display().to_string())
+        .map(|s| s.label.as_str())
         .collect();
-    format!("{} {}", files.join(" and "), stage.describe())
+    format!("{} {}", labels.join(" and "), stage.describe())
 }
 
 fn explain_stage(
     args: &ExplainArgs,
+    inputs: &Inputs,
     stage: Stage<'_>,
-    version: CoreDnsVersion,
 ) -> Result<String, CliError> {
-    let corefile = match &args.corefile {
-        Some(path) => Some(coredns_corefile(path, &read_input(path)?, stage, version)?),
+    let corefile = match &inputs.corefile {
+        Some(source) => Some(coredns_corefile(source, inputs, stage)?),
         None => None,
     };
-    let cache = match &args.node_local_corefile {
-        Some(path) => Some(node_local_corefile(path, &read_input(path)?, stage)?),
+    let cache = match &inputs.node_local {
+        Some(source) => Some(node_local_corefile(source, stage)?),
         None => None,
     };
     dnspolicy_explain::explain::explain_command_through(
@@ -153,10 +260,10 @@ fn explain_stage(
         &args.search,
         args.ndots,
         matches!(args.resolver, ResolverKind::Musl),
-        version,
+        inputs.version,
         &Network {
             pod_ip: args.pod_ip.unwrap_or(Network::default().pod_ip),
-            cluster_dns_ips: args.cluster_dns_ips.clone(),
+            cluster_dns_ips: inputs.cluster_dns_ips.clone(),
         },
         corefile.as_ref().map(|(c, k)| (c, k)),
         cache.as_ref().map(|(c, dns)| (c, dns.as_slice())),
@@ -164,24 +271,32 @@ fn explain_stage(
     .map_err(|e| CliError::Invalid(e.to_string()))
 }
 
-/// CoreDNS's Corefile at `stage`, and the coredns-custom keys it imports
-/// (only the policies' keys are known: given text has none).
+/// CoreDNS's Corefile at `stage`, and the coredns-custom keys it imports.
 fn coredns_corefile(
-    path: &Path,
-    text: &str,
+    source: &Source,
+    inputs: &Inputs,
     stage: Stage<'_>,
-    version: CoreDnsVersion,
 ) -> Result<(Corefile, BTreeMap<String, String>), CliError> {
-    let invalid = |e: &dyn std::fmt::Display| CliError::Invalid(format!("{}: {e}", path.display()));
+    let invalid = |e: &dyn std::fmt::Display| CliError::Invalid(format!("{}: {e}", source.label));
+    let text = &source.text;
     let (text, keys) = match stage {
-        Stage::AsGiven => (text.to_string(), BTreeMap::new()),
-        Stage::Stripped => (
-            corefile::strip(text).map_err(|e| invalid(&e))?,
-            BTreeMap::new(),
-        ),
+        Stage::AsGiven => (text.to_string(), inputs.custom_keys.clone()),
+        Stage::Stripped => {
+            let mut keys = inputs.custom_keys.clone();
+            keys.retain(|k, _| !inputs.managed_custom_keys.contains(k));
+            (corefile::strip(text).map_err(|e| invalid(&e))?, keys)
+        }
         Stage::Rendered(merged) => {
-            let desired = plan::desired(text, merged, Ok(version), &plan::ClusterDns::default())
-                .map_err(|r| invalid(&format!("{} ({})", r.message, r.reason)))?;
+            let desired = plan::desired(
+                text,
+                merged,
+                Ok(inputs.version),
+                &plan::ClusterDns {
+                    service_ips: inputs.cluster_dns_ips.clone(),
+                    dns_port: None,
+                },
+            )
+            .map_err(|r| invalid(&format!("{} ({})", r.message, r.reason)))?;
             for warning in &desired.warnings {
                 eprintln!("warning: {warning}");
             }
@@ -194,15 +309,16 @@ fn coredns_corefile(
 
 /// The node-local Corefile at `stage`, and where it forwards the cluster domain.
 fn node_local_corefile(
-    path: &Path,
-    text: &str,
+    source: &Source,
     stage: Stage<'_>,
 ) -> Result<(Corefile, Vec<String>), CliError> {
-    let invalid = |e: &dyn std::fmt::Display| CliError::Invalid(format!("{}: {e}", path.display()));
+    let invalid = |e: &dyn std::fmt::Display| CliError::Invalid(format!("{}: {e}", source.label));
     let text = match stage {
-        Stage::AsGiven => text.to_string(),
-        Stage::Stripped => corefile::strip(text).map_err(|e| invalid(&e))?,
-        Stage::Rendered(merged) => nodelocal::render(text, merged).map_err(|e| invalid(&e))?,
+        Stage::AsGiven => source.text.clone(),
+        Stage::Stripped => corefile::strip(&source.text).map_err(|e| invalid(&e))?,
+        Stage::Rendered(merged) => {
+            nodelocal::render(&source.text, merged).map_err(|e| invalid(&e))?
+        }
     };
     let parsed = corefile::parse(&text).map_err(|e| invalid(&e))?;
     // The shape is recognised without dnspolicy's blocks, as `render` does.

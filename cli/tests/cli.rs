@@ -764,3 +764,45 @@ fn explain_takes_the_corefile_as_given_and_shows_before_after_when_asked() {
     assert!(stderr(&alone).contains("--before-after needs --corefile"));
     fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `--from-cluster` reads the Corefile and policies itself: files are refused;
+/// with no cluster to reach it fails (exit 1) naming what it could not do.
+#[test]
+fn explain_from_cluster_takes_no_files_and_names_an_unreachable_cluster() {
+    let kubeadm = repo().join("dns/tests/fixtures/corefiles/kubeadm-v1.36.3.Corefile");
+    let base = [
+        "explain",
+        "frigate",
+        "--search",
+        "cluster.local",
+        "--from-cluster",
+    ];
+    let both = run(
+        &[&base[..], &["--corefile", kubeadm.to_str().unwrap()]].concat(),
+        None,
+    );
+    assert_eq!(both.status.code(), Some(2), "{}", stderr(&both));
+    assert!(stderr(&both).contains("--corefile"), "{}", stderr(&both));
+
+    let dir = std::env::temp_dir().join(format!("dnspolicy-kubeconfig-{}", std::process::id()));
+    fs::create_dir_all(&dir).unwrap();
+    let kubeconfig = dir.join("config");
+    // 127.0.0.1:9 (discard): nothing answers there.
+    fs::write(
+        &kubeconfig,
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {server: \"https://127.0.0.1:9\"}\nusers:\n- name: u\n  user: {token: t}\ncontexts:\n- name: x\n  context: {cluster: c, user: u}\ncurrent-context: x\n",
+    )
+    .unwrap();
+    let out = bin()
+        .args(base)
+        .env("KUBECONFIG", &kubeconfig)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot read the ClusterDNSPolicies"),
+        "{}",
+        stderr(&out)
+    );
+    fs::remove_dir_all(&dir).unwrap();
+}

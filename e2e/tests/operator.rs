@@ -331,6 +331,7 @@ async fn a_corefile_coredns_refuses_is_rolled_back() -> Result<()> {
 /// The planner's notes reach the policy: on CoreDNS 1.8.4 without `cache` in
 /// the `.` block, Rewrite works but a failing upstream's SERVFAIL carries the
 /// rewritten question. Ready, a `Warnings` condition, one Warning Event.
+/// Then `explain --from-cluster` explains what runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn warnings_on_old_coredns_are_shown_in_status_and_one_event() -> Result<()> {
     let c = Cluster::ensure().await?;
@@ -386,6 +387,44 @@ async fn warnings_on_old_coredns_are_shown_in_status_and_one_event() -> Result<(
             && warnings[0]["series"].is_null(),
         "want one PlanWarning Warning Event, seen once, with the condition's message: {warnings:#?}"
     );
+
+    // `dnspolicy explain --from-cluster` reads what CoreDNS runs (the
+    // ConfigMap, the version from the image, the policies) and explains it
+    // as given: the lookup works; before the policy it failed.
+    let explain = std::process::Command::new(cli_bin()?)
+        .args([
+            "explain",
+            "frigate.video-management-system.svc.cluster.local",
+            "--search",
+            "workflow-engine.svc.cluster.local svc.cluster.local cluster.local tailb45a71.ts.net",
+            "--resolver",
+            "musl",
+            "--from-cluster",
+            "--before-after",
+        ])
+        .env("KUBECONFIG", c.kubeconfig())
+        .output()?;
+    let text = String::from_utf8_lossy(&explain.stdout);
+    ensure!(
+        explain.status.success(),
+        "explain --from-cluster: {}",
+        String::from_utf8_lossy(&explain.stderr)
+    );
+    let (before, after) = text
+        .split_once("=== after: ")
+        .context(format!("no after section:\n{text}"))?;
+    ensure!(
+        before.starts_with("From the cluster: ConfigMap kube-system/coredns")
+            && before.contains(&format!("CoreDNS {} (image ", old.trim_start_matches('v')))
+            && before.contains("policies: tailnet")
+            && before.contains("FAILED"),
+        "explain --from-cluster, before:\n{before}"
+    );
+    ensure!(
+        after.starts_with("ConfigMap kube-system/coredns as given") && !after.contains("FAILED"),
+        "explain --from-cluster, after:\n{after}"
+    );
+    println!("explain --from-cluster:\n{text}");
     op.delete_policies_and_stop(&c)
 }
 
