@@ -33,8 +33,10 @@ pub enum Command {
     /// Print the Corefile the policies produce; with no policy, the Corefile
     /// with dnspolicy's managed text removed.
     Render(RenderArgs),
-    /// Show the queries a resolver sends for NAME, who answers each, and the worst-case time.
-    Explain(ExplainArgs),
+    /// Show the queries a resolver sends for NAME, who answers each, and the
+    /// worst-case time: for the Corefile as given, or with --policy for the
+    /// Corefile the policies produce (as `render` prints it).
+    Explain(crate::explain::ExplainArgs),
     /// Show policies and polluted pods by namespace, from the cluster.
     Status,
 }
@@ -75,7 +77,7 @@ pub struct RenderArgs {
     pub forward_ref_addresses: Vec<(String, String)>,
 }
 
-fn suffix_address(text: &str) -> Result<(String, String), String> {
+pub(crate) fn suffix_address(text: &str) -> Result<(String, String), String> {
     match text.split_once('=') {
         Some((suffix, address)) if !suffix.is_empty() && !address.is_empty() => {
             Ok((suffix.to_string(), address.to_string()))
@@ -88,34 +90,6 @@ fn suffix_address(text: &str) -> Result<(String, String), String> {
 pub enum ResolverKind {
     Glibc,
     Musl,
-}
-
-#[derive(Debug, clap::Args)]
-pub struct ExplainArgs {
-    /// The name the application looks up.
-    pub name: String,
-    /// The pod's search list, space-separated.
-    #[arg(long)]
-    pub search: String,
-    #[arg(long, default_value_t = 5)]
-    pub ndots: u8,
-    #[arg(long, value_enum, default_value = "glibc")]
-    pub resolver: ResolverKind,
-    /// The Corefile CoreDNS runs; without it every query is assumed to go upstream.
-    #[arg(long)]
-    pub corefile: Option<PathBuf>,
-    #[arg(long = "policy")]
-    pub policies: Vec<PathBuf>,
-    #[arg(long)]
-    pub coredns_version: Option<String>,
-    /// The NodeLocal DNSCache Corefile (its ConfigMap's, as stored): the pod
-    /// asks the cache first, and the cache sends the cluster domain (and,
-    /// with the policies, their suffixes) to CoreDNS. Needs --corefile.
-    #[arg(long)]
-    pub node_local_corefile: Option<PathBuf>,
-    /// As for `render`: SUFFIX=IP[:port] for a suffix's `forwardToRef`.
-    #[arg(long = "forward-ref-address", value_parser = suffix_address)]
-    pub forward_ref_addresses: Vec<(String, String)>,
 }
 
 #[derive(Debug)]
@@ -137,21 +111,21 @@ pub fn main(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::Explain(args) => {
-            print!("{}", explain(&args)?);
+            print!("{}", crate::explain::explain(&args)?);
             Ok(())
         }
         Command::Status => runtime()?.block_on(crate::status::print()),
     }
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| CliError::Failed(format!("cannot start the async runtime: {e}")))
 }
 
-fn read_input(path: &Path) -> Result<String, CliError> {
+pub(crate) fn read_input(path: &Path) -> Result<String, CliError> {
     if path == Path::new("-") {
         let mut text = String::new();
         std::io::stdin()
@@ -241,7 +215,7 @@ impl DeserializeFrom for serde_yaml::Value {
     }
 }
 
-fn version_arg(text: Option<&str>) -> Result<CoreDnsVersion, CliError> {
+pub(crate) fn version_arg(text: Option<&str>) -> Result<CoreDnsVersion, CliError> {
     match text {
         Some(t) => CoreDnsVersion::parse(t)
             .map_err(|e| CliError::Invalid(format!("--coredns-version: {e}"))),
@@ -326,68 +300,6 @@ fn render_node_local(
         // node-cache imports no customisation ConfigMap
         RenderOutput::Custom => String::new(),
     }))
-}
-
-/// `dnspolicy explain`.
-pub fn explain(args: &ExplainArgs) -> Result<String, CliError> {
-    let corefile = match &args.corefile {
-        Some(path) => {
-            let text = read_input(path)?;
-            let policies = read_policies(&args.policies, &args.forward_ref_addresses)?;
-            let merged = policy::merge(&policies);
-            let version = version_arg(args.coredns_version.as_deref())?;
-            let desired = plan::desired(&text, &merged, Ok(version), &plan::ClusterDns::default())
-                .map_err(|r| CliError::Invalid(format!("{}: {}", path.display(), r.message)))?;
-            let parsed = corefile::parse(&desired.corefile)
-                .map_err(|e| CliError::Invalid(format!("{}: {e}", path.display())))?;
-            Some((parsed, desired.custom_keys))
-        }
-        None if !args.policies.is_empty() => {
-            return Err(CliError::Invalid(
-                "--policy needs --corefile: the policy edits a Corefile".into(),
-            ));
-        }
-        None => None,
-    };
-    let cache = match (&args.node_local_corefile, &corefile) {
-        (Some(path), Some(_)) => Some(node_local_as_running(
-            path,
-            &args.policies,
-            &args.forward_ref_addresses,
-        )?),
-        (Some(_), None) => {
-            return Err(CliError::Invalid(
-                "--node-local-corefile needs --corefile: the cache sends the cluster domain to CoreDNS".into(),
-            ));
-        }
-        (None, _) => None,
-    };
-    dnspolicy_explain::explain::explain_command_through(
-        &args.name,
-        &args.search,
-        args.ndots,
-        matches!(args.resolver, ResolverKind::Musl),
-        corefile.as_ref().map(|(c, k)| (c, k)),
-        cache.as_ref().map(|(c, dns)| (c, dns.as_slice())),
-    )
-    .map_err(|e| CliError::Invalid(e.to_string()))
-}
-
-/// The node-local Corefile with the policies' blocks (as the operator writes
-/// them), and where it forwards the cluster domain.
-fn node_local_as_running(
-    path: &Path,
-    policy_paths: &[PathBuf],
-    forward_ref_addresses: &[(String, String)],
-) -> Result<(corefile::Corefile, Vec<String>), CliError> {
-    let text = read_input(path)?;
-    let merged = policy::merge(&read_policies(policy_paths, forward_ref_addresses)?);
-    let invalid = |e: &dyn std::fmt::Display| CliError::Invalid(format!("{}: {e}", path.display()));
-    let rendered = nodelocal::render(&text, &merged).map_err(|e| invalid(&e))?;
-    let parsed = corefile::parse(&rendered).map_err(|e| invalid(&e))?;
-    let layout = nodelocal::recognise(&parsed)
-        .ok_or_else(|| invalid(&nodelocal::NodeLocalError::NotNodeLocal))?;
-    Ok((parsed, layout.cluster_dns))
 }
 
 /// A client as every dnspolicy binary makes one (`dnspolicy_crd::client`).

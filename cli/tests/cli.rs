@@ -687,3 +687,122 @@ fn a_forward_ref_needs_its_address_offline_and_renders_it() {
         stdout(&with)
     );
 }
+
+/// The Corefile copied out of a cluster where dnspolicy runs is explained as
+/// given: its blocks work, so the lookup works. `--before-after` shows the
+/// Corefile without them first.
+#[test]
+fn explain_takes_the_corefile_as_given_and_shows_before_after_when_asked() {
+    let kubeadm = repo().join("dns/tests/fixtures/corefiles/kubeadm-v1.36.3.Corefile");
+    let tailscale = example("tailscale.yaml");
+    let rendered = run(
+        &[
+            "render",
+            "--corefile",
+            kubeadm.to_str().unwrap(),
+            "--policy",
+            &tailscale,
+            TS_NAMESERVER,
+        ],
+        None,
+    );
+    assert!(rendered.status.success(), "{}", stderr(&rendered));
+    let dir = std::env::temp_dir().join(format!("dnspolicy-explain-{}", std::process::id()));
+    fs::create_dir_all(&dir).unwrap();
+    let running = dir.join("running.Corefile");
+    fs::write(&running, stdout(&rendered)).unwrap();
+
+    let query = [
+        "explain",
+        "frigate.video-management-system.svc.cluster.local",
+        "--search",
+        "workflow-engine.svc.cluster.local svc.cluster.local cluster.local tailb45a71.ts.net",
+        "--resolver",
+        "musl",
+        "--corefile",
+    ];
+    let explain = |corefile: &Path, extra: &[&str]| {
+        let mut args = query.to_vec();
+        args.push(corefile.to_str().unwrap());
+        args.extend(extra);
+        let out = run(&args, None);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        stdout(&out)
+    };
+    let as_given = explain(&running, &[]);
+    let with_policy = explain(&kubeadm, &["--policy", &tailscale, TS_NAMESERVER]);
+    let stock = explain(&kubeadm, &[]);
+    assert_eq!(
+        as_given, with_policy,
+        "the running Corefile explains as the policy rendered it"
+    );
+    assert_ne!(
+        as_given, stock,
+        "the stock Corefile leaks the suffixed name"
+    );
+    assert!(stock.contains("FAILED"), "{stock}");
+    assert!(!as_given.contains("FAILED"), "{as_given}");
+
+    let both = explain(&running, &["--before-after"]);
+    let (before, after) = both.split_once("=== after: ").expect("an after section");
+    assert!(
+        before.starts_with(&format!(
+            "=== before: {} without dnspolicy's managed text\n",
+            running.display()
+        )),
+        "{both}"
+    );
+    assert!(before.ends_with(&format!("{stock}\n")), "{both}");
+    assert_eq!(
+        after,
+        format!("{} as given\n{as_given}", running.display()),
+        "{both}"
+    );
+
+    let alone = run(&[&query[..6], &["--before-after"][..]].concat(), None);
+    assert_eq!(alone.status.code(), Some(2));
+    assert!(stderr(&alone).contains("--before-after needs --corefile"));
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `--from-cluster` reads the Corefile and policies itself: files are refused;
+/// with no cluster to reach it fails (exit 1) naming what it could not do.
+#[test]
+fn explain_from_cluster_takes_no_files_and_names_an_unreachable_cluster() {
+    let kubeadm = repo().join("dns/tests/fixtures/corefiles/kubeadm-v1.36.3.Corefile");
+    let base = [
+        "explain",
+        "frigate",
+        "--search",
+        "cluster.local",
+        "--from-cluster",
+    ];
+    let both = run(
+        &[&base[..], &["--corefile", kubeadm.to_str().unwrap()]].concat(),
+        None,
+    );
+    assert_eq!(both.status.code(), Some(2), "{}", stderr(&both));
+    assert!(stderr(&both).contains("--corefile"), "{}", stderr(&both));
+
+    let dir = std::env::temp_dir().join(format!("dnspolicy-kubeconfig-{}", std::process::id()));
+    fs::create_dir_all(&dir).unwrap();
+    let kubeconfig = dir.join("config");
+    // 127.0.0.1:9 (discard): nothing answers there.
+    fs::write(
+        &kubeconfig,
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {server: \"https://127.0.0.1:9\"}\nusers:\n- name: u\n  user: {token: t}\ncontexts:\n- name: x\n  context: {cluster: c, user: u}\ncurrent-context: x\n",
+    )
+    .unwrap();
+    let out = bin()
+        .args(base)
+        .env("KUBECONFIG", &kubeconfig)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot read the ClusterDNSPolicies"),
+        "{}",
+        stderr(&out)
+    );
+    fs::remove_dir_all(&dir).unwrap();
+}

@@ -23,14 +23,19 @@ pub mod condition {
     /// Every forward target of the policy answered its last probe; present
     /// only while the policy has forward targets.
     pub const FORWARD_TARGETS_REACHABLE: &str = "ForwardTargetsReachable";
+    /// True, with the planner's notes as the message, while the written
+    /// Corefile works but an admin should know something (`render` prints the
+    /// same lines on stderr); present only while there are notes.
+    pub const WARNINGS: &str = "Warnings";
     /// The order status lists them in, so equal statuses compare equal.
-    pub const ALL: [&str; 6] = [
+    pub const ALL: [&str; 7] = [
         READY,
         RECONCILING,
         STALLED,
         COREFILE_APPLIED,
         ROLLED_OUT,
         FORWARD_TARGETS_REACHABLE,
+        WARNINGS,
     ];
 }
 
@@ -115,6 +120,9 @@ pub enum Reason {
     ForwardTargetUnreachable,
     /// Every forward target answered its last probe.
     ForwardTargetsAnswer,
+    /// The planner has notes for the admin though nothing is refused
+    /// (condition `Warnings`).
+    PlanWarnings,
     // Rolled back.
     RolloutFailed,
     /// CoreDNS pods are unavailable on a Corefile that rolled out before (or
@@ -154,6 +162,7 @@ impl Reason {
             Reason::ForwardRefUnresolved => "ForwardRefUnresolved",
             Reason::ForwardTargetUnreachable => "ForwardTargetUnreachable",
             Reason::ForwardTargetsAnswer => "ForwardTargetsAnswer",
+            Reason::PlanWarnings => "PlanWarnings",
             Reason::RolloutFailed => "RolloutFailed",
             Reason::CoreDNSUnavailable => "CoreDNSUnavailable",
         }
@@ -190,6 +199,8 @@ pub enum EventReason {
     ForwardTargetAnswers,
     /// A forwardToRef cannot be resolved to an address.
     ForwardRefUnresolved,
+    /// The planner's notes for the admin changed (and are not empty).
+    PlanWarning,
 }
 
 impl EventReason {
@@ -206,6 +217,7 @@ impl EventReason {
             EventReason::ForwardTargetUnreachable => "ForwardTargetUnreachable",
             EventReason::ForwardTargetAnswers => "ForwardTargetAnswers",
             EventReason::ForwardRefUnresolved => "ForwardRefUnresolved",
+            EventReason::PlanWarning => "PlanWarning",
         }
     }
 
@@ -220,6 +232,7 @@ impl EventReason {
                 | EventReason::NodeLocalNotCovered
                 | EventReason::ForwardTargetUnreachable
                 | EventReason::ForwardRefUnresolved
+                | EventReason::PlanWarning
         )
     }
 }

@@ -166,6 +166,8 @@ pub struct TargetPlan {
     pub roll_to: Option<String>,
     /// (reason, note) for Events on every policy of the target.
     pub events: Vec<(EventReason, String)>,
+    /// What an admin should know though nothing is refused (`Desired::warnings`).
+    pub warnings: Vec<String>,
 }
 
 impl TargetPlan {
@@ -177,6 +179,7 @@ impl TargetPlan {
             write_custom: None,
             roll_to: None,
             events: vec![],
+            warnings: vec![],
         }
     }
 
@@ -370,6 +373,7 @@ pub fn plan_target(input: &PlanInput<'_>) -> TargetPlan {
         write_custom: None,
         roll_to: None,
         events: vec![],
+        warnings: desired.warnings.clone(),
     };
     let releasing = input.merged.applied.is_empty();
 

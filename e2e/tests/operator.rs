@@ -328,6 +328,106 @@ async fn a_corefile_coredns_refuses_is_rolled_back() -> Result<()> {
     op.delete_policies_and_stop(&c)
 }
 
+/// The planner's notes reach the policy: on CoreDNS 1.8.4 without `cache` in
+/// the `.` block, Rewrite works but a failing upstream's SERVFAIL carries the
+/// rewritten question. Ready, a `Warnings` condition, one Warning Event.
+/// Then `explain --from-cluster` explains what runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warnings_on_old_coredns_are_shown_in_status_and_one_event() -> Result<()> {
+    let c = Cluster::ensure().await?;
+    let _guard = c.exclusive()?;
+    let old = env::coredns_old_version();
+    let stock = fresh(&c, Flavor::Kubeadm, &old).await?;
+    // kubeadm's Corefile for the old CoreDNS has `cache 30` on one line.
+    let no_cache = stock.replace("    cache 30\n", "");
+    ensure!(no_cache != stock, "kubeadm fixture changed shape:\n{stock}");
+    c.set_corefile(&no_cache)?;
+    let mut op = Operator::start(&c, "warnings", &[])?;
+    apply(&c, &TAILSCALE)?;
+    let p = op.ready(&c, "tailnet", WAIT).await?;
+    let addrs = rolled(&c).await?;
+    let (status, reason, message) =
+        condition(&p, "Warnings").context("Ready without the Warnings condition")?;
+    ensure!(
+        status == "True" && reason == "PlanWarnings",
+        "Warnings is {status}/{reason}"
+    );
+    ensure!(
+        message.contains(&format!(
+            "CoreDNS {} without `cache`",
+            old.trim_start_matches('v')
+        )) && message.contains("tailb45a71.ts.net"),
+        "Warnings message: {message}"
+    );
+    println!("Warnings: {message}");
+    // The cluster still answers on the written Corefile.
+    let reply = c
+        .query(
+            addrs[0],
+            "kubernetes.default.svc.cluster.local",
+            1,
+            Duration::from_secs(2),
+        )
+        .await?;
+    ensure!(reply.rcode == 0 && !reply.addrs.is_empty(), "{reply:?}");
+
+    // Reconciles go on (rollout polling, then periodic); the Event does not repeat.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let events = get_json(&c, &["events.events.k8s.io", "-A"])?;
+    let warnings: Vec<&serde_json::Value> = events["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["regarding"]["name"] == "tailnet" && e["reason"] == "PlanWarning")
+        .collect();
+    ensure!(
+        warnings.len() == 1
+            && warnings[0]["type"] == "Warning"
+            && warnings[0]["note"] == message.as_str()
+            && warnings[0]["series"].is_null(),
+        "want one PlanWarning Warning Event, seen once, with the condition's message: {warnings:#?}"
+    );
+
+    // `dnspolicy explain --from-cluster` reads what CoreDNS runs (the
+    // ConfigMap, the version from the image, the policies) and explains it
+    // as given: the lookup works; before the policy it failed.
+    let explain = std::process::Command::new(cli_bin()?)
+        .args([
+            "explain",
+            "frigate.video-management-system.svc.cluster.local",
+            "--search",
+            "workflow-engine.svc.cluster.local svc.cluster.local cluster.local tailb45a71.ts.net",
+            "--resolver",
+            "musl",
+            "--from-cluster",
+            "--before-after",
+        ])
+        .env("KUBECONFIG", c.kubeconfig())
+        .output()?;
+    let text = String::from_utf8_lossy(&explain.stdout);
+    ensure!(
+        explain.status.success(),
+        "explain --from-cluster: {}",
+        String::from_utf8_lossy(&explain.stderr)
+    );
+    let (before, after) = text
+        .split_once("=== after: ")
+        .context(format!("no after section:\n{text}"))?;
+    ensure!(
+        before.starts_with("From the cluster: ConfigMap kube-system/coredns")
+            && before.contains(&format!("CoreDNS {} (image ", old.trim_start_matches('v')))
+            && before.contains("policies: tailnet")
+            && before.contains("FAILED"),
+        "explain --from-cluster, before:\n{before}"
+    );
+    ensure!(
+        after.starts_with("ConfigMap kube-system/coredns as given") && !after.contains("FAILED"),
+        "explain --from-cluster, after:\n{after}"
+    );
+    println!("explain --from-cluster:\n{text}");
+    op.delete_policies_and_stop(&c)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_between_corefile_write_and_rollout_converges() -> Result<()> {
     let c = Cluster::ensure().await?;

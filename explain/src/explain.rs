@@ -16,6 +16,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::net::IpAddr;
 use std::time::Duration;
 
 pub use crate::answer::{Outcome, QType, Reply, Served};
@@ -139,13 +140,13 @@ pub enum Upstream {
 
 impl Upstream {
     /// What the upstream answers when asked `asked` (the name after rewrites).
-    fn answer(self, query: &Query, asked: &str, target: &str) -> Outcome {
+    pub fn answer(self, qtype: QType, asked: &str, target: &str) -> Outcome {
         match self {
             Upstream::BlackHole => Outcome::Timeout,
             Upstream::ServFail => Outcome::ServFail,
             Upstream::Refused => Outcome::Refused,
             Upstream::Working if asked.trim_end_matches('.').eq_ignore_ascii_case(target) => {
-                match query.qtype {
+                match qtype {
                     QType::A => Outcome::Answer,
                     _ => Outcome::NoData,
                 }
@@ -250,7 +251,7 @@ pub fn explain(
         let (mut outcome, to, asked) = match &served.reply {
             Reply::Local(outcome) => (*outcome, None, None),
             Reply::Upstream { targets, name } => (
-                upstream.answer(query, name, &target),
+                upstream.answer(query.qtype, name, &target),
                 Some(targets.join(" ")),
                 Some(name.trim_end_matches('.').to_string()),
             ),
@@ -311,15 +312,62 @@ pub fn explain_corefile(
     version: CoreDnsVersion,
     upstream: Upstream,
 ) -> Result<Explanation, ExplainError> {
+    explain_corefile_in(
+        name,
+        config,
+        corefile,
+        custom_keys,
+        version,
+        upstream,
+        &Network::default(),
+    )
+}
+
+/// Where the pod and CoreDNS sit: what `acl` sees and which addresses reach
+/// CoreDNS from outside its Corefile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Network {
+    /// The pod's address: the client `acl` judges.
+    pub pod_ip: IpAddr,
+    /// The kube-dns Service IPs.
+    pub cluster_dns_ips: Vec<IpAddr>,
+}
+
+impl Default for Network {
+    fn default() -> Self {
+        Network {
+            pod_ip: serving::DEFAULT_POD_IP,
+            cluster_dns_ips: Vec::new(),
+        }
+    }
+}
+
+/// [`explain_corefile`] for a pod at `network.pod_ip`.
+pub fn explain_corefile_in(
+    name: &str,
+    config: &ResolverConfig,
+    corefile: &Corefile,
+    custom_keys: &BTreeMap<String, String>,
+    version: CoreDnsVersion,
+    upstream: Upstream,
+    network: &Network,
+) -> Result<Explanation, ExplainError> {
     let running = with_custom_keys(corefile, custom_keys)?;
     let known = known_service_names(name, &config.searches);
     let in_cluster = |n: &str| known.contains(&absolute(n));
+    let target = name.trim_end_matches('.').to_string();
+    let upstream_answer =
+        |asked: &str, qtype: QType| upstream.answer(qtype, asked.trim_end_matches('.'), &target);
     let responder = CorefileResponder {
         corefile: &running,
         context: ServeContext {
-            version,
-            port: None,
-            in_cluster: &in_cluster,
+            client: serving::Client {
+                ip: network.pod_ip,
+                search: &config.searches,
+            },
+            cluster_dns_ips: &network.cluster_dns_ips,
+            upstream: &upstream_answer,
+            ..ServeContext::new(version, &in_cluster)
         },
     };
     Ok(explain(name, config, &responder, true, upstream)?)
@@ -363,16 +411,29 @@ pub fn explain_command(
     musl: bool,
     corefile: Option<(&Corefile, &BTreeMap<String, String>)>,
 ) -> Result<String, ExplainError> {
-    explain_command_through(name, search, ndots, musl, corefile, None)
+    explain_command_through(
+        name,
+        search,
+        ndots,
+        musl,
+        CoreDnsVersion::NEWEST_CHECKED,
+        &Network::default(),
+        corefile,
+        None,
+    )
 }
 
-/// [`explain_command`], the pod's queries going first to a node-local cache
-/// (its Corefile and its cluster-DNS forward targets) when one is given.
+/// [`explain_command`] for CoreDNS `version`, the pod's queries going first
+/// to a node-local cache (its Corefile and its cluster-DNS forward targets)
+/// when one is given.
+#[allow(clippy::too_many_arguments)]
 pub fn explain_command_through(
     name: &str,
     search: &str,
     ndots: u8,
     musl: bool,
+    version: CoreDnsVersion,
+    network: &Network,
     corefile: Option<(&Corefile, &BTreeMap<String, String>)>,
     cache: Option<(&Corefile, &[String])>,
 ) -> Result<String, ExplainError> {
@@ -401,17 +462,18 @@ pub fn explain_command_through(
                 cluster_dns,
                 corefile,
                 keys,
-                CoreDnsVersion::NEWEST_CHECKED,
+                version,
                 Upstream::BlackHole,
             )?
         }
-        (Some((corefile, keys)), _) => explain_corefile(
+        (Some((corefile, keys)), _) => explain_corefile_in(
             name,
             &config,
             corefile,
             keys,
-            CoreDnsVersion::NEWEST_CHECKED,
+            version,
             Upstream::BlackHole,
+            network,
         )?,
         (None, _) => explain(name, &config, &NoCorefile, false, Upstream::BlackHole)?,
     };

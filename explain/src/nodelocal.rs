@@ -68,10 +68,16 @@ pub fn explain_through_cache(
     let running = with_custom_keys(corefile, custom_keys)?;
     let known = known_service_names(name, &config.searches);
     let in_cluster = |n: &str| known.contains(&absolute(n));
+    let target = name.trim_end_matches('.').to_string();
+    let upstream_answer =
+        |asked: &str, qtype: QType| upstream.answer(qtype, asked.trim_end_matches('.'), &target);
     let context = || ServeContext {
-        version,
-        port: None,
-        in_cluster: &in_cluster,
+        client: crate::serving::Client {
+            ip: crate::serving::DEFAULT_POD_IP,
+            search: &config.searches,
+        },
+        upstream: &upstream_answer,
+        ..ServeContext::new(version, &in_cluster)
     };
     let responder = ThroughCache {
         cache: CorefileResponder {

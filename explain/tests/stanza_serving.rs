@@ -63,16 +63,7 @@ fn frigate_exists(name: &str) -> bool {
 }
 
 fn ask(c: &corefile::Corefile, name: &str, qtype: QType, version: CoreDnsVersion) -> Served {
-    serve(
-        c,
-        name,
-        qtype,
-        &ServeContext {
-            version,
-            port: None,
-            in_cluster: &frigate_exists,
-        },
-    )
+    serve(c, name, qtype, &ServeContext::new(version, &frigate_exists))
 }
 
 fn upstream(targets: &[&str], name: &str) -> Reply {

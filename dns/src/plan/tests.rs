@@ -462,3 +462,35 @@ fn an_old_bare_seconds_record_is_not_judged() {
     assert!(matches!(p.phase, Phase::Unavailable(_)), "{p:?}");
     assert!(!p.writes());
 }
+
+#[test]
+fn the_plan_carries_the_warnings_for_the_controller_to_show() {
+    let merged = tailnet();
+    let v1_8 = CoreDnsVersion::parse("1.8.4").unwrap();
+    let d = deployment(None, true);
+    let cm = stock();
+    // kubeadm's `.` block has `cache`: the 1.8 SERVFAIL keeps the question.
+    let with_cache = plan_target(&PlanInput {
+        version_override: Some(v1_8),
+        ..input(&merged, &cm, &d, 1000)
+    });
+    assert_eq!(with_cache.warnings, Vec::<String>::new());
+    let no_cache = ConfigMapView {
+        corefile: Some(KUBEADM.replace(
+            "    cache 30 {\n       disable success cluster.local\n       disable denial cluster.local\n    }\n",
+            "",
+        )),
+        ..Default::default()
+    };
+    let warned = plan_target(&PlanInput {
+        version_override: Some(v1_8),
+        ..input(&merged, &no_cache, &d, 1000)
+    });
+    assert_eq!(warned.phase, Phase::Progressing);
+    assert_eq!(warned.warnings.len(), 1, "{:?}", warned.warnings);
+    assert!(warned.warnings[0].contains("CoreDNS 1.8.4 without `cache`"));
+    assert!(warned.warnings[0].contains("tailb45a71.ts.net"));
+    // 1.14.2 writes failures through the reverter: nothing to say.
+    let new = plan_target(&input(&merged, &no_cache, &d, 1000));
+    assert!(new.warnings.is_empty(), "{:?}", new.warnings);
+}

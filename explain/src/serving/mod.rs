@@ -15,8 +15,17 @@
 //!   modelled), `forward` and `grpc` (the query leaves CoreDNS, unless it
 //!   goes to CoreDNS's own listener: then it is served again from routing
 //!   on), `local`, `whoami`, `erratic`. Other plugins pass the query on.
+//! - `acl` (allow, block, filter, drop by query type and client net; the
+//!   client is the pod, or CoreDNS's own address after a forward to itself)
+//!   and `autopath` (the search walk inside CoreDNS, as plugin/autopath and
+//!   the kubernetes plugin's AutoPath do it at 1.8.4 and 1.14.2).
+//! - A forward target is CoreDNS itself only when it is one of the
+//!   Corefile's own listeners (a `bind` address on that port, or any local
+//!   address where the blocks on that port bind nothing) or a cluster DNS
+//!   Service IP on 53; a chain of forwards to itself ends when it repeats a
+//!   (block, name) or grows longer than the Corefile has server blocks.
 //! - Not modelled: `cache` (a cached reply is the reply the model gives),
-//!   listeners that differ only by `bind`, `acl`, DS routing, zone data.
+//!   listeners that differ only by `bind`, DS routing, zone data.
 //!
 //! Files: this one holds the public API (`serve`, `ServeContext`,
 //! `cluster_dns_port`; `Served`, `Reply`, `Outcome` and `QType` come from
@@ -24,12 +33,16 @@
 //! `plugins` runs a block's plugin chain; `expr` reads `view` expressions;
 //! `regexp` compiles Go regexps.
 
+mod acl;
+mod autopath;
 mod expr;
 mod plugins;
 mod regexp;
 mod route;
 #[cfg(test)]
 mod tests;
+
+use std::net::{IpAddr, Ipv4Addr};
 
 use dnspolicy_dns::corefile::Corefile;
 use dnspolicy_dns::stanza::DEFAULT_DNS_PORT;
@@ -49,17 +62,73 @@ pub struct ServeContext<'a> {
     /// `frigate.video-management-system.svc.cluster.local.`) exists, for the
     /// `kubernetes` plugin; any other name in its zones is NXDOMAIN.
     pub in_cluster: &'a dyn Fn(&str) -> bool,
+    /// The pod that asks: its address (for `acl`) and its search list (for
+    /// `autopath`, whose search path CoreDNS builds from the pod's namespace
+    /// and its own resolv.conf, taken to be the node's: the pod's entries
+    /// after the cluster's three).
+    pub client: Client<'a>,
+    /// The kube-dns Service IPs: a forward to one on port 53 reaches this
+    /// CoreDNS's cluster listener.
+    pub cluster_dns_ips: &'a [IpAddr],
+    /// What an upstream answers for a name CoreDNS itself sends on while it
+    /// waits (`autopath` trying its search path): the caller's upstream model.
+    pub upstream: &'a dyn Fn(&str, QType) -> Outcome,
+}
+
+/// The client of a query: a pod.
+#[derive(Debug, Clone, Copy)]
+pub struct Client<'a> {
+    pub ip: IpAddr,
+    /// Its resolv.conf search list, as kubelet wrote it.
+    pub search: &'a [String],
+}
+
+/// A pod address in kubeadm's default pod network, for callers that do not say.
+pub const DEFAULT_POD_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 244, 0, 10));
+
+/// An upstream that never answers (docs/design.md §1's unreachable 8.8.8.8).
+pub fn black_holed_upstream(_name: &str, _qtype: QType) -> Outcome {
+    Outcome::Timeout
+}
+
+impl<'a> ServeContext<'a> {
+    /// A context for `version`: the cluster listener, a pod at
+    /// [`DEFAULT_POD_IP`] with no search list, no Service IPs, a black-holed upstream.
+    pub fn new(version: CoreDnsVersion, in_cluster: &'a dyn Fn(&str) -> bool) -> Self {
+        ServeContext {
+            version,
+            port: None,
+            in_cluster,
+            client: Client {
+                ip: DEFAULT_POD_IP,
+                search: &[],
+            },
+            cluster_dns_ips: &[],
+            upstream: &black_holed_upstream,
+        }
+    }
 }
 
 /// Serves one query as CoreDNS would.
 pub fn serve(corefile: &Corefile, qname: &str, qtype: QType, ctx: &ServeContext<'_>) -> Served {
     let port = ctx.port.unwrap_or_else(|| cluster_dns_port(corefile));
-    serve_at(corefile, port, qname, qtype, ctx, 0)
+    let hop = Hop {
+        client: Some(ctx.client.ip),
+        trail: Vec::new(),
+    };
+    serve_at(corefile, port, qname, qtype, ctx, &hop)
 }
 
-/// How many times a query may be forwarded from CoreDNS to itself before the
-/// model calls it a loop.
-const MAX_SELF_FORWARDS: u8 = 4;
+/// Where a query is in CoreDNS's forwards to itself.
+#[derive(Debug, Clone)]
+struct Hop {
+    /// The client CoreDNS sees: the pod, or after a forward to itself the
+    /// address it forwarded to (the source it sends from); `None` for an
+    /// address the model does not know (`{$POD_IP}`).
+    client: Option<IpAddr>,
+    /// The (server key, name) of each forward to itself so far.
+    trail: Vec<(String, String)>,
+}
 
 fn serve_at(
     corefile: &Corefile,
@@ -67,7 +136,7 @@ fn serve_at(
     qname: &str,
     qtype: QType,
     ctx: &ServeContext<'_>,
-    depth: u8,
+    hop: &Hop,
 ) -> Served {
     let name = absolute_lower(qname);
     let Some((block, key)) = route(corefile, port, &name, qtype) else {
@@ -87,7 +156,7 @@ fn serve_at(
         ctx,
         corefile,
         port,
-        depth,
+        hop: hop.clone(),
         block,
         qtype,
         name: name.clone(),

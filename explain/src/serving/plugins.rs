@@ -11,8 +11,7 @@ use regex::Regex;
 
 use super::regexp::{self, RegexError};
 use super::{
-    MAX_SELF_FORWARDS, Outcome, QType, Reply, ServeContext, absolute_lower, in_zone, serve_at,
-    zones_of,
+    Hop, Outcome, QType, Reply, ServeContext, absolute_lower, in_zone, serve_at, zones_of,
 };
 
 /// CoreDNS's plugin order (plugin.cfg, 1.14.2); plugins not listed come after,
@@ -83,8 +82,8 @@ pub(super) struct Run<'a, 'c> {
     pub(super) corefile: &'c Corefile,
     /// The listener's port.
     pub(super) port: u16,
-    /// Forwards from CoreDNS to itself so far.
-    pub(super) depth: u8,
+    /// The client as CoreDNS sees it, and the forwards to itself so far.
+    pub(super) hop: Hop,
     pub(super) block: &'c ServerBlock,
     pub(super) qtype: QType,
     /// The current name, after rewrites.
@@ -105,9 +104,9 @@ pub(super) struct Run<'a, 'c> {
     pub(super) answered_by: Option<String>,
 }
 
-impl Run<'_, '_> {
+impl<'c> Run<'_, 'c> {
     pub(super) fn chain(&mut self) -> Reply {
-        let mut plugins: Vec<&str> = Vec::new();
+        let mut plugins: Vec<&'c str> = Vec::new();
         for d in &self.block.directives {
             if !plugins.contains(&d.name.as_str()) {
                 plugins.push(&d.name);
@@ -120,18 +119,31 @@ impl Run<'_, '_> {
                 .unwrap_or(PLUGIN_ORDER.len())
         };
         plugins.sort_by_key(|p| rank(p));
-        for plugin in plugins {
+        self.run_plugins(&plugins)
+    }
+
+    /// Runs `plugins` (in CoreDNS's order) until one ends the query.
+    pub(super) fn run_plugins(&mut self, plugins: &[&'c str]) -> Reply {
+        for (i, plugin) in plugins.iter().enumerate() {
             let lines: Vec<&Directive> = self
                 .block
                 .directives
                 .iter()
-                .filter(|d| d.name == plugin)
+                .filter(|d| d.name == *plugin)
                 .collect();
-            if let Some(outcome) = self.plugin(plugin, &lines) {
-                self.plugin = self
-                    .answered_by
-                    .clone()
-                    .unwrap_or_else(|| plugin.to_string());
+            // autopath runs the plugins after it itself, once per search domain.
+            let outcome = if *plugin == "autopath" {
+                self.autopath(lines[0], &plugins[i + 1..])
+            } else {
+                self.plugin(plugin, &lines)
+            };
+            if let Some(outcome) = outcome {
+                if self.plugin.is_empty() {
+                    self.plugin = self
+                        .answered_by
+                        .clone()
+                        .unwrap_or_else(|| plugin.to_string());
+                }
                 return outcome;
             }
         }
@@ -139,7 +151,7 @@ impl Run<'_, '_> {
         Outcome::ServFail.into()
     }
 
-    fn block_zones(&self) -> Vec<String> {
+    pub(super) fn block_zones(&self) -> Vec<String> {
         self.block.keys.iter().map(|k| k.zone.clone()).collect()
     }
 
@@ -150,7 +162,7 @@ impl Run<'_, '_> {
     }
 
     /// A plugin's zone arguments; none means the block's zones.
-    fn zones_or_block(&self, args: &[String]) -> Vec<String> {
+    pub(super) fn zones_or_block(&self, args: &[String]) -> Vec<String> {
         let zones = zones_of(args);
         if zones.is_empty() {
             self.block_zones()
@@ -190,6 +202,7 @@ impl Run<'_, '_> {
                     Outcome::Answer.into()
                 })
             }
+            "acl" => self.acl(lines),
             "whoami" | "erratic" => {
                 self.steps.push(format!("{plugin}: answers {}", self.name));
                 Some(Outcome::Answer.into())
@@ -409,8 +422,11 @@ impl Run<'_, '_> {
             return None;
         }
         let targets: Vec<String> = d.args[1..].to_vec();
-        if let Some(me) = targets.iter().find(|t| self.is_self(t)) {
-            return Some(self.ask_itself(plugin, &from, me));
+        if let Some((me, listener)) = targets
+            .iter()
+            .find_map(|t| self.own_listener(t).map(|l| (t, l)))
+        {
+            return Some(self.ask_itself(plugin, &from, me, listener));
         }
         self.steps.push(format!(
             "{plugin} {from}: sends {} to {}",
@@ -423,55 +439,122 @@ impl Run<'_, '_> {
         })
     }
 
-    /// Whether a forward target is this listener: a loopback or wildcard
-    /// address, or one the blocks on this port `bind`, on this port.
-    fn is_self(&self, target: &str) -> bool {
+    /// Where a forward target reaches this CoreDNS, if it does: the port to
+    /// serve on and the address CoreDNS then sees as the client (`None`
+    /// when it is a placeholder like `{$POD_IP}`). A target is CoreDNS when
+    /// it names a listener of the Corefile: an address the blocks on its
+    /// port `bind` (`lo`: 127.0.0.1 and ::1), or, where they bind nothing or
+    /// a wildcard, any loopback or unspecified address; or a cluster DNS
+    /// Service IP on port 53, which kube-proxy sends to the cluster listener.
+    fn own_listener(&self, target: &str) -> Option<Listener> {
         let addr = target.strip_prefix("dns://").unwrap_or(target);
-        let parsed = addr
-            .parse::<std::net::SocketAddr>()
-            .map(|a| (a.ip(), a.port()))
-            .or_else(|_| {
-                addr.parse::<std::net::IpAddr>()
-                    .map(|ip| (ip, DEFAULT_DNS_PORT))
+        let (host, port) = split_host_port(addr)?;
+        let ip = host.parse::<std::net::IpAddr>().ok();
+        if let Some(ip) = ip
+            && port == DEFAULT_DNS_PORT
+            && self.ctx.cluster_dns_ips.contains(&ip)
+        {
+            return Some(Listener {
+                port: super::cluster_dns_port(self.corefile),
+                client: None,
             });
-        let Ok((ip, port)) = parsed else { return false };
-        if port != self.port {
-            return false;
         }
-        ip.is_loopback()
-            || ip.is_unspecified()
-            || self.corefile.blocks.iter().any(|b| {
+        let blocks: Vec<&ServerBlock> = self
+            .corefile
+            .blocks
+            .iter()
+            .filter(|b| {
                 b.keys
                     .iter()
-                    .any(|k| k.port.unwrap_or(DEFAULT_DNS_PORT) == self.port)
-                    && b.directives.iter().filter(|d| d.name == "bind").any(|d| {
-                        d.args
-                            .iter()
-                            .any(|a| a.parse::<std::net::IpAddr>() == Ok(ip))
-                    })
+                    .any(|k| k.port.unwrap_or(DEFAULT_DNS_PORT) == port)
             })
+            .collect();
+        if blocks.is_empty() {
+            return None;
+        }
+        let listens = blocks.iter().any(|b| {
+            let binds: Vec<&String> = b
+                .directives
+                .iter()
+                .filter(|d| d.name == "bind")
+                .flat_map(|d| d.args.iter())
+                .collect();
+            let wildcard = binds.is_empty()
+                || binds.iter().any(|a| {
+                    a.parse::<std::net::IpAddr>()
+                        .is_ok_and(|b| b.is_unspecified())
+                });
+            let local = ip.is_some_and(|ip| ip.is_loopback() || ip.is_unspecified());
+            (wildcard && local)
+                || binds.iter().any(|a| {
+                    a.as_str() == host
+                        || (ip.is_some() && a.parse::<std::net::IpAddr>().ok() == ip)
+                        || (a.as_str() == "lo"
+                            && ip.is_some_and(|ip| {
+                                ip == std::net::IpAddr::from([127, 0, 0, 1])
+                                    || ip == std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST)
+                            }))
+                })
+        });
+        // The kernel sends to a 127/8 address from 127.0.0.1 (lo's route
+        // source), to any other own address from that address.
+        let client = ip.map(|ip| match ip {
+            std::net::IpAddr::V4(v4) if v4.is_loopback() || v4.is_unspecified() => {
+                std::net::IpAddr::from([127, 0, 0, 1])
+            }
+            std::net::IpAddr::V6(v6) if v6.is_unspecified() => {
+                std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST)
+            }
+            ip => ip,
+        });
+        listens.then_some(Listener { port, client })
     }
 
     /// `forward` to CoreDNS's own listener: the query is served again, from
-    /// routing on, and the reply comes back through this block's plugins.
-    fn ask_itself(&mut self, plugin: &str, from: &str, me: &str) -> Reply {
+    /// routing on, with CoreDNS itself as the client, and the reply comes
+    /// back through this block's plugins.
+    fn ask_itself(&mut self, plugin: &str, from: &str, me: &str, listener: Listener) -> Reply {
         self.self_forwarded = true;
         self.steps.push(format!(
             "{plugin} {from}: asks CoreDNS itself ({me}) for {}",
             self.name
         ));
-        if self.depth >= MAX_SELF_FORWARDS {
-            self.steps
-                .push("CoreDNS keeps forwarding to itself: a loop, SERVFAIL".into());
+        let here = (
+            self.block
+                .keys
+                .first()
+                .map(|k| k.raw.clone())
+                .unwrap_or_default(),
+            self.name.clone(),
+        );
+        if self.hop.trail.contains(&here) {
+            self.steps.push(format!(
+                "{} reaches {} again: CoreDNS forwards it to itself in a loop, SERVFAIL",
+                here.1, here.0
+            ));
             return Outcome::ServFail.into();
         }
+        // Each forward to itself that is not a loop leaves a block for
+        // another; more than the Corefile's blocks is a loop through rewrites.
+        if self.hop.trail.len() >= self.corefile.blocks.len() {
+            self.steps.push(format!(
+                "more forwards to itself than the Corefile has server blocks ({}): a loop, SERVFAIL",
+                self.corefile.blocks.len()
+            ));
+            return Outcome::ServFail.into();
+        }
+        let mut hop = Hop {
+            client: listener.client,
+            trail: self.hop.trail.clone(),
+        };
+        hop.trail.push(here);
         let inner = serve_at(
             self.corefile,
-            self.port,
+            listener.port,
             &self.name,
             self.qtype,
             self.ctx,
-            self.depth + 1,
+            &hop,
         );
         self.steps.push(format!(
             "{}: served by {}",
@@ -491,6 +574,29 @@ impl Run<'_, '_> {
             Reply::Local(Outcome::Timeout) => Outcome::ServFail.into(),
             other => other,
         }
+    }
+}
+
+/// A listener of the Corefile a forward target reaches.
+struct Listener {
+    port: u16,
+    /// The address CoreDNS sees the forwarded query come from.
+    client: Option<std::net::IpAddr>,
+}
+
+/// `IP`, `IP:port`, `[IPv6]:port` or `{$ENV}[:port]`; the port 53 when absent.
+fn split_host_port(addr: &str) -> Option<(&str, u16)> {
+    if addr.parse::<std::net::IpAddr>().is_ok() {
+        return Some((addr, DEFAULT_DNS_PORT));
+    }
+    if let Some(rest) = addr.strip_prefix('[') {
+        let (host, port) = rest.split_once("]:")?;
+        return Some((host, port.parse().ok()?));
+    }
+    match addr.rsplit_once(':') {
+        Some((host, port)) if !host.contains(':') => Some((host, port.parse().ok()?)),
+        None => Some((addr, DEFAULT_DNS_PORT)),
+        _ => None,
     }
 }
 

@@ -79,11 +79,7 @@ fn frigate(name: &str) -> bool {
 }
 
 fn ctx(version: CoreDnsVersion) -> ServeContext<'static> {
-    ServeContext {
-        version,
-        port: None,
-        in_cluster: &frigate,
-    }
+    ServeContext::new(version, &frigate)
 }
 
 /// The rewrite dnspolicy puts in the `.` block for the tailnet: strips the

@@ -38,7 +38,7 @@ use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
 
-pub use status::{Finding, ForwardHealth, policy_status};
+pub use status::{Finding, ForwardHealth, policy_status, warnings_message};
 
 use crate::metrics::Metrics;
 use crate::pollution::{LatestCounts, PollutionIndex, policy_counts};
@@ -97,6 +97,9 @@ pub struct Context {
     pub failures: Mutex<std::collections::HashMap<String, u32>>,
     /// The forward targets' last probes.
     pub probes: reachability::Probes,
+    /// The `Warnings` message last published per policy: the policy in the
+    /// store may not carry the status written a moment ago yet.
+    pub warned: Mutex<std::collections::HashMap<String, String>>,
 }
 
 /// Runs the controller until shutdown.
@@ -143,6 +146,7 @@ pub async fn run(
         counts,
         failures: Mutex::default(),
         probes: reachability::Probes::default(),
+        warned: Mutex::default(),
     });
     let cm_store = store.clone();
     let deploy_store = store.clone();
@@ -340,6 +344,9 @@ async fn reconcile_policy(
     if let Some(f) = forward {
         publish_forward_change(&ctx, &policy, f).await;
     }
+    if conflict.is_none() {
+        publish_warnings_change(&ctx, &policy, &plan).await;
+    }
     let config_map = format!("{}/{}", target.namespace, target.config_map);
     let finding = Finding::Planned {
         plan: &plan,
@@ -490,6 +497,31 @@ async fn publish_forward_change(ctx: &Context, policy: &ClusterDNSPolicy, f: For
     if changed && (!f.answering || old.is_some_and(|c| c.status == "False")) {
         publish(ctx, policy, reason, f.message).await;
     }
+}
+
+/// A Warning Event when the planner's notes change to something new: not on
+/// every reconcile, and not when they go away (the condition does). Judged
+/// against the status and against what this process last published, since
+/// the next reconcile may see the policy before its new status.
+async fn publish_warnings_change(ctx: &Context, policy: &ClusterDNSPolicy, plan: &TargetPlan) {
+    let name = policy.name_any();
+    let Some(message) = warnings_message(plan) else {
+        ctx.warned.lock().expect("warned lock").remove(&name);
+        return;
+    };
+    let shown = policy.status.as_ref().is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == condition::WARNINGS && c.status == "True" && c.message == message)
+    });
+    let published = ctx.warned.lock().expect("warned lock").get(&name) == Some(&message);
+    if !shown && !published {
+        publish(ctx, policy, EventReason::PlanWarning, &message).await;
+    }
+    ctx.warned
+        .lock()
+        .expect("warned lock")
+        .insert(name, message);
 }
 
 fn live_policies_of(

@@ -97,6 +97,9 @@ pub fn policy_status(
                 );
                 conds.working(false, Reason::Progressing, &message);
             }
+            if let (None, Some(message)) = (conflict, warnings_message(plan)) {
+                conds.set(condition::WARNINGS, true, Reason::PlanWarnings, &message);
+            }
             if let Some(f) = forward {
                 conds.set(
                     condition::FORWARD_TARGETS_REACHABLE,
@@ -134,6 +137,16 @@ pub fn policy_status(
             .collect(),
         dns_paths,
     }
+}
+
+/// The `Warnings` condition's message: the planner's notes for a Corefile
+/// that is written (or being written), one sentence each; `None` without notes.
+pub fn warnings_message(plan: &TargetPlan) -> Option<String> {
+    let written = matches!(
+        plan.phase,
+        Phase::RolledOut | Phase::Progressing | Phase::Unavailable(_)
+    );
+    (written && !plan.warnings.is_empty()).then(|| plan.warnings.join(" | "))
 }
 
 /// CoreDNS and each node-local cache, and whether the policies hold on it.
@@ -249,8 +262,10 @@ impl Conditions<'_> {
         condition::ALL
             .iter()
             .filter_map(|t| {
-                // Forward reachability is only ever this reconcile's finding.
-                let carried = *t != condition::FORWARD_TARGETS_REACHABLE;
+                // Forward reachability and warnings are only ever this
+                // reconcile's findings.
+                let carried =
+                    *t != condition::FORWARD_TARGETS_REACHABLE && *t != condition::WARNINGS;
                 self.new
                     .get(t)
                     .cloned()
@@ -279,6 +294,7 @@ mod tests {
             write_custom: None,
             roll_to: None,
             events: vec![],
+            warnings: vec![],
         }
     }
 
@@ -491,5 +507,57 @@ mod tests {
                 .all(|c| c.type_ != "ForwardTargetsReachable"),
             "no forward targets, no condition"
         );
+    }
+
+    #[test]
+    fn planner_warnings_show_in_their_own_condition_while_ready_and_go_with_them() {
+        let note = "CoreDNS 1.8.4 without `cache` in the `.` block answers a rewritten query whose upstream fails ...";
+        let mut p = plan(Phase::RolledOut);
+        p.warnings = vec![note.to_string()];
+        let warned = first_status(&p, &[], &PolicyCounts::default());
+        assert_eq!(
+            get(&warned, "Ready").status,
+            "True",
+            "a note is not a refusal"
+        );
+        let w = get(&warned, "Warnings");
+        assert_eq!(
+            (w.status.as_str(), w.reason.as_str()),
+            ("True", "PlanWarnings")
+        );
+        assert_eq!(w.message, note);
+        assert_eq!(warnings_message(&p).as_deref(), Some(note));
+
+        p.warnings.clear();
+        let quiet = policy_status(
+            Some(&warned),
+            Some(1),
+            Finding::Planned {
+                plan: &p,
+                conflict: None,
+                config_map: COREDNS,
+                node_local: &[],
+                forward: None,
+            },
+            &PolicyCounts::default(),
+            at(2),
+        );
+        assert!(
+            quiet.conditions.iter().all(|c| c.type_ != "Warnings"),
+            "no notes, no condition: {:?}",
+            quiet.conditions
+        );
+    }
+
+    #[test]
+    fn a_refused_plan_shows_its_reason_not_warnings() {
+        let mut p = plan(Phase::Stalled(Refusal {
+            reason: Reason::ZoneTaken,
+            message: "suffix taken".into(),
+        }));
+        p.warnings = vec!["a note".into()];
+        let s = first_status(&p, &[], &PolicyCounts::default());
+        assert!(s.conditions.iter().all(|c| c.type_ != "Warnings"));
+        assert_eq!(warnings_message(&p), None);
     }
 }
