@@ -5,7 +5,7 @@
 //! `forwardToRef` objects are read into addresses in `references`, and the
 //! forward targets are probed in `reachability`.
 
-mod backoff;
+pub(crate) mod backoff;
 mod reachability;
 mod references;
 mod status;
@@ -111,7 +111,9 @@ pub async fn run(
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &settings.watch_namespace);
 
     let controller = Controller::new(policies, watcher::Config::default().any_semantic())
-        .with_config(ControllerConfig::default().concurrency(1));
+        .with_config(ControllerConfig::default().concurrency(1))
+        // Resume within seconds after an apiserver outage (see WatchBackoff).
+        .trigger_backoff(backoff::WatchBackoff::default());
     let store = controller.store();
     let pollution = Arc::new(Mutex::new(PollutionIndex::default()));
     let counts = LatestCounts::default();
