@@ -272,6 +272,7 @@ async fn reconcile_policy(
     }
     if !deleting && !has_finalizer {
         set_finalizers(&ctx, &name, &[FINALIZER]).await?;
+        target::failpoint("exit-after-finalizer-add");
     }
 
     // 3. plan (pure) over the target's objects
@@ -313,6 +314,9 @@ async fn reconcile_policy(
     };
 
     // 4. apply, and tell the policies of the target
+    if deleting {
+        target::failpoint("exit-during-delete-before-restore");
+    }
     target::apply(&ctx.client, &ctx.metrics, &target, &plan).await?;
     for (config_map, write) in node_local
         .iter()
@@ -690,6 +694,7 @@ async fn write_status(
         )
         .await
         .map_err(Error::api("write the status of", format!("{KIND} {name}")))?;
+    target::failpoint("exit-after-status-write");
     Ok(())
 }
 
