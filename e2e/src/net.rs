@@ -1,4 +1,5 @@
-//! Loopback ports in use and a minimal HTTP probe (component health).
+//! Loopback ports in use, a minimal HTTP probe (component health), and TCP
+//! relays (one the fault suite can partition).
 
 use anyhow::{Context, Result};
 use std::io::{Read, Write};
@@ -74,4 +75,101 @@ pub fn tcp_forward(listen: SocketAddr, to: SocketAddr) -> Result<()> {
         });
     }
     Ok(())
+}
+
+/// A TCP relay on 127.0.0.1 that a test can partition, as an iptables DROP
+/// between a client and `to` would: while cut, no byte flows either way on
+/// open connections and a new connection gets no further than its handshake
+/// with the relay; healed, held bytes flow on (TCP retransmits would deliver
+/// them after a real partition too). Stops forwarding when dropped.
+pub struct PartitionableRelay {
+    pub addr: SocketAddr,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl PartitionableRelay {
+    pub fn start(to: SocketAddr) -> Result<PartitionableRelay> {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").context("listen for the relay")?;
+        let addr = l.local_addr()?;
+        l.set_nonblocking(true)?;
+        let cut = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (cut2, stop2) = (cut.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let tick = Duration::from_millis(50);
+            while !stop2.load(Relaxed) {
+                let a = match l.accept() {
+                    Ok((a, _)) => a,
+                    Err(_) => {
+                        std::thread::sleep(tick);
+                        continue;
+                    }
+                };
+                let (cut, stop) = (cut2.clone(), stop2.clone());
+                std::thread::spawn(move || {
+                    // A connection opened during the cut waits for the heal.
+                    while cut.load(Relaxed) && !stop.load(Relaxed) {
+                        std::thread::sleep(tick);
+                    }
+                    let Ok(b) = TcpStream::connect(to) else {
+                        return;
+                    };
+                    let pipe = move |mut r: TcpStream, mut w: TcpStream| {
+                        let _ = r.set_nonblocking(false);
+                        let _ = r.set_read_timeout(Some(tick));
+                        let mut buf = vec![0u8; 64 * 1024];
+                        while !stop.load(Relaxed) {
+                            let n = match r.read(&mut buf) {
+                                Ok(0) => break,
+                                Ok(n) => n,
+                                Err(e)
+                                    if matches!(
+                                        e.kind(),
+                                        std::io::ErrorKind::WouldBlock
+                                            | std::io::ErrorKind::TimedOut
+                                    ) =>
+                                {
+                                    continue;
+                                }
+                                Err(_) => break,
+                            };
+                            while cut.load(Relaxed) && !stop.load(Relaxed) {
+                                std::thread::sleep(tick);
+                            }
+                            if w.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                        let _ = w.shutdown(std::net::Shutdown::Write);
+                    };
+                    let (Ok(a2), Ok(b2)) = (a.try_clone(), b.try_clone()) else {
+                        return;
+                    };
+                    let back = pipe.clone();
+                    let t = std::thread::spawn(move || pipe(a2, b));
+                    back(b2, a);
+                    let _ = t.join();
+                });
+            }
+        });
+        Ok(PartitionableRelay { addr, cut, stop })
+    }
+
+    /// Partition: nothing passes until `heal`.
+    pub fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn heal(&self) {
+        self.cut.store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Drop for PartitionableRelay {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
 }

@@ -708,11 +708,12 @@ async fn the_apiserver_restarting_mid_run_is_survived() -> Result<()> {
         "the operator died with the apiserver:\n{}",
         op.log_text()
     );
-    // Watches resumed: a change made after the restart is reconciled. Not
-    // within WAIT: the watches' exponential backoff grows while the
-    // apiserver is down, and their resume hits 410 Expired and relists, so
-    // resuming took over 60 s in one CI run (a known gap, issue 12: bound the
-    // watcher backoff). The bound here is what an operator still accepts.
+    // Watches resumed: a change made after the restart is reconciled. The
+    // watches reconnect at most 3 s (plus jitter) apart however long the
+    // apiserver was down (WatchBackoff), then relist on 410 Expired: 6 s
+    // measured here. The bound leaves room for a loaded CI machine; with
+    // kube-runtime's default backoff (up to 30 s plus 100 % jitter) it took
+    // over 60 s in one CI run.
     apply(
         &c,
         &TAILSCALE.replace("action: Rewrite", "action: NXDomain"),
@@ -720,7 +721,7 @@ async fn the_apiserver_restarting_mid_run_is_survived() -> Result<()> {
     let t0 = Instant::now();
     wait_for(
         "a change after the apiserver restart to apply",
-        Duration::from_secs(180),
+        Duration::from_secs(30),
         || {
             let p = policy(&c, "tailnet")?;
             Ok((is_ready(&p) && corefile(&c)?.contains("rcode NXDOMAIN")).then_some(()))

@@ -34,8 +34,11 @@ pub enum Command {
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
-    /// Where /metrics, /healthz and /readyz listen.
-    #[arg(long, default_value = "0.0.0.0:8080")]
+    /// Where /metrics, /healthz and /readyz listen. Loopback unless told:
+    /// the endpoints answer without authentication. The shipped manifests
+    /// and chart bind the pod's address, which the kubelet's probes and the
+    /// ServiceMonitor need (docs/design.md, section 7, says what is exposed).
+    #[arg(long, default_value = "127.0.0.1:8080")]
     pub metrics_addr: SocketAddr,
     /// How long new CoreDNS pods may take to become available before the last good Corefile is put back,
     /// plus 10 s per CoreDNS replica (a Deployment replaces its pods a few at a time).

@@ -5,7 +5,7 @@
 //! `forwardToRef` objects are read into addresses in `references`, and the
 //! forward targets are probed in `reachability`.
 
-mod backoff;
+pub(crate) mod backoff;
 mod reachability;
 mod references;
 mod status;
@@ -114,7 +114,9 @@ pub async fn run(
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &settings.watch_namespace);
 
     let controller = Controller::new(policies, watcher::Config::default().any_semantic())
-        .with_config(ControllerConfig::default().concurrency(1));
+        .with_config(ControllerConfig::default().concurrency(1))
+        // Resume within seconds after an apiserver outage (see WatchBackoff).
+        .trigger_backoff(backoff::WatchBackoff::default());
     let store = controller.store();
     let pollution = Arc::new(Mutex::new(PollutionIndex::default()));
     let counts = LatestCounts::default();
@@ -274,6 +276,7 @@ async fn reconcile_policy(
     }
     if !deleting && !has_finalizer {
         set_finalizers(&ctx, &name, &[FINALIZER]).await?;
+        target::failpoint("exit-after-finalizer-add");
     }
 
     // 3. plan (pure) over the target's objects
@@ -315,6 +318,9 @@ async fn reconcile_policy(
     };
 
     // 4. apply, and tell the policies of the target
+    if deleting {
+        target::failpoint("exit-during-delete-before-restore");
+    }
     target::apply(&ctx.client, &ctx.metrics, &target, &plan).await?;
     for (config_map, write) in node_local
         .iter()
@@ -720,6 +726,7 @@ async fn write_status(
         )
         .await
         .map_err(Error::api("write the status of", format!("{KIND} {name}")))?;
+    target::failpoint("exit-after-status-write");
     Ok(())
 }
 

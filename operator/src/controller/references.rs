@@ -21,7 +21,7 @@ use futures::{SinkExt, StreamExt};
 use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams};
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use tracing::{info, warn};
 
@@ -192,8 +192,12 @@ pub async fn watch_dns_configs(
         match api.list_metadata(&ListParams::default().limit(1)).await {
             Ok(_) => {
                 info!("watching Tailscale DNSConfigs for forwardToRef");
-                let mut events =
-                    std::pin::pin!(watcher::watcher(api.clone(), watcher::Config::default()));
+                // Reconnects within seconds (an apiserver restart); only a
+                // CRD that is gone falls back to the slow re-check.
+                let mut events = std::pin::pin!(
+                    watcher::watcher(api.clone(), watcher::Config::default())
+                        .backoff(super::backoff::WatchBackoff::default())
+                );
                 while let Some(event) = events.next().await {
                     let objects: Vec<Arc<DynamicObject>> = match event {
                         Ok(watcher::Event::Apply(o) | watcher::Event::Delete(o)) => {
@@ -201,9 +205,13 @@ pub async fn watch_dns_configs(
                         }
                         Ok(watcher::Event::InitApply(o)) => vec![Arc::new(o)],
                         Ok(_) => vec![],
-                        Err(e) => {
+                        Err(e) if crd_gone(&e) => {
                             warn!(error = %e, "DNSConfig watch failed; checking the CRD again later");
                             break;
+                        }
+                        Err(e) => {
+                            warn!(error = %e, "DNSConfig watch failed; retrying");
+                            vec![]
                         }
                     };
                     for o in objects {
@@ -224,6 +232,17 @@ pub async fn watch_dns_configs(
             Err(e) => warn!(error = %e, "cannot list DNSConfigs; checking again later"),
         }
         tokio::time::sleep(CRD_RECHECK).await;
+    }
+}
+
+/// The watch failed because DNSConfigs are no longer served (404).
+fn crd_gone(e: &watcher::Error) -> bool {
+    match e {
+        watcher::Error::InitialListFailed(kube::Error::Api(s))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(s))
+        | watcher::Error::WatchFailed(kube::Error::Api(s)) => s.code == 404,
+        watcher::Error::WatchError(s) => s.code == 404,
+        _ => false,
     }
 }
 

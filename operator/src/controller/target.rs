@@ -163,6 +163,7 @@ pub async fn apply(
             ))?;
         metrics.write("deployment");
         metrics.rollout("started");
+        failpoint("exit-after-rollout-patch");
     }
     Ok(())
 }
@@ -197,17 +198,18 @@ pub async fn apply_node_local(
     Ok(())
 }
 
-/// For the crash-safety end-to-end test: die where a crash hurts most.
-/// Compiled in only with the test-only `failpoints` feature.
+/// For the crash-safety end-to-end tests (`e2e/tests/faults.rs`): exit at
+/// once, as `kill -9` would, when `DNSPOLICY_FAILPOINT` names this step of
+/// the reconcile. Compiled in only with the test-only `failpoints` feature.
 #[cfg(feature = "failpoints")]
-fn failpoint(name: &str) {
+pub(super) fn failpoint(name: &str) {
     if std::env::var("DNSPOLICY_FAILPOINT").as_deref() == Ok(name) {
         std::process::exit(86);
     }
 }
 
 #[cfg(not(feature = "failpoints"))]
-fn failpoint(_name: &str) {}
+pub(super) fn failpoint(_name: &str) {}
 
 fn service_ips(service: Option<&Service>) -> Vec<std::net::IpAddr> {
     service

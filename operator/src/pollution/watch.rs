@@ -17,6 +17,7 @@ use kube::{Client, ResourceExt};
 use tracing::warn;
 
 use super::index::{NodeFacts, PolicyCounts, PollutionIndex, node_facts, pod_facts, policy_counts};
+use crate::controller::backoff::WatchBackoff;
 use crate::metrics::Metrics;
 
 /// Each policy's latest counts, by policy name, as the last tick computed
@@ -92,7 +93,7 @@ pub async fn watch(
 async fn watch_pods(api: Api<Pod>, index: Arc<Mutex<PollutionIndex>>) {
     let mut relist: Option<PollutionIndex> = None;
     let mut events = watcher(api, watcher::Config::default().any_semantic())
-        .default_backoff()
+        .backoff(WatchBackoff::default())
         .boxed();
     while let Some(event) = events.next().await {
         match event {
@@ -130,7 +131,7 @@ async fn watch_pods(api: Api<Pod>, index: Arc<Mutex<PollutionIndex>>) {
 async fn watch_nodes(api: Api<Node>, index: Arc<Mutex<PollutionIndex>>) {
     let mut relist: Option<HashMap<String, NodeFacts>> = None;
     let mut events = watcher(api, watcher::Config::default().any_semantic())
-        .default_backoff()
+        .backoff(WatchBackoff::default())
         .boxed();
     while let Some(event) = events.next().await {
         match event {
