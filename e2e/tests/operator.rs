@@ -446,7 +446,8 @@ async fn a_crash_between_corefile_write_and_rollout_converges() -> Result<()> {
         WAIT,
         || Ok(op.exited()),
     )
-    .await?;
+    .await
+    .with_context(|| op.log_tail(40))?;
     ensure!(
         status.code() == Some(86),
         "exited {status:?}; log:\n{}",
