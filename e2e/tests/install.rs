@@ -320,8 +320,9 @@ async fn operator_and_node_agent_from_the_image_with_the_shipped_manifests() -> 
     // 4. Pollution counts from real pods' real resolv.conf.
     pollution_counts(&c).await?;
 
-    // 5. Leader failover: delete the leader pod.
+    // 5. Leader failover: delete the leader pod; then a leader that hangs.
     failover(&c).await?;
+    hung_leader(&c).await?;
 
     run.finish()
 }
@@ -406,8 +407,11 @@ async fn pollution_counts(c: &Cluster) -> Result<()> {
     Ok(())
 }
 
-/// Delete the leader pod; the other replica takes the Lease and reconciles
-/// a change to the policy.
+/// Delete the leader pod: it releases the Lease on SIGTERM, and another
+/// replica takes it and reconciles a change to the policy. Which one is a
+/// race: the standby sleeps until the Lease's expiry before looking again
+/// (kube-lease-manager), while the Deployment's replacement pod tries as
+/// soon as it starts; either is a correct failover.
 async fn failover(c: &Cluster) -> Result<()> {
     let replicas: Vec<String> = pods_on_node(c, SYSTEM_NS, LABELS_OPERATOR)?
         .iter()
@@ -421,45 +425,137 @@ async fn failover(c: &Cluster) -> Result<()> {
         replicas.contains(&leader),
         "{leader} is one of {replicas:?}"
     );
-    let other = replicas.iter().find(|r| **r != leader).unwrap().clone();
     let t0 = Instant::now();
     c.kubectl(&["-n", SYSTEM_NS, "delete", "pod", &leader, "--wait=false"])?;
-    wait_until("the other replica to lead", Duration::from_secs(90), || {
-        Ok(lease_holder(c)?.filter(|h| *h == other))
+    let new = wait_until("another replica to lead", Duration::from_secs(90), || {
+        Ok(lease_holder(c)?.filter(|h| *h != leader))
+    })
+    .await
+    .with_context(|| leader_election_state(c))?;
+    let took_lease = t0.elapsed();
+    reconciles_change(c, "corp.example").await?;
+    eprintln!(
+        "[install] failover: {new} ({}) took the Lease {:.1}s after {leader} was deleted; the change was Ready {:.1}s after the delete",
+        if replicas.contains(&new) {
+            "the standby"
+        } else {
+            "the replacement pod"
+        },
+        took_lease.as_secs_f64(),
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// The leader hangs (SIGSTOP: it neither renews nor releases the Lease).
+/// The other replica takes the Lease when it expires and reconciles a
+/// change; the hung one, killed by its liveness probe or woken, does not
+/// take the Lease back and comes back as the standby.
+async fn hung_leader(c: &Cluster) -> Result<()> {
+    c.kubectl(&[
+        "-n",
+        SYSTEM_NS,
+        "rollout",
+        "status",
+        "deployment/dnspolicy",
+        "--timeout=120s",
+    ])?;
+    let leader = wait_until("a Lease holder", Duration::from_secs(60), || {
+        lease_holder(c)
     })
     .await?;
-    let took_lease = t0.elapsed();
-    // A change only a leading controller acts on.
+    let pid: i32 = node::pod_pid(&c.layout, SYSTEM_NS, &leader)?.parse()?;
+    let t0 = Instant::now();
+    // SAFETY: a plain signal to a process of the leader's container.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let resumed = async {
+        let new = wait_until("another replica to lead", Duration::from_secs(90), || {
+            Ok(lease_holder(c)?.filter(|h| *h != leader))
+        })
+        .await
+        .with_context(|| leader_election_state(c))?;
+        let took_lease = t0.elapsed();
+        reconciles_change(c, "hung.example").await?;
+        eprintln!(
+            "[install] hung leader: {new} took the Lease {:.1}s after {leader} stopped; the change was Ready {:.1}s after",
+            took_lease.as_secs_f64(),
+            t0.elapsed().as_secs_f64()
+        );
+        anyhow::Ok(new)
+    }
+    .await;
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    let new = resumed?;
+    // The old leader's container restarts (liveness probe, or its own exit
+    // on losing the Lease) and comes back Ready, as the standby.
+    wait_until(
+        "the hung replica to restart and be Ready",
+        Duration::from_secs(120),
+        || {
+            let p = json(c, &["-n", SYSTEM_NS, "get", "pod", &leader])?;
+            let restarts = p["status"]["containerStatuses"][0]["restartCount"]
+                .as_u64()
+                .unwrap_or(0);
+            let ready = p["status"]["containerStatuses"][0]["ready"] == true;
+            Ok((restarts > 0 && ready).then_some(()))
+        },
+    )
+    .await?;
+    assert_eq!(lease_holder(c)?.as_deref(), Some(new.as_str()));
+    let log = c
+        .kubectl(&["-n", SYSTEM_NS, "logs", &leader, "--previous", "--tail=5"])
+        .unwrap_or_default();
+    eprintln!("[install] the hung replica's last lines before its restart:\n{log}");
+    Ok(())
+}
+
+/// The Lease, the operator pods and their last log lines, for a failure.
+fn leader_election_state(c: &Cluster) -> String {
+    let mut out = c
+        .kubectl(&["-n", SYSTEM_NS, "get", "lease", "dnspolicy", "-o", "yaml"])
+        .unwrap_or_else(|e| format!("{e:#}"));
+    out += &c
+        .kubectl(&["-n", SYSTEM_NS, "get", "pods", "-o", "wide"])
+        .unwrap_or_else(|e| format!("{e:#}"));
+    for p in pods_on_node(c, SYSTEM_NS, LABELS_OPERATOR).unwrap_or_default() {
+        let n = name(&p);
+        out += &format!("\n--- {n}\n");
+        out += &c
+            .kubectl(&["-n", SYSTEM_NS, "logs", &n, "--tail=15"])
+            .unwrap_or_else(|e| format!("{e:#}"));
+    }
+    out
+}
+
+/// A change only a leading controller acts on: `suffix` added to the
+/// policy, in the Corefile and Ready at the new generation.
+async fn reconciles_change(c: &Cluster, suffix: &str) -> Result<()> {
     c.kubectl(&[
         "patch",
         "clusterdnspolicy",
         "tailnet",
         "--type=json",
         "-p",
-        r#"[{"op":"add","path":"/spec/foreignSuffixes/-","value":{"suffix":"corp.example","action":"Rewrite"}}]"#,
+        &format!(
+            r#"[{{"op":"add","path":"/spec/foreignSuffixes/-","value":{{"suffix":"{suffix}","action":"Rewrite"}}}}]"#
+        ),
     ])?;
     let generation = operator::policy(c, "tailnet")?["metadata"]["generation"]
         .as_i64()
         .context("generation")?;
     wait_until(
-        "the new leader to reconcile",
+        "the leader to reconcile the change",
         Duration::from_secs(180),
         || {
             let p = operator::policy(c, "tailnet")?;
             let observed = p["status"]["observedGeneration"].as_i64();
             Ok((observed == Some(generation)
                 && operator::is_ready(&p)
-                && operator::corefile(c)?.contains("corp.example"))
+                && operator::corefile(c)?.contains(suffix))
             .then_some(()))
         },
     )
-    .await?;
-    eprintln!(
-        "[install] failover: {other} took the Lease {:.1}s after {leader} was deleted; the change was Ready {:.1}s after the delete",
-        took_lease.as_secs_f64(),
-        t0.elapsed().as_secs_f64()
-    );
-    Ok(())
+    .await
 }
 
 /// `to` relative to `from` (kustomize takes a base by relative path).

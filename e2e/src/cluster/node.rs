@@ -1007,8 +1007,9 @@ pub fn pod_process_status(l: &Layout, ns: &str, name: &str) -> Result<String> {
     fs::read_to_string(&p).with_context(|| format!("pod {ns}/{name}: read {}", p.display()))
 }
 
-/// The pid of pod `ns/name`'s only container, found with ctr by the CRI's labels.
-fn pod_pid(l: &Layout, ns: &str, name: &str) -> Result<String> {
+/// The pid (on the host) of pod `ns/name`'s only container, found with ctr
+/// by the CRI's labels.
+pub fn pod_pid(l: &Layout, ns: &str, name: &str) -> Result<String> {
     let ids = ctr(
         l,
         &[
