@@ -1,6 +1,12 @@
 # The dnspolicy image: one static-enough binary on a distroless base, run as
 # non-root (65532) with a read-only root filesystem (see manifests/operator.yaml).
-# Not built in CI here: this machine has no container runtime.
+#
+# The e2e builds the same image without Docker (e2e/scripts/build-deps.sh
+# dnspolicy-image, with umoci) by reading this file's final stage: its
+# COPY --from=build of cargo-built binaries, USER, ENTRYPOINT and CMD are the
+# one list of what the image holds, plus the libraries `ldd` says the binary
+# needs (the distroless cc base's share). Any other instruction there is an
+# error in that script until it is taught the same thing.
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build (once) every upstream binary the e2e harness runs, cached by version
 # outside the repo. Idempotent: a component whose binaries exist is skipped.
-# Usage: build-deps.sh [k8s|etcd|kwok|coredns|coredns-matrix|coredns-nodecache|musl|musl-canon|helm|promtool|tailscale-crd|k8s-node|containerd|node-images|flux|kstatus|argocd|all]...   (default: all)
+# Usage: build-deps.sh [k8s|etcd|kwok|coredns|coredns-matrix|coredns-nodecache|musl|musl-canon|helm|promtool|tailscale-crd|k8s-node|containerd|node-images|dnspolicy-image|flux|kstatus|argocd|all]...   (default: all)
 set -euo pipefail
 
 CACHE="${DNSPOLICY_E2E_CACHE:-$HOME/.cache/dnspolicy-e2e}"
@@ -363,7 +363,7 @@ build_pause() {
   mv "$out/pause.tmp" "$out/pause"
 }
 
-# node_image NAME REF ENTRYPOINT USER FILE:DEST...: an OCI image built with
+# node_image NAME REF ENTRYPOINT USER FILE:DEST...  (IMAGE_CMD="a b": its CMD): an OCI image built with
 # umoci (Debian's; a real tool rather than a hand-written tar) holding FILEs,
 # tagged with the fully qualified REF (a short tag makes `ctr import` invent
 # an `import-<date>` name the CRI cannot resolve). Written as
@@ -371,7 +371,7 @@ build_pause() {
 node_image() {
   local name=$1 ref=$2 entry=$3 user=$4; shift 4
   local out="$CACHE/node-images" key f
-  key="$(for f in "$@"; do sha256sum "${f%%:*}" | cut -c1-64; echo "${f#*:}"; done; echo "$ref $entry $user")"
+  key="$(for f in "$@"; do sha256sum "${f%%:*}" | cut -c1-64; echo "${f#*:}"; done; echo "$ref $entry $user ${IMAGE_CMD:-}")"
   key="$(echo "$key" | sha256sum | cut -c1-16)"
   if [[ -f "$out/$name.tar" && "$(cat "$out/$name.key" 2>/dev/null)" == "$key" ]]; then
     say "image $ref present"; return
@@ -389,7 +389,9 @@ node_image() {
       install -D -m 0755 "${f%%:*}" "bundle/rootfs${f#*:}"
     done
     umoci repack --image "oci:$ref" bundle
-    umoci config --image "oci:$ref" --config.entrypoint "$entry" --config.user "$user" \
+    local cmd=() a
+    for a in ${IMAGE_CMD:-}; do cmd+=(--config.cmd "$a"); done
+    umoci config --image "oci:$ref" --config.entrypoint "$entry" --config.user "$user" "${cmd[@]}" \
       --architecture amd64 --os linux
     umoci gc --layout oci
     tar -C oci -cf "$out/$name.tar.tmp" .
@@ -429,6 +431,48 @@ build_node_images() {
   node_image musl-probe "localhost/musl-probe:$h" /bin/busybox 65534:65534 "$busybox:/bin/busybox" \
     "$CACHE/musl-probe/$h/musl-probe:/usr/bin/musl-probe"
   say "node images in $((SECONDS - t0))s"
+}
+
+# The dnspolicy image, locally: what the Dockerfile's final stage holds (the
+# one list of its contents: every COPY --from=build of a cargo-built binary,
+# USER, ENTRYPOINT, CMD), from DNSPOLICY_BIN_DIR (default target/debug) instead
+# of the build stage's target/release, plus the shared libraries `ldd` says
+# the binary needs (the distroless cc base provides them in the Dockerfile's
+# image). Any other instruction in that stage is an error here, so the two
+# cannot drift. Tagged localhost/dnspolicy:dev-<hash of the binaries>, so a
+# rebuilt binary is a new image.
+build_dnspolicy_image() {
+  local dockerfile="$HERE/../../Dockerfile"
+  local bindir="${DNSPOLICY_BIN_DIR:-$HERE/../../target/debug}"
+  local stage; stage="$(awk '/^FROM /{n=NR} {l[NR]=$0} END{for (i = n; i <= NR; i++) print l[i]}' "$dockerfile")"
+  local files=() entry="" user="" cmd="" line src dest bin hash=""
+  # json_words '["a", "b"]' -> a b (the exec form of ENTRYPOINT/CMD; no spaces inside items).
+  json_words() { sed -e 's/^\[//' -e 's/\]$//' -e 's/"//g' -e 's/,/ /g' <<<"$1" | xargs; }
+  while IFS= read -r line; do
+    case "$line" in
+      ''|'#'*|FROM\ *) ;;
+      COPY\ --from=build\ /src/target/release/*)
+        read -r _ _ src dest <<<"$line"
+        bin="$bindir/$(basename "$src")"
+        [[ -x "$bin" ]] || { say "$bin is missing: cargo build -p dnspolicy-operator"; return 1; }
+        files+=("$bin:$dest"); hash+="$(sha256sum "$bin" | cut -c1-64)" ;;
+      USER\ *) user="${line#USER }" ;;
+      ENTRYPOINT\ \[*) entry="$(json_words "${line#ENTRYPOINT }")" ;;
+      CMD\ \[*) cmd="$(json_words "${line#CMD }")" ;;
+      *) say "Dockerfile final stage: no local equivalent for \"$line\"; teach build_dnspolicy_image it"; return 1 ;;
+    esac
+  done <<<"$stage"
+  [[ ${#files[@]} -gt 0 && -n "$entry" && -n "$user" ]] || { say "Dockerfile final stage: need COPY --from=build, USER and ENTRYPOINT"; return 1; }
+  [[ "$entry" != *" "* ]] || { say "Dockerfile ENTRYPOINT with arguments: put them in CMD"; return 1; }
+  # The libraries the binaries load (the base image's share of the contents).
+  local f lib
+  for f in "${files[@]}"; do
+    for lib in $(ldd "${f%%:*}" | awk '/=> \//{print $3} /^[ \t]*\//{print $1}'); do
+      files+=("$(readlink -f "$lib"):$lib")
+    done
+  done
+  local tag; tag="dev-$(sha256sum <<<"$hash" | cut -c1-12)"
+  IMAGE_CMD="$cmd" node_image dnspolicy "localhost/dnspolicy:$tag" "$entry" "$user" $(printf '%s\n' "${files[@]}" | sort -u)
 }
 
 # containerd for the real node (Debian's 1.6 is too old for kubelet 1.36):
@@ -551,6 +595,7 @@ main() {
       k8s-node) build_k8s_node ;;
       containerd) build_containerd ;;
       node-images) build_node_images ;;
+      dnspolicy-image) build_dnspolicy_image ;;
       flux) build_flux ;;
       kstatus) build_kstatus ;;
       argocd) build_argocd ;;

@@ -21,6 +21,7 @@ pub mod pki;
 pub mod process;
 pub mod resolver;
 pub mod runtime;
+pub mod seed_pods;
 
 use anyhow::{Context, Result, bail};
 use k8s_openapi::api::core::v1::Pod;

@@ -14,6 +14,7 @@ use dnspolicy_e2e::Cluster;
 use dnspolicy_e2e::cluster::node::{self, NodeOptions, ResolvConf};
 use dnspolicy_e2e::env;
 use dnspolicy_e2e::operator::{self, Operator};
+use dnspolicy_e2e::seed_pods;
 
 const NS: &str = "realnode-kubelet";
 
@@ -346,39 +347,13 @@ impl<'a> NodeRun<'a> {
     fn cleanup(&self) -> Result<()> {
         let c = self.c;
         if self.seed {
-            let _ = c.kubectl(&[
-                "-n",
-                "kube-system",
-                "patch",
-                "service",
-                "kube-dns",
-                "-p",
-                r#"{"spec":{"selector":{"k8s-app":"kube-dns"}}}"#,
-            ]);
-            let _ = c.kubectl(&[
-                "-n",
-                "kube-system",
-                "delete",
-                "deployment",
-                "coredns-real",
-                "--ignore-not-found",
-            ]);
+            seed_pods::restore(c);
             let _ = operator::clear_policies(c);
         }
         let _ = c.kubectl(&[
             "delete",
             "namespace",
             NS,
-            "--ignore-not-found",
-            "--wait=false",
-        ]);
-        let _ = c.kubectl(&[
-            "-n",
-            "default",
-            "delete",
-            "pod",
-            "glibc-probe",
-            "musl-probe",
             "--ignore-not-found",
             "--wait=false",
         ]);
@@ -525,92 +500,15 @@ fn host_iptables() -> Result<String> {
         .join("\n"))
 }
 
-const SEED_NS: &str = "video-management-system";
-const SEED_NAME: &str = "frigate.video-management-system.svc.cluster.local";
-
-/// kubeadm's CoreDNS as real pods on the real node: the harness's ConfigMap
-/// (its `bind {$POD_IP}` gets the real pod IP), kubeadm's securityContext,
-/// probes and `dnsPolicy: Default` (so `forward . /etc/resolv.conf` goes to
-/// the node file's nameserver). Labelled apart from the process-run pods so
-/// the kube-dns Service can be pointed at these alone.
-fn real_coredns(image: &str) -> String {
-    format!(
-        r#"apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: coredns-real, namespace: kube-system}}
-spec:
-  replicas: 2
-  selector: {{matchLabels: {{k8s-app: kube-dns-real}}}}
-  template:
-    metadata: {{labels: {{k8s-app: kube-dns-real}}}}
-    spec:
-      serviceAccountName: coredns
-      nodeSelector: {{{key}: "true"}}
-      tolerations: [{toleration}]
-      dnsPolicy: Default
-      terminationGracePeriodSeconds: 1
-      containers:
-      - name: coredns
-        image: "{image}"
-        imagePullPolicy: Never
-        args: ["-conf", "/etc/coredns/Corefile"]
-        env: [{{name: POD_IP, valueFrom: {{fieldRef: {{fieldPath: status.podIP}}}}}}]
-        volumeMounts: [{{name: config-volume, mountPath: /etc/coredns, readOnly: true}}]
-        ports:
-        - {{containerPort: 53, name: dns, protocol: UDP}}
-        - {{containerPort: 53, name: dns-tcp, protocol: TCP}}
-        - {{containerPort: 8181, name: readiness-probe, protocol: TCP}}
-        readinessProbe: {{httpGet: {{path: /ready, port: readiness-probe}}, periodSeconds: 2}}
-        securityContext:
-          allowPrivilegeEscalation: false
-          capabilities: {{add: [NET_BIND_SERVICE], drop: [ALL]}}
-          readOnlyRootFilesystem: true
-      volumes:
-      - name: config-volume
-        configMap: {{name: coredns, items: [{{key: Corefile, path: Corefile}}]}}
-"#,
-        key = node::TAINT_KEY,
-        toleration = node::TOLERATION,
-    )
-}
-
-fn probe_pod(name: &str, image: &str) -> String {
-    format!(
-        r#"apiVersion: v1
-kind: Pod
-metadata: {{name: {name}, namespace: default}}
-spec:
-  nodeSelector: {{{key}: "true"}}
-  tolerations: [{toleration}]
-  terminationGracePeriodSeconds: 1
-  containers: [{{name: probe, image: "{image}", imagePullPolicy: Never, command: [/bin/busybox, sleep, "3600"]}}]
-"#,
-        key = node::TAINT_KEY,
-        toleration = node::TOLERATION,
-    )
-}
-
-/// `kubectl exec` of a lookup in a real pod: (exit ok, output, seconds).
-fn exec_lookup(c: &Cluster, pod: &str, argv: &[&str]) -> (bool, String, f64) {
-    let t0 = std::time::Instant::now();
-    let mut args = vec!["-n", "default", "exec", pod, "--"];
-    args.extend_from_slice(argv);
-    let r = c.kubectl(&args);
-    let secs = t0.elapsed().as_secs_f64();
-    match r {
-        Ok(out) => (true, out, secs),
-        Err(e) => (false, format!("{e:#}"), secs),
-    }
-}
-
 /// The seed, from inside real pods: a glibc pod and a musl pod on the real
 /// node (their resolv.conf written by real kubelet, with the node's tailnet
 /// suffix) look the seed's Service up through the kube-dns Service IP
 /// (kube-proxy's iptables rules) served by real CoreDNS pods whose upstream
-/// is a black hole. Before: the polluted query reaches the black hole, musl
-/// fails and glibc answers only after its tries through the suffix time out.
-/// After the example policy (kubectl apply, the operator writes the
-/// Corefile): both answer and nothing polluted goes upstream.
+/// is a black hole (`dnspolicy_e2e::seed_pods`). Before: the polluted query
+/// reaches the black hole, musl fails and glibc answers only after its tries
+/// through the suffix time out. After the example policy (kubectl apply, the
+/// operator writes the Corefile): both answer and nothing polluted goes
+/// upstream.
 #[tokio::test]
 async fn seed_lookup_from_real_glibc_and_musl_pods() -> Result<()> {
     let c = Cluster::ensure().await?;
@@ -634,62 +532,27 @@ async fn seed_from_real_pods(c: &Cluster, blackhole: &dnspolicy_e2e::DnsServer) 
         &env::coredns_kubeadm_version(),
     )
     .await?;
-    let frigate_ip = c.deploy_frigate(SEED_NS, 1, "e2e-test")?;
-    c.apply_as("e2e-test", &real_coredns(&node::image("coredns")?))?;
-    c.kubectl_stdin(
-        &["apply", "-f", "-"],
-        &probe_pod("glibc-probe", &node::image("glibc-probe")?),
-    )?;
-    c.kubectl_stdin(
-        &["apply", "-f", "-"],
-        &probe_pod("musl-probe", &node::image("musl-probe")?),
-    )?;
-    c.kubectl(&[
-        "-n",
-        "kube-system",
-        "rollout",
-        "status",
-        "deployment/coredns-real",
-        "--timeout=180s",
-    ])?;
-    for p in ["glibc-probe", "musl-probe"] {
-        c.kubectl(&[
-            "-n",
-            "default",
-            "wait",
-            "--for=condition=Ready",
-            &format!("pod/{p}"),
-            "--timeout=180s",
-        ])?;
-    }
-    c.kubectl(&[
-        "-n",
-        "kube-system",
-        "patch",
-        "service",
-        "kube-dns",
-        "-p",
-        r#"{"spec":{"selector":{"k8s-app":"kube-dns-real"}}}"#,
-    ])?;
-    wait_kube_dns_serves(c).await?;
-    let resolv = node::pod_resolv_conf(&c.layout, "default", "glibc-probe")?;
+    let frigate_ip = c.deploy_frigate(seed_pods::SEED_NS, 1, "e2e-test")?;
+    seed_pods::start(c).await?;
+    let resolv = node::pod_resolv_conf(&c.layout, "default", seed_pods::GLIBC_POD)?;
     assert!(
         resolv.contains(env::NODE_SEARCH) && resolv.contains(env::DNS_SVC_IP),
         "real kubelet's resolv.conf: {resolv}"
     );
-    let polluted = format!("{SEED_NAME}.{}.", env::NODE_SEARCH);
+    let polluted = format!("{}.{}.", seed_pods::SEED_NAME, env::NODE_SEARCH);
     let mark = blackhole.log.mark();
-    let (glibc_ok, glibc_out, glibc_s) =
-        exec_lookup(c, "glibc-probe", &["/usr/bin/getent", "ahosts", SEED_NAME]);
-    let (musl_ok, musl_out, musl_s) =
-        exec_lookup(c, "musl-probe", &["/usr/bin/musl-probe", SEED_NAME]);
+    let (glibc, musl) = seed_pods::seed_lookups(c);
     eprintln!(
-        "[real_node] glibc pod: ok={glibc_ok} in {glibc_s:.1}s: {}",
-        glibc_out.trim()
+        "[real_node] glibc pod: ok={} in {:.1}s: {}",
+        glibc.ok,
+        glibc.secs,
+        glibc.output.trim()
     );
     eprintln!(
-        "[real_node] musl pod: ok={musl_ok} in {musl_s:.1}s: {}",
-        musl_out.trim()
+        "[real_node] musl pod: ok={} in {:.1}s: {}",
+        musl.ok,
+        musl.secs,
+        musl.output.trim()
     );
     let seen = blackhole.log.names_ending_with(mark, env::NODE_SEARCH);
     assert!(
@@ -697,12 +560,14 @@ async fn seed_from_real_pods(c: &Cluster, blackhole: &dnspolicy_e2e::DnsServer) 
         "the polluted query reached the black hole: {seen:?}"
     );
     assert!(
-        glibc_ok && glibc_out.contains(&frigate_ip.to_string()),
-        "glibc answers in the end: {glibc_out}"
+        glibc.ok && glibc.output.contains(&frigate_ip.to_string()),
+        "glibc answers in the end: {}",
+        glibc.output
     );
     assert!(
-        !musl_ok && musl_out.contains("EAI -3"),
-        "musl gives up with EAI_AGAIN: {musl_out}"
+        !musl.ok && musl.output.contains("EAI -3"),
+        "musl gives up with EAI_AGAIN: {}",
+        musl.output
     );
 
     // The example policy, applied with kubectl and written by the operator;
@@ -717,35 +582,20 @@ async fn seed_from_real_pods(c: &Cluster, blackhole: &dnspolicy_e2e::DnsServer) 
     let after = async {
         op.ready(c, "tailnet", std::time::Duration::from_secs(120))
             .await?;
-        c.kubectl(&[
-            "-n",
-            "kube-system",
-            "rollout",
-            "restart",
-            "deployment/coredns-real",
-        ])?;
-        c.kubectl(&[
-            "-n",
-            "kube-system",
-            "rollout",
-            "status",
-            "deployment/coredns-real",
-            "--timeout=180s",
-        ])?;
-        wait_kube_proxy_on_current_pods(c).await?;
-        wait_kube_dns_serves(c).await?;
+        seed_pods::restart_coredns(c).await?;
         let mark = blackhole.log.mark();
-        let (glibc_ok, glibc_out, glibc_s) =
-            exec_lookup(c, "glibc-probe", &["/usr/bin/getent", "ahosts", SEED_NAME]);
-        let (musl_ok, musl_out, musl_s) =
-            exec_lookup(c, "musl-probe", &["/usr/bin/musl-probe", SEED_NAME]);
+        let (glibc, musl) = seed_pods::seed_lookups(c);
         eprintln!(
-            "[real_node] after the policy, glibc pod: ok={glibc_ok} in {glibc_s:.1}s: {}",
-            glibc_out.trim()
+            "[real_node] after the policy, glibc pod: ok={} in {:.1}s: {}",
+            glibc.ok,
+            glibc.secs,
+            glibc.output.trim()
         );
         eprintln!(
-            "[real_node] after the policy, musl pod: ok={musl_ok} in {musl_s:.1}s: {}",
-            musl_out.trim()
+            "[real_node] after the policy, musl pod: ok={} in {:.1}s: {}",
+            musl.ok,
+            musl.secs,
+            musl.output.trim()
         );
         let seen = blackhole.log.names_ending_with(mark, env::NODE_SEARCH);
         assert!(
@@ -753,12 +603,14 @@ async fn seed_from_real_pods(c: &Cluster, blackhole: &dnspolicy_e2e::DnsServer) 
             "nothing polluted goes upstream now: {seen:?}"
         );
         assert!(
-            glibc_ok && glibc_out.contains(&frigate_ip.to_string()),
-            "glibc: {glibc_out}"
+            glibc.ok && glibc.output.contains(&frigate_ip.to_string()),
+            "glibc: {}",
+            glibc.output
         );
         assert!(
-            musl_ok && musl_out.contains(&format!("ADDR {frigate_ip}")),
-            "musl: {musl_out}"
+            musl.ok && musl.output.contains(&format!("ADDR {frigate_ip}")),
+            "musl: {}",
+            musl.output
         );
         anyhow::Ok(())
     }
@@ -766,63 +618,4 @@ async fn seed_from_real_pods(c: &Cluster, blackhole: &dnspolicy_e2e::DnsServer) 
     let stopped = op.delete_policies_and_stop(c);
     after?;
     stopped
-}
-
-/// Until kube-proxy sends kube-dns to exactly the real CoreDNS pods that are
-/// not terminating (after a restart, the old pods still run the old Corefile).
-async fn wait_kube_proxy_on_current_pods(c: &Cluster) -> Result<()> {
-    let t0 = std::time::Instant::now();
-    loop {
-        let pods: serde_json::Value = serde_json::from_str(&c.kubectl(&[
-            "-n",
-            "kube-system",
-            "get",
-            "pods",
-            "-l",
-            "k8s-app=kube-dns-real",
-            "-o",
-            "json",
-        ])?)?;
-        let mut current: Vec<String> = pods["items"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
-            .filter_map(|p| p["status"]["podIP"].as_str())
-            .map(|ip| format!("{ip}:53"))
-            .collect();
-        current.sort();
-        let proxied = node::kube_proxy_endpoints("kube-system/kube-dns:dns")?;
-        if !current.is_empty() && proxied == current {
-            return Ok(());
-        }
-        if t0.elapsed() > std::time::Duration::from_secs(90) {
-            bail!("kube-proxy sends kube-dns to {proxied:?}, the current pods are {current:?}");
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    }
-}
-
-/// Until kube-proxy has Ready real CoreDNS pods behind 10.96.0.10: a name
-/// with five dots is asked as is first, so this waits on the path, not on
-/// the suffix.
-async fn wait_kube_dns_serves(c: &Cluster) -> Result<()> {
-    let t0 = std::time::Instant::now();
-    loop {
-        let (ok, out, _) = exec_lookup(
-            c,
-            "musl-probe",
-            &[
-                "/usr/bin/musl-probe",
-                "kubernetes.default.svc.cluster.local.",
-            ],
-        );
-        if ok && out.contains(env::KUBERNETES_SVC_IP) {
-            return Ok(());
-        }
-        if t0.elapsed() > std::time::Duration::from_secs(90) {
-            bail!("real pods never resolved kubernetes.default through kube-dns: {out}");
-        }
-        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-    }
 }

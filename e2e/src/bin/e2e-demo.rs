@@ -3,9 +3,11 @@
 //! same through a NodeLocal DNSCache that the operator covers.
 
 use anyhow::{Result, bail};
+use dnspolicy_e2e::cluster::node::{self, NodeOptions};
 use dnspolicy_e2e::nodecache::NodeCache;
 use dnspolicy_e2e::operator::{self, Operator};
-use dnspolicy_e2e::{Cluster, Lookup, LookupSpec, Resolver, env, resolver};
+use dnspolicy_e2e::seed_pods::{self, PodLookup};
+use dnspolicy_e2e::{Cluster, DnsServer, Lookup, LookupSpec, Resolver, env, resolver};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -54,6 +56,74 @@ fn print_leaked(bh: &dnspolicy_e2e::QueryLog, mark: u64) {
             leaked.join(", ")
         }
     );
+}
+
+/// The seed's lookups from the real glibc and musl pods on the real node.
+fn real_pod_lookups(c: &Cluster, blackhole: &DnsServer) {
+    let mark = blackhole.log.mark();
+    let (glibc, musl) = seed_pods::seed_lookups(c);
+    for (tag, l) in [("glibc", &glibc), ("musl", &musl)] {
+        show_pod(tag, l);
+    }
+    let leaked = blackhole.log.names_ending_with(mark, env::NODE_SEARCH);
+    println!(
+        "  queries that reached the node's (black-holed) nameserver {}: {}",
+        node::HOST_IP,
+        if leaked.is_empty() {
+            "none".into()
+        } else {
+            leaked.join(", ")
+        }
+    );
+}
+
+fn show_pod(tag: &str, l: &PodLookup) {
+    let out = l.output.trim();
+    let verdict = if l.ok {
+        // getent prints "IP STREAM name" lines, the musl probe "ADDR IP".
+        let mut addrs: Vec<IpAddr> = out
+            .split_whitespace()
+            .filter_map(|w| w.parse().ok())
+            .collect();
+        addrs.dedup();
+        format!("OK {addrs:?}")
+    } else {
+        format!("FAILED ({})", out.lines().last().unwrap_or_default().trim())
+    };
+    println!(
+        "  {tag:<6} {:>7.3}s  {verdict}  (the kubectl exec round trip included)",
+        l.secs
+    );
+}
+
+/// The real node with real CoreDNS pods behind kube-dns and the two probe
+/// pods, and a black hole on the node file's nameserver.
+async fn start_real_pods(c: &Cluster) -> Result<DnsServer> {
+    c.stop_node()?;
+    let t0 = Instant::now();
+    c.ensure_node(&NodeOptions::default())?;
+    let blackhole = c.start_dns_server(
+        format!("{}:53", node::HOST_IP).parse()?,
+        "",
+        dnspolicy_e2e::dns::Action::Drop,
+    )?;
+    seed_pods::start(c).await?;
+    println!(
+        "   node, 2 real CoreDNS pods ({}), a glibc and a musl pod Ready in {:.1}s",
+        node::image("coredns")?,
+        t0.elapsed().as_secs_f64()
+    );
+    let resolv = node::pod_resolv_conf(&c.layout, "default", seed_pods::GLIBC_POD)?;
+    println!("   the glibc pod's /etc/resolv.conf, written by kubelet:");
+    for l in resolv.lines() {
+        println!("     {l}");
+    }
+    Ok(blackhole)
+}
+
+fn stop_real_pods(c: &Cluster) -> Result<()> {
+    seed_pods::restore(c);
+    c.stop_node()
 }
 
 const NODE_LOCAL: &str = "node-local-dns";
@@ -292,6 +362,22 @@ async fn demo() -> Result<()> {
     lookups(&c, &search).await?;
 
     println!(
+        "\n== 2b. The same from real pods: a real node (kubelet {}, containerd, CNI, kube-proxy in a netns), real CoreDNS pods behind the kube-dns Service IP {}, the node's nameserver black-holed",
+        env::K8S_VERSION,
+        env::DNS_SVC_IP
+    );
+    let real = match start_real_pods(&c).await {
+        Ok(blackhole) => {
+            real_pod_lookups(&c, &blackhole);
+            blackhole
+        }
+        Err(e) => {
+            let _ = stop_real_pods(&c);
+            return Err(e);
+        }
+    };
+
+    println!(
         "\n== 3. Apply the example policy (manifests/examples/tailscale.yaml) with the operator"
     );
     operator::install_crd(&c)?;
@@ -330,6 +416,7 @@ async fn demo() -> Result<()> {
     .await;
     if let Err(e) = res {
         opproc.kill();
+        let _ = stop_real_pods(&c);
         return Err(e);
     }
     println!(
@@ -338,6 +425,19 @@ async fn demo() -> Result<()> {
     );
     println!("\n== 4. The same lookups");
     lookups(&c, &search).await?;
+    println!(
+        "\n== 4b. The same from the real pods (the real CoreDNS pods restarted to read the managed Corefile: the operator rolls the cluster's CoreDNS Deployment, not this second one)"
+    );
+    let shown = seed_pods::restart_coredns(&c).await;
+    if shown.is_ok() {
+        real_pod_lookups(&c, &real);
+    }
+    drop(real);
+    let stopped = stop_real_pods(&c);
+    if let Err(e) = shown.and(stopped) {
+        opproc.kill();
+        return Err(e);
+    }
     let st = c.kubectl(&["get", "clusterdnspolicies"])?;
     println!("\n{st}");
 

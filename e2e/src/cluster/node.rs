@@ -540,15 +540,47 @@ pub fn image(name: &str) -> Result<String> {
 
 fn import_images(l: &Layout) -> Result<()> {
     for name in IMAGES {
-        let tar = env::node_image_tar(name).display().to_string();
-        ctr(l, &["images", "import", "--no-unpack", &tar])?;
-        let want = image_ref(name)?;
-        let have = ctr(l, &["images", "ls", "-q"])?;
-        if !have.lines().any(|i| i == want) {
-            bail!("ctr import of {tar} did not create {want}; images: {have}");
-        }
+        import_image(l, name)?;
     }
     Ok(())
+}
+
+/// Import the node image `name` (built by build-deps.sh) into the running
+/// node's containerd, as `ctr import` of an image someone built would.
+pub fn import_image(l: &Layout, name: &str) -> Result<()> {
+    let tar = env::node_image_tar(name).display().to_string();
+    ctr(l, &["images", "import", "--no-unpack", &tar])?;
+    let want = image_ref(name)?;
+    let have = ctr(l, &["images", "ls", "-q"])?;
+    if !have.lines().any(|i| i == want) {
+        bail!("ctr import of {tar} did not create {want}; images: {have}");
+    }
+    Ok(())
+}
+
+/// The dnspolicy image as the Dockerfile's final stage describes it, with
+/// `target/debug/dnspolicy-operator` for the release build (build-deps.sh
+/// `dnspolicy-image`: a no-op unless the binary changed). Its name.
+pub fn build_dnspolicy_image() -> Result<String> {
+    let bin = env::repo_root().join("target/debug/dnspolicy-operator");
+    if !bin.is_file() {
+        bail!(
+            "{} is missing: run `cargo build -p dnspolicy-operator` (just test does)",
+            bin.display()
+        );
+    }
+    let out = Command::new("bash")
+        .arg(env::build_script())
+        .arg("dnspolicy-image")
+        .output()
+        .context("run build-deps.sh dnspolicy-image")?;
+    if !out.status.success() {
+        bail!(
+            "build-deps.sh dnspolicy-image failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    image_ref("dnspolicy")
 }
 
 fn start_kubelet(l: &Layout) -> Result<()> {
@@ -961,6 +993,23 @@ pub fn host_sysctls() -> Vec<(String, String)> {
 /// CRI's labels. (containerd writes it in its CRI sandbox dir and
 /// bind-mounts it into every container of the pod.)
 pub fn pod_resolv_conf(l: &Layout, ns: &str, name: &str) -> Result<String> {
+    let p = PathBuf::from(format!(
+        "/proc/{}/root/etc/resolv.conf",
+        pod_pid(l, ns, name)?
+    ));
+    fs::read_to_string(&p).with_context(|| format!("pod {ns}/{name}: read {}", p.display()))
+}
+
+/// `/proc/<pid>/status` of pod `ns/name`'s (only) container's process: its
+/// real uid, gid and capabilities.
+pub fn pod_process_status(l: &Layout, ns: &str, name: &str) -> Result<String> {
+    let p = PathBuf::from(format!("/proc/{}/status", pod_pid(l, ns, name)?));
+    fs::read_to_string(&p).with_context(|| format!("pod {ns}/{name}: read {}", p.display()))
+}
+
+/// The pid (on the host) of pod `ns/name`'s only container, found with ctr
+/// by the CRI's labels.
+pub fn pod_pid(l: &Layout, ns: &str, name: &str) -> Result<String> {
     let ids = ctr(
         l,
         &[
@@ -986,8 +1035,7 @@ pub fn pod_resolv_conf(l: &Layout, ns: &str, name: &str) -> Result<String> {
         .with_context(|| {
             format!("pod {ns}/{name}: no running task for container {id}:\n{tasks}")
         })?;
-    let p = PathBuf::from(format!("/proc/{pid}/root/etc/resolv.conf"));
-    fs::read_to_string(&p).with_context(|| format!("pod {ns}/{name}: read {}", p.display()))
+    Ok(pid)
 }
 
 /// The endpoints kube-proxy sends Service port `comment` to (its iptables
