@@ -36,7 +36,9 @@ use kit::{
 
 /// Long enough for the client to see CoreDNS's SERVFAIL (at most ~7 s).
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
-/// From the queries to reading the logs: two nested forward loops.
+/// From the queries to reading the logs: two nested forward loops, or a
+/// query sent once a target is marked down (about 6.5 s in; its one try
+/// arrives at once).
 const SETTLE: Duration = Duration::from_secs(13);
 
 /// One client query and what it must cause.
@@ -47,6 +49,9 @@ struct Lookup {
     rcode: &'static str,
     /// The name (as it arrives) the stand-ins are counted for.
     sent_as: String,
+    /// Asked again once the block's `forward` has marked its (silent) target
+    /// down, with this many tries expected for that second query.
+    when_down: Option<usize>,
     upstream: usize,
     dead_target: usize,
     live_target: usize,
@@ -67,6 +72,7 @@ fn lookup(
         name: format!("{name}."),
         rcode,
         sent_as: format!("{sent_as}. 1"),
+        when_down: None,
         upstream,
         dead_target,
         live_target,
@@ -80,6 +86,12 @@ fn rules(net: u8, version: CoreDnsVersion) -> Vec<SuffixRule> {
         e2e_rule("nx.example", SuffixAction::NXDomain, 1, &[]),
         e2e_rule("nxd.example", SuffixAction::NXDomain, 1, &dead),
         e2e_rule("nxf.example", SuffixAction::NXDomain, 1, &live),
+        e2e_rule(
+            "nxs.example",
+            SuffixAction::NXDomain,
+            1,
+            &[format!("127.0.{net}.5:{PORT}")],
+        ),
         e2e_rule("rw.example", SuffixAction::Rewrite, 1, &[]),
     ];
     if version.has_view() {
@@ -111,10 +123,13 @@ fn measure(version: CoreDnsVersion, net: u8, lookups: &[Lookup]) -> Vec<String> 
     let upstream = silent_resolver(&format!("{}:{PORT}", ip(2)));
     let dead = silent_resolver(&format!("{}:{PORT}", ip(3)));
     let live = answering_resolver(&format!("{}:{PORT}", ip(4)), 4);
+    // Silent too, asked only by `nxs.example`'s forward: its `. NS` health
+    // checks show when that forward has marked it down.
+    let sole = silent_resolver(&format!("{}:{PORT}", ip(5)));
     let server: SocketAddr = format!("{}:{PORT}", ip(1)).parse().unwrap();
     let mut process = Process::start(&bin, &dir, "coredns", &edited);
     process.wait_serving(server, &format!("{FRIGATE}."));
-    for seen in [&upstream, &dead, &live] {
+    for seen in [&upstream, &dead, &live, &sole] {
         seen.lock().unwrap().clear();
     }
 
@@ -122,7 +137,16 @@ fn measure(version: CoreDnsVersion, net: u8, lookups: &[Lookup]) -> Vec<String> 
     let replies: Vec<_> = std::thread::scope(|s| {
         let handles: Vec<_> = lookups
             .iter()
-            .map(|l| s.spawn(|| query(server, &l.name, 1, CLIENT_TIMEOUT)))
+            .map(|l| {
+                s.spawn(|| {
+                    let mut replies = vec![query(server, &l.name, 1, CLIENT_TIMEOUT)];
+                    if l.when_down.is_some() {
+                        marked_down(&sole);
+                        replies.push(query(server, &l.name, 1, CLIENT_TIMEOUT));
+                    }
+                    replies
+                })
+            })
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
@@ -132,44 +156,54 @@ fn measure(version: CoreDnsVersion, net: u8, lookups: &[Lookup]) -> Vec<String> 
 
     let mut failures = Vec::new();
     eprintln!("CoreDNS {version}: case | rcode after | upstream / dead target / live target");
-    for (l, reply) in lookups.iter().zip(&replies) {
-        let (rcode, took) = reply
-            .as_ref()
-            .map_or(("none", CLIENT_TIMEOUT), |r| (r.rcode, r.took));
-        // A SERVFAIL too must carry the question as asked, or stubs drop it.
-        if let Some(r) = reply.as_ref().filter(|r| r.question != l.name) {
-            failures.push(format!("{}: question {:?}", l.name, r.question));
+    for (l, replies) in lookups.iter().zip(&replies) {
+        let mut rcodes = Vec::new();
+        let mut took = Vec::new();
+        for reply in replies {
+            let (rcode, t) = reply
+                .as_ref()
+                .map_or(("none", CLIENT_TIMEOUT), |r| (r.rcode, r.took));
+            rcodes.push(rcode);
+            took.push(format!("{:.2} s", t.as_secs_f64()));
+            // A SERVFAIL too must carry the question as asked, or stubs drop it.
+            if let Some(r) = reply.as_ref().filter(|r| r.question != l.name) {
+                failures.push(format!("{}: question {:?}", l.name, r.question));
+            }
         }
         let got = (
             count(&upstream, &l.sent_as),
-            count(&dead, &l.sent_as),
+            count(&dead, &l.sent_as) + count(&sole, &l.sent_as),
             count(&live, &l.sent_as),
         );
+        let want = (
+            l.upstream,
+            l.dead_target + l.when_down.unwrap_or(0),
+            l.live_target,
+        );
         eprintln!(
-            "  {} {} | {rcode} after {:.2} s | {} / {} / {}",
+            "  {} {} | {} after {} | {} / {} / {}",
             l.what,
             l.name,
-            took.as_secs_f64(),
+            rcodes.join(", "),
+            took.join(", "),
             got.0,
             got.1,
             got.2
         );
-        if rcode != l.rcode || got != (l.upstream, l.dead_target, l.live_target) {
+        if rcodes.iter().any(|r| *r != l.rcode) || got != want {
             failures.push(format!(
-                "{} ({}): {rcode} {got:?}, want {} {:?}",
-                l.what,
-                l.name,
-                l.rcode,
-                (l.upstream, l.dead_target, l.live_target)
+                "{} ({}): {rcodes:?} {got:?}, want {} {want:?}",
+                l.what, l.name, l.rcode
             ));
         }
     }
     let probes = |seen: &Seen| count(seen, ". 2");
     eprintln!(
-        "  `. NS` health checks in {:.0} s: upstream {}, dead target {}, live target {}",
+        "  `. NS` health checks in {:.0} s: upstream {}, dead targets {} and {}, live target {}",
         started.elapsed().as_secs_f64(),
         probes(&upstream),
         probes(&dead),
+        probes(&sole),
         probes(&live)
     );
     if version >= CoreDnsVersion::VIEW_PLUGIN && probes(&upstream) != 0 {
@@ -181,6 +215,22 @@ fn measure(version: CoreDnsVersion, net: u8, lookups: &[Lookup]) -> Vec<String> 
     drop(process);
     let _ = std::fs::remove_dir_all(&dir);
     failures
+}
+
+/// Until `forward` has marked the silent resolver `seen` down: it checks
+/// health with `. NS` (1 s timeout, every 0.5 s while failing) and calls an
+/// upstream down after more than `max_fails` (2) failed checks, so a fourth
+/// check means the third has failed.
+fn marked_down(seen: &Seen) {
+    let started = Instant::now();
+    while seen.lock().unwrap().iter().filter(|q| *q == ". 2").count() < 4 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no fourth health check within 20 s: {:?}",
+            seen.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// The cases both versions share: the node upstream black-holed (a) for
@@ -244,6 +294,20 @@ fn shared(tries: usize) -> Vec<Lookup> {
             tries,
             0,
         ),
+        // Asked again once the target is marked down: `cache` never holds a
+        // SERVFAIL that `forward` did not receive, so the query goes out again.
+        Lookup {
+            when_down: Some(1),
+            ..lookup(
+                "NXDomain+forwardTo real host (b), then again when marked down",
+                "myhost.nxs.example",
+                "SERVFAIL",
+                "myhost.nxs.example",
+                0,
+                tries,
+                0,
+            )
+        },
         lookup(
             "NXDomain artifact (a)",
             "api.github.com.nx.example",
