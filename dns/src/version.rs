@@ -7,6 +7,8 @@
 //! - `rewrite` writes later plugins' failures through its reverter: 1.9.0.
 //! - `template` without a match or `fallthrough` answers SERVFAIL: 1.9.3.
 //! - `view` (server-block routing by expression): 1.10.0.
+//! - `forward`'s `max_connect_attempts` (a cap on the tries for one query):
+//!   1.13.2 (PR 7722, release notes); proven on 1.14.2.
 
 use std::fmt;
 use std::str::FromStr;
@@ -43,10 +45,19 @@ impl CoreDnsVersion {
     /// The `view` plugin, which lets a server block take only some names of
     /// its zone (real hosts of a suffix, for `forwardTo` with `Rewrite`).
     pub const VIEW_PLUGIN: CoreDnsVersion = CoreDnsVersion::new(1, 10, 0);
+    /// `forward`'s `max_connect_attempts`: without it, a query to a silent
+    /// resolver is tried every 2 s until 5 s have passed (3 tries, SERVFAIL
+    /// after 6 s), whatever else the block says (PR 7722).
+    pub const FORWARD_CONNECT_ATTEMPTS: CoreDnsVersion = CoreDnsVersion::new(1, 13, 2);
 
     /// Whether the `view` plugin exists in this release.
     pub fn has_view(self) -> bool {
         self >= Self::VIEW_PLUGIN
+    }
+
+    /// Whether `forward` takes `max_connect_attempts` in this release.
+    pub fn has_forward_connect_attempts(self) -> bool {
+        self >= Self::FORWARD_CONNECT_ATTEMPTS
     }
 
     /// Parses `1.12.1`, `v1.12.1`, `1.12` (patch 0), and vendor tags that
@@ -245,5 +256,7 @@ mod tests {
         assert_eq!(v(1, 15, 0).check_supported(), Ok(v(1, 15, 0)));
         assert!(!v(1, 9, 4).has_view());
         assert!(v(1, 10, 0).has_view());
+        assert!(!v(1, 13, 1).has_forward_connect_attempts());
+        assert!(v(1, 13, 2).has_forward_connect_attempts());
     }
 }

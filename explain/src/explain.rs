@@ -10,9 +10,14 @@
 //! SERVFAIL: CoreDNS's forward plugin keeps retrying for its 5 s deadline and a
 //! read already in flight may take 2 s more, so it answers SERVFAIL only after
 //! the stub's own 5 s try has expired. (glibc's retry may then catch that late
-//! SERVFAIL and go on searching instead of stopping, and CoreDNS's `cache`
-//! keeps a SERVFAIL for 5 s so a repeated lookup gets it at once; musl treats
-//! SERVFAIL like silence either way. The e2e suite measures which happens.)
+//! SERVFAIL and go on searching instead of stopping; musl treats SERVFAIL like
+//! silence either way. The e2e suite measures which happens. `cache` does not
+//! keep that SERVFAIL: forward returns it without a reply passing through
+//! `cache`, so a repeated lookup asks again, dns/tests/upstream_load.rs.)
+//! Not modelled yet: from CoreDNS 1.13.2 the forwards dnspolicy writes try
+//! once (`max_connect_attempts`) and answer SERVFAIL after 2 s, within the
+//! stub's timeout: a forwardTo target, and a Rewrite artifact whose stripped
+//! name meets a black-holed upstream (docs/design.md "A black-holed resolver").
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -46,9 +46,30 @@ fn rewrite_from_1_10_is_a_block_for_the_artifacts_that_asks_coredns_again() {
          \x20   }\n\
          \x20   errors\n\
          \x20   rewrite stop name regex ^([^.]+[.].+)[.]tailb45a71[.]ts[.]net[.]$ {1}. answer auto\n\
-         \x20   forward . 127.0.0.1:53\n\
+         \x20   forward . 127.0.0.1:53 {\n\
+         \x20       max_fails 0\n\
+         \x20       max_connect_attempts 1\n\
+         \x20   }\n\
          }\n"
     );
+}
+
+#[test]
+fn the_forward_to_itself_never_health_checks_and_tries_once_where_it_can() {
+    let m = tailnet_rewrite(&[]);
+    let forward = |version| {
+        let text = render(&m, &ctx(version)).unwrap().server_blocks;
+        let at = text.find("    forward").unwrap();
+        text[at..].to_string()
+    };
+    let before = "    forward . 127.0.0.1:53 {\n        max_fails 0\n    }\n}\n";
+    for version in [CoreDnsVersion::new(1, 10, 0), CoreDnsVersion::new(1, 13, 1)] {
+        assert_eq!(forward(version), before, "{version}");
+    }
+    let from = "    forward . 127.0.0.1:53 {\n        max_fails 0\n        max_connect_attempts 1\n    }\n}\n";
+    for version in [CoreDnsVersion::FORWARD_CONNECT_ATTEMPTS, V1_14] {
+        assert_eq!(forward(version), from, "{version}");
+    }
 }
 
 #[test]
@@ -139,7 +160,10 @@ fn rewrite_with_forward_to_adds_a_block_for_the_real_hosts() {
          \x20   }\n\
          \x20   errors\n\
          \x20   rewrite stop name regex ^([^.]+[.].+)[.]tailb45a71[.]ts[.]net[.]$ {1}. answer auto\n\
-         \x20   forward . 10.96.0.10:53\n\
+         \x20   forward . 10.96.0.10:53 {\n\
+         \x20       max_fails 0\n\
+         \x20       max_connect_attempts 1\n\
+         \x20   }\n\
          }\n\
          \n\
          # tailb45a71.ts.net (Rewrite, hostLabels 1, forwardTo 100.100.100.100:53)\n\
@@ -150,7 +174,9 @@ fn rewrite_with_forward_to_adds_a_block_for_the_real_hosts() {
          \x20   }\n\
          \x20   errors\n\
          \x20   cache 30\n\
-         \x20   forward . 100.100.100.100:53\n\
+         \x20   forward . 100.100.100.100:53 {\n\
+         \x20       max_connect_attempts 1\n\
+         \x20   }\n\
          }\n"
     );
 }
@@ -180,7 +206,19 @@ fn nxdomain_with_forward_to_is_one_block_on_every_version() {
         1,
         &["10.0.0.2", "[fd00::2]:5353"],
     )]);
-    for version in [V1_8, V1_9, V1_14] {
+    // From 1.13.2, at most one try per target for each query.
+    let capped =
+        "    forward . 10.0.0.2:53 [fd00::2]:5353 {\n        max_connect_attempts 2\n    }\n";
+    for (version, forward) in [
+        (V1_8, "    forward . 10.0.0.2:53 [fd00::2]:5353\n"),
+        (V1_9, "    forward . 10.0.0.2:53 [fd00::2]:5353\n"),
+        (
+            CoreDnsVersion::new(1, 13, 1),
+            "    forward . 10.0.0.2:53 [fd00::2]:5353\n",
+        ),
+        (CoreDnsVersion::FORWARD_CONNECT_ATTEMPTS, capped),
+        (V1_14, capped),
+    ] {
         let text = render(&m, &ctx(version)).unwrap();
         assert_eq!(text.dot_block, "");
         assert_eq!(
@@ -193,9 +231,11 @@ fn nxdomain_with_forward_to_is_one_block_on_every_version() {
              \x20       match ^[^.]+[.].+[.]eu-west-1[.]compute[.]internal[.]$\n\
              \x20       rcode NXDOMAIN\n\
              \x20       fallthrough\n\
-             \x20   }\n\
-             \x20   forward . 10.0.0.2:53 [fd00::2]:5353\n\
-             }\n"
+             \x20   }\n"
+                .to_string()
+                + forward
+                + "}\n",
+            "{version}"
         );
     }
 }
