@@ -24,6 +24,11 @@
 //!   address where the blocks on that port bind nothing) or a cluster DNS
 //!   Service IP on 53; a chain of forwards to itself ends when it repeats a
 //!   (block, name) or grows longer than the Corefile has server blocks.
+//! - A key without a port listens on `-dns.port` (`ServeContext::dns_port`),
+//!   53 by default. A `kubernetes` Service has an IPv4 ClusterIP only: AAAA
+//!   is NODATA.
+//! - Checked against real CoreDNS on every cell of the matrix the plan writes
+//!   (explain/tests/matrix_agreement.rs).
 //! - Not modelled: `cache` (a cached reply is the reply the model gives),
 //!   listeners that differ only by `bind`, DS routing, zone data.
 //!
