@@ -24,6 +24,11 @@
 //!   address where the blocks on that port bind nothing) or a cluster DNS
 //!   Service IP on 53; a chain of forwards to itself ends when it repeats a
 //!   (block, name) or grows longer than the Corefile has server blocks.
+//! - A key without a port listens on `-dns.port` (`ServeContext::dns_port`),
+//!   53 by default. A `kubernetes` Service has an IPv4 ClusterIP only: AAAA
+//!   is NODATA.
+//! - Checked against real CoreDNS on every cell of the matrix the plan writes
+//!   (explain/tests/matrix_agreement.rs).
 //! - Not modelled: `cache` (a cached reply is the reply the model gives),
 //!   listeners that differ only by `bind`, DS routing, zone data.
 //!
@@ -56,8 +61,11 @@ use route::route;
 pub struct ServeContext<'a> {
     /// Behaviour that changed between releases follows this version.
     pub version: CoreDnsVersion,
-    /// The port the query arrives on; `None`: the `.` block's (53 if unset).
+    /// The port the query arrives on; `None`: the `.` block's.
     pub port: Option<u16>,
+    /// CoreDNS's `-dns.port` flag: the port of every server block key that
+    /// names none; `None`: 53, CoreDNS's default.
+    pub dns_port: Option<u16>,
     /// Whether an in-cluster name (lower-case, absolute:
     /// `frigate.video-management-system.svc.cluster.local.`) exists, for the
     /// `kubernetes` plugin; any other name in its zones is NXDOMAIN.
@@ -98,6 +106,7 @@ impl<'a> ServeContext<'a> {
         ServeContext {
             version,
             port: None,
+            dns_port: None,
             in_cluster,
             client: Client {
                 ip: DEFAULT_POD_IP,
@@ -111,7 +120,9 @@ impl<'a> ServeContext<'a> {
 
 /// Serves one query as CoreDNS would.
 pub fn serve(corefile: &Corefile, qname: &str, qtype: QType, ctx: &ServeContext<'_>) -> Served {
-    let port = ctx.port.unwrap_or_else(|| cluster_dns_port(corefile));
+    let port = ctx
+        .port
+        .unwrap_or_else(|| cluster_dns_port(corefile, ctx.dns_port));
     let hop = Hop {
         client: Some(ctx.client.ip),
         trail: Vec::new(),
@@ -139,7 +150,8 @@ fn serve_at(
     hop: &Hop,
 ) -> Served {
     let name = absolute_lower(qname);
-    let Some((block, key)) = route(corefile, port, &name, qtype) else {
+    let default_port = ctx.dns_port.unwrap_or(DEFAULT_DNS_PORT);
+    let Some((block, key)) = route(corefile, port, default_port, &name, qtype) else {
         return Served {
             block: String::new(),
             plugin: String::new(),
@@ -201,14 +213,16 @@ fn serve_at(
     }
 }
 
-/// The port of the first block that serves `.`: where pods' queries arrive.
-pub fn cluster_dns_port(corefile: &Corefile) -> u16 {
+/// The port of the first block that serves `.`: where pods' queries arrive;
+/// `dns_port` is CoreDNS's `-dns.port` (53 when `None`).
+pub fn cluster_dns_port(corefile: &Corefile, dns_port: Option<u16>) -> u16 {
     corefile
         .blocks
         .iter()
         .flat_map(|b| &b.keys)
         .find(|k| k.zone == ".")
         .and_then(|k| k.port)
+        .or(dns_port)
         .unwrap_or(DEFAULT_DNS_PORT)
 }
 

@@ -379,8 +379,11 @@ impl<'c> Run<'_, 'c> {
         let zones = self.zones_or_block(&d.args);
         let zone = zones.iter().find(|z| in_zone(&self.name, z))?.clone();
         if (self.ctx.in_cluster)(&self.name) {
+            // Services have IPv4 ClusterIPs only (kubeadm's single-stack
+            // default): AAAA is NODATA, as real CoreDNS answers it
+            // (explain/tests/matrix_agreement.rs).
             let outcome = match self.qtype {
-                QType::A | QType::Aaaa | QType::Srv | QType::Ptr | QType::Any => Outcome::Answer,
+                QType::A | QType::Srv | QType::Ptr | QType::Any => Outcome::Answer,
                 _ => Outcome::NoData,
             };
             self.steps.push(format!(
@@ -455,7 +458,7 @@ impl<'c> Run<'_, 'c> {
             && self.ctx.cluster_dns_ips.contains(&ip)
         {
             return Some(Listener {
-                port: super::cluster_dns_port(self.corefile),
+                port: super::cluster_dns_port(self.corefile, self.ctx.dns_port),
                 client: None,
             });
         }
@@ -466,7 +469,7 @@ impl<'c> Run<'_, 'c> {
             .filter(|b| {
                 b.keys
                     .iter()
-                    .any(|k| k.port.unwrap_or(DEFAULT_DNS_PORT) == port)
+                    .any(|k| k.port.or(self.ctx.dns_port).unwrap_or(DEFAULT_DNS_PORT) == port)
             })
             .collect();
         if blocks.is_empty() {

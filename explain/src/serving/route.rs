@@ -2,16 +2,17 @@
 //! zone on the listener's port, filtered by `view`).
 
 use dnspolicy_dns::corefile::{Corefile, ServerBlock};
-use dnspolicy_dns::stanza::DEFAULT_DNS_PORT;
 
 use super::{QType, expr};
 
 /// The block (and the key as written) that takes the query: longest zone
 /// first, each zone's blocks in file order, a block with a `view` only when
-/// its expression admits the query; `.` last.
+/// its expression admits the query; `.` last. A key without a port listens
+/// on `default_port` (CoreDNS's `-dns.port`, 53 by default).
 pub(super) fn route<'c>(
     corefile: &'c Corefile,
     port: u16,
+    default_port: u16,
     name: &str,
     qtype: QType,
 ) -> Option<(&'c ServerBlock, String)> {
@@ -28,7 +29,7 @@ pub(super) fn route<'c>(
         for b in &corefile.blocks {
             let key = b.keys.iter().find(|k| {
                 k.zone == zone
-                    && k.port.unwrap_or(DEFAULT_DNS_PORT) == port
+                    && k.port.unwrap_or(default_port) == port
                     && k.scheme.as_deref().is_none_or(|s| s == "dns")
             });
             if let Some(key) = key

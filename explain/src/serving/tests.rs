@@ -460,3 +460,59 @@ fn query_types_parse_and_a_bad_one_is_named() {
         "\"AX\" is not a DNS query type (A, AAAA, SRV, ... or TYPEn)"
     );
 }
+
+/// Keys without a port listen on CoreDNS's `-dns.port` (the matrix's
+/// `-dns.port` layout, explain/tests/matrix_agreement.rs): queries reach
+/// them there, and a forward to that port is CoreDNS itself.
+#[test]
+fn keys_without_a_port_listen_on_the_dns_port_flag() {
+    let mut c = kubeadm(
+        vec![],
+        vec![block(
+            "tailb45a71.ts.net",
+            vec![
+                strip_tailnet(),
+                d("forward", &[".", "127.0.0.1:5570"], vec![]),
+            ],
+        )],
+    );
+    c.blocks[0] = block(".", c.blocks[0].directives.clone());
+    let flagged = ServeContext {
+        dns_port: Some(5570),
+        ..ctx(V1_14)
+    };
+    assert_eq!(cluster_dns_port(&c, Some(5570)), 5570);
+    let s = serve(&c, ARTIFACT, QType::A, &flagged);
+    assert_eq!(s.block, "tailb45a71.ts.net");
+    assert_eq!(s.reply, Reply::Local(Outcome::Answer), "{:?}", s.steps);
+    let s = serve(&c, "api.github.com", QType::A, &flagged);
+    assert_eq!(s.reply, resolv_conf("api.github.com."));
+    // Without the flag the same blocks are on 53: port 5570 is nobody.
+    let unflagged = ServeContext {
+        port: Some(5570),
+        ..ctx(V1_14)
+    };
+    let s = serve(&c, "api.github.com", QType::A, &unflagged);
+    assert_eq!(s.reply, Reply::Local(Outcome::Refused));
+}
+
+/// Real CoreDNS answers AAAA for an IPv4 Service with NODATA, not an
+/// address (explain/tests/matrix_agreement.rs, every version).
+#[test]
+fn kubernetes_answers_aaaa_of_an_ipv4_service_with_nodata() {
+    let c = kubeadm(vec![strip_tailnet()], vec![]);
+    for version in [V1_8, V1_14] {
+        for name in [
+            "frigate.video-management-system.svc.cluster.local",
+            ARTIFACT,
+        ] {
+            let s = serve(&c, name, QType::Aaaa, &ctx(version));
+            assert_eq!(s.reply, Reply::Local(Outcome::NoData), "{name}: {s:?}");
+            assert_eq!(s.plugin, "kubernetes");
+        }
+        assert_eq!(
+            serve_a(&c, ARTIFACT, version).reply,
+            Reply::Local(Outcome::Answer)
+        );
+    }
+}
