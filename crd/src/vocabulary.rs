@@ -201,6 +201,9 @@ pub enum EventReason {
     ForwardRefUnresolved,
     /// The planner's notes for the admin changed (and are not empty).
     PlanWarning,
+    /// The planner refused the target's Corefile or the policies (Stalled):
+    /// the note starts with the condition reason.
+    Refused,
 }
 
 impl EventReason {
@@ -218,6 +221,7 @@ impl EventReason {
             EventReason::ForwardTargetAnswers => "ForwardTargetAnswers",
             EventReason::ForwardRefUnresolved => "ForwardRefUnresolved",
             EventReason::PlanWarning => "PlanWarning",
+            EventReason::Refused => "Refused",
         }
     }
 
@@ -233,6 +237,7 @@ impl EventReason {
                 | EventReason::ForwardTargetUnreachable
                 | EventReason::ForwardRefUnresolved
                 | EventReason::PlanWarning
+                | EventReason::Refused
         )
     }
 }

@@ -770,3 +770,100 @@ async fn kustomize_install_works_with_the_shipped_rbac() -> Result<()> {
     op.stop()?;
     Ok(())
 }
+
+/// Issue 10's refusals through the controller (the planner's own tests and
+/// the real-CoreDNS matrix prove each on its own): a layout or policy the
+/// planner cannot make correct leaves the Corefile untouched, never reports
+/// Ready, and says why in Stalled and a Warning Event `Refused` whose note
+/// starts with the same reason.
+/// Each case is the cluster's stock Corefile with one change, so the CoreDNS
+/// pods that reload it keep answering on their own addresses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn layouts_the_planner_refuses_stall_with_their_reason_and_an_event() -> Result<()> {
+    let c = Cluster::ensure().await?;
+    let _guard = c.exclusive()?;
+    let stock = fresh(&c, Flavor::Kubeadm, &env::coredns_kubeadm_version()).await?;
+    let tailnet = "foreignSuffixes: [{suffix: tailb45a71.ts.net}]";
+    let autopath = stock
+        .replacen("    errors\n", "    errors\n    autopath @kubernetes\n", 1)
+        .replacen("pods insecure", "pods verified", 1);
+    let acl = stock.replacen(
+        "    errors\n",
+        "    errors\n    acl {\n        allow net 127.0.0.0/8 10.0.0.0/8\n        block\n    }\n",
+        1,
+    );
+    let cases: [(&str, &str, String, &str); 5] = [
+        (
+            "ClusterDomainNotServed",
+            "clusterDomain: corp.internal\nforeignSuffixes: [{suffix: tailb45a71.ts.net}]",
+            stock.clone(),
+            "spec.clusterDomain",
+        ),
+        (
+            "ZoneTaken",
+            "foreignSuffixes: [{suffix: 10.in-addr.arpa}]",
+            stock.clone(),
+            "kubernetes",
+        ),
+        (
+            "ForwardLoops",
+            "foreignSuffixes: [{suffix: corp.example, action: NXDomain, forwardTo: ['10.96.0.10']}]",
+            stock.clone(),
+            "10.96.0.10",
+        ),
+        ("AutopathInDotBlock", tailnet, autopath, "autopath"),
+        ("ClientIPPolicyInDotBlock", tailnet, acl, "acl"),
+    ];
+    let mut op = Operator::start(&c, "refusals", &[])?;
+    for (want, spec, corefile_before, names) in cases {
+        c.set_corefile(&corefile_before)?;
+        let hash = template_hash(&c)?;
+        let name = format!("refused-{}", want.to_ascii_lowercase());
+        apply(
+            &c,
+            &format!(
+                "apiVersion: dnspolicy.dev/v1alpha1\nkind: ClusterDNSPolicy\nmetadata:\n  name: {name}\nspec:\n{}",
+                spec.lines().map(|l| format!("  {l}\n")).collect::<String>()
+            ),
+        )?;
+        let (reason, message) = wait_for(&format!("{name} Stalled"), WAIT, || {
+            let p = policy(&c, &name)?;
+            Ok(condition(&p, "Stalled")
+                .filter(|s| s.0 == "True")
+                .map(|s| (s.1, s.2)))
+        })
+        .await
+        .with_context(|| op.log_tail(40))?;
+        println!("{want}: Stalled {reason}: {message}");
+        ensure!(
+            reason == want,
+            "{name}: Stalled {reason}, want {want}: {message}"
+        );
+        ensure!(
+            message.contains(names),
+            "{name}: {names:?} not named in {message}"
+        );
+        let p = policy(&c, &name)?;
+        ensure!(!is_ready(&p), "{name}: refused but Ready: {}", p["status"]);
+        let events = get_json(&c, &["events.events.k8s.io", "-A"])?;
+        let seen = events["items"].as_array().into_iter().flatten().any(|e| {
+            e["regarding"]["name"] == name.as_str()
+                && e["reason"] == "Refused"
+                && e["type"] == "Warning"
+                && e["note"].as_str().is_some_and(|n| n.starts_with(want))
+        });
+        ensure!(seen, "{name}: no Warning Event Refused for {want}");
+        ensure!(
+            corefile(&c)? == corefile_before,
+            "{name}: the refused policy was written"
+        );
+        ensure!(
+            template_hash(&c)? == hash,
+            "{name}: CoreDNS was rolled for a refused policy"
+        );
+        c.kubectl(&["delete", "cdp", &name, "--wait=true", "--timeout=60s"])?;
+    }
+    op.delete_policies_and_stop(&c)?;
+    c.set_corefile(&stock)?;
+    Ok(())
+}

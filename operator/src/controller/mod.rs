@@ -623,6 +623,18 @@ async fn report(
         }
         _ => {}
     }
+    // A refusal is told once, when a policy first stalls on it (the policy's
+    // Stalled condition then carries the same reason), not every reconcile.
+    if let Phase::Stalled(refusal) = &plan.phase {
+        let note = format!("{}: {}", refusal.reason, refusal.message);
+        for p in siblings
+            .iter()
+            .filter(|p| merged.applied.contains(&p.name_any()) || merged.applied.is_empty())
+            .filter(|p| !already_stalled_by(p, refusal.reason))
+        {
+            publish(ctx, p, EventReason::Refused, &note).await;
+        }
+    }
     for (reason, note) in &plan.events {
         for p in siblings
             .iter()
