@@ -36,12 +36,10 @@ use std::time::{Duration, Instant};
 use dnspolicy_crd::vocabulary::Reason;
 use dnspolicy_dns::plan::{ClusterDns, desired};
 use dnspolicy_dns::version::CoreDnsVersion;
-use kit::{
-    Answer, Ask, FRIGATE, Process, Seen, answering_resolver, ask, scratch_dir, stock_coredns,
-};
+use kit::{Answer, Ask, FRIGATE, Process, Seen, answering_resolver, ask};
 use matrix::{
-    Cell, FORWARD_TO, LAYOUTS, Layout, NXDOMAIN, REWRITE, SUFFIXES, VERSIONS, policy, runnable,
-    write_zones,
+    Cell, FORWARD_TO, LAYOUTS, Layout, NXDOMAIN, REWRITE, SUFFIXES, VERSIONS, every_cell, policy,
+    runnable, write_zones,
 };
 
 const DOC: &str = "docs/coredns-matrix.md";
@@ -523,40 +521,20 @@ fn table(results: &[Vec<Outcome>]) -> String {
 
 #[test]
 fn every_layout_on_every_version_is_ok_or_refused_with_its_reason() {
-    let results: Vec<Vec<Outcome>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = VERSIONS
-            .iter()
-            .enumerate()
-            .map(|(vi, v)| {
-                scope.spawn(move || {
-                    let version: CoreDnsVersion = v.parse().unwrap();
-                    let bin = stock_coredns(v);
-                    let net = 91 + vi as u8;
-                    let ip = |h: u8| format!("127.0.{net}.{h}:5300");
-                    let resolvers = Resolvers {
-                        upstream: answering_resolver(&ip(2), 2),
-                        forward_to: answering_resolver(&ip(3), 3),
-                        stub: answering_resolver(&ip(4), 4),
-                    };
-                    let dir = scratch_dir("matrix", net);
-                    let row: Vec<Outcome> = LAYOUTS
-                        .iter()
-                        .enumerate()
-                        .map(|(li, layout)| {
-                            let cell = Cell {
-                                net,
-                                port: 5400 + 20 * vi as u16 + li as u16,
-                            };
-                            run_cell(&bin, version, *layout, &cell, &resolvers, &dir)
-                        })
-                        .collect();
-                    let _ = std::fs::remove_dir_all(&dir);
-                    row
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
+    let results: Vec<Vec<Outcome>> = every_cell(
+        "matrix",
+        91,
+        5400,
+        |net| {
+            let ip = |h: u8| format!("127.0.{net}.{h}:5300");
+            Resolvers {
+                upstream: answering_resolver(&ip(2), 2),
+                forward_to: answering_resolver(&ip(3), 3),
+                stub: answering_resolver(&ip(4), 4),
+            }
+        },
+        run_cell,
+    );
     let failures: Vec<String> = results
         .iter()
         .zip(VERSIONS)

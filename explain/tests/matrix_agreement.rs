@@ -35,9 +35,10 @@ use dnspolicy_dns::corefile;
 use dnspolicy_dns::plan::{ClusterDns, desired};
 use dnspolicy_dns::version::CoreDnsVersion;
 use dnspolicy_explain::serving::{Client, Outcome, QType, Reply, ServeContext, serve};
-use kit::{Answer, Ask, FRIGATE, Process, Seen, answering_resolver, ask, scratch_dir};
+use kit::{Answer, Ask, FRIGATE, Process, Seen, answering_resolver, ask};
 use matrix::{
-    Cell, FORWARD_TO, LAYOUTS, Layout, NXDOMAIN, REWRITE, VERSIONS, policy, runnable, write_zones,
+    Cell, FORWARD_TO, LAYOUTS, Layout, NXDOMAIN, REWRITE, VERSIONS, every_cell, policy, runnable,
+    write_zones,
 };
 
 /// (version, layout name, query) where the model is known to disagree with
@@ -428,40 +429,20 @@ fn run_cell(
 
 #[test]
 fn explain_agrees_with_real_coredns_on_every_matrix_cell_the_plan_writes() {
-    let rows: Vec<Vec<Option<CellResult>>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = VERSIONS
-            .iter()
-            .enumerate()
-            .map(|(vi, v)| {
-                scope.spawn(move || {
-                    let version: CoreDnsVersion = v.parse().unwrap();
-                    let bin = kit::stock_coredns(v);
-                    let net = 131 + vi as u8;
-                    let ip = |h: u8| format!("127.0.{net}.{h}:5300");
-                    let resolvers = Resolvers([
-                        answering_resolver(&ip(2), 2),
-                        answering_resolver(&ip(3), 3),
-                        answering_resolver(&ip(4), 4),
-                    ]);
-                    let dir = scratch_dir("agreement", net);
-                    let row = LAYOUTS
-                        .iter()
-                        .enumerate()
-                        .map(|(li, layout)| {
-                            let cell = Cell {
-                                net,
-                                port: 5500 + 20 * vi as u16 + li as u16,
-                            };
-                            run_cell(&bin, version, *layout, &cell, &resolvers, &dir)
-                        })
-                        .collect();
-                    let _ = std::fs::remove_dir_all(&dir);
-                    row
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
+    let rows: Vec<Vec<Option<CellResult>>> = every_cell(
+        "agreement",
+        131,
+        5500,
+        |net| {
+            let ip = |h: u8| format!("127.0.{net}.{h}:5300");
+            Resolvers([
+                answering_resolver(&ip(2), 2),
+                answering_resolver(&ip(3), 3),
+                answering_resolver(&ip(4), 4),
+            ])
+        },
+        run_cell,
+    );
     let cells: Vec<&CellResult> = rows.iter().flatten().flatten().collect();
     let compared: usize = cells.iter().map(|c| c.compared).sum();
     let disagreements: Vec<_> = cells.iter().flat_map(|c| &c.disagreements).collect();

@@ -317,3 +317,46 @@ pub fn policy(cell: &Cell) -> MergedPolicies {
     rules.sort_by(|a, b| a.suffix.cmp(&b.suffix));
     e2e_policies(rules)
 }
+
+/// Runs `run` on every (version, layout) of the matrix: a thread per
+/// version with its own 127.0.{first_net + version}.0/24, stand-in resolvers
+/// made by `resolvers(net)`, a scratch dir `what`, and CoreDNS on port
+/// `first_port + 20 * version + layout`. Rows by version, cells by layout.
+pub fn every_cell<R, T: Send>(
+    what: &str,
+    first_net: u8,
+    first_port: u16,
+    resolvers: impl Fn(u8) -> R + Sync,
+    run: impl Fn(&Path, CoreDnsVersion, Layout, &Cell, &R, &Path) -> T + Sync,
+) -> Vec<Vec<T>> {
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = VERSIONS
+            .iter()
+            .enumerate()
+            .map(|(vi, v)| {
+                let (resolvers, run) = (&resolvers, &run);
+                scope.spawn(move || {
+                    let version: CoreDnsVersion = v.parse().unwrap();
+                    let bin = crate::kit::stock_coredns(v);
+                    let net = first_net + vi as u8;
+                    let stand_ins = resolvers(net);
+                    let dir = crate::kit::scratch_dir(what, net);
+                    let row = LAYOUTS
+                        .iter()
+                        .enumerate()
+                        .map(|(li, layout)| {
+                            let cell = Cell {
+                                net,
+                                port: first_port + 20 * vi as u16 + li as u16,
+                            };
+                            run(&bin, version, *layout, &cell, &stand_ins, &dir)
+                        })
+                        .collect();
+                    let _ = std::fs::remove_dir_all(&dir);
+                    row
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
