@@ -771,6 +771,135 @@ async fn kustomize_install_works_with_the_shipped_rbac() -> Result<()> {
     Ok(())
 }
 
+/// `kubectl delete -k manifests/` with policies still applied, the operator
+/// running under the shipped RBAC: the CRD's deletion deletes the policies
+/// and the operator restores the Corefile byte for byte; the shipped
+/// admission policy `dnspolicy-uninstall-order` refuses to delete what the
+/// operator needs for that (its namespace, ServiceAccount, RBAC, Deployment)
+/// while a policy exists, naming the policy and the way out; a second
+/// `delete -k` then removes the rest. No policy is left Terminating.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_delete_k_restores_the_corefile_and_leaves_nothing_stuck() -> Result<()> {
+    let c = Cluster::ensure().await?;
+    let _guard = c.exclusive()?;
+    let original = fresh(&c, Flavor::Kubeadm, &env::coredns_kubeadm_version()).await?;
+    install_manifests(&c)?;
+    let path = service_account_kubeconfig(&c, "dnspolicy-system", "dnspolicy")?;
+    let mut op = Operator::start_with(
+        &c,
+        "uninstall",
+        &[
+            "--lease-namespace",
+            "dnspolicy-system",
+            "--lease-name",
+            "dnspolicy",
+        ],
+        &Launch::default().kubeconfig(path),
+    )?;
+    apply(&c, &TAILSCALE)?;
+    apply(&c, OPENSTACK)?;
+    op.ready(&c, "tailnet", WAIT).await?;
+    op.ready(&c, "openstack", WAIT).await?;
+    rolled(&c).await?;
+    ensure!(corefile(&c)? != original, "the policies changed nothing");
+
+    let manifests = env::repo_root().join("manifests");
+    let manifests = manifests.to_str().unwrap();
+    let t0 = Instant::now();
+    let first = c.kubectl(&["delete", "-k", manifests, "--wait=false"]);
+    let refused = match first {
+        Ok(out) => anyhow::bail!("the first delete -k removed everything:\n{out}"),
+        Err(e) => format!("{e:#}"),
+    };
+    for kind in [
+        "namespaces \"dnspolicy-system\"",
+        "serviceaccounts \"dnspolicy\"",
+        "clusterroles.rbac.authorization.k8s.io \"dnspolicy\"",
+        "rolebindings.rbac.authorization.k8s.io \"dnspolicy-coredns\"",
+        "deployments.apps \"dnspolicy\"",
+    ] {
+        ensure!(
+            refused
+                .lines()
+                .any(|l| l.contains(kind) && l.contains("dnspolicy-uninstall-order")),
+            "deleting {kind} was not refused by dnspolicy-uninstall-order:\n{refused}"
+        );
+    }
+    ensure!(
+        refused.contains("kubectl delete clusterdnspolicies --all --wait"),
+        "the refusal does not say the way out:\n{refused}"
+    );
+    // The CRD goes once the operator has released its policies.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let crd = c.kubectl(&[
+            "get",
+            "crd",
+            "clusterdnspolicies.dnspolicy.dev",
+            "--ignore-not-found",
+            "-o",
+            "name",
+        ])?;
+        if crd.trim().is_empty() {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the CRD is still there after {WAIT:?} (policies stuck?):\n{}\n{}",
+            c.kubectl(&["get", "cdp", "-o", "yaml"]).unwrap_or_default(),
+            op.log_tail(20)
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let released = t0.elapsed();
+    ensure!(
+        corefile(&c)? == original,
+        "the Corefile is not the original after delete -k"
+    );
+    let cm = get_json(&c, &["-n", "kube-system", "configmap", "coredns"])?;
+    let left: Vec<&String> = cm["metadata"]["annotations"]
+        .as_object()
+        .map(|a| {
+            a.keys()
+                .filter(|k| k.starts_with("dnspolicy.dev/"))
+                .collect()
+        })
+        .unwrap_or_default();
+    ensure!(left.is_empty(), "dnspolicy annotations left: {left:?}");
+    let log = op.log_text();
+    ensure!(
+        !log.contains("forbidden"),
+        "the operator lost a permission during the uninstall:\n{log}"
+    );
+    op.stop()?;
+
+    let t1 = Instant::now();
+    c.kubectl(&[
+        "delete",
+        "-k",
+        manifests,
+        "--ignore-not-found",
+        "--timeout=120s",
+    ])
+    .context("the second delete -k")?;
+    for (kind, name) in [
+        ("clusterrole", "dnspolicy"),
+        ("clusterrolebinding", "dnspolicy"),
+        ("validatingadmissionpolicy", "dnspolicy-uninstall-order"),
+        ("namespace", "dnspolicy-system"),
+    ] {
+        let got = c.kubectl(&["get", kind, name, "--ignore-not-found", "-o", "name"])?;
+        ensure!(got.trim().is_empty(), "{kind} {name} is still there");
+    }
+    println!(
+        "delete -k: policies released and the Corefile restored {:.1} s after the first run; the second run took {:.1} s",
+        released.as_secs_f64(),
+        t1.elapsed().as_secs_f64()
+    );
+    // Later tests expect the CRD.
+    install_crd(&c)
+}
+
 /// Issue 10's refusals through the controller (the planner's own tests and
 /// the real-CoreDNS matrix prove each on its own): a layout or policy the
 /// planner cannot make correct leaves the Corefile untouched, never reports

@@ -12,8 +12,18 @@ use dnspolicy_e2e::operator::*;
 use dnspolicy_e2e::{Cluster, Flavor, env};
 
 const WAIT: Duration = Duration::from_secs(60);
-/// How long the GitOps tool keeps syncing, every `SYNC_EVERY`.
-const SYNCING: Duration = Duration::from_secs(60);
+/// How long the GitOps tool keeps syncing, every `SYNC_EVERY`:
+/// DNSPOLICY_OWNERSHIP_MINUTES (whole minutes), 1 unless set. The issue's
+/// "no flip-flop over 5 minutes" is `DNSPOLICY_OWNERSHIP_MINUTES=5`.
+fn syncing() -> Result<Duration> {
+    match std::env::var("DNSPOLICY_OWNERSHIP_MINUTES") {
+        Ok(m) => m
+            .parse::<u64>()
+            .map(|m| Duration::from_secs(m * 60))
+            .with_context(|| format!("DNSPOLICY_OWNERSHIP_MINUTES={m:?} is not whole minutes")),
+        Err(_) => Ok(Duration::from_secs(60)),
+    }
+}
 const SYNC_EVERY: Duration = Duration::from_secs(5);
 
 fn config_map(corefile: &str) -> String {
@@ -47,7 +57,7 @@ async fn gitops_tool_keeps_the_corefile(
     op.ready(&c, "tailnet", WAIT).await?;
 
     let mark = audit_mark(&c)?;
-    let until = Instant::now() + SYNCING;
+    let until = Instant::now() + syncing()?;
     let mut syncs = 0;
     let mut stood_down = None;
     while Instant::now() < until {

@@ -275,7 +275,7 @@ async fn reconcile_policy(
         return Ok(Action::await_change());
     }
     if !deleting && !has_finalizer {
-        set_finalizers(&ctx, &name, &[FINALIZER]).await?;
+        add_finalizer(&ctx, &name).await?;
         target::failpoint("exit-after-finalizer-add");
     }
 
@@ -333,7 +333,7 @@ async fn reconcile_policy(
 
     if deleting {
         if plan.writes() || !matches!(plan.phase, Phase::Stalled(_)) || merged.applied.is_empty() {
-            set_finalizers(&ctx, &name, &[]).await?;
+            remove_finalizer(&ctx, &policy).await?;
             info!(policy = %name, "finalizer removed after the target was re-rendered without it");
         }
         ctx.metrics.reconciled("deleted", started.elapsed());
@@ -672,12 +672,43 @@ async fn report_node_local(
     }
 }
 
-async fn set_finalizers(ctx: &Context, name: &str, finalizers: &[&str]) -> Result<(), Error> {
+/// Drops dnspolicy's finalizer with a merge patch of the list without it,
+/// guarded by the resourceVersion read (a 409 retries with a fresh copy), so
+/// another controller's finalizer is kept. Not server-side apply: while the
+/// CRD is being deleted (`kubectl delete -k manifests/`) the apiserver
+/// refuses an apply patch as a create ("create not allowed while custom
+/// resource definition is terminating"), which would leave the policy stuck.
+async fn remove_finalizer(ctx: &Context, policy: &ClusterDNSPolicy) -> Result<(), Error> {
+    let name = policy.name_any();
+    let api: Api<ClusterDNSPolicy> = Api::all(ctx.client.clone());
+    let kept: Vec<&String> = policy
+        .finalizers()
+        .iter()
+        .filter(|f| f.as_str() != FINALIZER)
+        .collect();
+    let patch = json!({
+        "metadata": {"resourceVersion": policy.resource_version(), "finalizers": kept},
+    });
+    match api
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => Ok(()),
+        // Already gone: nothing left to hold.
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(Error::api(
+            "remove the finalizer of",
+            format!("{KIND} {name}"),
+        )(e)),
+    }
+}
+
+async fn add_finalizer(ctx: &Context, name: &str) -> Result<(), Error> {
     let api: Api<ClusterDNSPolicy> = Api::all(ctx.client.clone());
     let patch = json!({
         "apiVersion": API_VERSION,
         "kind": KIND,
-        "metadata": {"name": name, "finalizers": finalizers},
+        "metadata": {"name": name, "finalizers": [FINALIZER]},
     });
     match api
         .patch(
