@@ -50,6 +50,12 @@ crd:
 crd-check:
     cargo run -q -p dnspolicy -- crd | diff -u manifests/crd.yaml - || { echo "manifests/crd.yaml is stale: run just crd" >&2; exit 1; }
 
+# Pin the release's image by digest in release/ (IMAGE@sha256:...; a tag is refused).
+release-overlay IMAGE:
+    cargo run -q -p dnspolicy -- release-overlay '{{IMAGE}}' > release/kustomization.yaml.new || { rm -f release/kustomization.yaml.new; exit 2; }
+    mv release/kustomization.yaml.new release/kustomization.yaml
+    cargo run -q -p dnspolicy -- release-overlay --check release/kustomization.yaml
+
 fmt:
     cargo fmt --all
 

@@ -39,6 +39,26 @@ pub enum Command {
     Explain(crate::explain::ExplainArgs),
     /// Show policies and polluted pods by namespace, from the cluster.
     Status,
+    /// Print the kustomize overlay that installs the manifests with the image
+    /// pinned by digest (release/kustomization.yaml; `just
+    /// release-overlay IMAGE@sha256:...` writes it there), or with --check,
+    /// check that an overlay pins it.
+    ReleaseOverlay(ReleaseOverlayArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ReleaseOverlayArgs {
+    /// The released image by digest: REGISTRY/NAME@sha256:<64 hex digits>
+    /// (a tag is refused: it can be moved after the release).
+    #[arg(required_unless_present = "check", conflicts_with = "check")]
+    pub image: Option<String>,
+    /// The kustomize base, relative to the overlay's directory.
+    #[arg(long, default_value = "../manifests/")]
+    pub base: String,
+    /// Check this kustomization.yaml instead: it must pin the base's image
+    /// by digest (no newTag). Prints the pinned reference.
+    #[arg(long)]
+    pub check: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -115,7 +135,23 @@ pub fn main(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::Status => runtime()?.block_on(crate::status::print()),
+        Command::ReleaseOverlay(args) => {
+            print!("{}", release_overlay(&args)?);
+            Ok(())
+        }
     }
+}
+
+fn release_overlay(args: &ReleaseOverlayArgs) -> Result<String, CliError> {
+    use crate::release;
+    if let Some(path) = &args.check {
+        let pinned = release::check_overlay(&read_input(path)?)
+            .map_err(|e| CliError::Invalid(format!("{}: {e}", path.display())))?;
+        return Ok(format!("{pinned}\n"));
+    }
+    let image = args.image.as_deref().unwrap_or_default();
+    let pinned = release::parse_digest_ref(image).map_err(|e| CliError::Invalid(e.to_string()))?;
+    Ok(release::overlay(&pinned, &args.base))
 }
 
 pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, CliError> {

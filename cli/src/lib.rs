@@ -3,4 +3,5 @@
 pub mod cli;
 mod cluster;
 pub mod explain;
+pub mod release;
 pub mod status;

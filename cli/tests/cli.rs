@@ -657,6 +657,58 @@ fn the_committed_crd_is_what_the_binary_prints() {
     );
 }
 
+/// release/kustomization.yaml is what `just release-overlay` writes for the
+/// digest it pins, and passes the check; the same overlay with a tag fails
+/// it, and the tool refuses a tag-only or malformed IMAGE, naming the fix.
+#[test]
+fn the_committed_release_overlay_pins_the_image_by_digest() {
+    let file = repo().join("release/kustomization.yaml");
+    let f = file.to_str().unwrap();
+    let o = run(&["release-overlay", "--check", f], None);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let pinned = stdout(&o).trim().to_string();
+    assert!(
+        pinned.starts_with("ghcr.io/dnspolicy/dnspolicy@sha256:"),
+        "{pinned}"
+    );
+    let o = run(&["release-overlay", &pinned], None);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let committed = fs::read_to_string(&file).unwrap();
+    assert!(
+        stdout(&o) == committed,
+        "release/kustomization.yaml is not what `just release-overlay {pinned}` writes"
+    );
+
+    let digest = pinned.split_once('@').unwrap().1;
+    let tagged = committed.replace(&format!("digest: {digest}"), "newTag: 0.1.0");
+    assert_ne!(tagged, committed);
+    let t = write_temp("release-tagged.yaml", &tagged);
+    let o = run(&["release-overlay", "--check", t.to_str().unwrap()], None);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("newTag \"0.1.0\"") && stderr(&o).contains("just release-overlay"),
+        "{}",
+        stderr(&o)
+    );
+
+    for (image, says) in [
+        ("ghcr.io/dnspolicy/dnspolicy:0.1.0", "is a tag only"),
+        ("ghcr.io/dnspolicy/dnspolicy", "has no digest"),
+        ("ghcr.io/dnspolicy/dnspolicy@sha256:abc", "is not sha256:"),
+    ] {
+        let o = run(&["release-overlay", image], None);
+        assert_eq!(o.status.code(), Some(2), "{image}");
+        assert!(stdout(&o).is_empty(), "{image}");
+        let e = stderr(&o);
+        assert!(
+            e.contains(&format!("IMAGE {image:?}"))
+                && e.contains(says)
+                && e.contains("IMAGE@sha256:"),
+            "{image}: {e}"
+        );
+    }
+}
+
 #[test]
 fn a_forward_ref_needs_its_address_offline_and_renders_it() {
     let k = repo().join("dns/tests/fixtures/corefiles/kubeadm-v1.36.3.Corefile");

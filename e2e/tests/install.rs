@@ -1,9 +1,12 @@
 //! dnspolicy installed as a user installs it: the image built from the
 //! Dockerfile's final stage (e2e/scripts/build-deps.sh `dnspolicy-image`),
-//! `kubectl apply -k` of the shipped manifests through an overlay that only
-//! points them at that image and lets the operator onto the real node, and
-//! the operator and node agent then running as pods on the real node (see
-//! e2e/src/cluster/node.rs): probes, securityContext, RBAC, a policy's
+//! `kubectl apply -k` of the shipped manifests through the release overlay
+//! (`dnspolicy release-overlay`, as the repository's release/ is written) pinning
+//! that image by digest, under an overlay that lets the operator onto the
+//! real node, and the operator and node agent then running as pods on the
+//! real node (see
+//! e2e/src/cluster/node.rs): the pods run the image by digest (the spec
+//! and the container's imageID), probes, securityContext, RBAC, a policy's
 //! Corefile and Ready status, the node agent reading kubelet's real node
 //! file through a systemd-resolved-style symlink, pollution counts from
 //! real pods' real resolv.conf, and leader failover by deleting the leader.
@@ -29,23 +32,16 @@ const LABELS_OPERATOR: &str =
 const LABELS_AGENT: &str =
     "app.kubernetes.io/name=dnspolicy,app.kubernetes.io/component=node-agent";
 
-/// The overlay a user writes to install from their own registry, plus what a
-/// user with a dedicated, tainted node pool adds for the operator (here: to
-/// keep it off the kwok nodes, where nothing really runs). Nothing else: the
-/// node agent DaemonSet tolerates every taint as shipped, and the image's
-/// `dev-<hash>` tag makes kubelet's default pull policy (IfNotPresent) use
-/// the imported image.
-fn overlay(manifests: &str, image: &str) -> Result<String> {
-    let (name, tag) = image.rsplit_once(':').context("image has a tag")?;
-    Ok(format!(
+/// The overlay a user with a dedicated, tainted node pool writes over the
+/// release overlay (here: to keep the operator off the kwok nodes, where
+/// nothing really runs). Nothing else: the node agent DaemonSet tolerates
+/// every taint as shipped.
+fn node_pool_overlay(release: &str) -> String {
+    format!(
         r#"apiVersion: kustomize.config.k8s.io/v1beta1
 kind: Kustomization
 resources:
-- {manifests}
-images:
-- name: ghcr.io/dnspolicy/dnspolicy
-  newName: {name}
-  newTag: {tag}
+- {release}
 patches:
 - target: {{kind: Deployment, name: dnspolicy}}
   patch: |-
@@ -60,7 +56,52 @@ patches:
 "#,
         key = node::TAINT_KEY,
         toleration = node::TOLERATION,
-    ))
+    )
+}
+
+/// `dnspolicy release-overlay ARGS` (what `just release-overlay` runs): its
+/// standard output, or its exit code and standard error.
+fn release_overlay(args: &[&str]) -> Result<std::result::Result<String, (i32, String)>> {
+    let out = std::process::Command::new(operator::cli_bin()?)
+        .arg("release-overlay")
+        .args(args)
+        .output()?;
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    Ok(if out.status.success() {
+        Ok(text(&out.stdout))
+    } else {
+        Err((out.status.code().unwrap_or(-1), text(&out.stderr)))
+    })
+}
+
+/// The release overlay for the local image, written by the same tool a
+/// release uses, with the image by digest (refusing its tag); the node pool
+/// overlay over it, beside it (kustomize refuses an overlay inside its
+/// base's directory). The latter's path.
+fn write_overlays(c: &Cluster, image_tag: &str, image_digest: &str) -> Result<PathBuf> {
+    let release = c.layout.dir.join("install-release");
+    let pool = c.layout.dir.join("install-node-pool");
+    std::fs::create_dir_all(&release)?;
+    std::fs::create_dir_all(&pool)?;
+    let manifests = env::repo_root().join("manifests").canonicalize()?;
+    let base = relative(&manifests, &release)?.display().to_string();
+    let refused = release_overlay(&[image_tag, "--base", &base])?;
+    match refused {
+        Err((2, e)) if e.contains("tag only") && e.contains("IMAGE@sha256:") => {}
+        other => bail!("release-overlay took the tag {image_tag}: {other:?}"),
+    }
+    let text = release_overlay(&[image_digest, "--base", &base])?
+        .map_err(|e| anyhow::anyhow!("release-overlay {image_digest}: {e:?}"))?;
+    let file = release.join("kustomization.yaml");
+    std::fs::write(&file, &text)?;
+    let pinned = release_overlay(&["--check", file.to_str().context("overlay path")?])?
+        .map_err(|e| anyhow::anyhow!("release-overlay --check {}: {e:?}", file.display()))?;
+    assert_eq!(pinned.trim(), image_digest, "{text}");
+    std::fs::write(
+        pool.join("kustomization.yaml"),
+        node_pool_overlay("../install-release"),
+    )?;
+    Ok(pool)
 }
 
 /// Stops the node and removes what the test installed, also on panic.
@@ -203,8 +244,10 @@ async fn operator_and_node_agent_from_the_image_with_the_shipped_manifests() -> 
     let _x = c.exclusive()?;
     // Not a node left by an earlier run.
     c.stop_node()?;
-    let image = node::build_dnspolicy_image()?;
-    eprintln!("[install] image {image}");
+    let image_tag = node::build_dnspolicy_image()?;
+    // Installed by digest, as a release is (the repository's release/).
+    let image = node::image_digest_ref("dnspolicy")?;
+    eprintln!("[install] image {image_tag}, installed as {image}");
     let run = Run { c: &c, done: false };
     c.ensure_node(&NodeOptions {
         resolv_conf: ResolvConf::SystemdSymlink,
@@ -213,16 +256,10 @@ async fn operator_and_node_agent_from_the_image_with_the_shipped_manifests() -> 
     operator::fresh(&c, Flavor::Kubeadm, &env::coredns_kubeadm_version()).await?;
     let _ = c.kubectl(&["delete", "namespace", SYSTEM_NS, "--ignore-not-found"]);
 
-    // 1. kubectl apply -k, as a user does.
+    // 1. kubectl apply -k, as a user does: the release overlay (written by
+    // `dnspolicy release-overlay`) under the user's node pool overlay.
     let t0 = Instant::now();
-    let dir = c.layout.dir.join("install-overlay");
-    std::fs::create_dir_all(&dir)?;
-    let manifests = env::repo_root().join("manifests").canonicalize()?;
-    let rel = relative(&manifests, &dir)?;
-    std::fs::write(
-        dir.join("kustomization.yaml"),
-        overlay(&rel.display().to_string(), &image)?,
-    )?;
+    let dir = write_overlays(&c, &image_tag, &image)?;
     c.kubectl(&[
         "apply",
         "--server-side",
@@ -253,8 +290,19 @@ async fn operator_and_node_agent_from_the_image_with_the_shipped_manifests() -> 
             .flatten()
             .any(|c| c["type"] == "Ready" && c["status"] == "True");
         assert!(ready, "{} Ready: {}", name(p), p["status"]);
+        // The pod runs the image by digest: the spec names it, and the
+        // container's imageID (the CRI's repo digest of the image it ran)
+        // is that digest.
         assert_eq!(p["spec"]["containers"][0]["image"], image.as_str());
-        // Not overlaid: kubelet's default for a non-`latest` tag.
+        assert_eq!(
+            p["status"]["containerStatuses"][0]["imageID"],
+            image.as_str(),
+            "{} imageID: {}",
+            name(p),
+            p["status"]["containerStatuses"]
+        );
+        // Not overlaid: the API server's default for a digest (or a
+        // non-`latest` tag).
         assert_eq!(
             p["spec"]["containers"][0]["imagePullPolicy"],
             "IfNotPresent"

@@ -38,6 +38,9 @@ app.kubernetes.io/component: node-agent
 {{/* repository@digest when a digest is set, else repository:tag (tag defaults to appVersion). */}}
 {{- define "dnspolicy.image" -}}
 {{- if .Values.image.digest -}}
+{{- if not (regexMatch "^sha256:[0-9a-f]{64}$" .Values.image.digest) -}}
+{{- fail (printf "image.digest %q is not sha256: followed by 64 lowercase hex digits: set the digest the registry printed for the pushed image (a tag goes in image.tag)" .Values.image.digest) -}}
+{{- end -}}
 {{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
 {{- else -}}
 {{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) -}}

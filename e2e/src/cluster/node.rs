@@ -546,16 +546,80 @@ fn import_images(l: &Layout) -> Result<()> {
 }
 
 /// Import the node image `name` (built by build-deps.sh) into the running
-/// node's containerd, as `ctr import` of an image someone built would.
+/// node's containerd, named as a pull names it: the tag and the
+/// `name@sha256:<manifest digest>` record, which is what the CRI resolves a
+/// digest reference (`image: name@sha256:...`) through and reports as the
+/// container's imageID (its first repo digest). A plain `ctr images import`
+/// records only the archive's ref.name annotation (the tag), so a pod
+/// spec by digest would find nothing; `--base-name NAME --digests` adds the
+/// digest record. `--local`: containerd 2.4's transfer-API import inverts
+/// --skip-digest-for-named and, without it, records the digest of the
+/// archive's index.json (a layout file no registry serves) instead of the
+/// manifest's.
 pub fn import_image(l: &Layout, name: &str) -> Result<()> {
     let tar = env::node_image_tar(name).display().to_string();
-    ctr(l, &["images", "import", "--no-unpack", &tar])?;
     let want = image_ref(name)?;
+    let (base, _tag) = want
+        .rsplit_once(':')
+        .with_context(|| format!("{want}: a node image ref has a tag"))?;
+    ctr(
+        l,
+        &[
+            "images",
+            "import",
+            "--local",
+            "--no-unpack",
+            "--base-name",
+            base,
+            "--digests",
+            &tar,
+        ],
+    )?;
+    let by_digest = image_digest_ref(name)?;
     let have = ctr(l, &["images", "ls", "-q"])?;
-    if !have.lines().any(|i| i == want) {
-        bail!("ctr import of {tar} did not create {want}; images: {have}");
+    for r in [&want, &by_digest] {
+        if !have.lines().any(|i| i == r) {
+            bail!("ctr import of {tar} did not create {r}; images: {have}");
+        }
     }
     Ok(())
+}
+
+/// The node image `name` by digest: `localhost/<name>@sha256:<digest of its
+/// manifest>`, read from the archive's index.json (what a registry would
+/// serve the manifest under).
+pub fn image_digest_ref(name: &str) -> Result<String> {
+    let tar = env::node_image_tar(name);
+    let out = Command::new("tar")
+        .arg("-xOf")
+        .arg(&tar)
+        .arg("./index.json")
+        .output()
+        .with_context(|| format!("tar -xOf {} ./index.json", tar.display()))?;
+    if !out.status.success() {
+        bail!(
+            "{}: no index.json (an OCI layout from build-deps.sh node_image): {}",
+            tar.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let index: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("{}: index.json", tar.display()))?;
+    let want = image_ref(name)?;
+    let manifest = index["manifests"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == want.as_str())
+        .with_context(|| format!("{}: index.json has no manifest named {want}", tar.display()))?;
+    let digest = manifest["digest"]
+        .as_str()
+        .filter(|d| d.starts_with("sha256:"))
+        .with_context(|| format!("{}: manifest digest in {index}", tar.display()))?;
+    let (base, _) = want
+        .rsplit_once(':')
+        .context("a node image ref has a tag")?;
+    Ok(format!("{base}@{digest}"))
 }
 
 /// The dnspolicy image as the Dockerfile's final stage describes it, with

@@ -331,6 +331,46 @@ fn default_values_render_the_kustomize_base() -> Result<()> {
     Ok(())
 }
 
+/// The chart with the digest release/ pins renders the same objects as
+/// `kubectl kustomize release/`: both install the release by digest.
+#[test]
+fn the_release_digest_renders_the_release_overlay() -> Result<()> {
+    let dir = env::repo_root().join("release");
+    let overlay: serde_yaml::Value =
+        serde_yaml::from_str(&fs::read_to_string(dir.join("kustomization.yaml"))?)?;
+    let digest = overlay["images"][0]["digest"]
+        .as_str()
+        .context("release/kustomization.yaml images[0].digest")?;
+    let helm = objects(
+        &template(
+            BASE_RELEASE,
+            BASE_NAMESPACE,
+            &["--set", &format!("image.digest={digest}")],
+        )?,
+        "helm template",
+    )?;
+    let mut release = objects(&kustomize(&dir)?, "kubectl kustomize release/")?;
+    release.remove(&("Namespace".into(), String::new(), BASE_NAMESPACE.into()));
+    let d = diff_objects(&release, &helm, "kustomize", "helm");
+    ensure!(
+        d.is_empty(),
+        "charts/dnspolicy with image.digest={digest} and release/ differ:\n{}",
+        d.join("\n")
+    );
+    for (kind, name) in [
+        ("Deployment", "dnspolicy"),
+        ("DaemonSet", "dnspolicy-node-agent"),
+    ] {
+        let image = &find(&helm, kind, name).context(name)?["spec"]["template"]["spec"]["containers"]
+            [0]["image"];
+        ensure!(
+            *image == format!("ghcr.io/dnspolicy/dnspolicy@{digest}").as_str(),
+            "{kind} {image}"
+        );
+    }
+    Ok(())
+}
+
 #[test]
 fn monitoring_values_render_manifests_monitoring() -> Result<()> {
     let helm = objects(
@@ -394,6 +434,20 @@ fn values_do_what_they_say() -> Result<()> {
         ensure!(
             got == format!("ghcr.io/dnspolicy/dnspolicy@{digest}"),
             "{kind} image {got}"
+        );
+    }
+    // A digest that is not one fails the render, naming the value.
+    for bad in ["0.1.0", "sha256:abc"] {
+        let e = template(
+            BASE_RELEASE,
+            BASE_NAMESPACE,
+            &["--set", &format!("image.digest={bad}")],
+        )
+        .err()
+        .with_context(|| format!("image.digest={bad} rendered"))?;
+        ensure!(
+            format!("{e:#}").contains(&format!("image.digest \"{bad}\" is not sha256:")),
+            "{e:#}"
         );
     }
     let o = r(&[
