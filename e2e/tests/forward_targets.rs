@@ -1,7 +1,10 @@
 //! forwardToRef to a Tailscale DNSConfig on the real local cluster: real
 //! tailnet hosts resolve through it from real glibc and musl resolvers, a
 //! changed address is followed, a black-holed target is reported in status,
-//! Events and metrics, and a missing DNSConfig is named in Ready.
+//! Events and metrics, and a missing DNSConfig is named in Ready. The
+//! references are read from the operator's watched caches: a policy that
+//! exists before the operator starts is never reported unresolved while
+//! those caches are still listing.
 //!
 //! Tailscale's published DNSConfig CRD is installed (copied out of the
 //! tailscale.com Go module by `build-deps.sh tailscale-crd`). Tailscale's
@@ -98,15 +101,20 @@ async fn myhost_resolves(c: &Cluster, want: &str) -> Result<()> {
     Ok(())
 }
 
-/// The policy's Warning Events with `reason`, as `note`s.
+/// The `tailnet` policy's Warning Events with `reason`, as `note`s.
 fn warning_notes(c: &Cluster, reason: &str) -> Result<Vec<String>> {
+    policy_warning_notes(c, "tailnet", reason)
+}
+
+/// Policy `name`'s Warning Events with `reason`, as `note`s.
+fn policy_warning_notes(c: &Cluster, name: &str, reason: &str) -> Result<Vec<String>> {
     let events = get_json(c, &["events.events.k8s.io", "-A"])?;
     Ok(events["items"]
         .as_array()
         .into_iter()
         .flatten()
         .filter(|e| {
-            e["regarding"]["name"] == "tailnet" && e["reason"] == reason && e["type"] == "Warning"
+            e["regarding"]["name"] == name && e["reason"] == reason && e["type"] == "Warning"
         })
         .filter_map(|e| e["note"].as_str().map(str::to_string))
         .collect())
@@ -134,11 +142,17 @@ async fn a_dnsconfig_reference_resolves_follows_and_reports() -> Result<()> {
     let _b = start_nameserver(&c, NAMESERVER_B, MYHOST_VIA_B)?;
     apply(&c, DNSCONFIG)?;
     publish_nameserver(&c, NAMESERVER_A)?;
-    let mut op = Operator::start(&c, "forward-targets", &[])?;
-
     // The shipped example, unchanged: forwardToRef to the DNSConfig ts-dns.
+    // It exists before the operator starts, so the first reconcile runs
+    // while the DNSConfig cache is still listing.
     apply(&c, TAILSCALE_EXAMPLE)?;
+    let mut op = Operator::start(&c, "forward-targets", &[])?;
     let p = op.ready(&c, "tailnet", WAIT).await?;
+    let early = warning_notes(&c, "ForwardRefUnresolved")?;
+    ensure!(
+        early.is_empty(),
+        "reported unresolved before the cache had listed: {early:?}"
+    );
     let reachable = condition(&p, "ForwardTargetsReachable");
     ensure!(
         reachable
@@ -233,12 +247,119 @@ async fn a_dnsconfig_reference_resolves_follows_and_reports() -> Result<()> {
     println!("missing DNSConfig: {message}");
 
     op.delete_policies_and_stop(&c)?;
+    delete_dnsconfig_crd(&c)?;
+    Ok(())
+}
+
+/// Removes Tailscale's DNSConfig CRD (and so every DNSConfig), if installed.
+fn delete_dnsconfig_crd(c: &Cluster) -> Result<()> {
     c.kubectl(&[
         "delete",
         "crd",
         "dnsconfigs.tailscale.com",
         "--ignore-not-found",
     ])?;
+    Ok(())
+}
+
+/// A Service reference needing port 53, as a user writes it.
+const CORP_POLICY: &str = "apiVersion: dnspolicy.dev/v1alpha1
+kind: ClusterDNSPolicy
+metadata:
+  name: corp
+spec:
+  foreignSuffixes:
+  - suffix: corp.example
+    forwardToRef: {kind: Service, namespace: dns, name: corp-dns}
+";
+
+/// The corp-dns Service, declaring `port`.
+fn corp_service(port: u16) -> String {
+    format!(
+        "apiVersion: v1
+kind: Service
+metadata:
+  name: corp-dns
+  namespace: dns
+spec:
+  ports:
+  - {{name: dns, port: {port}, protocol: UDP}}
+"
+    )
+}
+
+/// Waits for policy `name` to be Ready=False ForwardRefUnresolved with a
+/// message that contains `want`; returns the message.
+async fn unresolved_with(c: &Cluster, name: &str, want: &str) -> Result<String> {
+    let p = wait_for(
+        &format!("{name}: Ready=False ForwardRefUnresolved saying {want:?}"),
+        WAIT,
+        || {
+            let p = policy(c, name)?;
+            Ok(condition(&p, "Ready")
+                .filter(|(s, r, m)| s == "False" && r == "ForwardRefUnresolved" && m.contains(want))
+                .map(|(_, _, m)| m))
+        },
+    )
+    .await?;
+    println!("{name}: {p}");
+    Ok(p)
+}
+
+/// A Service reference and a DNSConfig reference without the DNSConfig CRD,
+/// read from the operator's watched caches: each state of the Service
+/// (missing, created without port 53, deleted, recreated headless) reaches
+/// Ready's message through the Service watch alone, with no spec change.
+/// The Service's ClusterIP itself is not forwarded to here: the operator
+/// would probe it, and the harness dials nothing outside 127.0.0.0/8 (a
+/// resolved Service's address is unit-tested in
+/// operator/src/controller/references.rs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_reference_and_a_dnsconfig_without_its_crd_are_named_in_ready() -> Result<()> {
+    let c = Cluster::ensure().await?;
+    let _guard = c.exclusive()?;
+    fresh(&c, Flavor::Kubeadm, &env::coredns_kubeadm_version()).await?;
+    delete_dnsconfig_crd(&c)?;
+    c.kubectl(&["create", "namespace", "dns"])
+        .or_else(|_| c.kubectl(&["get", "namespace", "dns"]))?;
+    c.kubectl(&[
+        "delete",
+        "service",
+        "-n",
+        "dns",
+        "corp-dns",
+        "--ignore-not-found",
+    ])?;
+    let mut op = Operator::start(&c, "service-ref", &[])?;
+
+    apply(&c, TAILSCALE_EXAMPLE)?;
+    let message = unresolved_with(&c, "tailnet", "DNSConfig CRD").await?;
+    ensure!(
+        message.contains("not served") && message.contains("forwardToRef (DNSConfig ts-dns)"),
+        "the message does not say the CRD is not served: {message}"
+    );
+
+    apply(&c, CORP_POLICY)?;
+    unresolved_with(&c, "corp", "Service dns/corp-dns does not exist").await?;
+    apply(&c, &corp_service(5353))?;
+    unresolved_with(&c, "corp", "Service dns/corp-dns declares no port 53").await?;
+    c.kubectl(&["delete", "service", "-n", "dns", "corp-dns", "--wait=true"])?;
+    unresolved_with(&c, "corp", "Service dns/corp-dns does not exist").await?;
+    // Recreated headless: port 53, but no single address.
+    apply(
+        &c,
+        &corp_service(53).replace("spec:\n", "spec:\n  clusterIP: None\n"),
+    )?;
+    unresolved_with(&c, "corp", "Service dns/corp-dns has no ClusterIP").await?;
+    let notes = policy_warning_notes(&c, "corp", "ForwardRefUnresolved")?;
+    ensure!(
+        ["does not exist", "declares no port 53", "has no ClusterIP"]
+            .iter()
+            .all(|want| notes.iter().any(|n| n.contains(want))),
+        "a Warning Event per change of reason: {notes:?}"
+    );
+    op.delete_policies_and_stop(&c)?;
+    c.kubectl(&["delete", "namespace", "dns", "--wait=false"])?;
     Ok(())
 }
 

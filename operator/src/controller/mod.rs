@@ -54,6 +54,10 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    /// A watched cache that `forwardToRef` is read from holds no complete
+    /// list yet: a reference cannot be judged missing.
+    #[error("the {cache} cache that forwardToRef is resolved from is not synced: {why}")]
+    NotSynced { cache: &'static str, why: String },
 }
 
 impl Error {
@@ -69,6 +73,7 @@ impl Error {
     pub fn metric_label(&self) -> &'static str {
         match self {
             Error::Api { .. } => "kube",
+            Error::NotSynced { .. } => "cache",
         }
     }
 }
@@ -95,6 +100,8 @@ pub struct Context {
     pub counts: LatestCounts,
     /// Consecutive failed reconciles by policy, for the retry backoff.
     pub failures: Mutex<std::collections::HashMap<String, u32>>,
+    /// The watched Services and DNSConfigs `forwardToRef` is resolved from.
+    pub references: references::Caches,
     /// The forward targets' last probes.
     pub probes: reachability::Probes,
     /// The `Warnings` message last published per policy: the policy in the
@@ -131,10 +138,18 @@ pub async fn run(
         trigger_tx.clone(),
         metrics.clone(),
     ));
-    // A changed DNSConfig address re-renders the policies that reference it.
+    // forwardToRef is resolved from these caches; a changed address
+    // re-renders the policies that reference it.
+    let (services, service_cache) = kube::runtime::reflector::store::<Service>();
+    let (dns_configs, dns_config_cache, dns_config_crd, dns_config_crd_tx) =
+        references::dns_config_cache();
+    let recheck_crd = Arc::new(tokio::sync::Notify::new());
     tokio::spawn(references::watch_dns_configs(
         client.clone(),
         store.clone(),
+        dns_config_cache,
+        dns_config_crd_tx,
+        recheck_crd.clone(),
         trigger_tx,
     ));
 
@@ -146,6 +161,13 @@ pub async fn run(
         policies: store.clone(),
         pollution,
         counts,
+        references: references::Caches {
+            services,
+            dns_configs,
+            dns_config_crd,
+            recheck_crd,
+            sync_wait: references::SYNC_WAIT,
+        },
         failures: Mutex::default(),
         probes: reachability::Probes::default(),
         warned: Mutex::default(),
@@ -176,9 +198,8 @@ pub async fn run(
             },
         )
         // forwardToRef Services: a recreated Service has a new ClusterIP.
-        .watches(
-            Api::<Service>::all(client.clone()),
-            watcher::Config::default(),
+        .watches_stream(
+            references::service_watch(client.clone(), service_cache),
             move |svc: Service| {
                 references::policies_referencing(
                     &service_store,
@@ -250,13 +271,17 @@ async fn reconcile_policy(
     }
 
     // 1. dereference: the live policies that share this target, their
-    //    forwardToRef objects read into addresses
+    //    forwardToRef objects read into addresses from the watched caches
     let target = policy.spec.target.clone();
     let siblings = live_policies_of(&ctx.policies, &target);
+    let caches = ctx
+        .references
+        .synced_for(siblings.iter().map(|p| &p.spec))
+        .await?;
     let mut specs = Vec::with_capacity(siblings.len());
     let mut own_unresolved = Vec::new();
     for p in &siblings {
-        let resolved = references::resolve(&ctx.client, &p.spec).await?;
+        let resolved = references::resolve(&p.spec, caches);
         specs.push((
             p.name_any(),
             policy::resolve_forward_refs(&p.spec, &resolved.addresses),
