@@ -65,6 +65,9 @@ pub mod annotation {
     /// On a Node: the host search list before the last change, for pods
     /// created before it (kubelet wrote their resolv.conf then).
     pub const HOST_SEARCH_PREVIOUS: &str = "dnspolicy.dev/host-search-previous";
+    /// On a Node: why the node agent could not read the resolv.conf kubelet
+    /// hands pods (absent while it can), so counts are never silently 0.
+    pub const HOST_SEARCH_ERROR: &str = "dnspolicy.dev/host-search-error";
     /// Every key dnspolicy owns starts with this.
     pub const PREFIX: &str = "dnspolicy.dev/";
 }
