@@ -1011,7 +1011,14 @@ mod tests {
         index.apply_node("n1", agent_node(TAILNET));
         index.apply_pod("a", "p", pod("n1", DnsPolicy::ClusterFirst, false, 10));
         let inputs = |i: usize| PolicyInputs {
-            suffixes: vec![if i % 2 == 0 { TAILNET } else { "corp.example" }.into()],
+            suffixes: vec![
+                if i.is_multiple_of(2) {
+                    TAILNET
+                } else {
+                    "corp.example"
+                }
+                .into(),
+            ],
             ..tailnet()
         };
         for i in 0..70 {
@@ -1022,7 +1029,7 @@ mod tests {
             let c = index.counts(&format!("p{i}"), &inputs(i));
             assert_eq!(
                 (c.total, c.polluted),
-                (2, if i % 2 == 0 { 2 } else { 0 }),
+                (2, if i.is_multiple_of(2) { 2 } else { 0 }),
                 "p{i}"
             );
         }
