@@ -3,7 +3,7 @@
 //! (measure | figure | target | ratio). Never part of `just test`.
 //!
 //! `--quick` uses small counts and few iterations (a few minutes); the
-//! default is the full run (5 idle minutes, 10k and 50k pods).
+//! default is the full run (5 idle minutes, 10k, 50k and 150k pods).
 
 mod apply_latency;
 mod churn;
@@ -53,6 +53,15 @@ pub struct Cli {
     /// MALLOC_ARENA_MAX=2 to see what the allocator does to RSS.
     #[arg(long = "operator-env", value_parser = parse_kv)]
     operator_env: Vec<(String, String)>,
+    /// Pod counts of the scale part, comma-separated
+    /// [default: 10000,50000,150000; with --quick: 1000,2000].
+    #[arg(long, value_delimiter = ',')]
+    scales: Vec<usize>,
+    /// Also measure this operator binary at the largest scale (first status,
+    /// RSS, CPU idle and under steady churn), e.g. a build of main, so the
+    /// table shows before and after on the same pods.
+    #[arg(long)]
+    baseline_operator: Option<PathBuf>,
 }
 
 struct Params {
@@ -66,11 +75,24 @@ struct Params {
     scales: Vec<usize>,
     bursts: usize,
     burst_each: usize,
+    /// Steady churn: this many creates and as many deletes per second...
+    steady_per_sec: usize,
+    /// ...for this long.
+    steady: Duration,
     concurrency: usize,
 }
 
 impl Params {
     fn new(cli: &Cli) -> Params {
+        let mut p = Params::defaults(cli);
+        if !cli.scales.is_empty() {
+            p.scales = cli.scales.clone();
+            p.scales.sort_unstable();
+        }
+        p
+    }
+
+    fn defaults(cli: &Cli) -> Params {
         let idle = Duration::from_secs(cli.idle_secs.unwrap_or(if cli.quick { 30 } else { 300 }));
         if cli.quick {
             Params {
@@ -84,6 +106,8 @@ impl Params {
                 scales: vec![1_000, 2_000],
                 bursts: 2,
                 burst_each: 100,
+                steady_per_sec: 10,
+                steady: Duration::from_secs(10),
                 concurrency: 32,
             }
         } else {
@@ -95,9 +119,11 @@ impl Params {
                 qps_secs: 8,
                 idle,
                 namespaces: 1_000,
-                scales: vec![10_000, 50_000],
+                scales: vec![10_000, 50_000, 150_000],
                 bursts: 3,
                 burst_each: 500,
+                steady_per_sec: 10,
+                steady: Duration::from_secs(60),
                 concurrency: 48,
             }
         }
@@ -216,6 +242,8 @@ struct Bench {
     upstream_zone: Option<String>,
     scale_started: bool,
     launch: Launch,
+    /// `--baseline-operator`, measured too at the largest scale.
+    baseline: Option<Launch>,
     /// The admin token of the cluster the bench started on: a new one means
     /// someone ran `down`/`up` under it.
     token: String,
@@ -293,6 +321,11 @@ impl Bench {
                 envs: cli.operator_env.clone(),
                 kubeconfig: None,
             },
+            baseline: cli.baseline_operator.as_ref().map(|bin| Launch {
+                bin: Some(bin.clone()),
+                envs: cli.operator_env.clone(),
+                kubeconfig: None,
+            }),
             token,
         })
     }

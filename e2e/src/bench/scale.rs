@@ -1,17 +1,21 @@
-//! Operator memory and time to first status at 10k and 50k pods (kwok
-//! nodes, pods created over the API); the last operator is handed to churn.
+//! Operator memory, time to first status and idle CPU at 10k, 50k and 150k
+//! pods (kwok nodes, pods created over the API); the last operator is handed
+//! to churn, and a baseline operator (`--baseline-operator`) is measured
+//! the same way on the largest scale.
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::ListParams;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+use super::churn::ChurnState;
 use super::pods::{self, PodSpec};
 use super::table::*;
 use super::*;
-use crate::operator::Operator;
+use crate::operator::{Launch, Operator};
 
 impl Bench {
     /// status.pods of the policy, if any.
@@ -116,59 +120,10 @@ impl Bench {
             log(format!("  {:.0} pods/s", rate));
             created = n;
             let want = (base.0 + n as u64, base.1 + polluted_created);
-            let mut o = Operator::start_with(&self.c, &format!("bench-{n}"), &[], &self.launch)?;
-            let pid = o.pid().context("operator pid")?;
-            self.wait_counts(want, Duration::from_secs(600), &mut o)
+            let launch = self.launch.clone();
+            let (mut o, rss) = self
+                .measure_operator(t, &launch, &human(n), want, "")
                 .await?;
-            let first = o.started.elapsed();
-            // Settle, then read resident memory.
-            tokio::time::sleep(Duration::from_secs(10)).await;
-            let (rss, hwm) = pods::vm_rss_hwm(pid).context("operator /proc status")?;
-            let label = human(n);
-            let (limit, at_target) = if n <= 10_000 {
-                (64.0, n == 10_000)
-            } else {
-                (128.0, n == 50_000)
-            };
-            t.at_most(
-                &format!("operator RSS with {label} bench pods in {nns} namespaces"),
-                format!("{} (peak VmHWM {})", fmt_mib(rss), fmt_mib(hwm)),
-                rss as f64 / 1024.0,
-                limit,
-                &format!(
-                    "<= {limit:.0} MiB RSS{}",
-                    if at_target {
-                        ""
-                    } else {
-                        " (the 10k/50k target)"
-                    }
-                ),
-            );
-            t.row(
-                &format!("operator start -> first status with the right counts, {label} pods"),
-                format!(
-                    "{} (total {}, polluted {})",
-                    fmt_secs(secs(first)),
-                    want.0,
-                    want.1
-                ),
-                "-",
-                "context",
-                Verdict::Info,
-            );
-            // Idle: nothing changes, so the operator should do nothing.
-            const IDLE: Duration = Duration::from_secs(20);
-            let cpu0 = pods::cpu_secs(pid).context("operator /proc stat")?;
-            tokio::time::sleep(IDLE).await;
-            let cpu1 = pods::cpu_secs(pid).context("operator /proc stat")?;
-            let idle_pct = (cpu1 - cpu0) * 100.0 / IDLE.as_secs_f64();
-            t.at_most(
-                &format!("operator CPU while idle, {label} pods"),
-                format!("{idle_pct:.2}% of a core over {}", fmt_secs(secs(IDLE))),
-                idle_pct,
-                1.0,
-                "<= 1% of a core (the 150k target)",
-            );
             rss_points.push((n, rss));
             if si + 1 < p.scales.len() {
                 o.stop()?;
@@ -185,8 +140,8 @@ impl Bench {
                 "operator memory per watched pod (RSS slope)",
                 format!("{per_pod:.0} B ({} -> {} pods)", human(n0), human(n1)),
                 per_pod,
-                1024.0,
-                "<= 1 KiB",
+                256.0,
+                "<= 256 B",
             );
             let whole = (r1.saturating_sub(base_rss)) as f64 * 1024.0 / n1 as f64;
             t.row(
@@ -198,8 +153,88 @@ impl Bench {
             );
         }
 
-        let o = operator.context("no operator")?;
-        let expected = (base.0 + created as u64, base.1 + polluted_created);
-        self.churn(t, o, created, expected).await
+        let mut o = operator.context("no operator")?;
+        let mut state = ChurnState {
+            live: (0..created).collect(),
+            next: created,
+            expected: (base.0 + created as u64, base.1 + polluted_created),
+        };
+        let label = human(created);
+        self.steady_churn(t, &mut o, &mut state, &label, "").await?;
+        self.churn(t, o, &mut state).await?;
+        if let Some(baseline) = self.baseline.clone() {
+            let who = format!(
+                ", baseline {}",
+                baseline.bin.as_deref().unwrap_or(Path::new("?")).display()
+            );
+            log(format!("scale: the baseline operator at {label} pods"));
+            let (mut o, _) = self
+                .measure_operator(t, &baseline, &label, state.expected, &who)
+                .await?;
+            self.steady_churn(t, &mut o, &mut state, &label, &who)
+                .await?;
+            o.stop()?;
+        }
+        Ok(())
+    }
+
+    /// Starts an operator on `pods` pods and reports its time to the right
+    /// counts, its RSS 10 s later and its CPU over 20 idle seconds; returns
+    /// it running, with its RSS (KiB).
+    async fn measure_operator(
+        &self,
+        t: &mut Table,
+        launch: &Launch,
+        pods: &str,
+        want: (u64, u64),
+        who: &str,
+    ) -> Result<(Operator, u64)> {
+        let nns = self.p.namespaces;
+        let mut o = Operator::start_with(&self.c, &format!("bench-{pods}"), &[], launch)?;
+        let pid = o.pid().context("operator pid")?;
+        self.wait_counts(want, Duration::from_secs(600), &mut o)
+            .await?;
+        let first = o.started.elapsed();
+        // Settle, then read resident memory.
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let (rss, hwm) = pods::vm_rss_hwm(pid).context("operator /proc status")?;
+        let at_target = pods == "150k";
+        t.at_most(
+            &format!("operator RSS with {pods} bench pods in {nns} namespaces{who}"),
+            format!("{} (peak VmHWM {})", fmt_mib(rss), fmt_mib(hwm)),
+            rss as f64 / 1024.0,
+            64.0,
+            if at_target {
+                "<= 64 MiB RSS"
+            } else {
+                "<= 64 MiB RSS (the 150k target)"
+            },
+        );
+        t.row(
+            &format!("operator start -> first status with the right counts, {pods} pods{who}"),
+            format!(
+                "{} (total {}, polluted {})",
+                fmt_secs(secs(first)),
+                want.0,
+                want.1
+            ),
+            "-",
+            "context",
+            Verdict::Info,
+        );
+        // Idle: nothing changes, so the operator should do nothing.
+        const IDLE: Duration = Duration::from_secs(20);
+        let cpu0 = pods::cpu_secs(pid).context("operator /proc stat")?;
+        tokio::time::sleep(IDLE).await;
+        let cpu1 = pods::cpu_secs(pid).context("operator /proc stat")?;
+        let idle_pct = (cpu1 - cpu0) * 100.0 / IDLE.as_secs_f64();
+        t.at_most(
+            &format!("operator CPU while idle, {pods} pods{who}"),
+            format!("{idle_pct:.2}% of a core over {}", fmt_secs(secs(IDLE))),
+            idle_pct,
+            1.0,
+            "<= 1% of a core (the 150k target)",
+        );
+        Ok((o, rss))
     }
 }

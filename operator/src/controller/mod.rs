@@ -41,7 +41,7 @@ use tracing::{info, warn};
 pub use status::{Finding, ForwardHealth, policy_status, warnings_message};
 
 use crate::metrics::Metrics;
-use crate::pollution::{LatestCounts, PollutionIndex, policy_counts};
+use crate::pollution::{PollutionIndex, policy_counts};
 
 /// A reconcile that could not finish; retried by `error_policy`.
 #[derive(Debug, thiserror::Error)]
@@ -96,8 +96,9 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     pub settings: Settings,
     pub policies: Store<ClusterDNSPolicy>,
+    /// Pods and nodes folded from watches, with each policy's counts kept
+    /// up to date; reading them is O(namespaces).
     pub pollution: Arc<Mutex<PollutionIndex>>,
-    pub counts: LatestCounts,
     /// Consecutive failed reconciles by policy, for the retry backoff.
     pub failures: Mutex<std::collections::HashMap<String, u32>>,
     /// The watched Services and DNSConfigs `forwardToRef` is resolved from.
@@ -126,14 +127,12 @@ pub async fn run(
         .trigger_backoff(backoff::WatchBackoff::default());
     let store = controller.store();
     let pollution = Arc::new(Mutex::new(PollutionIndex::default()));
-    let counts = LatestCounts::default();
     // Pod churn that changes a policy's counts triggers its reconcile.
     let (trigger_tx, trigger_rx) =
         futures::channel::mpsc::channel::<ObjectRef<ClusterDNSPolicy>>(256);
     tokio::spawn(crate::pollution::watch(
         client.clone(),
         pollution.clone(),
-        counts.clone(),
         store.clone(),
         trigger_tx.clone(),
         metrics.clone(),
@@ -160,7 +159,6 @@ pub async fn run(
         settings,
         policies: store.clone(),
         pollution,
-        counts,
         references: references::Caches {
             services,
             dns_configs,
@@ -755,18 +753,11 @@ async fn write_status(
     policy: &ClusterDNSPolicy,
     finding: Finding<'_>,
 ) -> Result<(), Error> {
-    let counts = {
-        let latest = ctx
-            .counts
-            .lock()
-            .expect("latest counts lock")
-            .get(&policy.name_any())
-            .cloned();
-        // Before the first accounting tick, count now.
-        latest.unwrap_or_else(|| {
-            policy_counts(&ctx.pollution.lock().expect("pollution index lock"), policy)
-        })
-    };
+    // Kept current by the pod and node watches: O(namespaces) to read.
+    let counts = policy_counts(
+        &mut ctx.pollution.lock().expect("pollution index lock"),
+        policy,
+    );
     let status: ClusterDNSPolicyStatus = policy_status(
         policy.status.as_ref(),
         policy.metadata.generation,

@@ -6,6 +6,7 @@ mod index;
 mod watch;
 
 pub use index::{
-    NodeFacts, PodFacts, PolicyCounts, PollutionIndex, node_facts, pod_facts, policy_counts,
+    NodeFacts, PodFacts, PolicyCounts, PolicyInputs, PollutionIndex, node_facts, pod_facts,
+    policy_counts,
 };
-pub use watch::{LatestCounts, watch};
+pub use watch::watch;

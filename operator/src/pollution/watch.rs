@@ -1,7 +1,8 @@
 //! The watches that feed the pollution index: Pods and Nodes, folded into
-//! `PollutionIndex` as events arrive, and a once-a-second tick that counts
-//! each policy's pods, publishes the counts for status and metrics, and
-//! wakes the policies whose counts changed.
+//! `PollutionIndex` as events arrive (the index keeps each policy's counts
+//! up to date), and a once-a-second tick that reads the counts when
+//! something changed, publishes them to the metrics, and wakes the policies
+//! whose counts changed.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -20,21 +21,17 @@ use super::index::{NodeFacts, PolicyCounts, PollutionIndex, node_facts, pod_fact
 use crate::controller::backoff::WatchBackoff;
 use crate::metrics::Metrics;
 
-/// Each policy's latest counts, by policy name, as the last tick computed
-/// them; status reads them instead of counting again.
-pub type LatestCounts = Arc<Mutex<HashMap<String, PolicyCounts>>>;
-
 /// What the last count saw: the index's change number and each policy's
 /// (name, generation).
 type CountedAt = (u64, Vec<(String, Option<i64>)>);
 
-/// Folds pod and node watches into `index`, and every second counts each
-/// policy's pods once, publishes the counts to `latest` and the metric, and
-/// asks for a reconcile of each policy whose counts changed.
+/// Folds pod and node watches into `index`, and every second reads each
+/// policy's counts (O(namespaces); a policy new to the index or changed is
+/// counted once over every pod), publishes them to the metric, and asks for
+/// a reconcile of each policy whose counts changed.
 pub async fn watch(
     client: Client,
     index: Arc<Mutex<PollutionIndex>>,
-    latest: LatestCounts,
     policies: Store<ClusterDNSPolicy>,
     mut trigger: futures::channel::mpsc::Sender<ObjectRef<ClusterDNSPolicy>>,
     metrics: Arc<Metrics>,
@@ -43,11 +40,13 @@ pub async fn watch(
     tokio::spawn(watch_nodes(Api::<Node>::all(client), index.clone()));
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut counted_at: Option<CountedAt> = None;
+    // Each policy's counts as last published.
+    let mut latest: HashMap<String, PolicyCounts> = HashMap::new();
     loop {
         tick.tick().await;
         let policies = policies.state();
         let counted: HashMap<String, PolicyCounts> = {
-            let index = index.lock().expect("pollution index lock");
+            let mut index = index.lock().expect("pollution index lock");
             // Counts change only with the facts or the policies' specs.
             let mut specs: Vec<(String, Option<i64>)> = policies
                 .iter()
@@ -60,28 +59,25 @@ pub async fn watch(
             }
             counted_at = Some(now);
             metrics.watched_pods(index.pod_count());
+            index.retain_policies(|name| policies.iter().any(|p| p.name_any() == name));
             policies
                 .iter()
-                .map(|p| (p.name_any(), policy_counts(&index, p)))
+                .map(|p| (p.name_any(), policy_counts(&mut index, p)))
                 .collect()
         };
-        let changed: Vec<ObjectRef<ClusterDNSPolicy>> = {
-            let mut latest = latest.lock().expect("latest counts lock");
-            // A deleted policy's series and counts go with it.
-            for gone in latest.keys().filter(|n| !counted.contains_key(*n)) {
-                metrics.forget_policy(gone);
-            }
-            let changed = policies
-                .iter()
-                .filter(|p| latest.get(&p.name_any()) != counted.get(&p.name_any()))
-                .map(|p| ObjectRef::from_obj(p.as_ref()))
-                .collect();
-            for (name, counts) in &counted {
-                metrics.polluted_pods(name, counts.polluted);
-            }
-            *latest = counted;
-            changed
-        };
+        // A deleted policy's series and counts go with it.
+        for gone in latest.keys().filter(|n| !counted.contains_key(*n)) {
+            metrics.forget_policy(gone);
+        }
+        let changed: Vec<ObjectRef<ClusterDNSPolicy>> = policies
+            .iter()
+            .filter(|p| latest.get(&p.name_any()) != counted.get(&p.name_any()))
+            .map(|p| ObjectRef::from_obj(p.as_ref()))
+            .collect();
+        for (name, counts) in &counted {
+            metrics.polluted_pods(name, counts.polluted);
+        }
+        latest = counted;
         for r in changed {
             if trigger.send(r).await.is_err() {
                 return;
@@ -91,6 +87,8 @@ pub async fn watch(
 }
 
 async fn watch_pods(api: Api<Pod>, index: Arc<Mutex<PollutionIndex>>) {
+    // A relist is gathered in an index of its own (no policies: no counting
+    // yet), then swapped in: status never shows a half-listed cluster.
     let mut relist: Option<PollutionIndex> = None;
     let mut events = watcher(api, watcher::Config::default().any_semantic())
         .backoff(WatchBackoff::default())
