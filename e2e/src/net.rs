@@ -173,3 +173,68 @@ impl Drop for PartitionableRelay {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
+
+/// What an HTTPS GET answered: the status code and the body.
+#[derive(Debug)]
+pub struct HttpsReply {
+    pub status: u16,
+    pub body: String,
+}
+
+/// `GET https://{addr}{path}` with curl (a TLS client that is not ours),
+/// with `Authorization: Bearer {token}` when given, trusting `ca` (a PEM
+/// file) or, without one, skipping verification as a ServiceMonitor with
+/// `insecureSkipVerify` does. `netns`: run inside that network namespace
+/// (`nsenter --net`), e.g. the real node's.
+pub fn https_get(
+    addr: &str,
+    path: &str,
+    token: Option<&str>,
+    ca: Option<&std::path::Path>,
+    netns: Option<&std::path::Path>,
+) -> Result<HttpsReply> {
+    let url = format!("https://{addr}{path}");
+    let mut args: Vec<String> = Vec::new();
+    if let Some(ns) = netns {
+        args.extend([
+            format!("--net={}", ns.display()),
+            "--".into(),
+            "curl".into(),
+        ]);
+    }
+    args.extend(
+        ["-sS", "--max-time", "10", "-o", "-", "-w", "\n%{http_code}"]
+            .iter()
+            .map(|a| a.to_string()),
+    );
+    match ca {
+        Some(ca) => args.extend(["--cacert".into(), ca.display().to_string()]),
+        None => args.push("-k".into()),
+    }
+    if let Some(token) = token {
+        args.extend(["-H".into(), format!("Authorization: Bearer {token}")]);
+    }
+    args.push(url.clone());
+    let program = if netns.is_some() { "nsenter" } else { "curl" };
+    let out = std::process::Command::new(program)
+        .args(&args)
+        .output()
+        .with_context(|| {
+            format!("run {program} for GET {url}: install curl (and util-linux's nsenter)")
+        })?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    anyhow::ensure!(
+        out.status.success(),
+        "curl GET {url} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (body, code) = text.rsplit_once('\n').context("curl printed no status")?;
+    Ok(HttpsReply {
+        status: code
+            .trim()
+            .parse()
+            .with_context(|| format!("status {code:?}"))?,
+        body: body.to_string(),
+    })
+}

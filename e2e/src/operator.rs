@@ -66,7 +66,10 @@ impl Launch {
 pub struct Operator {
     child: Option<Child>,
     pub log: PathBuf,
+    /// `--metrics-addr`: plain HTTP unless the test passed `--metrics-auth kubernetes`.
     pub metrics: String,
+    /// `--health-addr`: `/healthz` and `/readyz`, plain HTTP.
+    pub health: String,
     pub started: Instant,
 }
 
@@ -82,12 +85,15 @@ impl Operator {
             Some(b) => b.clone(),
             None => operator_bin(false)?,
         };
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let metrics = format!("127.0.0.1:{port}");
+        let free = || -> Result<String> {
+            let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+            Ok(format!("127.0.0.1:{port}"))
+        };
+        let (metrics, health) = (free()?, free()?);
         let log = c.layout.logs().join(format!("operator-{name}.log"));
         let out = File::create(&log)?;
         let mut cmd = Command::new(bin);
-        cmd.args(["run", "--metrics-addr", &metrics]);
+        cmd.args(["run", "--metrics-addr", &metrics, "--health-addr", &health]);
         // Each test leads its own Lease under its own name unless it names them.
         if !extra.contains(&"--lease-name") {
             cmd.args(["--lease-name", &format!("dnspolicy-{name}")]);
@@ -113,6 +119,7 @@ impl Operator {
             child: Some(child),
             log,
             metrics,
+            health,
             started,
         })
     }

@@ -365,6 +365,9 @@ async fn operator_and_node_agent_from_the_image_with_the_shipped_manifests() -> 
         "the operator's ServiceAccount wrote the Corefile: {writes:?}"
     );
 
+    // 3b. /metrics as a ServiceMonitor scrapes it.
+    metrics_through_the_shipped_rbac(&c)?;
+
     // 4. Pollution counts from real pods' real resolv.conf.
     pollution_counts(&c).await?;
 
@@ -373,6 +376,75 @@ async fn operator_and_node_agent_from_the_image_with_the_shipped_manifests() -> 
     hung_leader(&c).await?;
 
     run.finish()
+}
+
+/// The operator pods' /metrics from inside the node's network, as Prometheus
+/// reaches them: HTTPS on 8443 with the self-signed certificate (verification
+/// skipped, as the shipped ServiceMonitor does), a ServiceAccount token bound
+/// to the shipped dnspolicy-metrics-reader: 200 with the operator's series.
+/// The operator checks the token with its own ServiceAccount, so the shipped
+/// RBAC for TokenReviews and SubjectAccessReviews is what lets it answer
+/// (without it: 500). No token: 401; the node agent's token (not bound): 403;
+/// the probes' port 8081 answers plain HTTP without one.
+fn metrics_through_the_shipped_rbac(c: &Cluster) -> Result<()> {
+    const SCRAPER: &str = "dnspolicy-e2e-scraper";
+    c.kubectl_stdin(
+        &["apply", "-f", "-"],
+        &format!(
+            "apiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: {SCRAPER}, namespace: {SYSTEM_NS}}}\n---\n\
+             apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata: {{name: {SCRAPER}}}\n\
+             roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: dnspolicy-metrics-reader}}\n\
+             subjects: [{{kind: ServiceAccount, name: {SCRAPER}, namespace: {SYSTEM_NS}}}]\n"
+        ),
+    )?;
+    let token = |sa: &str| -> Result<String> {
+        Ok(
+            c.kubectl(&["-n", SYSTEM_NS, "create", "token", sa, "--duration=10m"])?
+                .trim()
+                .to_string(),
+        )
+    };
+    let (reader, agent) = (token(SCRAPER)?, token("dnspolicy-node-agent")?);
+    let netns = PathBuf::from("/run/netns").join(node::NETNS);
+    let result = (|| -> Result<()> {
+        for p in pods_on_node(c, SYSTEM_NS, LABELS_OPERATOR)? {
+            let ip = p["status"]["podIP"].as_str().context("podIP")?.to_string();
+            let addr = format!("{ip}:8443");
+            let get = |token: Option<&str>| {
+                dnspolicy_e2e::net::https_get(&addr, "/metrics", token, None, Some(&netns))
+            };
+            let ok = get(Some(&reader))?;
+            assert_eq!(
+                ok.status,
+                200,
+                "{} /metrics with the reader's token: {ok:?}",
+                name(&p)
+            );
+            assert!(ok.body.contains("dnspolicy_build_info"), "{}", ok.body);
+            let none = get(None)?;
+            assert_eq!(none.status, 401, "no token: {none:?}");
+            let denied = get(Some(&agent))?;
+            assert_eq!(denied.status, 403, "the node agent's token: {denied:?}");
+            let health = std::process::Command::new("nsenter")
+                .arg(format!("--net={}", netns.display()))
+                .args(["--", "curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}"])
+                .arg(format!("http://{ip}:8081/healthz"))
+                .output()?;
+            assert_eq!(String::from_utf8_lossy(&health.stdout), "200", "{health:?}");
+        }
+        Ok(())
+    })();
+    c.kubectl(&[
+        "delete",
+        "clusterrolebinding",
+        SCRAPER,
+        "--ignore-not-found",
+    ])?;
+    result?;
+    eprintln!(
+        "[install] /metrics: 200 with the reader's token, 401 without, 403 for the node agent"
+    );
+    Ok(())
 }
 
 /// Real pods on the real node: the policy's counts equal the number whose

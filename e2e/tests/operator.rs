@@ -81,8 +81,8 @@ async fn apply_change_reapply_and_delete() -> Result<()> {
         },
     )
     .await?;
-    ensure!(net::http_get(&op.metrics, "/healthz")?.starts_with("HTTP/1.1 200"));
-    ensure!(net::http_get(&op.metrics, "/readyz")?.starts_with("HTTP/1.1 200"));
+    ensure!(net::http_get(&op.health, "/healthz")?.starts_with("HTTP/1.1 200"));
+    ensure!(net::http_get(&op.health, "/readyz")?.starts_with("HTTP/1.1 200"));
 
     // Change: one more rollout to a new hash.
     apply(

@@ -34,12 +34,27 @@ pub enum Command {
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
-    /// Where /metrics, /healthz and /readyz listen. Loopback unless told:
-    /// the endpoints answer without authentication. The shipped manifests
-    /// and chart bind the pod's address, which the kubelet's probes and the
-    /// ServiceMonitor need (docs/design.md, section 7, says what is exposed).
+    /// Where /metrics listens. Loopback unless told. The shipped manifests
+    /// and chart bind the pod's address on 8443 with --metrics-auth=kubernetes,
+    /// which the ServiceMonitor scrapes (docs/design.md, section 7).
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub metrics_addr: SocketAddr,
+    /// Who may read /metrics. `kubernetes`: HTTPS, and every request needs
+    /// `Authorization: Bearer <token>` that the API server authenticates
+    /// (TokenReview) and allows `get` on /metrics (SubjectAccessReview; the
+    /// ClusterRole dnspolicy-metrics-reader grants it). `none`: plain HTTP,
+    /// anyone who reaches the address (local runs).
+    #[arg(long, value_enum, default_value_t = MetricsAuth::None)]
+    pub metrics_auth: MetricsAuth,
+    /// With --metrics-auth=kubernetes: a directory holding tls.crt and tls.key
+    /// (a mounted kubernetes.io/tls Secret, e.g. cert-manager's), re-read when
+    /// they change. Without it a self-signed certificate is made at start.
+    #[arg(long)]
+    pub metrics_cert_dir: Option<PathBuf>,
+    /// Where /healthz and /readyz listen: plain HTTP without authentication,
+    /// for the kubelet's probes. The shipped manifests and chart bind 0.0.0.0:8081.
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    pub health_addr: SocketAddr,
     /// How long new CoreDNS pods may take to become available before the last good Corefile is put back,
     /// plus 10 s per CoreDNS replica (a Deployment replaces its pods a few at a time).
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
@@ -67,6 +82,14 @@ pub struct RunArgs {
     /// Log as JSON lines.
     #[arg(long)]
     pub log_json: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum MetricsAuth {
+    /// HTTPS; a bearer token checked with TokenReview and SubjectAccessReview.
+    Kubernetes,
+    /// Plain HTTP without authentication.
+    None,
 }
 
 #[derive(Debug, clap::Args)]
@@ -130,7 +153,7 @@ async fn run(args: RunArgs) -> Result<(), CliError> {
         .map_err(|e| CliError::Invalid(format!("--coredns-version: {e}")))?;
     let client = client().await?;
     let metrics = Arc::new(Metrics::default());
-    let server = tokio::spawn(crate::metrics::serve(args.metrics_addr, metrics.clone()));
+    let servers = serve_endpoints(&args, client.clone(), metrics.clone()).await?;
     let identity = args
         .identity
         .clone()
@@ -194,9 +217,88 @@ async fn run(args: RunArgs) -> Result<(), CliError> {
     // Dropping the channel makes the lease manager release the Lease.
     drop(leading);
     let _ = tokio::time::timeout(Duration::from_secs(5), lease_task).await;
-    server.abort();
+    for server in servers {
+        server.abort();
+    }
     tracing::info!("stopped");
     outcome
+}
+
+/// Binds `--health-addr` and `--metrics-addr` (a taken port or a bad
+/// certificate fails the start, naming the flag) and serves both.
+async fn serve_endpoints(
+    args: &RunArgs,
+    client: kube::Client,
+    metrics: Arc<Metrics>,
+) -> Result<Vec<tokio::task::JoinHandle<()>>, CliError> {
+    use crate::metrics::{health_router, metrics_router, serve_plain};
+    let bind = |flag: &'static str, addr: SocketAddr| async move {
+        tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+            CliError::Invalid(format!(
+                "{flag} {addr}: cannot listen: {e}; choose a free address and port"
+            ))
+        })
+    };
+    if args.metrics_addr == args.health_addr {
+        return Err(CliError::Invalid(format!(
+            "--metrics-addr and --health-addr are both {}: give /healthz its own port (the manifests use 8081)",
+            args.metrics_addr
+        )));
+    }
+    let health = bind("--health-addr", args.health_addr).await?;
+    let metrics_listener = bind("--metrics-addr", args.metrics_addr).await?;
+    let mut servers = vec![tokio::spawn(log_end(
+        "--health-addr",
+        serve_plain(health, health_router(metrics.clone())),
+    ))];
+    match args.metrics_auth {
+        MetricsAuth::None => {
+            if args.metrics_cert_dir.is_some() {
+                return Err(CliError::Invalid(
+                    "--metrics-cert-dir needs --metrics-auth=kubernetes (with none, /metrics is plain HTTP)".into(),
+                ));
+            }
+            if !args.metrics_addr.ip().is_loopback() {
+                tracing::warn!(
+                    addr = %args.metrics_addr,
+                    "/metrics answers anyone on this address without authentication; --metrics-auth=kubernetes protects it"
+                );
+            }
+            servers.push(tokio::spawn(log_end(
+                "--metrics-addr",
+                serve_plain(metrics_listener, metrics_router(metrics, None)),
+            )));
+        }
+        MetricsAuth::Kubernetes => {
+            use crate::metrics_tls::{self, CertSource};
+            let source = match &args.metrics_cert_dir {
+                Some(dir) => CertSource::Dir(dir.clone()),
+                None => CertSource::SelfSigned,
+            };
+            let acceptor =
+                metrics_tls::acceptor(&source).map_err(|e| CliError::Invalid(e.to_string()))?;
+            let access = Arc::new(crate::metrics_access::MetricsAccess::new(client));
+            let app = metrics_router(metrics, Some(access));
+            servers.push(tokio::spawn(metrics_tls::serve(
+                metrics_listener,
+                acceptor,
+                app,
+            )));
+        }
+    }
+    tracing::info!(
+        metrics = %args.metrics_addr,
+        auth = ?args.metrics_auth,
+        health = %args.health_addr,
+        "serving /metrics and /healthz, /readyz"
+    );
+    Ok(servers)
+}
+
+async fn log_end(flag: &'static str, served: impl Future<Output = std::io::Result<()>>) {
+    if let Err(e) = served.await {
+        tracing::error!(flag, error = %e, "endpoint server stopped");
+    }
 }
 
 /// A client as every dnspolicy binary makes one (`dnspolicy_crd::client`).

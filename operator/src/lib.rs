@@ -5,6 +5,8 @@
 pub mod cli;
 pub mod controller;
 pub mod metrics;
+pub mod metrics_access;
+pub mod metrics_tls;
 pub mod node_agent;
 pub mod pollution;
 pub mod telemetry;

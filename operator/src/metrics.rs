@@ -1,6 +1,6 @@
-//! Prometheus metrics and the `/metrics`, `/healthz`, `/readyz` endpoints.
+//! Prometheus metrics and the `/metrics`, `/healthz`, `/readyz` endpoints
+//! (`/metrics`' guard is in `metrics_access.rs`, its TLS in `metrics_tls.rs`).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -15,6 +15,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+use crate::metrics_access::MetricsAccess;
 
 type Labels = Vec<(&'static str, String)>;
 
@@ -222,10 +224,11 @@ async fn metrics_page(
 pub const OPENMETRICS_CONTENT_TYPE: &str =
     "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// Serves the endpoints until the process ends.
-pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<()> {
-    let app = Router::new()
-        .route("/metrics", get(metrics_page))
+/// `/healthz` and `/readyz`: plain HTTP without authentication on
+/// `--health-addr`, for the kubelet's probes (as controller-runtime keeps its
+/// health probes apart from its metrics).
+pub fn health_router(metrics: Arc<Metrics>) -> Router {
+    Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route(
             "/readyz",
@@ -240,7 +243,25 @@ pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<(
                 }
             }),
         )
+        .with_state(metrics)
+}
+
+/// `/metrics`, behind the TokenReview and SubjectAccessReview filter when
+/// `access` is given (`--metrics-auth=kubernetes`).
+pub fn metrics_router(metrics: Arc<Metrics>, access: Option<Arc<MetricsAccess>>) -> Router {
+    let router = Router::new()
+        .route(crate::metrics_access::PATH, get(metrics_page))
         .with_state(metrics);
-    let listener = tokio::net::TcpListener::bind(addr).await?;
+    match access {
+        Some(access) => router.layer(axum::middleware::from_fn_with_state(
+            access,
+            crate::metrics_access::require_access,
+        )),
+        None => router,
+    }
+}
+
+/// Serves a plain-HTTP router until the process ends.
+pub async fn serve_plain(listener: tokio::net::TcpListener, app: Router) -> std::io::Result<()> {
     axum::serve(listener, app).await
 }

@@ -10,12 +10,12 @@ use dnspolicy_e2e::{Cluster, Flavor, env};
 
 use super::{WAIT, chart_dir, helm, helm_bin, manifests};
 
-/// `GET /metrics` from the operator's endpoint.
-fn scrape(addr: &str) -> Result<String> {
-    let reply = dnspolicy_e2e::net::http_get(addr, "/metrics")?;
-    ensure!(reply.starts_with("HTTP/1.1 200"), "GET /metrics: {reply}");
-    let (_, body) = reply.split_once("\r\n\r\n").context("no HTTP body")?;
-    Ok(body.to_string())
+/// `GET /metrics` over HTTPS with a bearer token, as the chart's
+/// ServiceMonitor scrapes it (self-signed certificate, verification skipped).
+fn scrape(addr: &str, token: &str) -> Result<String> {
+    let reply = dnspolicy_e2e::net::https_get(addr, "/metrics", Some(token), None, None)?;
+    ensure!(reply.status == 200, "GET /metrics: {reply:?}");
+    Ok(reply.body)
 }
 
 /// Whether `kubectl get ARGS` finds anything.
@@ -27,6 +27,8 @@ fn exists(c: &Cluster, args: &[&str]) -> Result<bool> {
 
 const RELEASE: &str = "dnspolicy-helm";
 const NAMESPACE: &str = "dnspolicy-helm";
+/// The ClusterRoleBinding of the test's scraper to the chart's reader role.
+const SCRAPER: &str = "dnspolicy-helm-e2e-scraper";
 
 /// The metric names the shipped alerts and dashboard read from the operator.
 fn referenced_operator_metrics() -> Result<Vec<String>> {
@@ -137,9 +139,40 @@ async fn helm_install_upgrade_and_uninstall_on_the_local_cluster() -> Result<()>
     let mut op = Operator::start_with(
         &c,
         "helm",
-        &["--lease-namespace", NAMESPACE, "--lease-name", RELEASE],
+        &[
+            "--lease-namespace",
+            NAMESPACE,
+            "--lease-name",
+            RELEASE,
+            // The chart's default: its TokenReview and SubjectAccessReview
+            // are made with the chart's ServiceAccount, so its RBAC is proven.
+            "--metrics-auth",
+            "kubernetes",
+        ],
         &Launch::default().kubeconfig(sa_config.clone()),
     )?;
+    // A scraper bound to the chart's reader role, as docs/operations.md says
+    // (non-resource URLs are granted by ClusterRoleBindings only).
+    c.kubectl_stdin(
+        &["apply", "-f", "-"],
+        &format!(
+            "apiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: prometheus, namespace: {NAMESPACE}}}\n---\n\
+             apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata: {{name: {SCRAPER}}}\n\
+             roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: {RELEASE}-metrics-reader}}\n\
+             subjects: [{{kind: ServiceAccount, name: prometheus, namespace: {NAMESPACE}}}]\n"
+        ),
+    )?;
+    let scraper = c
+        .kubectl(&[
+            "-n",
+            NAMESPACE,
+            "create",
+            "token",
+            "prometheus",
+            "--duration=1h",
+        ])?
+        .trim()
+        .to_string();
 
     // The example without its forwardToRef: no Tailscale operator runs here
     // (e2e/tests/forward_targets.rs covers the reference).
@@ -158,7 +191,7 @@ async fn helm_install_upgrade_and_uninstall_on_the_local_cluster() -> Result<()>
         "/metrics with the policy's gauge",
         Duration::from_secs(10),
         || {
-            let m = scrape(&op.metrics)?;
+            let m = scrape(&op.metrics, &scraper)?;
             Ok(m.contains("dnspolicy_polluted_pods{").then_some(m))
         },
     )
@@ -298,6 +331,7 @@ async fn helm_install_upgrade_and_uninstall_on_the_local_cluster() -> Result<()>
         (NAMESPACE, "daemonset", format!("{RELEASE}-node-agent")),
         (NAMESPACE, "serviceaccount", RELEASE.to_string()),
         ("", "clusterrole", RELEASE.to_string()),
+        ("", "clusterrole", format!("{RELEASE}-metrics-reader")),
         ("", "clusterrolebinding", format!("{RELEASE}-node-agent")),
         ("kube-system", "role", format!("{RELEASE}-coredns")),
     ] {
@@ -311,6 +345,12 @@ async fn helm_install_upgrade_and_uninstall_on_the_local_cluster() -> Result<()>
             "{kind} {name} left after helm uninstall"
         );
     }
+    c.kubectl(&[
+        "delete",
+        "clusterrolebinding",
+        SCRAPER,
+        "--ignore-not-found",
+    ])?;
     c.kubectl(&["delete", "namespace", NAMESPACE, "--wait=false"])?;
     Ok(())
 }

@@ -516,6 +516,46 @@ fn values_do_what_they_say() -> Result<()> {
     .context("serviceMonitor without metrics rendered")?;
     ensure!(format!("{e:#}").contains("needs metrics.enabled"), "{e:#}");
 
+    // metrics.certSecret: the Secret mounted and passed as --metrics-cert-dir;
+    // auth none: plain HTTP, and the ServiceMonitor scrapes http without a token.
+    let o = r(&["--set", "metrics.certSecret=dnspolicy-metrics-tls"])?;
+    let pod = &find(&o, "Deployment", "dnspolicy").unwrap()["spec"]["template"]["spec"];
+    ensure!(
+        pod["volumes"][0]["secret"]["secretName"] == "dnspolicy-metrics-tls"
+            && pod["containers"][0]["volumeMounts"][0]["mountPath"] == "/etc/dnspolicy/metrics-tls",
+        "{pod}"
+    );
+    let args = pod["containers"][0]["args"].to_string();
+    ensure!(
+        args.contains("\"--metrics-cert-dir=/etc/dnspolicy/metrics-tls\""),
+        "{args}"
+    );
+    let o = r(&[
+        "--set",
+        "metrics.auth=none,metrics.enabled=true,serviceMonitor.enabled=true",
+    ])?;
+    let args = find(&o, "Deployment", "dnspolicy").unwrap()["spec"]["template"]["spec"]["containers"][0]
+        ["args"]
+        .to_string();
+    ensure!(args.contains("\"--metrics-auth=none\""), "{args}");
+    let endpoint = &find(&o, "ServiceMonitor", "dnspolicy").unwrap()["spec"]["endpoints"][0];
+    ensure!(
+        endpoint.get("scheme").is_none() && endpoint.get("bearerTokenFile").is_none(),
+        "{endpoint}"
+    );
+    for (set, says) in [
+        ("metrics.auth=open", "use kubernetes"),
+        (
+            "metrics.auth=none,metrics.certSecret=x",
+            "needs metrics.auth=kubernetes",
+        ),
+    ] {
+        let e = template(BASE_RELEASE, BASE_NAMESPACE, &["--set", set])
+            .err()
+            .with_context(|| format!("{set} rendered"))?;
+        ensure!(format!("{e:#}").contains(says), "{e:#}");
+    }
+
     // defaultPolicy: a ClusterDNSPolicy from values; enabled without suffixes is an error.
     let o = r(&[
         "--set",
