@@ -6,6 +6,8 @@ command -v musl-gcc >/dev/null || need+=(musl-tools)
 command -v dig >/dev/null || need+=(dnsutils)
 command -v unshare >/dev/null || need+=(util-linux)
 command -v getent >/dev/null || need+=(libc-bin)
+# The HTTPS client of the /metrics access tests (e2e/tests/metrics_auth.rs).
+command -v curl >/dev/null || need+=(curl)
 # The real node (e2e/src/cluster/node): runtime, pod network, kube-proxy's
 # iptables, image building (umoci) and the probe images' busybox.
 command -v runc >/dev/null || need+=(runc)
