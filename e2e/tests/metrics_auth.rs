@@ -34,15 +34,22 @@ fn shipped_reader_role() -> Result<String> {
 /// A CA and a serving certificate for 127.0.0.1 it signed: tls.crt and
 /// tls.key in `dir` (as a mounted kubernetes.io/tls Secret), ca.crt beside.
 fn serving_cert(dir: &Path) -> Result<()> {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
     std::fs::create_dir_all(dir)?;
     let ca_key = KeyPair::generate()?;
     let mut ca = CertificateParams::new(Vec::<String>::new())?;
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    // Its own name: rcgen's default subject is the leaf's too, and a leaf
+    // whose issuer is its own subject reads as self-signed to curl.
+    ca.distinguished_name
+        .push(DnType::CommonName, "dnspolicy e2e metrics CA");
     let ca_cert = ca.self_signed(&ca_key)?;
     let issuer = Issuer::new(ca, ca_key);
     let key = KeyPair::generate()?;
-    let leaf = CertificateParams::new(vec!["127.0.0.1".to_string()])?.signed_by(&key, &issuer)?;
+    let mut leaf = CertificateParams::new(vec!["127.0.0.1".to_string()])?;
+    leaf.distinguished_name
+        .push(DnType::CommonName, "dnspolicy metrics");
+    let leaf = leaf.signed_by(&key, &issuer)?;
     std::fs::write(dir.join("tls.crt"), leaf.pem())?;
     std::fs::write(dir.join("tls.key"), key.serialize_pem())?;
     std::fs::write(dir.join("ca.crt"), ca_cert.pem())?;
