@@ -27,8 +27,12 @@ pub mod condition {
     /// Corefile works but an admin should know something (`render` prints the
     /// same lines on stderr); present only while there are notes.
     pub const WARNINGS: &str = "Warnings";
+    /// False while a node agent publishes that it cannot read the
+    /// resolv.conf kubelet hands pods (its pods are counted with the last
+    /// list it published); present only then.
+    pub const PODS_COUNTED: &str = "PodsCounted";
     /// The order status lists them in, so equal statuses compare equal.
-    pub const ALL: [&str; 7] = [
+    pub const ALL: [&str; 8] = [
         READY,
         RECONCILING,
         STALLED,
@@ -36,6 +40,7 @@ pub mod condition {
         ROLLED_OUT,
         FORWARD_TARGETS_REACHABLE,
         WARNINGS,
+        PODS_COUNTED,
     ];
 }
 
@@ -126,6 +131,8 @@ pub enum Reason {
     /// The planner has notes for the admin though nothing is refused
     /// (condition `Warnings`).
     PlanWarnings,
+    /// A node agent cannot read the resolv.conf kubelet hands pods.
+    NodeAgentFailed,
     // Rolled back.
     RolloutFailed,
     /// CoreDNS pods are unavailable on a Corefile that rolled out before (or
@@ -166,6 +173,7 @@ impl Reason {
             Reason::ForwardTargetUnreachable => "ForwardTargetUnreachable",
             Reason::ForwardTargetsAnswer => "ForwardTargetsAnswer",
             Reason::PlanWarnings => "PlanWarnings",
+            Reason::NodeAgentFailed => "NodeAgentFailed",
             Reason::RolloutFailed => "RolloutFailed",
             Reason::CoreDNSUnavailable => "CoreDNSUnavailable",
         }

@@ -140,6 +140,17 @@ async fn apply_change_reapply_and_delete() -> Result<()> {
         leftovers.is_empty(),
         "dnspolicy annotations left on the ConfigMap: {leftovers:?}"
     );
+    // Nor metric series: the deleted policy's gauges go with it (the next
+    // accounting tick, within a second or two).
+    wait_for(
+        "the deleted policy's series to leave /metrics",
+        Duration::from_secs(10),
+        || {
+            let metrics = net::http_get(&op.metrics, "/metrics")?;
+            Ok((!metrics.contains(r#"policy="tailnet""#)).then_some(()))
+        },
+    )
+    .await?;
     op.stop()?;
     Ok(())
 }
@@ -629,6 +640,44 @@ async fn polluted_pods_are_counted_as_kubelet_builds_their_search_lists() -> Res
     )
     .await?;
 
+    // An agent that cannot read its file says so on its Node, and the
+    // policy's status names the node instead of counting it as clean.
+    std::fs::remove_file(&clean_conf)?;
+    let message = wait_for(
+        "PodsCounted=False naming clean-node",
+        Duration::from_secs(20),
+        || {
+            let p = policy(&c, "tailnet")?;
+            Ok(condition(&p, "PodsCounted")
+                .filter(|(status, reason, message)| {
+                    status == "False"
+                        && reason == "NodeAgentFailed"
+                        && message.contains("clean-node: ")
+                })
+                .map(|(_, _, message)| message))
+        },
+    )
+    .await?;
+    ensure!(message.contains("cannot read"), "{message}");
+    ensure!(
+        is_ready(&policy(&c, "tailnet")?),
+        "an unreadable node file is about counts, not lookups: Ready must stay"
+    );
+    std::fs::write(
+        &clean_conf,
+        "nameserver 10.0.0.2\nsearch example.internal\n",
+    )?;
+    wait_for(
+        "PodsCounted to go once the file reads again",
+        Duration::from_secs(20),
+        || {
+            Ok(condition(&policy(&c, "tailnet")?, "PodsCounted")
+                .is_none()
+                .then_some(()))
+        },
+    )
+    .await?;
+
     for a in &mut agents {
         let _ = a.kill();
         let _ = a.wait();
@@ -734,18 +783,15 @@ async fn the_apiserver_restarting_mid_run_is_survived() -> Result<()> {
     op.delete_policies_and_stop(&c)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kustomize_install_works_with_the_shipped_rbac() -> Result<()> {
-    let c = Cluster::ensure().await?;
-    let _guard = c.exclusive()?;
-    let original = fresh(&c, Flavor::Kubeadm, &env::coredns_kubeadm_version()).await?;
-    install_manifests(&c)?;
-    // The admin kubeconfig's cluster, with the operator's ServiceAccount token as the user.
-    let path = service_account_kubeconfig(&c, "dnspolicy-system", "dnspolicy")?;
-
-    let mut op = Operator::start_with(
-        &c,
-        "rbac",
+/// `kubectl apply -k manifests/`, then the operator run with its
+/// ServiceAccount's token (the admin kubeconfig's cluster, that token as the
+/// user) and the shipped Lease: what the shipped RBAC and admission allow.
+fn installed_with_the_shipped_rbac(c: &Cluster, name: &str) -> Result<Operator> {
+    install_manifests(c)?;
+    let path = service_account_kubeconfig(c, "dnspolicy-system", "dnspolicy")?;
+    Operator::start_with(
+        c,
+        name,
         &[
             "--lease-namespace",
             "dnspolicy-system",
@@ -753,7 +799,15 @@ async fn kustomize_install_works_with_the_shipped_rbac() -> Result<()> {
             "dnspolicy",
         ],
         &Launch::default().kubeconfig(path),
-    )?;
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kustomize_install_works_with_the_shipped_rbac() -> Result<()> {
+    let c = Cluster::ensure().await?;
+    let _guard = c.exclusive()?;
+    let original = fresh(&c, Flavor::Kubeadm, &env::coredns_kubeadm_version()).await?;
+    let mut op = installed_with_the_shipped_rbac(&c, "rbac")?;
     apply(&c, &TAILSCALE)?;
     op.ready(&c, "tailnet", WAIT).await?;
     rolled(&c).await?;
@@ -783,19 +837,7 @@ async fn kubectl_delete_k_restores_the_corefile_and_leaves_nothing_stuck() -> Re
     let c = Cluster::ensure().await?;
     let _guard = c.exclusive()?;
     let original = fresh(&c, Flavor::Kubeadm, &env::coredns_kubeadm_version()).await?;
-    install_manifests(&c)?;
-    let path = service_account_kubeconfig(&c, "dnspolicy-system", "dnspolicy")?;
-    let mut op = Operator::start_with(
-        &c,
-        "uninstall",
-        &[
-            "--lease-namespace",
-            "dnspolicy-system",
-            "--lease-name",
-            "dnspolicy",
-        ],
-        &Launch::default().kubeconfig(path),
-    )?;
+    let mut op = installed_with_the_shipped_rbac(&c, "uninstall")?;
     apply(&c, &TAILSCALE)?;
     apply(&c, OPENSTACK)?;
     op.ready(&c, "tailnet", WAIT).await?;

@@ -116,6 +116,14 @@ pub fn policy_status(
             (Some(plan), dns_paths(plan, config_map, node_local))
         }
     };
+    if let Some(message) = unread_nodes_message(counts) {
+        conds.set(
+            condition::PODS_COUNTED,
+            false,
+            Reason::NodeAgentFailed,
+            &message,
+        );
+    }
     ClusterDNSPolicyStatus {
         observed_generation: generation,
         conditions: conds.into_vec(),
@@ -137,6 +145,30 @@ pub fn policy_status(
             .collect(),
         dns_paths,
     }
+}
+
+/// The `PodsCounted` condition's message while node agents cannot read the
+/// file kubelet hands pods: the counts are not silently 0 for those nodes.
+fn unread_nodes_message(counts: &PolicyCounts) -> Option<String> {
+    if counts.unread_nodes_total == 0 {
+        return None;
+    }
+    let named: Vec<String> = counts
+        .unread_nodes
+        .iter()
+        .map(|(node, error)| format!("{node}: {error}"))
+        .collect();
+    let more = counts.unread_nodes_total - counts.unread_nodes.len() as u64;
+    Some(format!(
+        "the node agent on {} node(s) cannot read the resolv.conf kubelet hands pods, so their pods are counted with the last search list it published: {}{}; check the agent's logs on those nodes (kubectl -n dnspolicy-system logs ds/dnspolicy-node-agent)",
+        counts.unread_nodes_total,
+        named.join("; "),
+        if more > 0 {
+            format!("; and {more} more")
+        } else {
+            String::new()
+        },
+    ))
 }
 
 /// The `Warnings` condition's message: the planner's notes for a Corefile
@@ -262,10 +294,11 @@ impl Conditions<'_> {
         condition::ALL
             .iter()
             .filter_map(|t| {
-                // Forward reachability and warnings are only ever this
-                // reconcile's findings.
-                let carried =
-                    *t != condition::FORWARD_TARGETS_REACHABLE && *t != condition::WARNINGS;
+                // Forward reachability, warnings and unread nodes are only
+                // ever this reconcile's findings.
+                let carried = *t != condition::FORWARD_TARGETS_REACHABLE
+                    && *t != condition::WARNINGS
+                    && *t != condition::PODS_COUNTED;
                 self.new
                     .get(t)
                     .cloned()
@@ -374,6 +407,7 @@ mod tests {
             total: 5,
             polluted: 2,
             namespaces: vec![("workflow-engine".into(), 3, 2)],
+            ..Default::default()
         };
         let s = first_status(&p, &[], &counts);
         assert_eq!(get(&s, "RolledOut").reason, "RolloutFailed");
@@ -559,5 +593,45 @@ mod tests {
         let s = first_status(&p, &[], &PolicyCounts::default());
         assert!(s.conditions.iter().all(|c| c.type_ != "Warnings"));
         assert_eq!(warnings_message(&p), None);
+    }
+
+    #[test]
+    fn nodes_whose_agent_cannot_read_are_named_not_counted_as_clean() {
+        let p = plan(Phase::RolledOut);
+        let clean = first_status(&p, &[], &PolicyCounts::default());
+        assert!(clean.conditions.iter().all(|c| c.type_ != "PodsCounted"));
+        let counts = PolicyCounts {
+            unread_nodes: vec![(
+                "node-a".into(),
+                "/etc/resolv.conf: cannot read: permission denied".into(),
+            )],
+            unread_nodes_total: 7,
+            ..Default::default()
+        };
+        let s = first_status(&p, &[], &counts);
+        let c = get(&s, "PodsCounted");
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", "NodeAgentFailed")
+        );
+        assert!(
+            c.message.contains("7 node(s)")
+                && c.message.contains("node-a: /etc/resolv.conf: cannot read")
+                && c.message.contains("and 6 more"),
+            "{}",
+            c.message
+        );
+        // Ready is about lookups: unaffected.
+        assert_eq!(get(&s, "Ready").status, "True");
+        // Gone with the error: not carried from the old status.
+        let finding = Finding::Planned {
+            plan: &p,
+            conflict: None,
+            config_map: COREDNS,
+            node_local: &[],
+            forward: None,
+        };
+        let healed = policy_status(Some(&s), Some(1), finding, &PolicyCounts::default(), at(2));
+        assert!(healed.conditions.iter().all(|c| c.type_ != "PodsCounted"));
     }
 }

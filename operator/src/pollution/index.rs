@@ -41,6 +41,8 @@ pub struct NodeFacts {
     pub host_search: Option<Vec<String>>,
     pub host_search_since: Option<i64>,
     pub previous_host_search: Option<Vec<String>>,
+    /// The agent's `host-search-error`: it cannot read the node's file.
+    pub agent_error: Option<String>,
 }
 
 /// Everything a policy's counts depend on besides pods and nodes.
@@ -75,7 +77,14 @@ pub struct PolicyCounts {
     /// (namespace, pods, polluted pods): namespaces with polluted pods, most
     /// polluted first, at most `MAX_STATUS_NAMESPACES`.
     pub namespaces: Vec<(String, u64, u64)>,
+    /// (node, error) of the nodes whose agent cannot read resolv.conf, by
+    /// name, at most `MAX_UNREAD_NODES`; `unread_nodes_total` counts them all.
+    pub unread_nodes: Vec<(String, String)>,
+    pub unread_nodes_total: u64,
 }
+
+/// How many unreadable nodes a status message names.
+pub const MAX_UNREAD_NODES: usize = 5;
 
 /// Whether a pod was counted polluted, by policy slot. Policies are few:
 /// one word inline covers 64 of them and keeps a pod's entry small.
@@ -342,9 +351,20 @@ impl PollutionIndex {
             namespaces.truncate(MAX_STATUS_NAMESPACES);
         }
         namespaces.sort_by(most_polluted_first);
+        // Nodes are few next to pods: a pass over them costs little.
+        let mut unread_nodes: Vec<(String, String)> = self
+            .nodes
+            .iter()
+            .filter_map(|(node, facts)| Some((node.clone(), facts.agent_error.clone()?)))
+            .collect();
+        let unread_nodes_total = unread_nodes.len() as u64;
+        unread_nodes.sort();
+        unread_nodes.truncate(MAX_UNREAD_NODES);
         PolicyCounts {
             total: self.pods as u64,
             polluted,
+            unread_nodes,
+            unread_nodes_total,
             namespaces: namespaces
                 .into_iter()
                 .map(|(namespace, pods, polluted)| (namespace.to_string(), pods, polluted))
@@ -597,6 +617,7 @@ pub fn node_facts(node: &Node) -> NodeFacts {
             .and_then(|s| s.parse::<k8s_openapi::jiff::Timestamp>().ok())
             .map(|t| t.as_second()),
         previous_host_search: list(annotation::HOST_SEARCH_PREVIOUS),
+        agent_error: annotations.get(annotation::HOST_SEARCH_ERROR).cloned(),
     }
 }
 
@@ -819,10 +840,17 @@ mod tests {
             .collect();
         namespaces.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| a.0.cmp(&b.0)));
         namespaces.truncate(MAX_STATUS_NAMESPACES);
+        let mut unread_nodes: Vec<(String, String)> = nodes
+            .iter()
+            .filter_map(|(node, f)| Some((node.clone(), f.agent_error.clone()?)))
+            .collect();
+        unread_nodes.sort();
         PolicyCounts {
             total: pods.len() as u64,
             polluted: by_namespace.values().map(|(_, polluted)| polluted).sum(),
             namespaces,
+            unread_nodes_total: unread_nodes.len() as u64,
+            unread_nodes: unread_nodes.into_iter().take(MAX_UNREAD_NODES).collect(),
         }
     }
 
@@ -883,6 +911,7 @@ mod tests {
             host_search: (rng.below(3) > 0).then(|| list(rng)),
             host_search_since: (rng.below(2) == 0).then(|| rng.below(200) as i64),
             previous_host_search: (rng.below(2) == 0).then(|| list(rng)),
+            agent_error: (rng.below(4) == 0).then(|| "cannot read".to_string()),
         }
     }
 
