@@ -334,6 +334,21 @@ pub fn corefile(c: &Cluster) -> Result<String> {
         .context("coredns ConfigMap has no Corefile")
 }
 
+/// The `dnspolicy.dev/*` annotation keys on ConfigMap kube-system/`name`:
+/// what a last policy's deletion must leave none of.
+pub fn dnspolicy_annotations(c: &Cluster, name: &str) -> Result<Vec<String>> {
+    let cm = get_json(c, &["-n", "kube-system", "configmap", name])?;
+    Ok(cm["metadata"]["annotations"]
+        .as_object()
+        .map(|a| {
+            a.keys()
+                .filter(|k| k.starts_with("dnspolicy.dev/"))
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
 pub fn condition(p: &Value, type_: &str) -> Option<(String, String, String)> {
     p["status"]["conditions"]
         .as_array()?

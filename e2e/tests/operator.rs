@@ -127,15 +127,7 @@ async fn apply_change_reapply_and_delete() -> Result<()> {
         "Deployment not rolled back to {stock_hash}"
     );
     rolled(&c).await?;
-    let cm = get_json(&c, &["-n", "kube-system", "configmap", "coredns"])?;
-    let leftovers: Vec<&String> = cm["metadata"]["annotations"]
-        .as_object()
-        .map(|a| {
-            a.keys()
-                .filter(|k| k.starts_with("dnspolicy.dev/"))
-                .collect()
-        })
-        .unwrap_or_default();
+    let leftovers = dnspolicy_annotations(&c, "coredns")?;
     ensure!(
         leftovers.is_empty(),
         "dnspolicy annotations left on the ConfigMap: {leftovers:?}"
@@ -898,15 +890,7 @@ async fn kubectl_delete_k_restores_the_corefile_and_leaves_nothing_stuck() -> Re
         corefile(&c)? == original,
         "the Corefile is not the original after delete -k"
     );
-    let cm = get_json(&c, &["-n", "kube-system", "configmap", "coredns"])?;
-    let left: Vec<&String> = cm["metadata"]["annotations"]
-        .as_object()
-        .map(|a| {
-            a.keys()
-                .filter(|k| k.starts_with("dnspolicy.dev/"))
-                .collect()
-        })
-        .unwrap_or_default();
+    let left = dnspolicy_annotations(&c, "coredns")?;
     ensure!(left.is_empty(), "dnspolicy annotations left: {left:?}");
     let log = op.log_text();
     ensure!(

@@ -331,6 +331,18 @@ mod tests {
         }
     }
 
+    /// `p` planned for the CoreDNS ConfigMap alone: no conflict, no
+    /// NodeLocal DNSCache, no forward targets.
+    fn planned(p: &TargetPlan) -> Finding<'_> {
+        Finding::Planned {
+            plan: p,
+            conflict: None,
+            config_map: COREDNS,
+            node_local: &[],
+            forward: None,
+        }
+    }
+
     /// A new policy's first status after `p` was planned.
     fn first_status(
         p: &TargetPlan,
@@ -527,14 +539,13 @@ mod tests {
         );
         assert_eq!(get(&back, "Ready").status, "True");
         assert_eq!(get(&back, "ForwardTargetsReachable").status, "True");
-        let none = Finding::Planned {
-            plan: &p,
-            conflict: None,
-            config_map: COREDNS,
-            node_local: &[],
-            forward: None,
-        };
-        let gone = policy_status(Some(&back), Some(2), none, &PolicyCounts::default(), at(3));
+        let gone = policy_status(
+            Some(&back),
+            Some(2),
+            planned(&p),
+            &PolicyCounts::default(),
+            at(3),
+        );
         assert!(
             gone.conditions
                 .iter()
@@ -624,14 +635,13 @@ mod tests {
         // Ready is about lookups: unaffected.
         assert_eq!(get(&s, "Ready").status, "True");
         // Gone with the error: not carried from the old status.
-        let finding = Finding::Planned {
-            plan: &p,
-            conflict: None,
-            config_map: COREDNS,
-            node_local: &[],
-            forward: None,
-        };
-        let healed = policy_status(Some(&s), Some(1), finding, &PolicyCounts::default(), at(2));
+        let healed = policy_status(
+            Some(&s),
+            Some(1),
+            planned(&p),
+            &PolicyCounts::default(),
+            at(2),
+        );
         assert!(healed.conditions.iter().all(|c| c.type_ != "PodsCounted"));
     }
 }
