@@ -338,7 +338,12 @@ pub fn corefile(c: &Cluster) -> Result<String> {
 /// what a last policy's deletion must leave none of.
 pub fn dnspolicy_annotations(c: &Cluster, name: &str) -> Result<Vec<String>> {
     let cm = get_json(c, &["-n", "kube-system", "configmap", name])?;
-    Ok(cm["metadata"]["annotations"]
+    Ok(dnspolicy_annotation_keys(&cm))
+}
+
+/// The `dnspolicy.dev/*` annotation keys of an object read as JSON.
+pub fn dnspolicy_annotation_keys(object: &Value) -> Vec<String> {
+    object["metadata"]["annotations"]
         .as_object()
         .map(|a| {
             a.keys()
@@ -346,7 +351,7 @@ pub fn dnspolicy_annotations(c: &Cluster, name: &str) -> Result<Vec<String>> {
                 .cloned()
                 .collect()
         })
-        .unwrap_or_default())
+        .unwrap_or_default()
 }
 
 pub fn condition(p: &Value, type_: &str) -> Option<(String, String, String)> {

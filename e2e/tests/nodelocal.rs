@@ -63,18 +63,6 @@ fn node_local_corefile(c: &Cluster) -> Result<String> {
         .context("node-local-dns has no Corefile")
 }
 
-fn dnspolicy_annotations(cm: &Value) -> Vec<String> {
-    cm["metadata"]["annotations"]
-        .as_object()
-        .map(|a| {
-            a.keys()
-                .filter(|k| k.starts_with("dnspolicy.dev/"))
-                .cloned()
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// The seed's lookup as a pod in `NS` on the polluted node makes it,
 /// through the cache.
 async fn lookup_through_cache(c: &Cluster, resolver: Resolver) -> Result<dnspolicy_e2e::Lookup> {
@@ -300,10 +288,7 @@ async fn scenario(
         "the Corefile was not restored byte for byte:\n{}",
         cm["data"]["Corefile"]
     );
-    ensure!(
-        dnspolicy_annotations(&cm).is_empty(),
-        "dnspolicy's annotations left: {:?}",
-        dnspolicy_annotations(&cm)
-    );
+    let left = dnspolicy_annotation_keys(&cm);
+    ensure!(left.is_empty(), "dnspolicy's annotations left: {left:?}");
     Ok(())
 }
